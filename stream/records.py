@@ -37,16 +37,21 @@ MAX_PRICE = 100_000.0
 MAX_UNITS = 1_000_000.0
 
 
-def _epoch_millis(value: Any) -> Any:
+def _timestamp(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO-8601 timestamp") from None
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
             return dt.datetime.fromtimestamp(value / 1000.0, tz=dt.UTC)
         except (OverflowError, OSError, ValueError):
-            return value  # left for the datetime check to reject
-    return value
+            raise ValueError(f"{value!r} is not a timestamp in epoch milliseconds") from None
+    return value  # anything else is left for the datetime check to reject
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_epoch_millis)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp)]
 """ISO-8601 with an offset, or epoch milliseconds."""
 
 Id = Annotated[str, Field(min_length=1, max_length=200)]
@@ -131,6 +136,7 @@ R = TypeVar("R", bound=Record)
 
 _MISSING = {"missing"}
 _BAD_FORMAT = {
+    "value_error",
     "string_pattern_mismatch",
     "string_too_short",
     "string_too_long",
@@ -170,9 +176,7 @@ def parse(record_type: type[R], payload: bytes) -> R | Rejection:
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False)
         first = errors[0]
-        detail = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in errors
-        )
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in errors)
         return Rejection(reason=_reason(first), detail=detail)
 
 

@@ -70,7 +70,7 @@ class Settings:
             raw = environ.get(env_name(f.name))
             if raw is None:
                 continue
-            kind = type(f.default)
+            kind: type = type(f.default)
             try:
                 values[f.name] = kind(raw)
             except ValueError as exc:

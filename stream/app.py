@@ -1,0 +1,105 @@
+"""The Faust app: topics and agents, wired to the scoring service. Logic lives elsewhere.
+
+Per use case, one agent scores its event topic and one learns from its label topic:
+
+    transactions         -> score_fraud  -> predictions.fraud  (+ deadletter)
+    transactions.labels  -> learn_fraud  -> (model update)     (+ deadletter)
+    sales                -> score_demand -> predictions.demand (+ deadletter)
+    sales.labels         -> learn_demand -> (model update)     (+ deadletter)
+
+Agents take batches with manual acknowledgement: a batch is acknowledged only after
+everything it produced is delivered, so nothing is lost when a worker dies mid-batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import faust
+import prometheus_client
+
+from stream.scoring import Message
+from stream.service import ScoringService
+from stream.settings import Settings
+from stream.topics import ensure_topics
+from stream.usecases import USE_CASES, all_topics
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Sequence[Message]], Awaitable[None]]
+
+
+def create_app(settings: Settings) -> faust.App:
+    """A Faust app for ``settings``, with one scoring and one learning agent per use case."""
+    app = faust.App(
+        settings.consumer_group,
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=settings.heartbeat_interval_seconds,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.topic_partitions,
+        topic_disable_leader=True,
+        web_enabled=False,
+        producer_linger=0.005,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    service = ScoringService(settings)
+
+    for use_case in USE_CASES:
+        for topic_name, name, handle in (
+            (use_case.event_topic, f"score_{use_case.name}", _bind(service.handle_events, use_case)),
+            (use_case.label_topic, f"learn_{use_case.name}", _bind(service.handle_labels, use_case)),
+        ):
+            topic = app.topic(settings.topic(topic_name), key_type=bytes, value_type=bytes)
+            app.agent(topic, name=name)(_batch_agent(handle, settings))
+
+    @app.on_before_shutdown.connect
+    async def _close(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await service.close()
+
+    return app
+
+
+def _bind(handle: Callable[[Any, Sequence[Message]], Awaitable[None]], use_case: Any) -> Handler:
+    async def bound(batch: Sequence[Message]) -> None:
+        await handle(use_case, batch)
+
+    return bound
+
+
+def _batch_agent(handle: Handler, settings: Settings) -> Callable[[Any], Awaitable[None]]:
+    async def agent(stream: Any) -> None:
+        events: AsyncIterator[Sequence[Any]] = stream.noack_take(
+            settings.batch_size, within=settings.batch_window_seconds
+        )
+        async for batch in events:
+            await handle(
+                [
+                    Message(
+                        e.message.topic,
+                        e.message.partition,
+                        e.message.offset,
+                        e.message.value,
+                        e.message.timestamp,
+                    )
+                    for e in batch
+                ]
+            )
+            for event in batch:
+                await stream.ack(event)
+
+    return agent
+
+
+def run_worker(settings: Settings) -> None:
+    """Run a worker until it is stopped (SIGINT/SIGTERM)."""
+    ensure_topics(settings, all_topics())
+    if settings.metrics_port:
+        prometheus_client.start_http_server(settings.metrics_port)
+        log.info("metrics on :%d/metrics", settings.metrics_port)
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()

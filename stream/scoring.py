@@ -1,0 +1,198 @@
+"""Batch scoring and learning: consumed messages in, records to publish out.
+
+:class:`Scorer` holds no Kafka client: it takes the messages of one batch, does all its
+Redis work in a few pipelined round trips, scores with the live model and returns what
+must be published. Publishing and acknowledging are the caller's job, in that order, so
+delivery is at least once. Redelivered messages are recognised by their source
+(topic/partition/offset) and give the same outcome again, never a second scoring or a
+second learning.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from models.online import OnlineModel
+
+from stream import metrics
+from stream.records import DeadLetter, Prediction, Rejection, parse, payload_text
+from stream.settings import Settings
+from stream.state import StateStore
+from stream.usecases import DEADLETTER_TOPIC, UseCase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A consumed message, as the scorer needs it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    timestamp: float | None = None  # broker timestamp, seconds
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass
+class Outbox:
+    """Records a batch produced, to be published before the batch is acknowledged."""
+
+    records: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # topic, key, value
+
+    def add(self, topic: str, key: str, value: bytes) -> None:
+        self.records.append((topic, key.encode(), value))
+
+
+class Scorer:
+    """Scores event batches and learns label batches for a set of use cases."""
+
+    def __init__(self, settings: Settings, state: StateStore, models: dict[str, OnlineModel]) -> None:
+        self.settings = settings
+        self.state = state
+        self.models = models
+
+    def dead_letter(self, outbox: Outbox, message: Message, reason: str, detail: str) -> None:
+        """Keep a rejected message, with its reason, on the dead-letter topic."""
+        payload, encoding = payload_text(message.value)
+        record = DeadLetter(
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            reason=reason,
+            detail=detail,
+            payload=payload,
+            payload_encoding=encoding,
+            at=dt.datetime.now(dt.UTC),
+        )
+        outbox.add(self.settings.topic(DEADLETTER_TOPIC), message.source, record.to_json())
+        metrics.DEAD_LETTERS.labels(message.topic, reason).inc()
+        log.warning("dead letter %s at %s: %s", reason, message.source, detail)
+
+    def _check_time(self, ts: dt.datetime, now: float) -> Rejection | None:
+        age = now - ts.timestamp()
+        if age < -self.settings.max_clock_skew_seconds:
+            return Rejection(
+                reason="out_of_range", detail=f"ts {ts.isoformat()} is {-age:.0f} s in the future"
+            )
+        if self.settings.max_event_age_seconds and age > self.settings.max_event_age_seconds:
+            return Rejection(reason="late_event", detail=f"ts {ts.isoformat()} is {age:.0f} s old")
+        return None
+
+    async def score(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> Outbox:
+        """Validate, featurise and score a batch of events; one prediction per new event id."""
+        outbox = Outbox()
+        now = time.time()
+        valid = []
+        for message in batch:
+            event = parse(use_case.event_type, message.value)
+            if isinstance(event, Rejection):
+                self.dead_letter(outbox, message, event.reason, event.detail)
+            elif (untimely := self._check_time(event.ts, now)) is not None:
+                self.dead_letter(outbox, message, untimely.reason, untimely.detail)
+            else:
+                valid.append((message, event))
+
+        claims = await self.state.observe(
+            use_case.name,
+            [(e.event_id, use_case.entity(e), m.source, use_case.observe(e)) for m, e in valid],
+        )
+        to_score = []
+        prediction_topic = self.settings.topic(use_case.prediction_topic)
+        for (message, event), claim in zip(valid, claims, strict=True):
+            entity = use_case.entity(event)
+            if claim.source != message.source:
+                self.dead_letter(
+                    outbox,
+                    message,
+                    "duplicate_event",
+                    f"event id {event.event_id} was first read at {claim.source}",
+                )
+            elif claim.status != "claimed":
+                # A redelivery of an event already scored: publish the same prediction again.
+                outbox.add(prediction_topic, entity, claim.prediction)
+                metrics.EVENTS.labels(message.topic, "redelivered").inc()
+            else:
+                if claim.prior.is_out_of_order(event.ts.timestamp()):
+                    metrics.OUT_OF_ORDER.labels(use_case.name).inc()
+                    log.debug("out-of-order event %s at %s", event.event_id, message.source)
+                to_score.append((message, event, entity, use_case.features(event, claim.prior)))
+
+        if not to_score:
+            return outbox
+        model = self.models[use_case.name]
+        outputs = model.predict_many([x for _, _, _, x in to_score])
+        scored_at = dt.datetime.now(dt.UTC)
+        records = []
+        for (message, event, entity, x), y in zip(to_score, outputs, strict=True):
+            latency = max(0.0, scored_at.timestamp() - message.timestamp) if message.timestamp else 0.0
+            prediction = Prediction(
+                event_id=event.event_id,
+                model=use_case.name,
+                model_version=model.version,
+                scored_at=scored_at,
+                latency_ms=round(latency * 1000, 3),
+                entity=entity,
+                **{use_case.output_field: y},
+            ).to_json()
+            pending = orjson.dumps({"x": x, "y_pred": y, "entity": entity, "model_version": model.version})
+            records.append((event.event_id, prediction, pending))
+            outbox.add(prediction_topic, entity, prediction)
+            metrics.SCORING_LATENCY.labels(use_case.name).observe(latency)
+        await self.state.record(use_case.name, records)
+        metrics.PREDICTIONS.labels(use_case.name).inc(len(records))
+        metrics.EVENTS.labels(batch[0].topic, "scored").inc(len(records))
+        return outbox
+
+    async def learn(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> Outbox:
+        """Join labels to the features and prediction cached at scoring time, and learn each once."""
+        outbox = Outbox()
+        valid = []
+        for message in batch:
+            label = parse(use_case.label_type, message.value)
+            if isinstance(label, Rejection):
+                self.dead_letter(outbox, message, label.reason, label.detail)
+                metrics.LABELS.labels(use_case.name, label.reason).inc()
+            else:
+                valid.append((message, label))
+
+        settlements = await self.state.settle(use_case.name, [(lb.event_id, m.source) for m, lb in valid])
+        model = self.models[use_case.name]
+        learned = []
+        for (message, label), settlement in zip(valid, settlements, strict=True):
+            outcome = settlement.outcome
+            if outcome == "learn" and settlement.pending is not None:
+                y = use_case.target(label)
+                model.update_metric(y, settlement.pending["y_pred"])
+                model.learn_one(settlement.pending["x"], y)
+                learned.append((settlement.pending["entity"], float(y)))
+                outcome = "learned"
+            elif outcome == "not_scored":
+                outcome = "unknown_event"
+                self.dead_letter(outbox, message, outcome, f"event {label.event_id} is not scored yet")
+            elif outcome != "redelivered":
+                self.dead_letter(outbox, message, outcome, _LABEL_DETAIL[outcome].format(label.event_id))
+            metrics.LABELS.labels(use_case.name, outcome).inc()
+
+        await self.state.update(use_case.name, "label", learned)
+        if learned:
+            metrics.LABELS_LEARNED.labels(use_case.name).set(model.labels_learned)
+            metrics.PREQUENTIAL.labels(use_case.name, model.metric.__class__.__name__).set(model.metric.get())
+        return outbox
+
+
+_LABEL_DETAIL = {
+    "duplicate_label": "event {} has already been learned from another label",
+    "unknown_event": "no scored event with id {}",
+    "expired_event": "event {} waited longer than the label TTL",
+}

@@ -1,0 +1,107 @@
+"""The scoring service: scorer, Redis, publisher, and the error policy around a batch.
+
+Error policy, per batch:
+
+- invalid input never raises: the scorer turns it into dead letters;
+- a Redis or Kafka outage is retried with backoff until it ends (the batch is neither
+  acknowledged nor lost meanwhile; redoing it is safe because the scorer is idempotent);
+- any other error is a bug: the batch is split and the failing messages are dead-lettered
+  as ``internal_error`` with the exception, so the worker keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from confluent_kafka import KafkaException
+from models.online import OnlineModel
+from models.pipelines import CANDIDATES, DEFAULT
+
+from stream import metrics
+from stream.publisher import Publisher, PublishError
+from stream.scoring import Message, Outbox, Scorer
+from stream.settings import Settings
+from stream.state import StateStore
+from stream.usecases import USE_CASES, UseCase
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    KafkaException,
+    PublishError,
+)
+MAX_BACKOFF_SECONDS = 10.0
+
+T = TypeVar("T")
+Step = Callable[[Sequence[Message]], Awaitable[Outbox]]
+
+
+def default_models() -> dict[str, OnlineModel]:
+    """A fresh model per use case, from the pipeline chosen in ``models.pipelines.DEFAULT``."""
+    return {
+        uc.name: OnlineModel(uc.name, uc.task, CANDIDATES[uc.name][DEFAULT[uc.name]]()) for uc in USE_CASES
+    }
+
+
+class ScoringService:
+    """Everything a worker process needs to handle batches of events and labels."""
+
+    def __init__(self, settings: Settings, models: dict[str, OnlineModel] | None = None) -> None:
+        self.settings = settings
+        self.redis = aioredis.Redis.from_url(settings.redis_url)
+        self.scorer = Scorer(settings, StateStore(self.redis, settings), models or default_models())
+        self.publisher = Publisher(settings)
+
+    async def handle_events(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> None:
+        await self._handle(batch, lambda b: self.scorer.score(use_case, b))
+
+    async def handle_labels(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> None:
+        await self._handle(batch, lambda b: self.scorer.learn(use_case, b))
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.publisher.close)
+        await self.redis.aclose()
+
+    async def _handle(self, batch: Sequence[Message], step: Step) -> None:
+        topic = batch[0].topic
+        with metrics.BATCH_SECONDS.labels(topic).time():
+            outbox = await self._retrying(topic, lambda: self._isolating(batch, step))
+            await self._retrying(topic, lambda: self.publisher.publish(outbox.records))
+
+    async def _isolating(self, batch: Sequence[Message], step: Step) -> Outbox:
+        try:
+            return await step(batch)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            if len(batch) > 1:
+                log.exception(
+                    "batch of %d from %s failed; isolating the failing messages", len(batch), batch[0].topic
+                )
+                outbox = Outbox()
+                for message in batch:
+                    outbox.records += (await self._isolating([message], step)).records
+                return outbox
+            log.exception("internal error on %s", batch[0].source)
+            outbox = Outbox()
+            self.scorer.dead_letter(outbox, batch[0], "internal_error", repr(exc))
+            return outbox
+
+    async def _retrying(self, topic: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.5
+        while True:
+            try:
+                return await attempt()
+            except TRANSIENT_ERRORS as exc:
+                metrics.RETRIES.labels(topic, type(exc).__name__).inc()
+                log.warning("%s: %s: %s; retrying in %.1f s", topic, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, MAX_BACKOFF_SECONDS)

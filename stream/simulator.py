@@ -1,0 +1,723 @@
+"""A seeded, realistic stream of transaction and sale events, their delayed labels and junk.
+
+Two use cases share one time-ordered stream:
+
+* **Fraud** (``transactions``): ~2,000 accounts with a home country and currency, a handful
+  of usual merchants, a typical (lognormal) amount and a channel mix; legitimate spending
+  follows those habits during the day. About 2.5% of transactions are fraud, arriving in
+  bursts on a compromised account. Before the drift point fraud is *card-not-present
+  abroad*: foreign country and currency, online or ATM, 4-15x the usual amount, often at a
+  few risky merchants, mostly at night (UTC), 2-6 transactions 30 s-5 min apart. After it
+  the concept flips to *domestic card testing*: home country, mostly point of sale, 10-50%
+  of the usual amount, at new domestic merchants, at ordinary daytime hours, 4-9
+  transactions 5-60 s apart.
+* **Demand** (``sales``): 20 stores x 108 products in 9 categories. Each sale event is a
+  product record at a store for a business day (``sale_date``; the stream covers at least
+  60 of them, so weekly seasonality shows), with the chain's data problems (missing
+  cost/purchase/expiry dates, cost typos). Its label is the units sold that day: Poisson
+  around the product's base rate x store size x weekday (weekend peak) x promotion response
+  (``(price / usual price) ** -elasticity``) x a boost for short-dated stock (which is also
+  marked down 30%). After the drift point a competitor opens: base demand -30% and the
+  price elasticity is 1.5x (promotions matter more).
+
+Labels follow their event after ``label_delay`` seconds. Malformed payloads
+(:data:`MALFORMED_KINDS`) can be mixed in; each carries the reason code
+:func:`stream.records.parse` must give it. Event timestamps (``ts``) lie in the three days
+before ``start``; ~20% are epoch milliseconds, the rest ISO-8601 in UTC.
+
+Examples
+--------
+>>> import datetime as dt
+>>> config = SimulationConfig(transactions=200, sales=200, malformed_rate=0.05, seed=7)
+>>> messages = list(generate(config, start=dt.datetime(2026, 1, 5, tzinfo=dt.UTC)))
+>>> sorted(Counter(m.kind for m in messages).items())
+[('event', 400), ('label', 400), ('malformed', 20)]
+>>> from stream.records import Transaction, parse
+>>> event = next(m for m in messages if m.topic == "transactions" and m.kind == "event")
+>>> parse(Transaction, event.value).account_id == event.key.decode()
+True
+>>> all(a.at <= b.at for a, b in zip(messages, messages[1:]))
+True
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import heapq
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+if TYPE_CHECKING:
+    import confluent_kafka
+
+TRANSACTIONS: Final = "transactions"
+TRANSACTION_LABELS: Final = "transactions.labels"
+SALES: Final = "sales"
+SALE_LABELS: Final = "sales.labels"
+
+SPAN_SECONDS: Final = 3 * 24 * 3600.0
+"""Event time (``ts``) runs over this many seconds before the start."""
+MIN_BUSINESS_DAYS: Final = 60
+FRAUD_RATE: Final = 0.025
+EPOCH_MILLIS_SHARE: Final = 0.2
+EXTRA_FIELD_SHARE: Final = 0.05
+
+MALFORMED_KINDS: Final[Mapping[str, str]] = {
+    "not_json": "invalid_json",
+    "truncated_json": "invalid_json",
+    "json_array": "invalid_json",
+    "non_utf8": "invalid_json",
+    "missing_field": "missing_field",
+    "mistyped_field": "bad_type",
+    "nan_amount": "out_of_range",
+    "absurd_amount": "out_of_range",
+    "naive_timestamp": "bad_format",
+}
+"""Each kind of malformed payload and the reason code :func:`stream.records.parse` gives it."""
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What to simulate.
+
+    Parameters
+    ----------
+    transactions, sales
+        Number of valid events of each kind.
+    rate
+        Events per second of wall time (both kinds and malformed together); 0 sends all at once.
+    malformed_rate
+        Extra malformed payloads, as a fraction of the valid events (not counted in them).
+    drift_at
+        Fraction (0..1) of each stream after which the fraud concept and demand response change.
+    label_delay
+        Range of the uniform wall-clock delay, in seconds, between an event and its label.
+    seed
+        Everything generated is a function of the seed (and the start time).
+    """
+
+    transactions: int = 5000
+    sales: int = 5000
+    rate: float = 1000.0
+    malformed_rate: float = 0.0
+    drift_at: float | None = None
+    label_delay: tuple[float, float] = (2.0, 6.0)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        low, high = self.label_delay
+        if min(self.transactions, self.sales) < 0 or self.rate < 0 or self.malformed_rate < 0:
+            raise ValueError("counts and rates must be >= 0")
+        if self.drift_at is not None and not 0.0 <= self.drift_at <= 1.0:
+            raise ValueError("drift_at must be within [0, 1]")
+        if not 0.0 <= low <= high:
+            raise ValueError("label_delay must be (low, high) with 0 <= low <= high")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One payload to produce.
+
+    Attributes
+    ----------
+    topic
+        Logical topic: ``transactions``, ``transactions.labels``, ``sales`` or ``sales.labels``.
+    key
+        Entity key (account, ``store:product``) for events, event id for labels.
+    value
+        The payload bytes.
+    at
+        Seconds after the start of sending when the message is due.
+    kind
+        ``event``, ``label`` or ``malformed``.
+    expected_reason
+        For malformed payloads, the reason code the service must reject them with.
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    at: float
+    kind: str
+    expected_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SendStats:
+    """What :func:`send` produced: messages by ``(topic, kind)``, failed deliveries, duration."""
+
+    counts: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    failed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def by_topic(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for (topic, _), n in self.counts.items():
+            out[topic] += n
+        return dict(out)
+
+    def by_kind(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for (_, kind), n in self.counts.items():
+            out[kind] += n
+        return dict(out)
+
+
+# --------------------------------------------------------------------------- the world
+
+# (country, currency, weight as a home country); weight 0: only ever seen abroad.
+_COUNTRIES: Final = (
+    ("US", "USD", 30), ("GB", "GBP", 12), ("DE", "EUR", 12), ("FR", "EUR", 10),
+    ("ES", "EUR", 6), ("IT", "EUR", 6), ("NL", "EUR", 4), ("CA", "CAD", 6), ("AU", "AUD", 4),
+    ("JP", "JPY", 3), ("CH", "CHF", 2), ("SE", "SEK", 2), ("BR", "BRL", 2), ("MX", "MXN", 1),
+    ("NG", "NGN", 0), ("RO", "RON", 0), ("VN", "VND", 0), ("TR", "TRY", 0),
+)  # fmt: skip
+_N_ACCOUNTS: Final = 2000
+_RISKY_PER_COUNTRY: Final = 3  # the first merchants of each country: where fraud cashes out
+# Relative activity by UTC hour: legitimate spending by day, old-concept fraud by night.
+_LEGIT_HOURS: Final = (
+    0.15, 0.1, 0.08, 0.08, 0.1, 0.2, 0.4, 0.7, 1.0, 1.1, 1.2, 1.3,
+    1.4, 1.3, 1.2, 1.2, 1.3, 1.4, 1.4, 1.3, 1.1, 0.8, 0.5, 0.3,
+)  # fmt: skip
+_NIGHT_HOURS: Final = tuple(1.0 if h < 5 else 0.6 if h in (5, 6, 22, 23) else 0.3 for h in range(24))
+_OLD_BURST: Final = (2, 6)
+_NEW_BURST: Final = (4, 9)
+
+# (category, shelf life in days or None, price range, base units a day, price elasticity, items)
+_Category = tuple[str, int | None, tuple[float, float], float, float, tuple[str, ...]]
+_CATEGORIES: Final[tuple[_Category, ...]] = (
+    ("dairy", 10, (0.9, 4.5), 9.0, 1.5,
+     ("Whole Milk 1L", "Greek Yogurt 500g", "Cheddar 400g", "Butter 250g", "Eggs x6",
+      "Cream 300ml")),
+    ("bakery", 3, (0.8, 3.5), 8.0, 1.2,
+     ("White Loaf", "Wholemeal Loaf", "Croissants x4", "Bagels x5", "Baguette", "Muffins x4")),
+    ("produce", 7, (0.5, 4.0), 12.0, 1.6,
+     ("Bananas 1kg", "Apples x6", "Tomatoes 500g", "Carrots 1kg", "Lettuce", "Strawberries 400g")),
+    ("meat", 5, (3.0, 15.0), 4.0, 1.8,
+     ("Chicken Breast 500g", "Beef Mince 500g", "Pork Chops x2", "Sausages x8", "Bacon 200g",
+      "Lamb Leg 1kg")),
+    ("frozen", 180, (1.5, 7.0), 4.0, 1.7,
+     ("Peas 1kg", "Pizza Margherita", "Fish Fingers x10", "Ice Cream 1L", "Chips 1.5kg",
+      "Mixed Berries 500g")),
+    ("beverages", 270, (0.6, 6.0), 7.0, 2.0,
+     ("Cola 2L", "Orange Juice 1L", "Sparkling Water 6x500ml", "Ground Coffee 250g",
+      "Tea Bags x80", "Lager 4x440ml")),
+    ("snacks", 120, (0.8, 4.0), 6.0, 2.2,
+     ("Crisps 150g", "Chocolate Bar 100g", "Salted Nuts 200g", "Biscuits 300g", "Popcorn 100g",
+      "Cereal Bars x6")),
+    ("pantry", 365, (0.7, 5.0), 5.0, 1.3,
+     ("Pasta 500g", "Rice 1kg", "Chopped Tomatoes 400g", "Olive Oil 500ml", "Baked Beans 415g",
+      "Flour 1.5kg")),
+    ("household", None, (1.5, 9.0), 3.0, 1.6,
+     ("Washing-Up Liquid", "Toilet Roll x9", "Laundry Pods x30", "Kitchen Towel x2",
+      "Bin Bags x20", "Surface Spray")),
+)  # fmt: skip
+_BRANDS: Final = ("FreshWay", "Select")
+_N_STORES: Final = 20
+_PROMO_SHARE: Final = 0.08  # of products on promotion (chain-wide) on a given day
+_WEEKDAY: Final = (0.85, 0.8, 0.85, 0.95, 1.1, 1.5, 1.3)  # Monday first
+_SHORT_DATED_BOOST: Final = 1.3
+_DRIFT_LEVEL: Final = 0.7
+_DRIFT_ELASTICITY: Final = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class _Account:
+    id: str
+    key: bytes
+    country: str
+    currency: str
+    merchants: tuple[str, ...]
+    typical: float
+    pos: float  # cumulative channel thresholds: pos below this, online below the next, else atm
+    online: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Product:
+    id: str
+    name: str
+    category: str
+    price: float
+    shelf_life: int | None
+    rate: float
+    elasticity: float
+
+
+@dataclass(frozen=True)
+class _World:
+    accounts: tuple[_Account, ...]
+    merchants: Mapping[str, tuple[str, ...]]  # by country; the first few are risky
+    currency: Mapping[str, str]
+    foreign: Mapping[str, tuple[str, ...]]  # countries other than each home country
+    stores: tuple[tuple[str, float], ...]  # id, size
+    products: tuple[_Product, ...]
+
+
+def _world(seed: int) -> _World:
+    rng = random.Random(f"{seed}:world")
+    countries = [c for c, _, _ in _COUNTRIES]
+    merchants: dict[str, tuple[str, ...]] = {}
+    serial = 0
+    for country, _, weight in _COUNTRIES:
+        size = _RISKY_PER_COUNTRY + max(8, 10 * weight)
+        merchants[country] = tuple(f"m-{serial + i:05d}" for i in range(size))
+        serial += size
+    homes = rng.choices(_COUNTRIES, weights=[w for _, _, w in _COUNTRIES], k=_N_ACCOUNTS)
+    accounts: list[_Account] = []
+    for i, (country, currency, _) in enumerate(homes):
+        usual = rng.sample(merchants[country][_RISKY_PER_COUNTRY:], rng.randint(3, 8))
+        pos = rng.uniform(0.45, 0.85)
+        atm = rng.uniform(0.03, 0.12)
+        account_id = f"acc-{i:05d}"
+        accounts.append(
+            _Account(
+                account_id, account_id.encode(), country, currency, tuple(usual),
+                rng.lognormvariate(3.4, 0.7), pos, 1.0 - atm,
+            )
+        )  # fmt: skip
+    products: list[_Product] = []
+    for category, shelf, (low, high), rate, elasticity, items in _CATEGORIES:
+        middle = (low + high) / 2
+        for item in items:
+            for brand in _BRANDS:
+                price = max(0.29, round(rng.uniform(low, high), 1) - 0.01)
+                popularity = rng.lognormvariate(0.0, 0.5) * math.sqrt(middle / price)
+                products.append(
+                    _Product(
+                        f"p-{len(products) + 1:04d}", f"{brand} {item}", category, price, shelf,
+                        rate * popularity, elasticity * rng.uniform(0.8, 1.2),
+                    )
+                )  # fmt: skip
+    stores = tuple(
+        (f"store-{i + 1:02d}", min(2.0, max(0.5, rng.lognormvariate(0.0, 0.35)))) for i in range(_N_STORES)
+    )
+    return _World(
+        accounts=tuple(accounts),
+        merchants=merchants,
+        currency={c: cur for c, cur, _ in _COUNTRIES},
+        foreign={c: tuple(o for o in countries if o != c) for c in countries},
+        stores=stores,
+        products=tuple(products),
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _DiurnalClock:
+    """Maps a fraction of the stream onto event time, denser in the busy hours of the day."""
+
+    def __init__(self, begin: float, end: float, hourly: tuple[float, ...]) -> None:
+        self._starts: list[float] = []
+        self._weights: list[float] = []
+        self._cumulative: list[float] = []
+        total, t = 0.0, begin
+        while t < end:
+            boundary = min(end, (math.floor(t / 3600.0) + 1) * 3600.0)
+            weight = hourly[int(t // 3600) % 24]
+            self._starts.append(t)
+            self._weights.append(weight)
+            self._cumulative.append(total)
+            total += weight * (boundary - t)
+            t = boundary
+        self._total = total
+
+    def at(self, fraction: float) -> float:
+        target = fraction * self._total
+        i = bisect.bisect_right(self._cumulative, target) - 1
+        return self._starts[i] + (target - self._cumulative[i]) / self._weights[i]
+
+
+def _timestamp(rng: random.Random, t: float) -> dt.datetime | int:
+    """``ts`` as epoch milliseconds for some events, an aware UTC datetime for the rest."""
+    if rng.random() < EPOCH_MILLIS_SHARE:
+        return int(t * 1000)
+    return dt.datetime.fromtimestamp(round(t, 3), dt.UTC)
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    if lam > 30.0:
+        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
+    limit, k, p = math.exp(-lam), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+def _drift_index(drift_at: float | None, n: int) -> int:
+    return n if drift_at is None else math.ceil(drift_at * n)
+
+
+def _extra_fields(rng: random.Random, payload: dict[str, Any], n: int) -> None:
+    """Unknown fields some producers add: valid, to be ignored."""
+    if rng.random() < EXTRA_FIELD_SHARE:
+        payload["source"] = rng.choice(("gateway-v2", "legacy-etl", "mobile"))
+        payload["ingest_seq"] = n
+
+
+# --------------------------------------------------------------------------- transactions
+
+_Labelled = tuple[bytes, dict[str, Any], Any]  # key, event payload, label value
+
+
+def _transactions(config: SimulationConfig, world: _World, start: float) -> Iterator[_Labelled]:
+    rng = random.Random(f"{config.seed}:transactions")
+    n_total = config.transactions
+    drift_n = _drift_index(config.drift_at, n_total)
+    clock = _DiurnalClock(start - SPAN_SECONDS, start, _LEGIT_HOURS)
+    # Chance that a fresh slot starts a burst, so that ~FRAUD_RATE of all are fraud: at night
+    # for the old concept (relative to legit activity), flat for the new one.
+    old_mean, new_mean = sum(_OLD_BURST) / 2, sum(_NEW_BURST) / 2
+    scale = FRAUD_RATE / old_mean * sum(_LEGIT_HOURS) / sum(_NIGHT_HOURS)
+    p_old = [scale * f / legit for f, legit in zip(_NIGHT_HOURS, _LEGIT_HOURS, strict=True)]
+    p_new = FRAUD_RATE / new_mean
+    accounts, merchants = world.accounts, world.merchants
+    last_ts = [0.0] * len(accounts)
+    bursts: list[tuple[float, int, int, int, bool]] = []  # due, seq, account, left, new concept
+    for n in range(n_total):
+        t = clock.at((n + rng.random()) / n_total)
+        if bursts and bursts[0][0] <= t:
+            due, _, a, left, new = heapq.heappop(bursts)
+            t, fraud = max(due, last_ts[a]), True
+        else:
+            new = n >= drift_n
+            a = rng.randrange(len(accounts))
+            fraud = rng.random() < (p_new if new else p_old[int(t // 3600) % 24])
+            if fraud:
+                low, high = _NEW_BURST if new else _OLD_BURST
+                left = rng.randint(low, high)
+        account = accounts[a]
+        t = max(t, last_ts[a])
+        last_ts[a] = t
+        country, currency = account.country, account.currency
+        if fraud:
+            left -= 1
+            if left > 0:
+                gap = rng.uniform(5.0, 60.0) if new else rng.uniform(30.0, 300.0)
+                heapq.heappush(bursts, (t + gap, n, a, left, new))
+            if new:  # domestic card testing: small, point of sale, new local merchants
+                channel = "pos" if rng.random() < 0.85 else "online"
+                merchant = rng.choice(merchants[country][_RISKY_PER_COUNTRY:])
+                while merchant in account.merchants:
+                    merchant = rng.choice(merchants[country][_RISKY_PER_COUNTRY:])
+                amount = account.typical * rng.uniform(0.1, 0.5)
+            else:  # card-not-present abroad: big, online or cash, risky merchants, at night
+                if rng.random() < 0.9:
+                    country = rng.choice(world.foreign[country])
+                    currency = world.currency[country]
+                channel = "online" if rng.random() < 0.7 else "atm"
+                pool = merchants[country]
+                merchant = rng.choice(pool[:_RISKY_PER_COUNTRY] if rng.random() < 0.6 else pool)
+                amount = account.typical * rng.uniform(4.0, 15.0)
+        else:
+            u = rng.random()
+            channel = "pos" if u < account.pos else "online" if u < account.online else "atm"
+            if rng.random() < 0.02:  # travelling
+                country = rng.choice(world.foreign[country])
+                currency = world.currency[country]
+                merchant = rng.choice(merchants[country][_RISKY_PER_COUNTRY:])
+            elif rng.random() < 0.85:
+                merchant = rng.choice(account.merchants)
+            else:
+                merchant = rng.choice(merchants[country][_RISKY_PER_COUNTRY:])
+            amount = account.typical * rng.lognormvariate(0.0, 0.5)
+        amount = max(20.0, round(amount / 20.0) * 20.0) if channel == "atm" else max(0.5, amount)
+        payload: dict[str, Any] = {
+            "event_id": f"tx-{config.seed}-{n}",
+            "ts": _timestamp(rng, t),
+            "account_id": account.id,
+            "merchant_id": merchant,
+            "amount": min(round(amount, 2), 250_000.0),
+            "currency": currency,
+            "channel": channel,
+            "country": country,
+        }
+        _extra_fields(rng, payload, n)
+        yield account.key, payload, fraud
+
+
+# --------------------------------------------------------------------------- sales
+
+
+def _sales(config: SimulationConfig, world: _World, start: float) -> Iterator[_Labelled]:
+    rng = random.Random(f"{config.seed}:sales")
+    n_total = config.sales
+    drift_n = _drift_index(config.drift_at, n_total)
+    products, stores = world.products, world.stores
+    n_products = len(products)
+    n_combos = len(stores) * n_products
+    n_days = max(MIN_BUSINESS_DAYS, -(-n_total // n_combos))
+    last_day = dt.datetime.fromtimestamp(start, dt.UTC).date() - dt.timedelta(days=1)
+    first_day = last_day - dt.timedelta(days=n_days - 1)
+    n = 0
+    for d in range(n_days):
+        # this day's records: distinct store-product pairs, in random order
+        count = (d + 1) * n_total // n_days - d * n_total // n_days
+        if count == 0:
+            continue
+        day = first_day + dt.timedelta(days=d)
+        weekday = _WEEKDAY[day.weekday()]
+        promos = set(rng.sample(range(n_products), round(_PROMO_SHARE * n_products)))
+        for combo in rng.sample(range(n_combos), count):
+            store_id, size = stores[combo // n_products]
+            p = combo % n_products
+            product = products[p]
+            drifted = n >= drift_n
+            price_factor = rng.uniform(0.6, 0.8) if p in promos else 1.0
+            boost = 1.0
+            expiry: dt.date | None = None
+            if product.shelf_life is None:
+                on_shelf = rng.randint(1, 28)
+            else:
+                on_shelf = rng.randint(1, min(product.shelf_life, 28))
+                to_expiry = product.shelf_life - on_shelf
+                expiry = day + dt.timedelta(days=to_expiry)
+                if to_expiry <= 1:  # short-dated: marked down (unless cheaper already), picked up
+                    price_factor = min(price_factor, 0.7)
+                    boost = _SHORT_DATED_BOOST
+            purchase = day - dt.timedelta(days=on_shelf)
+            price = round(product.price * price_factor, 2)
+            elasticity = product.elasticity * (_DRIFT_ELASTICITY if drifted else 1.0)
+            lam = product.rate * size * weekday * boost * (_DRIFT_LEVEL if drifted else 1.0)
+            lam *= (price / product.price) ** -elasticity
+            true_cost = round(product.price * rng.uniform(0.5, 0.8), 2)
+            u = rng.random()
+            cost: float | None = true_cost
+            if u < 0.08:
+                cost = None
+            elif u < 0.09:  # typos: a cost in cents, or the price with three extra digits
+                cost = round(true_cost * 100 if rng.random() < 0.5 else price * 1000, 2)
+            payload: dict[str, Any] = {
+                "event_id": f"sale-{config.seed}-{n}",
+                "ts": _timestamp(rng, start - SPAN_SECONDS * (1 - (n + rng.random()) / n_total)),
+                "store_id": store_id,
+                "product_id": product.id,
+                "product_name": product.name,
+                "category": product.category,
+                "price": price,
+                "cost": cost,
+                "purchase_date": None if rng.random() < 0.03 else purchase,
+                "sale_date": day,
+                "expiry_date": None if rng.random() < 0.05 else expiry,
+            }
+            _extra_fields(rng, payload, n)
+            yield f"{store_id}:{product.id}".encode(), payload, _poisson(rng, lam)
+            n += 1
+
+
+# --------------------------------------------------------------------------- malformed
+
+
+def _malformed(config: SimulationConfig, start: float) -> Iterator[Message]:
+    """Endless malformed payloads, the kinds in turn, with ``at`` 0 (set by the caller)."""
+    rng = random.Random(f"{config.seed}:malformed")
+    kinds = list(MALFORMED_KINDS)
+    rng.shuffle(kinds)
+    for i in range(1 << 62):
+        kind = kinds[i % len(kinds)]
+        ts = dt.datetime.fromtimestamp(start - rng.uniform(0, SPAN_SECONDS), dt.UTC)
+        base: dict[str, Any] = {"event_id": f"bad-{config.seed}-{i}", "ts": ts}
+        if rng.random() < 0.5:
+            topic, number, key = TRANSACTIONS, "amount", f"acc-{rng.randrange(_N_ACCOUNTS):05d}"
+            base |= {"account_id": key, "merchant_id": "m-00042", "amount": 12.5}
+            base |= {"currency": "EUR", "channel": "online", "country": "FR"}
+        else:
+            topic, number, key = SALES, "price", "store-01:p-0001"
+            base |= {"store_id": "store-01", "product_id": "p-0001", "product_name": "Milk 1L"}
+            base |= {"category": "dairy", "price": 1.19, "sale_date": ts.date()}
+        if kind == "not_json":
+            value = rng.choice((b"<html>502 Bad Gateway</html>", b"hello", b"", b"{event_id: 1}"))
+        elif kind == "truncated_json":
+            full = orjson.dumps(base)
+            value = full[: rng.randrange(1, len(full) - 1)]
+        elif kind == "json_array":
+            value = orjson.dumps([base])
+        elif kind == "non_utf8":
+            value = orjson.dumps(base)[:-1] + b',"note":"caf\xe9 cr\xe8me"}'
+        else:
+            if kind == "missing_field":
+                del base[rng.choice([k for k in base if k != "event_id"])]
+            elif kind == "mistyped_field":
+                base[number] = f"{base[number]:.2f}"
+            elif kind == "absurd_amount":
+                base[number] = rng.choice((-base[number], 1e12))
+            elif kind == "naive_timestamp":
+                base["ts"] = ts.replace(tzinfo=None).isoformat()
+            elif kind == "nan_amount":  # JSON has no NaN, but some producers write it anyway
+                base[number] = "__NaN__"
+            value = orjson.dumps(base).replace(b'"__NaN__"', b"NaN")
+        yield Message(topic, key.encode(), value, 0.0, "malformed", MALFORMED_KINDS[kind])
+
+
+# --------------------------------------------------------------------------- the stream
+
+
+def _start_seconds(start: dt.datetime | None) -> float:
+    if start is None:
+        return time.time()
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    return start.timestamp()
+
+
+def _interleaved(
+    config: SimulationConfig, start: float, n_malformed: int
+) -> Iterator[tuple[str, bytes, dict[str, Any], Any] | Message]:
+    """Events of both kinds and malformed payloads, randomly mixed, in stream order."""
+    world = _world(config.seed)
+    sources = (
+        (TRANSACTIONS, _transactions(config, world, start)),
+        (SALES, _sales(config, world, start)),
+    )
+    bad = _malformed(config, start)
+    rng = random.Random(f"{config.seed}:mix")
+    left = [config.transactions, config.sales, n_malformed]
+    for remaining in range(sum(left), 0, -1):
+        u = rng.random() * remaining
+        if u < left[0]:
+            i = 0
+        elif u < left[0] + left[1]:
+            i = 1
+        else:
+            i = 2
+        left[i] -= 1
+        if i == 2:
+            yield next(bad)
+        else:
+            topic, source = sources[i]
+            key, payload, label = next(source)
+            yield topic, key, payload, label
+
+
+def generate(config: SimulationConfig, *, start: dt.datetime | None = None) -> Iterator[Message]:
+    """The simulated stream: events, malformed payloads and labels, in non-decreasing ``at``.
+
+    Parameters
+    ----------
+    config
+        What to simulate.
+    start
+        Aware time the stream is generated at (default now): event ``ts`` lie in the
+        :data:`SPAN_SECONDS` before it.
+
+    Yields
+    ------
+    Message
+        ``config.transactions + config.sales`` events, one label for each (after it), and
+        ``round(malformed_rate * (transactions + sales))`` malformed payloads.
+    """
+    start_s = _start_seconds(start)
+    n_malformed = round(config.malformed_rate * (config.transactions + config.sales))
+    rng = random.Random(f"{config.seed}:labels")
+    low, high = config.label_delay
+    pending: list[tuple[float, int, Message]] = []
+    for n, item in enumerate(_interleaved(config, start_s, n_malformed)):
+        at = n / config.rate if config.rate > 0 else 0.0
+        while pending and pending[0][0] <= at:
+            yield heapq.heappop(pending)[2]
+        if isinstance(item, Message):
+            yield Message(item.topic, item.key, item.value, at, item.kind, item.expected_reason)
+            continue
+        topic, key, payload, label = item
+        yield Message(topic, key, orjson.dumps(payload), at, "event")
+        event_id = payload["event_id"]
+        if topic == TRANSACTIONS:
+            label_topic, body = TRANSACTION_LABELS, {"event_id": event_id, "is_fraud": label}
+        else:
+            label_topic, body = SALE_LABELS, {"event_id": event_id, "units_sold": label}
+        label_at = at + rng.uniform(low, high)
+        message = Message(label_topic, event_id.encode(), orjson.dumps(body), label_at, "label")
+        heapq.heappush(pending, (label_at, n, message))
+    while pending:
+        yield heapq.heappop(pending)[2]
+
+
+def labelled_events(
+    config: SimulationConfig, *, start: dt.datetime | None = None
+) -> Iterator[tuple[str, dict[str, Any], bool | int]]:
+    """The valid events with their labels, in stream order, without timing or junk.
+
+    Yields ``(topic, payload, label)``: ``payload`` is the event as serialised by
+    :func:`generate` (``ts`` a datetime or epoch milliseconds, dates as ``date``), ``label``
+    is ``is_fraud`` for transactions and ``units_sold`` for sales. Same world and events as
+    :func:`generate` with ``malformed_rate=0``.
+
+    Examples
+    --------
+    >>> topic, payload, label = next(labelled_events(SimulationConfig(transactions=1, sales=0)))
+    >>> topic, payload["event_id"], label
+    ('transactions', 'tx-0-0', False)
+    """
+    for item in _interleaved(config, _start_seconds(start), 0):
+        if not isinstance(item, Message):
+            topic, _, payload, label = item
+            yield topic, payload, label
+
+
+def send(
+    messages: Iterable[Message],
+    producer: confluent_kafka.Producer,
+    topic_name: Callable[[str], str],
+    *,
+    realtime: bool = True,
+) -> SendStats:
+    """Produce ``messages`` to Kafka, on schedule when ``realtime``, else as fast as possible.
+
+    Parameters
+    ----------
+    messages
+        Typically :func:`generate`'s output.
+    producer
+        A ``confluent_kafka.Producer``; it is polled regularly and flushed at the end.
+    topic_name
+        Maps a logical topic onto the real one (pass ``settings.topic``).
+    realtime
+        Wait until each message's ``at`` (seconds since the call) before producing it.
+
+    Returns
+    -------
+    SendStats
+        Messages produced by ``(topic, kind)``, deliveries that failed, and the duration.
+    """
+    counts: Counter[tuple[str, str]] = Counter()
+    failed = 0
+
+    def delivered(error: Any, _message: Any) -> None:
+        nonlocal failed
+        if error is not None:
+            failed += 1
+
+    names: dict[str, str] = {}
+    begin = time.monotonic()
+    for i, message in enumerate(messages):
+        if realtime:
+            while (wait := begin + message.at - time.monotonic()) > 0:
+                producer.poll(wait)
+        topic = names.get(message.topic)
+        if topic is None:
+            topic = names[message.topic] = topic_name(message.topic)
+        while True:
+            try:
+                producer.produce(topic, value=message.value, key=message.key, on_delivery=delivered)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                producer.poll(0.1)
+        counts[message.topic, message.kind] += 1
+        if i % 1000 == 0:
+            producer.poll(0)
+    producer.flush()
+    return SendStats(counts=dict(counts), failed=failed, seconds=time.monotonic() - begin)

@@ -1,0 +1,100 @@
+"""Fixtures shared by all tests: one broker and Redis per session, a namespace per test.
+
+Where the broker and Redis come from, in order:
+
+1. ``SCORING_TEST_KAFKA_BOOTSTRAP`` and ``SCORING_TEST_REDIS_URL``, when both are set;
+2. Docker containers (Apache Kafka and Redis, via testcontainers), when a Docker daemon
+   answers;
+3. otherwise a Tansu broker and a ``redis-server`` started by :func:`running_stack`.
+
+Each test works in its own namespace, so tests never see each other's topics, groups
+or keys, and the namespace is cleaned away when the test ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from stream.localstack import running_stack
+from stream.settings import Settings
+
+
+def _docker_answers() -> bool:
+    try:
+        done = subprocess.run(["docker", "info"], capture_output=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+@contextlib.contextmanager
+def _containers() -> Iterator[tuple[str, str]]:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.redis import RedisContainer
+
+    # Apache Kafka refuses session timeouts under 6 s by default; the tests use 2 s.
+    kafka = KafkaContainer().with_kraft().with_env("KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS", "1000")
+    with kafka, RedisContainer("redis:7") as cache:
+        host, port = cache.get_container_host_ip(), cache.get_exposed_port(6379)
+        yield kafka.get_bootstrap_server(), f"redis://{host}:{port}/0"
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """``(kafka_bootstrap, redis_url)`` of a broker and Redis shared by the session."""
+    kafka = os.environ.get("SCORING_TEST_KAFKA_BOOTSTRAP")
+    redis_url = os.environ.get("SCORING_TEST_REDIS_URL")
+    if kafka and redis_url:
+        yield kafka, redis_url
+    elif _docker_answers():
+        with _containers() as addresses:
+            yield addresses
+    else:
+        with running_stack(tmp_path_factory.mktemp("stack")) as stack:
+            yield stack.kafka_bootstrap, stack.redis_url
+
+
+@pytest.fixture
+def namespace(services: tuple[str, str]) -> Iterator[str]:
+    """A fresh namespace; its Redis keys and Kafka topics are deleted afterwards."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    kafka, redis_url = services
+    with redis.Redis.from_url(redis_url) as client:
+        keys = list(client.scan_iter(match=f"{name}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    admin = AdminClient({"bootstrap.servers": kafka})
+    with contextlib.suppress(KafkaException):
+        topics = [t for t in admin.list_topics(timeout=5).topics if t.startswith(f"{name}.")]
+        if topics:
+            for future in admin.delete_topics(topics, operation_timeout=5).values():
+                with contextlib.suppress(KafkaException):
+                    future.result()
+
+
+@pytest.fixture
+def settings(services: tuple[str, str], namespace: str, tmp_path: Path) -> Settings:
+    """Settings of the shared services in the test's namespace, tuned for fast groups."""
+    kafka, redis_url = services
+    return dataclasses.replace(
+        Settings(),
+        kafka_bootstrap=kafka,
+        redis_url=redis_url,
+        namespace=namespace,
+        session_timeout_seconds=2.0,
+        heartbeat_interval_seconds=0.5,
+        metrics_port=0,
+        state_dir=str(tmp_path / "state"),
+    )

@@ -1,0 +1,130 @@
+"""End to end: a real `scoring worker` process between a real broker and a real Redis.
+
+The checks are the acceptance criteria of the service: N valid events give exactly N
+distinct event ids on the prediction topics; M malformed payloads give M dead letters
+with their reasons; every label is learned once, and sending all labels twice changes
+nothing but the dead-letter count; the worker keeps running throughout; and the models
+actually learn (fraud ROC AUC late beats early; demand MAE late beats a running mean).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from subprocess import Popen
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from consumers.quality import QualityTracker
+from consumers.reader import read
+from stream import localstack, simulator
+from stream.demo import scrape, worker_process
+from stream.records import DeadLetter, Prediction, SaleLabel, TransactionLabel
+from stream.settings import Settings
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = simulator.SimulationConfig(
+    transactions=3000, sales=3000, rate=0, malformed_rate=0.03, label_delay=(0.0, 0.0), seed=7
+)
+
+
+@pytest.fixture
+def worker_settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, metrics_port=localstack.free_port())
+
+
+@pytest.fixture
+def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[Popen[bytes]]:
+    with worker_process(worker_settings, tmp_path / "worker.log") as process:
+        yield process
+    assert process.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
+
+
+def produce(settings: Settings, messages: list[simulator.Message]) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+    simulator.send(messages, producer, settings.topic, realtime=False)
+
+
+def counter(settings: Settings, name: str, **labels: str) -> float:
+    suffix = "".join(f"{{{k}={v}}}" for k, v in sorted(labels.items()))
+    return scrape(settings.metrics_port).get(name + suffix, 0.0)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for the worker")
+
+
+def total(settings: Settings, name: str, outcome: str | None = None) -> float:
+    extra = {"outcome": outcome} if outcome else {}
+    return sum(counter(settings, name, model=model, **extra) for model in ("fraud", "demand"))
+
+
+def test_events_to_predictions_labels_to_learning(worker_settings: Settings, worker: Popen[bytes]) -> None:
+    settings = worker_settings
+    messages = list(simulator.generate(CONFIG))
+    events = [m for m in messages if m.kind == "event"]
+    labels = {_event_id(m): m for m in messages if m.kind == "label"}
+    malformed = [m for m in messages if m.kind == "malformed"]
+    assert len(events) == 6000 and len(labels) == 6000 and malformed
+
+    # Rounds as in production: events are scored, then their labels arrive and are learned,
+    # so that later events are scored by a model that learned from earlier ones.
+    produce(settings, malformed)
+    for start in range(0, len(events), 1000):
+        done = start + 1000
+        round_events = events[start:done]
+        produce(settings, round_events)
+        wait_until(lambda done=done: total(settings, "scoring_predictions_total") >= done)
+        produce(settings, [labels[_event_id(m)] for m in round_events])
+        wait_until(lambda done=done: total(settings, "scoring_labels_total", "learned") >= done)
+    produce(settings, list(labels.values()))  # every label a second time
+    wait_until(lambda: total(settings, "scoring_labels_total", "duplicate_label") >= len(labels))
+    assert worker.poll() is None, "the worker must keep running"
+
+    predicted: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    tracker = QualityTracker()
+    for delivered in read(
+        settings,
+        ["predictions.fraud", "predictions.demand", "deadletter", "transactions.labels", "sales.labels"],
+        idle_timeout=3.0,
+    ):
+        record = delivered.parse()
+        if isinstance(record, Prediction):
+            predicted[record.event_id] += 1
+            tracker.add_prediction(record)
+        elif isinstance(record, DeadLetter):
+            reasons[record.reason] += 1
+        elif isinstance(record, TransactionLabel):
+            tracker.add_label(record.event_id, record.is_fraud)
+        elif isinstance(record, SaleLabel):
+            tracker.add_label(record.event_id, record.units_sold)
+
+    assert sorted(predicted) == sorted(_event_id(m) for m in events)
+    assert set(predicted.values()) == {1}
+    assert reasons == Counter(m.expected_reason for m in malformed) + Counter(
+        {"duplicate_label": len(labels)}
+    )
+    assert total(settings, "scoring_labels_total", "learned") == len(labels)
+
+    report = tracker.report(early=500)
+    fraud, demand = report.model("fraud"), report.model("demand")
+    assert fraud.early is not None and fraud.late is not None, report.format()
+    assert fraud.late > fraud.early + 0.05, report.format()
+    assert demand.late is not None and demand.baseline_late is not None, report.format()
+    assert demand.late < demand.baseline_late, report.format()
+
+
+def _event_id(message: simulator.Message) -> str:
+    return str(orjson.loads(message.value)["event_id"])

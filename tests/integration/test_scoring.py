@@ -1,0 +1,159 @@
+"""The scorer against a real Redis: dedup, redelivery, exactly-once learning, atomic state."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from stream.records import DeadLetter, Prediction
+from stream.scoring import Message, Outbox, Scorer
+from stream.service import default_models
+from stream.settings import Settings
+from stream.state import StateStore
+from stream.usecases import DEMAND, FRAUD
+
+pytestmark = pytest.mark.integration
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+def tx(event_id: str, account: str = "acc-1", amount: float = 20.0, ts: dt.datetime = NOW) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "ts": ts.isoformat(),
+            "account_id": account,
+            "merchant_id": "m-1",
+            "amount": amount,
+            "currency": "EUR",
+            "channel": "pos",
+            "country": "FR",
+        }
+    )
+
+
+def message(value: bytes, offset: int, topic: str = "transactions", partition: int = 0) -> Message:
+    return Message(topic, partition, offset, value, NOW.timestamp())
+
+
+def published(outbox: Outbox, settings: Settings, topic: str) -> list[dict[str, Any]]:
+    return [orjson.loads(v) for t, _, v in outbox.records if t == settings.topic(topic)]
+
+
+@pytest.fixture
+async def scorer(settings: Settings) -> AsyncIterator[Scorer]:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    yield Scorer(settings, StateStore(client, settings), default_models())
+    await client.aclose()
+
+
+async def test_one_prediction_per_event_and_duplicates_dead_lettered(
+    scorer: Scorer, settings: Settings
+) -> None:
+    batch = [message(tx(f"e{i}"), i) for i in range(5)] + [message(tx("e0"), 5)]
+    outbox = await scorer.score(FRAUD, batch)
+
+    predictions = [Prediction.model_validate(p) for p in published(outbox, settings, "predictions.fraud")]
+    assert [p.event_id for p in predictions] == [f"e{i}" for i in range(5)]
+    assert all(0.0 <= (p.score or -1) <= 1.0 and p.model == "fraud" and p.model_version for p in predictions)
+    dead = [DeadLetter.model_validate(d) for d in published(outbox, settings, "deadletter")]
+    assert [(d.reason, d.offset) for d in dead] == [("duplicate_event", 5)]
+    assert "transactions/0/0" in dead[0].detail
+
+
+async def test_redelivery_republishes_the_same_prediction_without_touching_state(
+    scorer: Scorer, settings: Settings
+) -> None:
+    first = await scorer.score(FRAUD, [message(tx("e1"), 7)])
+    state_before = await scorer.state._redis.hgetall(settings.key("fraud", "entity", "acc-1"))
+    again = await scorer.score(FRAUD, [message(tx("e1"), 7)])
+    assert again.records == first.records
+    assert await scorer.state._redis.hgetall(settings.key("fraud", "entity", "acc-1")) == state_before
+
+
+async def test_labels_are_learned_exactly_once(scorer: Scorer, settings: Settings) -> None:
+    await scorer.score(FRAUD, [message(tx(f"e{i}"), i) for i in range(3)])
+    model = scorer.models["fraud"]
+    label = b'{"event_id": "e0", "is_fraud": true}'
+    outbox = await scorer.learn(
+        FRAUD,
+        [
+            message(label, 0, "transactions.labels"),
+            message(label, 0, "transactions.labels"),  # redelivered: silently the same outcome
+            message(label, 1, "transactions.labels"),  # a second label for e0: dead-lettered
+            message(b'{"event_id": "nope", "is_fraud": false}', 2, "transactions.labels"),
+            message(b'{"event_id": "e1", "is_fraud": "no"}', 3, "transactions.labels"),
+            message(b'{"event_id": "e2", "is_fraud": false}', 4, "transactions.labels"),
+        ],
+    )
+    assert model.labels_learned == 2
+    reasons = [d["reason"] for d in published(outbox, settings, "deadletter")]
+    assert reasons == ["bad_type", "duplicate_label", "unknown_event"]
+    fraud_rate = await scorer.state._redis.hget(settings.key("fraud", "entity", "acc-1"), "label:mean")
+    assert fraud_rate is not None and 0 < float(fraud_rate) < 1
+
+
+async def test_label_after_the_ttl_is_expired(settings: Settings) -> None:
+    short = dataclasses.replace(settings, label_ttl_seconds=1)
+    client = aioredis.Redis.from_url(short.redis_url)
+    scorer = Scorer(short, StateStore(client, short), default_models())
+    await scorer.score(FRAUD, [message(tx("old"), 0)])
+    await asyncio.sleep(1.2)
+    outbox = await scorer.learn(
+        FRAUD, [message(b'{"event_id": "old", "is_fraud": true}', 0, "transactions.labels")]
+    )
+    assert [d["reason"] for d in published(outbox, settings, "deadletter")] == ["expired_event"]
+    assert scorer.models["fraud"].labels_learned == 0
+    await client.aclose()
+
+
+async def test_late_and_future_events(scorer: Scorer, settings: Settings) -> None:
+    outbox = await scorer.score(
+        FRAUD,
+        [
+            message(tx("late", ts=NOW - dt.timedelta(days=8)), 0),
+            message(tx("future", ts=NOW + dt.timedelta(hours=1)), 1),
+        ],
+    )
+    assert [d["reason"] for d in published(outbox, settings, "deadletter")] == ["late_event", "out_of_range"]
+
+
+async def test_demand_forecasts_are_non_negative_and_learn(scorer: Scorer, settings: Settings) -> None:
+    sale = {
+        "event_id": "s1",
+        "ts": NOW.isoformat(),
+        "store_id": "st",
+        "product_id": "p",
+        "product_name": "Milk",
+        "category": "dairy",
+        "price": 1.0,
+        "cost": None,
+        "purchase_date": None,
+        "sale_date": NOW.date().isoformat(),
+        "expiry_date": None,
+    }
+    outbox = await scorer.score(DEMAND, [message(orjson.dumps(sale), 0, "sales")])
+    [prediction] = published(outbox, settings, "predictions.demand")
+    assert prediction["forecast"] >= 0 and prediction["score"] is None
+    await scorer.learn(DEMAND, [message(b'{"event_id": "s1", "units_sold": 4}', 0, "sales.labels")])
+    assert scorer.models["demand"].labels_learned == 1
+
+
+async def test_two_workers_never_corrupt_one_entity(settings: Settings) -> None:
+    clients = [aioredis.Redis.from_url(settings.redis_url) for _ in range(2)]
+    scorers = [Scorer(settings, StateStore(c, settings), default_models()) for c in clients]
+    batches = [
+        [message(tx(f"w{w}-{i}", amount=10.0 + i), i, partition=w) for i in range(200)] for w in range(2)
+    ]
+    await asyncio.gather(*(s.score(FRAUD, [m]) for w, s in enumerate(scorers) for m in batches[w]))
+    state = await clients[0].hgetall(settings.key("fraud", "entity", "acc-1"))
+    assert int(state[b"n"]) == 400 and int(state[b"amount:n"]) == 400
+    for c in clients:
+        await c.aclose()
