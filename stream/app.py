@@ -19,6 +19,7 @@ from typing import Any
 
 import faust
 import prometheus_client
+from mode.types.signals import BaseSignalT
 
 from stream.scoring import Message
 from stream.service import ScoringService
@@ -57,7 +58,7 @@ def create_app(settings: Settings) -> faust.App:
             app.agent(topic, name=name)(_batch_agent(handle, settings))
 
     @app.on_before_shutdown.connect
-    async def _close(sender: Any, *args: Any, **kwargs: Any) -> None:
+    async def _close(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
         await service.close()
 
     return app

@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     _simulation_args(simulate, transactions=5000, sales=5000, rate=1000.0)
     demo = commands.add_parser("demo", help="everything on an embedded broker and Redis, with a summary")
     _simulation_args(demo, transactions=6000, sales=6000, rate=2000.0)
+    evaluate = commands.add_parser(
+        "evaluate", help="compare the candidate pipelines prequentially on simulated data"
+    )
+    _simulation_args(evaluate, transactions=20000, sales=20000, rate=0.0)
     for name, topics in (
         ("predictions", ["predictions.fraud", "predictions.demand"]),
         ("deadletters", ["deadletter"]),
@@ -86,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream import demo
 
         return demo.run(_simulation_config(args))
+    elif args.command == "evaluate":
+        from stream import evaluate
+
+        print(evaluate.report(evaluate.evaluate(settings, _simulation_config(args))))
     else:
         from consumers.reader import tail
 

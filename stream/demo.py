@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
@@ -24,10 +24,8 @@ from typing import TextIO
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers.quality import QualityTracker
-from consumers.reader import read
+from consumers.audit import audit
 from stream import localstack, simulator
-from stream.records import DeadLetter, Prediction, SaleLabel, TransactionLabel
 from stream.settings import Settings, env_name
 from stream.topics import ensure_topics
 from stream.usecases import all_topics
@@ -160,37 +158,17 @@ def _show(samples: Mapping[str, float], events: int, labels: int, out: TextIO) -
 
 
 def summary(settings: Settings, samples: Mapping[str, float]) -> str:
-    """What a downstream team would see on the output topics, and the worker's own counts."""
-    tracker = QualityTracker()
-    predictions: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    for delivered in read(
-        settings,
-        ["predictions.fraud", "predictions.demand", "deadletter", "transactions.labels", "sales.labels"],
-        idle_timeout=3.0,
-    ):
-        record = delivered.parse()
-        if isinstance(record, Prediction):
-            predictions[record.model] += 1
-            tracker.add_prediction(record)
-        elif isinstance(record, DeadLetter):
-            reasons[record.reason] += 1
-        elif isinstance(record, TransactionLabel):
-            tracker.add_label(record.event_id, record.is_fraud)
-        elif isinstance(record, SaleLabel):
-            tracker.add_label(record.event_id, record.units_sold)
+    """What a downstream team sees on the output topics, and what the worker learned."""
     learned = {
-        k.split("model=")[1].split("}")[0]: v
-        for k, v in samples.items()
-        if k.startswith("scoring_labels_total") and "outcome=learned" in k
+        model: samples.get(f"scoring_labels_total{{model={model}}}{{outcome=learned}}", 0.0)
+        for model in ("fraud", "demand")
     }
-    lines = [
-        "",
-        "Summary",
-        f"  predictions: {sum(predictions.values())} ({', '.join(f'{k} {v}' for k, v in sorted(predictions.items()))})",
-        f"  dead letters: {sum(reasons.values())} ({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))})",
-        f"  labels learned: {sum(learned.values()):.0f} ({', '.join(f'{k} {v:.0f}' for k, v in sorted(learned.items()))})",
-        "",
-        tracker.report().format(),
-    ]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            "",
+            "Summary (read back from the output topics)",
+            audit(settings).format(),
+            f"labels learned by the worker: {sum(learned.values()):.0f}"
+            f" ({', '.join(f'{model} {n:.0f}' for model, n in learned.items())})",
+        ]
+    )

@@ -140,12 +140,14 @@ def sale_features(sale: Sale, prior: Prior) -> Features:
         "log_price": math.log1p(sale.price),
         "margin": _clip(margin, -1.0, 1.0),
         "margin_missing": 0.0 if cost_usable else 1.0,
-        "price_ratio": _clip(sale.price / price.mean, 0.0, 5.0) if price.n and price.mean > 0 else 1.0,
+        "log_price_ratio": (
+            _clip(math.log((sale.price + 0.01) / (price.mean + 0.01)), -3.0, 3.0) if price.n else 0.0
+        ),
         "days_to_expiry": _clip(float(to_expiry), -30.0, 60.0) if to_expiry is not None else 0.0,
         "has_expiry": 0.0 if to_expiry is None else 1.0,
         "days_on_shelf": _clip(float(on_shelf), 0.0, 60.0) if on_shelf is not None else 0.0,
         "weekend": 1.0 if weekday >= 5 else 0.0,
-        "recent_units": units.mean if units.n else 0.0,
+        "log_recent_units": math.log1p(units.mean) if units.n else 0.0,
         "recent_units_log_n": math.log1p(units.n),
         "dow": _DAY_NAMES[weekday],
         "category": sale.category,

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from models.online import OnlineModel
 
+from models.online import OnlineModel
 from stream import metrics
 from stream.records import DeadLetter, Prediction, Rejection, parse, payload_text
 from stream.settings import Settings

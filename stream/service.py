@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 import redis.exceptions
 from confluent_kafka import KafkaException
+
 from models.online import OnlineModel
 from models.pipelines import CANDIDATES, DEFAULT
-
 from stream import metrics
 from stream.publisher import Publisher, PublishError
 from stream.scoring import Message, Outbox, Scorer

@@ -20,11 +20,9 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from consumers.quality import QualityTracker
-from consumers.reader import read
+from consumers.audit import audit
 from stream import localstack, simulator
 from stream.demo import scrape, worker_process
-from stream.records import DeadLetter, Prediction, SaleLabel, TransactionLabel
 from stream.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -92,25 +90,8 @@ def test_events_to_predictions_labels_to_learning(worker_settings: Settings, wor
     wait_until(lambda: total(settings, "scoring_labels_total", "duplicate_label") >= len(labels))
     assert worker.poll() is None, "the worker must keep running"
 
-    predicted: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    tracker = QualityTracker()
-    for delivered in read(
-        settings,
-        ["predictions.fraud", "predictions.demand", "deadletter", "transactions.labels", "sales.labels"],
-        idle_timeout=3.0,
-    ):
-        record = delivered.parse()
-        if isinstance(record, Prediction):
-            predicted[record.event_id] += 1
-            tracker.add_prediction(record)
-        elif isinstance(record, DeadLetter):
-            reasons[record.reason] += 1
-        elif isinstance(record, TransactionLabel):
-            tracker.add_label(record.event_id, record.is_fraud)
-        elif isinstance(record, SaleLabel):
-            tracker.add_label(record.event_id, record.units_sold)
-
+    result = audit(settings)
+    predicted, reasons, report = result.predictions, result.dead_letters, result.quality
     assert sorted(predicted) == sorted(_event_id(m) for m in events)
     assert set(predicted.values()) == {1}
     assert reasons == Counter(m.expected_reason for m in malformed) + Counter(
@@ -118,7 +99,6 @@ def test_events_to_predictions_labels_to_learning(worker_settings: Settings, wor
     )
     assert total(settings, "scoring_labels_total", "learned") == len(labels)
 
-    report = tracker.report(early=500)
     fraud, demand = report.model("fraud"), report.model("demand")
     assert fraud.early is not None and fraud.late is not None, report.format()
     assert fraud.late > fraud.early + 0.05, report.format()

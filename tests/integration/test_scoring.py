@@ -47,6 +47,10 @@ def published(outbox: Outbox, settings: Settings, topic: str) -> list[dict[str, 
     return [orjson.loads(v) for t, _, v in outbox.records if t == settings.topic(topic)]
 
 
+def predictions(outbox: Outbox, settings: Settings, topic: str = "predictions.fraud") -> list[Prediction]:
+    return [Prediction.model_validate_json(v) for t, _, v in outbox.records if t == settings.topic(topic)]
+
+
 @pytest.fixture
 async def scorer(settings: Settings) -> AsyncIterator[Scorer]:
     client = aioredis.Redis.from_url(settings.redis_url)
@@ -60,10 +64,12 @@ async def test_one_prediction_per_event_and_duplicates_dead_lettered(
     batch = [message(tx(f"e{i}"), i) for i in range(5)] + [message(tx("e0"), 5)]
     outbox = await scorer.score(FRAUD, batch)
 
-    predictions = [Prediction.model_validate(p) for p in published(outbox, settings, "predictions.fraud")]
-    assert [p.event_id for p in predictions] == [f"e{i}" for i in range(5)]
-    assert all(0.0 <= (p.score or -1) <= 1.0 and p.model == "fraud" and p.model_version for p in predictions)
-    dead = [DeadLetter.model_validate(d) for d in published(outbox, settings, "deadletter")]
+    scored = predictions(outbox, settings)
+    assert [p.event_id for p in scored] == [f"e{i}" for i in range(5)]
+    assert all(p.score is not None and 0.0 <= p.score <= 1.0 for p in scored)
+    assert {(p.model, p.model_version, p.entity) for p in scored} == {("fraud", "fraud.0", "acc-1")}
+    deadletter = settings.topic("deadletter")
+    dead = [DeadLetter.model_validate_json(v) for t, _, v in outbox.records if t == deadletter]
     assert [(d.reason, d.offset) for d in dead] == [("duplicate_event", 5)]
     assert "transactions/0/0" in dead[0].detail
 
@@ -140,8 +146,8 @@ async def test_demand_forecasts_are_non_negative_and_learn(scorer: Scorer, setti
         "expiry_date": None,
     }
     outbox = await scorer.score(DEMAND, [message(orjson.dumps(sale), 0, "sales")])
-    [prediction] = published(outbox, settings, "predictions.demand")
-    assert prediction["forecast"] >= 0 and prediction["score"] is None
+    [prediction] = predictions(outbox, settings, "predictions.demand")
+    assert prediction.forecast is not None and prediction.forecast >= 0 and prediction.score is None
     await scorer.learn(DEMAND, [message(b'{"event_id": "s1", "units_sold": 4}', 0, "sales.labels")])
     assert scorer.models["demand"].labels_learned == 1
 
@@ -152,7 +158,10 @@ async def test_two_workers_never_corrupt_one_entity(settings: Settings) -> None:
     batches = [
         [message(tx(f"w{w}-{i}", amount=10.0 + i), i, partition=w) for i in range(200)] for w in range(2)
     ]
-    await asyncio.gather(*(s.score(FRAUD, [m]) for w, s in enumerate(scorers) for m in batches[w]))
+    # Many small batches from both workers at once, interleaving on the one entity.
+    await asyncio.gather(
+        *(s.score(FRAUD, batches[w][i : i + 10]) for w, s in enumerate(scorers) for i in range(0, 200, 10))
+    )
     state = await clients[0].hgetall(settings.key("fraud", "entity", "acc-1"))
     assert int(state[b"n"]) == 400 and int(state[b"amount:n"]) == 400
     for c in clients:

@@ -89,5 +89,5 @@ def test_sale_features_handle_nulls_and_cost_outliers() -> None:
 def test_promotion_and_recent_units_context() -> None:
     prior = Prior(n=5, stats={"price": Stat(5, 2.0, 0.0), "label": Stat(3, 12.0, 4.0)})
     x = sale_features(sale(price=1.5), prior)
-    assert x["price_ratio"] == 0.75
-    assert x["recent_units"] == 12.0 and x["recent_units_log_n"] == math.log1p(3)
+    assert x["log_price_ratio"] == math.log(1.51 / 2.01)
+    assert x["log_recent_units"] == math.log1p(12.0) and x["recent_units_log_n"] == math.log1p(3)
