@@ -4,6 +4,7 @@ Per use case, one agent scores its event topic and one learns from its label top
 
     transactions         -> score_fraud  -> predictions.fraud  (+ deadletter)
     transactions.labels  -> learn_fraud  -> (model update)     (+ deadletter)
+                            (a label that comes before its event is scored waits for it)
     sales                -> score_demand -> predictions.demand (+ deadletter)
     sales.labels         -> learn_demand -> (model update)     (+ deadletter)
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import faust
@@ -30,6 +32,9 @@ from stream.usecases import USE_CASES, all_topics
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Sequence[Message]], Awaitable[None]]
+
+# How often labels that arrived before their event are tried again.
+PARKED_LABELS_INTERVAL_SECONDS = 1.0
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -51,24 +56,21 @@ def create_app(settings: Settings) -> faust.App:
 
     for use_case in USE_CASES:
         for topic_name, name, handle in (
-            (use_case.event_topic, f"score_{use_case.name}", _bind(service.handle_events, use_case)),
-            (use_case.label_topic, f"learn_{use_case.name}", _bind(service.handle_labels, use_case)),
+            (use_case.event_topic, f"score_{use_case.name}", partial(service.handle_events, use_case)),
+            (use_case.label_topic, f"learn_{use_case.name}", partial(service.handle_labels, use_case)),
         ):
             topic = app.topic(settings.topic(topic_name), key_type=bytes, value_type=bytes)
             app.agent(topic, name=name)(_batch_agent(handle, settings))
+
+        app.timer(PARKED_LABELS_INTERVAL_SECONDS, name=f"unpark_{use_case.name}")(
+            partial(service.handle_parked_labels, use_case)
+        )
 
     @app.on_before_shutdown.connect
     async def _close(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
         await service.close()
 
     return app
-
-
-def _bind(handle: Callable[[Any, Sequence[Message]], Awaitable[None]], use_case: Any) -> Handler:
-    async def bound(batch: Sequence[Message]) -> None:
-        await handle(use_case, batch)
-
-    return bound
 
 
 def _batch_agent(handle: Handler, settings: Settings) -> Callable[[Any], Awaitable[None]]:

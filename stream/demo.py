@@ -121,6 +121,7 @@ def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: f
                 )
                 _wait_for(config, messages[min(chunk_end + 499, len(messages) - 1)].at, started)
                 _show(scrape(settings.metrics_port), events, labels, out)
+            del producer  # flushed by send(); closed before the stack stops
             deadline = time.monotonic() + timeout
             samples = scrape(settings.metrics_port)
             while time.monotonic() < deadline and worker.poll() is None:

@@ -23,7 +23,7 @@ from models.online import OnlineModel
 from stream import metrics
 from stream.records import DeadLetter, Prediction, Rejection, parse, payload_text
 from stream.settings import Settings
-from stream.state import StateStore
+from stream.state import Settlement, StateStore
 from stream.usecases import DEADLETTER_TOPIC, UseCase
 
 log = logging.getLogger(__name__)
@@ -165,11 +165,37 @@ class Scorer:
                 metrics.LABELS.labels(use_case.name, label.reason).inc()
             else:
                 valid.append((message, label))
+        settlements = await self.state.settle(
+            use_case.name,
+            [(label.event_id, message.source, _parked(message)) for message, label in valid],
+            self.settings.label_wait_seconds,
+        )
+        await self._conclude(use_case, outbox, valid, settlements)
+        return outbox
 
-        settlements = await self.state.settle(use_case.name, [(lb.event_id, m.source) for m, lb in valid])
+    async def unpark(self, use_case: UseCase[Any, Any], limit: int = 1000) -> Outbox:
+        """Learn the parked labels whose event is scored now; dead-letter those that waited too long."""
+        outbox = Outbox()
+        concluded = []
+        for settlement in await self.state.unpark(use_case.name, limit):
+            if settlement.parked is not None:
+                message = Message(**settlement.parked["message"], value=settlement.parked["value"].encode())
+                concluded.append(
+                    ((message, use_case.label_type.model_validate_json(message.value)), settlement)
+                )
+        await self._conclude(use_case, outbox, [m for m, _ in concluded], [s for _, s in concluded])
+        return outbox
+
+    async def _conclude(
+        self,
+        use_case: UseCase[Any, Any],
+        outbox: Outbox,
+        labels: Sequence[tuple[Message, Any]],
+        settlements: Sequence[Settlement],
+    ) -> None:
         model = self.models[use_case.name]
         learned = []
-        for (message, label), settlement in zip(valid, settlements, strict=True):
+        for (message, label), settlement in zip(labels, settlements, strict=True):
             outcome = settlement.outcome
             if outcome == "learn" and settlement.pending is not None:
                 y = use_case.target(label)
@@ -177,22 +203,24 @@ class Scorer:
                 model.learn_one(settlement.pending["x"], y)
                 learned.append((settlement.pending["entity"], float(y)))
                 outcome = "learned"
-            elif outcome == "not_scored":
-                outcome = "unknown_event"
-                self.dead_letter(outbox, message, outcome, f"event {label.event_id} is not scored yet")
-            elif outcome != "redelivered":
-                self.dead_letter(outbox, message, outcome, _LABEL_DETAIL[outcome].format(label.event_id))
+            elif outcome not in ("parked", "redelivered"):
+                detail = _LABEL_DETAIL[outcome].format(label.event_id, self.settings.label_wait_seconds)
+                self.dead_letter(outbox, message, outcome, detail)
             metrics.LABELS.labels(use_case.name, outcome).inc()
-
-        await self.state.update(use_case.name, "label", learned)
         if learned:
+            await self.state.update(use_case.name, "label", learned)
             metrics.LABELS_LEARNED.labels(use_case.name).set(model.labels_learned)
             metrics.PREQUENTIAL.labels(use_case.name, model.metric.__class__.__name__).set(model.metric.get())
-        return outbox
+
+
+def _parked(message: Message) -> bytes:
+    """What a parked label keeps: enough to learn it, or dead-letter it, later."""
+    where = {"topic": message.topic, "partition": message.partition, "offset": message.offset}
+    return orjson.dumps({"source": message.source, "message": where, "value": message.value.decode()})
 
 
 _LABEL_DETAIL = {
     "duplicate_label": "event {} has already been learned from another label",
-    "unknown_event": "no scored event with id {}",
+    "unknown_event": "no event with id {} was scored within {} s of its label",
     "expired_event": "event {} waited longer than the label TTL",
 }

@@ -66,6 +66,11 @@ class ScoringService:
     async def handle_labels(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> None:
         await self._handle(batch, lambda b: self.scorer.learn(use_case, b))
 
+    async def handle_parked_labels(self, use_case: UseCase[Any, Any]) -> None:
+        topic = self.settings.topic(use_case.label_topic)
+        outbox = await self._retrying(topic, lambda: self.scorer.unpark(use_case))
+        await self._retrying(topic, lambda: self.publisher.publish(outbox.records))
+
     async def close(self) -> None:
         await asyncio.to_thread(self.publisher.close)
         await self.redis.aclose()

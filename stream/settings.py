@@ -38,6 +38,9 @@ class Settings:
         "", "Prefix of every topic (`X.<topic>`), the consumer group and every Redis key (`X:`)."
     )
     label_ttl_seconds: int = _setting(7 * 24 * 3600, "How long a scored event waits for its label.")
+    label_wait_seconds: int = _setting(
+        300, "How long a label whose event is not scored yet waits before it is `unknown_event`."
+    )
     entity_ttl_seconds: int = _setting(
         30 * 24 * 3600, "Idle time after which an entity's feature state is forgotten."
     )

@@ -14,14 +14,17 @@ Keys (all under the namespace prefix):
   ``label_ttl_seconds``.
 - ``<use case>:entity:<entity id>`` hash and ``...:<member>`` sets: the entity's state;
   forgotten after ``entity_ttl_seconds`` idle.
+- ``<use case>:parked:labels`` hash and ``<use case>:parked:due`` sorted set: labels that
+  arrived before their event was scored, waiting at most ``label_wait_seconds``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -45,10 +48,22 @@ class Claim:
 
 @dataclass(frozen=True)
 class Settlement:
-    """Outcome of joining a label to its event: ``learn`` carries the pending record."""
+    """Outcome of joining a label to its event.
+
+    ``learn`` carries the pending record; a settlement of a parked label carries the
+    record it was parked with.
+    """
 
     outcome: str
     pending: dict[str, Any] | None = None
+    parked: dict[str, Any] | None = None
+
+
+def _settlement(reply: list[bytes]) -> Settlement:
+    def decoded(i: int) -> dict[str, Any] | None:
+        return orjson.loads(reply[i]) if len(reply) > i and reply[i] else None
+
+    return Settlement(outcome=reply[0].decode(), pending=decoded(1), parked=decoded(2))
 
 
 def _decode_prior(raw: bytes, members: Sequence[str]) -> Prior:
@@ -139,19 +154,42 @@ class StateStore:
             )
         await pipe.execute()
 
-    async def settle(self, use_case: str, labels: Sequence[tuple[str, str]]) -> list[Settlement]:
-        """Join each (event id, label source) to its pending record, at most once per event."""
+    async def settle(
+        self, use_case: str, labels: Sequence[tuple[str, str, bytes]], wait_seconds: float
+    ) -> list[Settlement]:
+        """Join each (event id, label source, parked record) to its event, at most once per event.
+
+        A label whose event is not scored yet is parked with its record for ``wait_seconds``.
+        """
+        deadline = time.time() + wait_seconds
         pipe = self._redis.pipeline(transaction=False)
-        for event_id, source in labels:
+        for event_id, source, parked in labels:
             await self._script(
-                keys=[self._key(use_case, "event", event_id), self._key(use_case, "pending", event_id)],
-                args=["settle", source],
+                keys=self._label_keys(use_case, event_id),
+                args=["settle", event_id, source, parked, repr(deadline)],
                 client=pipe,
             )
-        replies = await pipe.execute()
+        return [_settlement(reply) for reply in await pipe.execute()]
+
+    async def unpark(self, use_case: str, limit: int) -> list[Settlement]:
+        """Settle the oldest parked labels whose event got scored or whose wait is over."""
+        due = self._settings.key(use_case, "parked", "due")
+        event_ids = cast(list[bytes], await self._redis.zrange(due, 0, limit - 1))
+        now = repr(time.time())
+        pipe = self._redis.pipeline(transaction=False)
+        for raw in event_ids:
+            event_id = raw.decode()
+            await self._script(
+                keys=self._label_keys(use_case, event_id), args=["unpark", event_id, now], client=pipe
+            )
+        return [_settlement(reply) for reply in await pipe.execute()]
+
+    def _label_keys(self, use_case: str, event_id: str) -> list[str]:
         return [
-            Settlement(outcome=reply[0].decode(), pending=orjson.loads(reply[1]) if len(reply) > 1 else None)
-            for reply in replies
+            self._key(use_case, "event", event_id),
+            self._key(use_case, "pending", event_id),
+            self._settings.key(use_case, "parked", "labels"),
+            self._settings.key(use_case, "parked", "due"),
         ]
 
     async def update(self, use_case: str, stat: str, values: Sequence[tuple[str, float]]) -> None:

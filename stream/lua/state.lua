@@ -1,10 +1,11 @@
--- Per-event and per-entity state, changed atomically: one script, four commands (ARGV[1]).
+-- Per-event and per-entity state, changed atomically: one script, five commands (ARGV[1]).
 --
 -- An event hash (KEYS[1] for observe/record/settle) remembers an event id: where it was
 -- read from, the entity state it was scored against, its status (claimed -> scored ->
 -- learned) and the prediction published for it. A pending key holds the features and
 -- prediction a label needs. An entity hash holds counts and exponentially weighted
--- statistics; entity sets remember values seen (merchants, countries).
+-- statistics; entity sets remember values seen (merchants, countries). A label whose
+-- event is not scored yet is parked (hash of labels, sorted set of deadlines) until it is.
 
 local command = ARGV[1]
 
@@ -23,6 +24,17 @@ local function update_stat(entity_key, name, value, alpha)
     var = (1 - alpha) * (tonumber(s[3]) + alpha * d * d)
   end
   redis.call('HSET', entity_key, name .. ':n', n + 1, name .. ':mean', fmt(mean), name .. ':var', fmt(var))
+end
+
+-- The one way an event is learned: scored -> learned, handing over its pending record.
+local function learn(event_key, pending_key, label_source)
+  local pending = redis.call('GET', pending_key)
+  if not pending then
+    return {'expired_event', ''}
+  end
+  redis.call('HSET', event_key, 'status', 'learned', 'label_source', label_source)
+  redis.call('DEL', pending_key)
+  return {'learn', pending}
 end
 
 if command == 'observe' then
@@ -65,25 +77,40 @@ elseif command == 'record' then
   return 1
 
 elseif command == 'settle' then
-  -- KEYS: event, pending; ARGV: cmd, label source
+  -- KEYS: event, pending, parked, due; ARGV: cmd, event id, label source, parked label, deadline
   local e = redis.call('HMGET', KEYS[1], 'status', 'label_source')
-  if not e[1] then
-    return {'unknown_event'}
-  elseif e[1] == 'claimed' then
-    return {'not_scored'}
-  elseif e[1] == 'learned' then
-    if e[2] == ARGV[2] then
-      return {'redelivered'}
-    end
-    return {'duplicate_label'}
+  if e[1] == 'learned' then
+    return {e[2] == ARGV[3] and 'redelivered' or 'duplicate_label'}
+  elseif e[1] == 'scored' then
+    return learn(KEYS[1], KEYS[2], ARGV[3])
   end
-  local pending = redis.call('GET', KEYS[2])
-  if not pending then
-    return {'expired_event'}
+  -- Its event is not scored yet: the label waits (once) until the deadline.
+  local parked = redis.call('HGET', KEYS[3], ARGV[2])
+  if parked then
+    return {cjson.decode(parked).source == ARGV[3] and 'redelivered' or 'duplicate_label'}
   end
-  redis.call('HSET', KEYS[1], 'status', 'learned', 'label_source', ARGV[2])
-  redis.call('DEL', KEYS[2])
-  return {'learn', pending}
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[2])
+  return {'parked'}
+
+elseif command == 'unpark' then
+  -- KEYS: event, pending, parked, due; ARGV: cmd, event id, now
+  local parked = redis.call('HGET', KEYS[3], ARGV[2])
+  local deadline = tonumber(redis.call('ZSCORE', KEYS[4], ARGV[2]))
+  local scored = redis.call('HGET', KEYS[1], 'status') == 'scored'
+  if parked and not scored and deadline and deadline > tonumber(ARGV[3]) then
+    return {'waiting'}
+  end
+  redis.call('HDEL', KEYS[3], ARGV[2])
+  redis.call('ZREM', KEYS[4], ARGV[2])
+  if not parked then
+    return {'gone'}
+  elseif not scored then
+    return {'unknown_event', '', parked}
+  end
+  local outcome = learn(KEYS[1], KEYS[2], cjson.decode(parked).source)
+  outcome[3] = parked
+  return outcome
 
 elseif command == 'update' then
   -- KEYS: entity; ARGV: cmd, stat name, value, alpha, entity_ttl

@@ -101,9 +101,41 @@ async def test_labels_are_learned_exactly_once(scorer: Scorer, settings: Setting
     )
     assert model.labels_learned == 2
     reasons = [d["reason"] for d in published(outbox, settings, "deadletter")]
-    assert reasons == ["bad_type", "duplicate_label", "unknown_event"]
+    assert reasons == ["bad_type", "duplicate_label"]  # the label of "nope" waits for its event
     fraud_rate = await scorer.state._redis.hget(settings.key("fraud", "entity", "acc-1"), "label:mean")
     assert fraud_rate is not None and 0 < float(fraud_rate) < 1
+
+
+async def test_a_label_before_its_event_waits_for_it(scorer: Scorer, settings: Settings) -> None:
+    label = message(b'{"event_id": "e9", "is_fraud": true}', 0, "transactions.labels")
+    assert (await scorer.learn(FRAUD, [label])).records == []
+    assert (await scorer.learn(FRAUD, [label])).records == []  # redelivered while parked
+    second = await scorer.learn(FRAUD, [message(label.value, 1, "transactions.labels")])
+    assert [d["reason"] for d in published(second, settings, "deadletter")] == ["duplicate_label"]
+
+    assert (await scorer.unpark(FRAUD)).records == []  # still waiting
+    await scorer.score(FRAUD, [message(tx("e9"), 0)])
+    assert (await scorer.unpark(FRAUD)).records == []
+    assert scorer.models["fraud"].labels_learned == 1
+    assert await scorer.state.unpark("fraud", 10) == []
+
+
+async def test_a_label_whose_event_never_comes_is_dead_lettered(settings: Settings) -> None:
+    impatient = dataclasses.replace(settings, label_wait_seconds=0)
+    client = aioredis.Redis.from_url(impatient.redis_url)
+    scorer = Scorer(impatient, StateStore(client, impatient), default_models())
+    label = b'{"event_id": "never", "is_fraud": false}'
+    assert (await scorer.learn(FRAUD, [message(label, 5, "transactions.labels")])).records == []
+    [(_, _, value)] = (await scorer.unpark(FRAUD)).records
+    dead = DeadLetter.model_validate_json(value)
+    assert (dead.reason, dead.source_topic, dead.offset, dead.payload) == (
+        "unknown_event",
+        "transactions.labels",
+        5,
+        label.decode(),
+    )
+    assert (await scorer.unpark(FRAUD)).records == []
+    await client.aclose()
 
 
 async def test_label_after_the_ttl_is_expired(settings: Settings) -> None:

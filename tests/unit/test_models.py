@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 import pickle
 import random
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 from river import base
 
-from models import evaluation, online, pipelines
+from models import pipelines
 from models.evaluation import compare, format_table, prequential
 from models.online import BATCH_MIN_ROWS, Features, OnlineModel
 from models.pipelines import CANDIDATES, DEFAULT, TASKS
@@ -71,11 +70,6 @@ def trained(case: str, name: str, n: int = 300) -> OnlineModel:
 
 def probe(case: str, n: int) -> list[Features]:
     return [x for x, _ in STREAMS[case](n, 2)]
-
-
-@pytest.mark.parametrize("module", [pipelines, online, evaluation])
-def test_docstring_examples_run(module: Any) -> None:
-    assert doctest.testmod(module).failed == 0
 
 
 def test_fraud_model_learns_the_concept() -> None:
