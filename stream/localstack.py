@@ -333,7 +333,9 @@ def _terminate(pid: int) -> None:
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         if not _alive(pid):
-            return
+            break
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)  # our own child ended between two looks: reap it now
 
 
 def _managed_pid(service: _Service, state_dir: Path) -> int | None:
