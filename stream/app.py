@@ -60,7 +60,7 @@ def create_app(settings: Settings) -> faust.App:
             (use_case.label_topic, f"learn_{use_case.name}", partial(service.handle_labels, use_case)),
         ):
             topic = app.topic(settings.topic(topic_name), key_type=bytes, value_type=bytes)
-            app.agent(topic, name=name)(_batch_agent(handle, settings))
+            app.agent(topic, name=name)(_batch_agent(name, handle, settings))
 
         app.timer(PARKED_LABELS_INTERVAL_SECONDS, name=f"unpark_{use_case.name}")(
             partial(service.handle_parked_labels, use_case)
@@ -73,7 +73,7 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def _batch_agent(handle: Handler, settings: Settings) -> Callable[[Any], Awaitable[None]]:
+def _batch_agent(name: str, handle: Handler, settings: Settings) -> Callable[[Any], Awaitable[None]]:
     async def agent(stream: Any) -> None:
         events: AsyncIterator[Sequence[Any]] = stream.noack_take(
             settings.batch_size, within=settings.batch_window_seconds
@@ -94,6 +94,7 @@ def _batch_agent(handle: Handler, settings: Settings) -> Callable[[Any], Awaitab
             for event in batch:
                 await stream.ack(event)
 
+    agent.__qualname__ = name  # what Faust's logs call it
     return agent
 
 

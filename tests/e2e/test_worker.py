@@ -10,6 +10,7 @@ actually learn (fraud ROC AUC late beats early; demand MAE late beats a running 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from subprocess import Popen
 
 import orjson
 import pytest
+import redis
 from confluent_kafka import Producer
 
 from consumers.audit import audit
@@ -44,9 +46,9 @@ def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[Popen[bytes]]:
     assert process.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
 
 
-def produce(settings: Settings, messages: list[simulator.Message]) -> None:
+def produce(settings: Settings, messages: list[simulator.Message], realtime: bool = False) -> None:
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
-    simulator.send(messages, producer, settings.topic, realtime=False)
+    simulator.send(messages, producer, settings.topic, realtime=realtime)
 
 
 def counter(settings: Settings, name: str, **labels: str) -> float:
@@ -108,3 +110,38 @@ def test_events_to_predictions_labels_to_learning(worker_settings: Settings, wor
 
 def _event_id(message: simulator.Message) -> str:
     return str(orjson.loads(message.value)["event_id"])
+
+
+def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(
+    worker_settings: Settings, tmp_path: Path
+) -> None:
+    settings = worker_settings
+    config = simulator.SimulationConfig(
+        transactions=1500, sales=1500, rate=600, label_delay=(0.5, 1.0), seed=3
+    )
+    messages = list(simulator.generate(config))
+    events = {_event_id(m) for m in messages if m.kind == "event"}
+    labels = [m for m in messages if m.kind == "label"]
+    sender = threading.Thread(target=produce, args=(settings, messages), kwargs={"realtime": True})
+    sender.start()
+    with worker_process(settings, tmp_path / "first.log") as first:
+        wait_until(lambda: total(settings, "scoring_predictions_total") >= 500)
+        first.kill()  # kill -9 in the middle of the stream
+        assert sender.is_alive(), "the stream must still be running when the worker dies"
+    with worker_process(settings, tmp_path / "second.log"):
+        sender.join()
+        wait_until(lambda: len(audit(settings, idle_timeout=1.0).predictions) >= len(events))
+        result = audit(settings)
+
+    assert set(result.predictions) == events
+    assert "duplicate_event" not in result.dead_letters  # redeliveries are recognised as such
+    assert "duplicate_label" not in result.dead_letters
+    # Every event learned exactly once, across the two processes.
+    with redis.Redis.from_url(settings.redis_url) as client:
+        keys = [settings.key(_model(m), "event", _event_id(m)) for m in labels]
+        statuses = Counter(client.hget(key, "status") for key in keys)
+    assert statuses == {b"learned": len(labels)}
+
+
+def _model(label: simulator.Message) -> str:
+    return "fraud" if label.topic == "transactions.labels" else "demand"
