@@ -2,7 +2,8 @@
 
 Every change goes through ``lua/state.lua`` so that it is atomic per event and per
 entity: two workers never corrupt one entity's state, and an event id is claimed once.
-Calls are pipelined per batch: one round trip to Redis for a whole batch of events.
+Each call handles a whole batch in one script call: one round trip, and Redis pays the
+script's dispatch once per batch rather than once per event.
 
 Keys (all under the namespace prefix):
 
@@ -59,11 +60,13 @@ class Settlement:
     parked: dict[str, Any] | None = None
 
 
-def _settlement(reply: list[bytes]) -> Settlement:
-    def decoded(i: int) -> dict[str, Any] | None:
-        return orjson.loads(reply[i]) if len(reply) > i and reply[i] else None
-
-    return Settlement(outcome=reply[0].decode(), pending=decoded(1), parked=decoded(2))
+def _settlement(reply: Sequence[bytes]) -> Settlement:
+    outcome, pending, parked = reply
+    return Settlement(
+        outcome=outcome.decode(),
+        pending=orjson.loads(pending) if pending else None,
+        parked=orjson.loads(parked) if parked else None,
+    )
 
 
 def _decode_prior(raw: bytes, members: Sequence[str]) -> Prior:
@@ -106,53 +109,49 @@ class StateStore:
         """Claim each (event id, entity id, source, observation) and apply it to its entity.
 
         An event id already claimed is left untouched: its claim is returned as it was.
+        The observations of one call must name the same statistics and members.
         """
-        pipe = self._redis.pipeline(transaction=False)
+        if not events:
+            return []
+        first = events[0][3]
+        names, members = list(first.stats), list(first.members)
+        keys: list[str] = []
+        args: list[str | float] = [
+            "observe",
+            self._event_ttl,
+            self._settings.entity_ttl_seconds,
+            ALPHA,
+            len(names),
+            len(members),
+            *names,
+        ]
         for event_id, entity, source, obs in events:
             entity_key = self._key(use_case, "entity", entity)
-            names = list(obs.stats)
-            await self._script(
-                keys=[
-                    self._key(use_case, "event", event_id),
-                    entity_key,
-                    *(f"{entity_key}:{member}" for member in obs.members),
-                ],
-                args=[
-                    "observe",
-                    source,
-                    repr(obs.ts),
-                    self._event_ttl,
-                    self._settings.entity_ttl_seconds,
-                    ALPHA,
-                    len(names),
-                    *names,
-                    *(repr(obs.stats[n]) for n in names),
-                    *obs.members.values(),
-                ],
-                client=pipe,
-            )
-        replies = await pipe.execute()
+            keys += [self._key(use_case, "event", event_id), entity_key]
+            keys += [f"{entity_key}:{member}" for member in members]
+            args += [source, repr(obs.ts), *(repr(obs.stats[n]) for n in names)]
+            args += [obs.members[member] for member in members]
+        replies = await self._script(keys=keys, args=args)
         return [
             Claim(
-                is_new=reply[0] == 1,
-                source=reply[1].decode(),
-                prior=_decode_prior(reply[2], list(obs.members)),
-                status=reply[3].decode(),
-                prediction=reply[4],
+                is_new=replies[i] == 1,
+                source=replies[i + 1].decode(),
+                prior=_decode_prior(replies[i + 2], members),
+                status=replies[i + 3].decode(),
+                prediction=replies[i + 4],
             )
-            for reply, (_, _, _, obs) in zip(replies, events, strict=True)
+            for i in range(0, len(replies), 5)
         ]
 
     async def record(self, use_case: str, scored: Sequence[tuple[str, bytes, bytes]]) -> None:
         """Store (event id, published prediction, pending record) for each scored event."""
-        pipe = self._redis.pipeline(transaction=False)
+        keys: list[str] = []
+        args: list[str | int | bytes] = ["record", self._settings.label_ttl_seconds]
         for event_id, prediction, pending in scored:
-            await self._script(
-                keys=[self._key(use_case, "event", event_id), self._key(use_case, "pending", event_id)],
-                args=["record", prediction, pending, self._settings.label_ttl_seconds],
-                client=pipe,
-            )
-        await pipe.execute()
+            keys += [self._key(use_case, "event", event_id), self._key(use_case, "pending", event_id)]
+            args += [prediction, pending]
+        if keys:
+            await self._script(keys=keys, args=args)
 
     async def settle(
         self, use_case: str, labels: Sequence[tuple[str, str, bytes]], wait_seconds: float
@@ -161,28 +160,25 @@ class StateStore:
 
         A label whose event is not scored yet is parked with its record for ``wait_seconds``.
         """
-        deadline = time.time() + wait_seconds
-        pipe = self._redis.pipeline(transaction=False)
+        keys: list[str] = []
+        args: list[str | bytes] = ["settle", repr(time.time() + wait_seconds)]
         for event_id, source, parked in labels:
-            await self._script(
-                keys=self._label_keys(use_case, event_id),
-                args=["settle", event_id, source, parked, repr(deadline)],
-                client=pipe,
-            )
-        return [_settlement(reply) for reply in await pipe.execute()]
+            keys += self._label_keys(use_case, event_id)
+            args += [event_id, source, parked]
+        return await self._settlements(keys, args)
 
     async def unpark(self, use_case: str, limit: int) -> list[Settlement]:
         """Settle the oldest parked labels whose event got scored or whose wait is over."""
         due = self._settings.key(use_case, "parked", "due")
-        event_ids = cast(list[bytes], await self._redis.zrange(due, 0, limit - 1))
-        now = repr(time.time())
-        pipe = self._redis.pipeline(transaction=False)
-        for raw in event_ids:
-            event_id = raw.decode()
-            await self._script(
-                keys=self._label_keys(use_case, event_id), args=["unpark", event_id, now], client=pipe
-            )
-        return [_settlement(reply) for reply in await pipe.execute()]
+        event_ids = [raw.decode() for raw in cast(list[bytes], await self._redis.zrange(due, 0, limit - 1))]
+        keys = [key for event_id in event_ids for key in self._label_keys(use_case, event_id)]
+        return await self._settlements(keys, ["unpark", repr(time.time()), *event_ids])
+
+    async def _settlements(self, keys: list[str], args: Sequence[str | bytes]) -> list[Settlement]:
+        if not keys:
+            return []
+        replies = await self._script(keys=keys, args=args)
+        return [_settlement(replies[i : i + 3]) for i in range(0, len(replies), 3)]
 
     def _label_keys(self, use_case: str, event_id: str) -> list[str]:
         return [
@@ -194,11 +190,14 @@ class StateStore:
 
     async def update(self, use_case: str, stat: str, values: Sequence[tuple[str, float]]) -> None:
         """Fold each (entity id, value) into the entity's statistic ``stat``."""
-        pipe = self._redis.pipeline(transaction=False)
-        for entity, value in values:
+        if values:
             await self._script(
-                keys=[self._key(use_case, "entity", entity)],
-                args=["update", stat, repr(value), ALPHA, self._settings.entity_ttl_seconds],
-                client=pipe,
+                keys=[self._key(use_case, "entity", entity) for entity, _ in values],
+                args=[
+                    "update",
+                    stat,
+                    ALPHA,
+                    self._settings.entity_ttl_seconds,
+                    *(repr(v) for _, v in values),
+                ],
             )
-        await pipe.execute()

@@ -1,11 +1,12 @@
 -- Per-event and per-entity state, changed atomically: one script, five commands (ARGV[1]).
+-- Each call handles a whole batch, one item after the other, in one round trip.
 --
--- An event hash (KEYS[1] for observe/record/settle) remembers an event id: where it was
--- read from, the entity state it was scored against, its status (claimed -> scored ->
--- learned) and the prediction published for it. A pending key holds the features and
--- prediction a label needs. An entity hash holds counts and exponentially weighted
--- statistics; entity sets remember values seen (merchants, countries). A label whose
--- event is not scored yet is parked (hash of labels, sorted set of deadlines) until it is.
+-- An event hash remembers an event id: where it was read from, the entity state it was
+-- scored against, its status (claimed -> scored -> learned) and the prediction published
+-- for it. A pending key holds the features and prediction a label needs. An entity hash
+-- holds counts and exponentially weighted statistics; entity sets remember values seen
+-- (merchants, countries). A label whose event is not scored yet is parked (hash of
+-- labels, sorted set of deadlines) until it is.
 
 local command = ARGV[1]
 
@@ -13,109 +14,157 @@ local function fmt(x)
   return string.format('%.17g', x)
 end
 
--- Exponentially weighted mean and variance of one statistic of an entity.
-local function update_stat(entity_key, name, value, alpha)
-  local s = redis.call('HMGET', entity_key, name .. ':n', name .. ':mean', name .. ':var')
-  local n = tonumber(s[1]) or 0
+local function append(out, values)
+  for _, value in ipairs(values) do
+    out[#out + 1] = value
+  end
+end
+
+-- Appends to `fields` the new exponentially weighted count, mean and variance of the
+-- statistic `name` of an entity whose current fields are `state`, after `value`.
+local function add_stat(fields, state, name, value, alpha)
+  local n = tonumber(state[name .. ':n']) or 0
   local mean, var = value, 0
   if n > 0 then
-    local d = value - tonumber(s[2])
-    mean = tonumber(s[2]) + alpha * d
-    var = (1 - alpha) * (tonumber(s[3]) + alpha * d * d)
+    local d = value - tonumber(state[name .. ':mean'])
+    mean = tonumber(state[name .. ':mean']) + alpha * d
+    var = (1 - alpha) * (tonumber(state[name .. ':var']) + alpha * d * d)
   end
-  redis.call('HSET', entity_key, name .. ':n', n + 1, name .. ':mean', fmt(mean), name .. ':var', fmt(var))
+  append(fields, {name .. ':n', n + 1, name .. ':mean', fmt(mean), name .. ':var', fmt(var)})
 end
 
 -- The one way an event is learned: scored -> learned, handing over its pending record.
 local function learn(event_key, pending_key, label_source)
   local pending = redis.call('GET', pending_key)
   if not pending then
-    return {'expired_event', ''}
+    return {'expired_event', '', ''}
   end
   redis.call('HSET', event_key, 'status', 'learned', 'label_source', label_source)
   redis.call('DEL', pending_key)
-  return {'learn', pending}
+  return {'learn', pending, ''}
 end
+
+local out = {}
 
 if command == 'observe' then
-  -- KEYS: event, entity, member sets...; ARGV: cmd, source, ts, event_ttl, entity_ttl, alpha,
-  --       k, k stat names, k stat values, then one member value per member-set key.
-  local event_key, entity_key = KEYS[1], KEYS[2]
-  local known = redis.call('HMGET', event_key, 'source', 'prior', 'status', 'prediction')
-  if known[1] then
-    return {0, known[1], known[2], known[3], known[4] or ''}
+  -- ARGV: cmd, event_ttl, entity_ttl, alpha, k stats, m members, k stat names,
+  --       then per event: source, ts, k stat values, m member values.
+  -- KEYS per event: event, entity, m member sets. Replies per event: new?, source, prior,
+  -- status, prediction.
+  local event_ttl, entity_ttl, alpha = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  local k, m = tonumber(ARGV[5]), tonumber(ARGV[6])
+  local names = {unpack(ARGV, 7, 6 + k)}
+  local a = 7 + k
+  for i = 1, #KEYS, 2 + m do
+    local event_key, entity_key = KEYS[i], KEYS[i + 1]
+    local source, ts = ARGV[a], tonumber(ARGV[a + 1])
+    local known = redis.call('HMGET', event_key, 'source', 'prior', 'status', 'prediction')
+    if known[1] then
+      append(out, {0, known[1], known[2], known[3], known[4] or ''})
+    else
+      local seen = {}
+      for j = 1, m do
+        local set_key = KEYS[i + 1 + j]
+        seen[j] = redis.call('SADD', set_key, ARGV[a + 1 + k + j]) == 0
+        redis.call('EXPIRE', set_key, entity_ttl)
+      end
+      local flat = redis.call('HGETALL', entity_key)
+      local prior = cjson.encode({state = flat, seen = seen})
+      local state = {}
+      for j = 1, #flat, 2 do
+        state[flat[j]] = flat[j + 1]
+      end
+      local fields = {'n', (tonumber(state.n) or 0) + 1}
+      local last = tonumber(state.last_ts)
+      if not last or ts > last then
+        append(fields, {'last_ts', fmt(ts)})
+      end
+      for j = 1, k do
+        add_stat(fields, state, names[j], tonumber(ARGV[a + 1 + j]), alpha)
+      end
+      redis.call('HSET', entity_key, unpack(fields))
+      redis.call('EXPIRE', entity_key, entity_ttl)
+      redis.call('HSET', event_key, 'source', source, 'prior', prior, 'status', 'claimed')
+      redis.call('EXPIRE', event_key, event_ttl)
+      append(out, {1, source, prior, 'claimed', ''})
+    end
+    a = a + 2 + k + m
   end
-  local source, ts = ARGV[2], tonumber(ARGV[3])
-  local event_ttl, entity_ttl, alpha = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-  local k = tonumber(ARGV[7])
-  local seen = {}
-  for i = 3, #KEYS do
-    seen[i - 2] = redis.call('SADD', KEYS[i], ARGV[7 + 2 * k + i - 2]) == 0
-    redis.call('EXPIRE', KEYS[i], entity_ttl)
-  end
-  local prior = cjson.encode({state = redis.call('HGETALL', entity_key), seen = seen})
-  redis.call('HINCRBY', entity_key, 'n', 1)
-  local last = tonumber(redis.call('HGET', entity_key, 'last_ts'))
-  if not last or ts > last then
-    redis.call('HSET', entity_key, 'last_ts', fmt(ts))
-  end
-  for i = 1, k do
-    update_stat(entity_key, ARGV[7 + i], tonumber(ARGV[7 + k + i]), alpha)
-  end
-  redis.call('EXPIRE', entity_key, entity_ttl)
-  redis.call('HSET', event_key, 'source', source, 'prior', prior, 'status', 'claimed')
-  redis.call('EXPIRE', event_key, event_ttl)
-  return {1, source, prior, 'claimed', ''}
 
 elseif command == 'record' then
-  -- KEYS: event, pending; ARGV: cmd, prediction, pending, label_ttl
-  if redis.call('HGET', KEYS[1], 'status') ~= 'claimed' then
-    return 0
+  -- ARGV: cmd, label_ttl, then per event: prediction, pending. KEYS per event: event, pending.
+  local label_ttl = tonumber(ARGV[2])
+  for i = 1, #KEYS, 2 do
+    if redis.call('HGET', KEYS[i], 'status') == 'claimed' then
+      redis.call('HSET', KEYS[i], 'status', 'scored', 'prediction', ARGV[i + 2])
+      redis.call('SET', KEYS[i + 1], ARGV[i + 3], 'EX', label_ttl)
+    end
   end
-  redis.call('HSET', KEYS[1], 'status', 'scored', 'prediction', ARGV[2])
-  redis.call('SET', KEYS[2], ARGV[3], 'EX', tonumber(ARGV[4]))
-  return 1
 
 elseif command == 'settle' then
-  -- KEYS: event, pending, parked, due; ARGV: cmd, event id, label source, parked label, deadline
-  local e = redis.call('HMGET', KEYS[1], 'status', 'label_source')
-  if e[1] == 'learned' then
-    return {e[2] == ARGV[3] and 'redelivered' or 'duplicate_label'}
-  elseif e[1] == 'scored' then
-    return learn(KEYS[1], KEYS[2], ARGV[3])
+  -- ARGV: cmd, deadline, then per label: event id, label source, parked record.
+  -- KEYS per label: event, pending, parked, due. Replies per label: outcome, pending, parked.
+  local a = 3
+  for i = 1, #KEYS, 4 do
+    local event_id, source = ARGV[a], ARGV[a + 1]
+    local e = redis.call('HMGET', KEYS[i], 'status', 'label_source')
+    if e[1] == 'learned' then
+      append(out, {e[2] == source and 'redelivered' or 'duplicate_label', '', ''})
+    elseif e[1] == 'scored' then
+      append(out, learn(KEYS[i], KEYS[i + 1], source))
+    else
+      -- Its event is not scored yet: the label waits (once) until the deadline.
+      local parked = redis.call('HGET', KEYS[i + 2], event_id)
+      if parked then
+        append(out, {cjson.decode(parked).source == source and 'redelivered' or 'duplicate_label', '', ''})
+      else
+        redis.call('HSET', KEYS[i + 2], event_id, ARGV[a + 2])
+        redis.call('ZADD', KEYS[i + 3], ARGV[2], event_id)
+        append(out, {'parked', '', ''})
+      end
+    end
+    a = a + 3
   end
-  -- Its event is not scored yet: the label waits (once) until the deadline.
-  local parked = redis.call('HGET', KEYS[3], ARGV[2])
-  if parked then
-    return {cjson.decode(parked).source == ARGV[3] and 'redelivered' or 'duplicate_label'}
-  end
-  redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
-  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[2])
-  return {'parked'}
 
 elseif command == 'unpark' then
-  -- KEYS: event, pending, parked, due; ARGV: cmd, event id, now
-  local parked = redis.call('HGET', KEYS[3], ARGV[2])
-  local deadline = tonumber(redis.call('ZSCORE', KEYS[4], ARGV[2]))
-  local scored = redis.call('HGET', KEYS[1], 'status') == 'scored'
-  if parked and not scored and deadline and deadline > tonumber(ARGV[3]) then
-    return {'waiting'}
+  -- ARGV: cmd, now, then event ids. KEYS per event id: event, pending, parked, due.
+  -- Replies per event id: outcome, pending, parked.
+  local now = tonumber(ARGV[2])
+  for i = 1, #KEYS, 4 do
+    local event_id = ARGV[3 + (i - 1) / 4]
+    local parked = redis.call('HGET', KEYS[i + 2], event_id)
+    local deadline = tonumber(redis.call('ZSCORE', KEYS[i + 3], event_id))
+    local scored = redis.call('HGET', KEYS[i], 'status') == 'scored'
+    if parked and not scored and deadline and deadline > now then
+      append(out, {'waiting', '', ''})
+    else
+      redis.call('HDEL', KEYS[i + 2], event_id)
+      redis.call('ZREM', KEYS[i + 3], event_id)
+      if not parked then
+        append(out, {'gone', '', ''})
+      elseif not scored then
+        append(out, {'unknown_event', '', parked})
+      else
+        local reply = learn(KEYS[i], KEYS[i + 1], cjson.decode(parked).source)
+        reply[3] = parked
+        append(out, reply)
+      end
+    end
   end
-  redis.call('HDEL', KEYS[3], ARGV[2])
-  redis.call('ZREM', KEYS[4], ARGV[2])
-  if not parked then
-    return {'gone'}
-  elseif not scored then
-    return {'unknown_event', '', parked}
-  end
-  local outcome = learn(KEYS[1], KEYS[2], cjson.decode(parked).source)
-  outcome[3] = parked
-  return outcome
 
 elseif command == 'update' then
-  -- KEYS: entity; ARGV: cmd, stat name, value, alpha, entity_ttl
-  update_stat(KEYS[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
-  return 1
+  -- ARGV: cmd, stat name, alpha, entity_ttl, then one value per entity. KEYS: entities.
+  local name = ARGV[2]
+  for i = 1, #KEYS do
+    local s = redis.call('HMGET', KEYS[i], name .. ':n', name .. ':mean', name .. ':var')
+    local fields = {}
+    add_stat(fields, {[name .. ':n'] = s[1], [name .. ':mean'] = s[2], [name .. ':var'] = s[3]},
+      name, tonumber(ARGV[4 + i]), tonumber(ARGV[3]))
+    redis.call('HSET', KEYS[i], unpack(fields))
+    redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4]))
+  end
+
+else
+  return redis.error_reply('unknown command ' .. tostring(command))
 end
-return redis.error_reply('unknown command ' .. tostring(command))
+return out
