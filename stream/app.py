@@ -23,6 +23,7 @@ import faust
 import prometheus_client
 from mode.types.signals import BaseSignalT
 
+from stream import faust_patches
 from stream.scoring import Message
 from stream.service import ScoringService
 from stream.settings import Settings
@@ -52,6 +53,8 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
+    faust_patches.apply()
+    setattr(app, faust_patches.ATTRIBUTE, settings.fetch_max_wait_ms)
     service = ScoringService(settings)
 
     for use_case in USE_CASES:

@@ -59,7 +59,10 @@ class Settings:
         3.0, "Consumer group heartbeat interval (use 0.5 on the local Tansu broker)."
     )
     batch_size: int = _setting(500, "Most events an agent processes together.")
-    batch_window_seconds: float = _setting(0.05, "Longest an agent waits to fill a batch.")
+    batch_window_seconds: float = _setting(0.02, "Longest an agent waits to fill a batch.")
+    fetch_max_wait_ms: int = _setting(
+        25, "Longest a consumer fetch waits for data (Faust's own, hard-coded, is 1500)."
+    )
     metrics_port: int = _setting(9108, "Port of the worker's Prometheus `/metrics`; 0 disables.")
     log_level: str = _setting("INFO", "Worker log level.")
     state_dir: str = _setting(".scoring", "Folder of the local stack (`scoring up`): data, logs, pids.")
