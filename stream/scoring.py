@@ -101,16 +101,15 @@ class Scorer:
             elif (untimely := self._check_time(event.ts, now)) is not None:
                 self.dead_letter(outbox, message, untimely.reason, untimely.detail)
             else:
-                valid.append((message, event))
+                valid.append((message, event, use_case.entity(event)))
 
         claims = await self.state.observe(
             use_case.name,
-            [(e.event_id, use_case.entity(e), m.source, use_case.observe(e)) for m, e in valid],
+            [(event.event_id, entity, m.source, use_case.observe(event)) for m, event, entity in valid],
         )
         to_score = []
         prediction_topic = self.settings.topic(use_case.prediction_topic)
-        for (message, event), claim in zip(valid, claims, strict=True):
-            entity = use_case.entity(event)
+        for (message, event, entity), claim in zip(valid, claims, strict=True):
             if claim.source != message.source:
                 self.dead_letter(
                     outbox,
