@@ -60,13 +60,15 @@ class Settlement:
     parked: dict[str, Any] | None = None
 
 
-def _settlement(reply: Sequence[bytes]) -> Settlement:
-    outcome, pending, parked = reply
-    return Settlement(
-        outcome=outcome.decode(),
-        pending=orjson.loads(pending) if pending else None,
-        parked=orjson.loads(parked) if parked else None,
-    )
+def _settlements(replies: Sequence[bytes]) -> list[Settlement]:
+    return [
+        Settlement(
+            outcome=outcome.decode(),
+            pending=orjson.loads(pending) if pending else None,
+            parked=orjson.loads(parked) if parked else None,
+        )
+        for outcome, pending, parked in zip(replies[::3], replies[1::3], replies[2::3], strict=True)
+    ]
 
 
 def _decode_prior(raw: bytes, members: Sequence[str]) -> Prior:
@@ -103,6 +105,11 @@ class StateStore:
     def _key(self, use_case: str, kind: str, ident: str) -> str:
         return self._settings.key(use_case, kind, ident)
 
+    async def _call(self, command: str, keys: list[str], params: dict[str, Any]) -> list[Any]:
+        if not keys:
+            return []
+        return cast(list[Any], await self._script(keys=keys, args=[command, orjson.dumps(params)]))
+
     async def observe(
         self, use_case: str, events: Sequence[tuple[str, str, str, Observation]]
     ) -> list[Claim]:
@@ -113,25 +120,27 @@ class StateStore:
         """
         if not events:
             return []
-        first = events[0][3]
-        names, members = list(first.stats), list(first.members)
+        names, members = list(events[0][3].stats), list(events[0][3].members)
         keys: list[str] = []
-        args: list[str | float] = [
-            "observe",
-            self._event_ttl,
-            self._settings.entity_ttl_seconds,
-            ALPHA,
-            len(names),
-            len(members),
-            *names,
-        ]
-        for event_id, entity, source, obs in events:
+        for event_id, entity, _, _ in events:
             entity_key = self._key(use_case, "entity", entity)
             keys += [self._key(use_case, "event", event_id), entity_key]
             keys += [f"{entity_key}:{member}" for member in members]
-            args += [source, repr(obs.ts), *(repr(obs.stats[n]) for n in names)]
-            args += [obs.members[member] for member in members]
-        replies = await self._script(keys=keys, args=args)
+        replies = await self._call(
+            "observe",
+            keys,
+            {
+                "event_ttl": self._event_ttl,
+                "entity_ttl": self._settings.entity_ttl_seconds,
+                "alpha": ALPHA,
+                "stats": names,
+                "members": len(members),
+                "events": [
+                    [source, obs.ts, [obs.stats[n] for n in names], [obs.members[m] for m in members]]
+                    for _, _, source, obs in events
+                ],
+            },
+        )
         return [
             Claim(
                 is_new=replies[i] == 1,
@@ -145,13 +154,13 @@ class StateStore:
 
     async def record(self, use_case: str, scored: Sequence[tuple[str, bytes, bytes]]) -> None:
         """Store (event id, published prediction, pending record) for each scored event."""
-        keys: list[str] = []
-        args: list[str | int | bytes] = ["record", self._settings.label_ttl_seconds]
-        for event_id, prediction, pending in scored:
-            keys += [self._key(use_case, "event", event_id), self._key(use_case, "pending", event_id)]
-            args += [prediction, pending]
-        if keys:
-            await self._script(keys=keys, args=args)
+        keys = [
+            key
+            for event_id, _, _ in scored
+            for key in (self._key(use_case, "event", event_id), self._key(use_case, "pending", event_id))
+        ]
+        events = [[prediction.decode(), pending.decode()] for _, prediction, pending in scored]
+        await self._call("record", keys, {"label_ttl": self._settings.label_ttl_seconds, "events": events})
 
     async def settle(
         self, use_case: str, labels: Sequence[tuple[str, str, bytes]], wait_seconds: float
@@ -160,25 +169,19 @@ class StateStore:
 
         A label whose event is not scored yet is parked with its record for ``wait_seconds``.
         """
-        keys: list[str] = []
-        args: list[str | bytes] = ["settle", repr(time.time() + wait_seconds)]
-        for event_id, source, parked in labels:
-            keys += self._label_keys(use_case, event_id)
-            args += [event_id, source, parked]
-        return await self._settlements(keys, args)
+        keys = [key for event_id, _, _ in labels for key in self._label_keys(use_case, event_id)]
+        params = {
+            "deadline": time.time() + wait_seconds,
+            "labels": [[event_id, source, parked.decode()] for event_id, source, parked in labels],
+        }
+        return _settlements(await self._call("settle", keys, params))
 
     async def unpark(self, use_case: str, limit: int) -> list[Settlement]:
         """Settle the oldest parked labels whose event got scored or whose wait is over."""
         due = self._settings.key(use_case, "parked", "due")
         event_ids = [raw.decode() for raw in cast(list[bytes], await self._redis.zrange(due, 0, limit - 1))]
         keys = [key for event_id in event_ids for key in self._label_keys(use_case, event_id)]
-        return await self._settlements(keys, ["unpark", repr(time.time()), *event_ids])
-
-    async def _settlements(self, keys: list[str], args: Sequence[str | bytes]) -> list[Settlement]:
-        if not keys:
-            return []
-        replies = await self._script(keys=keys, args=args)
-        return [_settlement(replies[i : i + 3]) for i in range(0, len(replies), 3)]
+        return _settlements(await self._call("unpark", keys, {"now": time.time(), "event_ids": event_ids}))
 
     def _label_keys(self, use_case: str, event_id: str) -> list[str]:
         return [
@@ -190,14 +193,13 @@ class StateStore:
 
     async def update(self, use_case: str, stat: str, values: Sequence[tuple[str, float]]) -> None:
         """Fold each (entity id, value) into the entity's statistic ``stat``."""
-        if values:
-            await self._script(
-                keys=[self._key(use_case, "entity", entity) for entity, _ in values],
-                args=[
-                    "update",
-                    stat,
-                    ALPHA,
-                    self._settings.entity_ttl_seconds,
-                    *(repr(v) for _, v in values),
-                ],
-            )
+        await self._call(
+            "update",
+            [self._key(use_case, "entity", entity) for entity, _ in values],
+            {
+                "stat": stat,
+                "alpha": ALPHA,
+                "entity_ttl": self._settings.entity_ttl_seconds,
+                "values": [value for _, value in values],
+            },
+        )

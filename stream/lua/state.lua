@@ -8,7 +8,10 @@
 -- (merchants, countries). A label whose event is not scored yet is parked (hash of
 -- labels, sorted set of deadlines) until it is.
 
+-- ARGV[1] is the command, ARGV[2] its parameters as one JSON document: one argument to
+-- pack and send instead of thousands.
 local command = ARGV[1]
+local p = cjson.decode(ARGV[2])
 
 local function fmt(x)
   return string.format('%.17g', x)
@@ -47,17 +50,14 @@ end
 local out = {}
 
 if command == 'observe' then
-  -- ARGV: cmd, event_ttl, entity_ttl, alpha, k stats, m members, k stat names,
-  --       then per event: source, ts, k stat values, m member values.
-  -- KEYS per event: event, entity, m member sets. Replies per event: new?, source, prior,
-  -- status, prediction.
-  local event_ttl, entity_ttl, alpha = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-  local k, m = tonumber(ARGV[5]), tonumber(ARGV[6])
-  local names = {unpack(ARGV, 7, 6 + k)}
-  local a = 7 + k
-  for i = 1, #KEYS, 2 + m do
+  -- p: event_ttl, entity_ttl, alpha, stats (names), events: [source, ts, {stat values},
+  -- {member values}]. KEYS per event: event, entity, one set per member.
+  -- Replies per event: new?, source, prior, status, prediction.
+  local names, m = p.stats, p.members
+  for e, event in ipairs(p.events) do
+    local i = (e - 1) * (2 + m) + 1
     local event_key, entity_key = KEYS[i], KEYS[i + 1]
-    local source, ts = ARGV[a], tonumber(ARGV[a + 1])
+    local source, ts, values, members = event[1], event[2], event[3], event[4]
     local known = redis.call('HMGET', event_key, 'source', 'prior', 'status', 'prediction')
     if known[1] then
       append(out, {0, known[1], known[2], known[3], known[4] or ''})
@@ -65,8 +65,8 @@ if command == 'observe' then
       local seen = {}
       for j = 1, m do
         local set_key = KEYS[i + 1 + j]
-        seen[j] = redis.call('SADD', set_key, ARGV[a + 1 + k + j]) == 0
-        redis.call('EXPIRE', set_key, entity_ttl)
+        seen[j] = redis.call('SADD', set_key, members[j]) == 0
+        redis.call('EXPIRE', set_key, p.entity_ttl)
       end
       local flat = redis.call('HGETALL', entity_key)
       local prior = cjson.encode({state = flat, seen = seen})
@@ -79,34 +79,33 @@ if command == 'observe' then
       if not last or ts > last then
         append(fields, {'last_ts', fmt(ts)})
       end
-      for j = 1, k do
-        add_stat(fields, state, names[j], tonumber(ARGV[a + 1 + j]), alpha)
+      for j, name in ipairs(names) do
+        add_stat(fields, state, name, values[j], p.alpha)
       end
       redis.call('HSET', entity_key, unpack(fields))
-      redis.call('EXPIRE', entity_key, entity_ttl)
+      redis.call('EXPIRE', entity_key, p.entity_ttl)
       redis.call('HSET', event_key, 'source', source, 'prior', prior, 'status', 'claimed')
-      redis.call('EXPIRE', event_key, event_ttl)
+      redis.call('EXPIRE', event_key, p.event_ttl)
       append(out, {1, source, prior, 'claimed', ''})
     end
-    a = a + 2 + k + m
   end
 
 elseif command == 'record' then
-  -- ARGV: cmd, label_ttl, then per event: prediction, pending. KEYS per event: event, pending.
-  local label_ttl = tonumber(ARGV[2])
-  for i = 1, #KEYS, 2 do
+  -- p: label_ttl, events: [prediction, pending]. KEYS per event: event, pending.
+  for e, event in ipairs(p.events) do
+    local i = 2 * e - 1
     if redis.call('HGET', KEYS[i], 'status') == 'claimed' then
-      redis.call('HSET', KEYS[i], 'status', 'scored', 'prediction', ARGV[i + 2])
-      redis.call('SET', KEYS[i + 1], ARGV[i + 3], 'EX', label_ttl)
+      redis.call('HSET', KEYS[i], 'status', 'scored', 'prediction', event[1])
+      redis.call('SET', KEYS[i + 1], event[2], 'EX', p.label_ttl)
     end
   end
 
 elseif command == 'settle' then
-  -- ARGV: cmd, deadline, then per label: event id, label source, parked record.
+  -- p: deadline, labels: [event id, label source, parked record].
   -- KEYS per label: event, pending, parked, due. Replies per label: outcome, pending, parked.
-  local a = 3
-  for i = 1, #KEYS, 4 do
-    local event_id, source = ARGV[a], ARGV[a + 1]
+  for l, label in ipairs(p.labels) do
+    local i = 4 * l - 3
+    local event_id, source = label[1], label[2]
     local e = redis.call('HMGET', KEYS[i], 'status', 'label_source')
     if e[1] == 'learned' then
       append(out, {e[2] == source and 'redelivered' or 'duplicate_label', '', ''})
@@ -118,20 +117,19 @@ elseif command == 'settle' then
       if parked then
         append(out, {cjson.decode(parked).source == source and 'redelivered' or 'duplicate_label', '', ''})
       else
-        redis.call('HSET', KEYS[i + 2], event_id, ARGV[a + 2])
-        redis.call('ZADD', KEYS[i + 3], ARGV[2], event_id)
+        redis.call('HSET', KEYS[i + 2], event_id, label[3])
+        redis.call('ZADD', KEYS[i + 3], p.deadline, event_id)
         append(out, {'parked', '', ''})
       end
     end
-    a = a + 3
   end
 
 elseif command == 'unpark' then
-  -- ARGV: cmd, now, then event ids. KEYS per event id: event, pending, parked, due.
+  -- p: now, event_ids. KEYS per event id: event, pending, parked, due.
   -- Replies per event id: outcome, pending, parked.
-  local now = tonumber(ARGV[2])
-  for i = 1, #KEYS, 4 do
-    local event_id = ARGV[3 + (i - 1) / 4]
+  local now = p.now
+  for e, event_id in ipairs(p.event_ids) do
+    local i = 4 * e - 3
     local parked = redis.call('HGET', KEYS[i + 2], event_id)
     local deadline = tonumber(redis.call('ZSCORE', KEYS[i + 3], event_id))
     local scored = redis.call('HGET', KEYS[i], 'status') == 'scored'
@@ -153,15 +151,15 @@ elseif command == 'unpark' then
   end
 
 elseif command == 'update' then
-  -- ARGV: cmd, stat name, alpha, entity_ttl, then one value per entity. KEYS: entities.
-  local name = ARGV[2]
-  for i = 1, #KEYS do
+  -- p: stat (name), alpha, entity_ttl, values (one per entity). KEYS: entities.
+  local name = p.stat
+  for i, value in ipairs(p.values) do
     local s = redis.call('HMGET', KEYS[i], name .. ':n', name .. ':mean', name .. ':var')
     local fields = {}
     add_stat(fields, {[name .. ':n'] = s[1], [name .. ':mean'] = s[2], [name .. ':var'] = s[3]},
-      name, tonumber(ARGV[4 + i]), tonumber(ARGV[3]))
+      name, value, p.alpha)
     redis.call('HSET', KEYS[i], unpack(fields))
-    redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4]))
+    redis.call('EXPIRE', KEYS[i], p.entity_ttl)
   end
 
 else
