@@ -117,7 +117,7 @@ def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(
 ) -> None:
     settings = worker_settings
     config = simulator.SimulationConfig(
-        transactions=1500, sales=1500, rate=600, label_delay=(0.5, 1.0), seed=3
+        transactions=1500, sales=1500, rate=400, label_delay=(0.5, 1.0), seed=3
     )
     messages = list(simulator.generate(config))
     events = {_event_id(m) for m in messages if m.kind == "event"}
