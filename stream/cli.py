@@ -21,6 +21,14 @@ def _simulation_args(parser: argparse.ArgumentParser, *, transactions: int, sale
     parser.add_argument(
         "--drift-at", type=float, default=None, help="fraction of the stream where the concepts change"
     )
+    parser.add_argument(
+        "--label-delay",
+        type=float,
+        nargs=2,
+        default=(2.0, 6.0),
+        metavar=("MIN", "MAX"),
+        help="seconds between an event and its label (uniform; real chargebacks take days)",
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -31,6 +39,7 @@ def _simulation_config(args: argparse.Namespace) -> SimulationConfig:
         rate=args.rate,
         malformed_rate=args.malformed_rate,
         drift_at=args.drift_at,
+        label_delay=tuple(args.label_delay),
         seed=args.seed,
     )
 

@@ -140,6 +140,7 @@ def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: f
             if worker.poll() is not None:
                 print(f"the worker stopped unexpectedly; its log:\n{log_path.read_text()[-3000:]}", file=out)
                 return 1
+        print(f"\nsent {events} events, {malformed} malformed payloads and {labels} labels", file=out)
         print(summary(settings, samples), file=out)
     return 0
 
