@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger=0.005,
         key_serializer="raw",
         value_serializer="raw",
+        datadir=str(faust_datadir(settings)),
     )
     faust_patches.apply()
     setattr(app, faust_patches.ATTRIBUTE, settings.fetch_max_wait_ms)
@@ -101,8 +103,14 @@ def _batch_agent(name: str, handle: Handler, settings: Settings) -> Callable[[An
     return agent
 
 
+def faust_datadir(settings: Settings) -> Path:
+    """Where Faust keeps its files (it would litter the working folder otherwise)."""
+    return Path(settings.state_dir) / "faust"
+
+
 def run_worker(settings: Settings) -> None:
     """Run a worker until it is stopped (SIGINT/SIGTERM)."""
+    faust_datadir(settings).mkdir(parents=True, exist_ok=True)
     ensure_topics(settings, all_topics())
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port)
