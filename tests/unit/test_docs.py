@@ -10,6 +10,7 @@ from types import ModuleType
 
 import pytest
 
+import bench
 import consumers
 import models
 import stream
@@ -21,7 +22,7 @@ README = Path(__file__).parents[2] / "README.md"
 def modules() -> list[ModuleType]:
     return [
         importlib.import_module(f"{package.__name__}.{info.name}")
-        for package in (stream, models, consumers)
+        for package in (stream, models, consumers, bench)
         for info in pkgutil.iter_modules(package.__path__)
     ]
 

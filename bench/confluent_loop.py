@@ -1,0 +1,97 @@
+"""Baseline: a plain confluent-kafka loop, consume a batch -> score -> produce -> commit.
+
+One consumer reads both event topics in batches (what has arrived, up to ``BATCH`` messages;
+it waits only when nothing has); each batch is scored by :class:`bench.baseline.BaselineScorer` (the
+same work as the stock Faust baseline), its predictions and dead letters are produced with
+the worker's producer settings, and the offsets are committed once every record is
+delivered: at least once, like the worker. The consumer's fetch waits at most
+``FETCH_WAIT_MS`` for data, as a latency-minded plain client would set it.
+
+Run by the benchmark as ``python -m bench.confluent_loop`` with the ``SCORING_*``
+environment of :class:`stream.settings.Settings`; SIGINT or SIGTERM stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import defaultdict
+from types import FrameType
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+
+from bench.baseline import BaselineScorer
+from stream.settings import Settings
+from stream.usecases import USE_CASES
+
+BATCH = 1000
+WINDOW_SECONDS = 0.05
+FETCH_WAIT_MS = 10
+
+
+def run(settings: Settings) -> None:
+    """Score the namespace's event topics until SIGINT or SIGTERM."""
+    stopping = False
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    scorer = BaselineScorer()
+    logical = {settings.topic(uc.event_topic): uc.event_topic for uc in USE_CASES}
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.topic("confluent-loop"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": int(settings.session_timeout_seconds * 1000),
+            "heartbeat.interval.ms": int(settings.heartbeat_interval_seconds * 1000),
+            "fetch.wait.max.ms": FETCH_WAIT_MS,
+        }
+    )
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+        }
+    )
+    consumer.subscribe(list(logical))
+    try:
+        while not stopping:
+            # What has arrived, up to BATCH; wait (at most WINDOW_SECONDS) only when nothing has.
+            messages = consumer.consume(num_messages=BATCH, timeout=0)
+            if not messages:
+                first = consumer.poll(WINDOW_SECONDS)
+                if first is None:
+                    continue
+                messages = [first, *consumer.consume(num_messages=BATCH - 1, timeout=0)]
+            batches: defaultdict[str, list[bytes]] = defaultdict(list)
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(error)
+                batches[message.topic() or ""].append(message.value() or b"")
+            for topic, values in batches.items():
+                for out_topic, key, value in scorer.handle(logical[topic], values):
+                    while True:
+                        try:
+                            producer.produce(settings.topic(out_topic), value, key)
+                            break
+                        except BufferError:  # local queue full: let deliveries drain
+                            producer.poll(0.05)
+            if producer.flush(30.0):
+                raise KafkaException("records undelivered after 30 s")
+            consumer.commit(asynchronous=True)
+    finally:
+        producer.flush(10.0)
+        consumer.close()
+
+
+if __name__ == "__main__":
+    run(Settings.from_env())

@@ -1,0 +1,115 @@
+"""The short table a benchmark result prints as."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+NAMES = {
+    "worker": "worker",
+    "scaling": "worker, {n} processes",
+    "stock_faust": "stock Faust agent",
+    "confluent_loop": "plain confluent loop",
+    "broker_floor": "broker floor",
+}
+WIDTH = 24
+
+
+def _failed(r: dict[str, Any]) -> str:
+    return f"{r.get('status', 'missing')}: {r.get('reason', '').splitlines()[0] if r.get('reason') else ''}"
+
+
+def _row(name: str, r: dict[str, Any], cells: Callable[[dict[str, Any]], list[str]]) -> str:
+    if r.get("status") != "ok":
+        return f"{name:<{WIDTH}}{_failed(r)}"
+    return f"{name:<{WIDTH}}" + "".join(f"{c:>15}" for c in cells(r))
+
+
+def _ratio(r: dict[str, Any], key: str) -> str:
+    return f"{r[key]:.2f}x" if key in r else "-"
+
+
+def table(result: dict[str, Any]) -> str:
+    m, o = result["machine"], result["options"]
+    lines = [
+        f"scoring benchmark: {o['events']:,} events (+{o.get('invalid_events', 0):,} invalid), "
+        f"{m['nproc']} x {m['cpu_model']}, Python {m['python']}, {m['date']}",
+        "",
+        f"{'throughput':<{WIDTH}}"
+        + "".join(
+            f"{h:>15}"
+            for h in (
+                "events/s",
+                "vs stock Faust",
+                "vs plain loop",
+                "CPU us/event",
+                "Redis us/ev",
+                "peak RSS MB",
+            )
+        ),
+    ]
+
+    def throughput(r: dict[str, Any]) -> list[str]:
+        return [
+            f"{r['events_per_second']:,.0f}",
+            _ratio(r, "vs_stock_faust"),
+            _ratio(r, "vs_confluent_loop"),
+            f"{r['cpu_us_per_event']:,.0f}",
+            f"{r['redis_cpu_us_per_event']:,.0f}",
+            f"{r['peak_rss_mb']:,.0f}",
+        ]
+
+    scaling = dict(result.get("scaling", {}))
+    for name in ("worker", "scaling", "stock_faust", "confluent_loop"):
+        r = scaling if name == "scaling" else result["throughput"].get(name, {})
+        if name == "scaling" and "events_per_second" in r and "worker" in result["throughput"]:
+            one = result["throughput"]["worker"]
+            for key in ("vs_stock_faust", "vs_confluent_loop"):  # the same baselines as one process
+                if key in one:
+                    r[key] = one[key] * r["ratio_to_one"]
+        label = NAMES[name].format(n=o["processes"])
+        lines.append(_row(label, r, throughput))
+
+    latency = result["latency"]
+    lines += [
+        "",
+        f"{'latency':<{WIDTH}}" + "".join(f"{h:>15}" for h in ("p50 ms", "p99 ms", "samples")),
+    ]
+    for name in ("worker", "stock_faust", "confluent_loop", "broker_floor"):
+        lines.append(
+            _row(
+                NAMES[name],
+                latency.get(name, {}),
+                lambda r: [f"{r['p50_ms']:,.1f}", f"{r['p99_ms']:,.1f}", f"{r['samples']:,}"],
+            )
+        )
+    lines.append(
+        f"(offered load {latency['offered_rate']:,.0f} events/s for {latency['seconds']:g} s; "
+        "broker floor: plain produce -> consume round trip of small messages)"
+    )
+
+    labels = result["labels"].get("worker", {})
+    lines += ["", _row("labels learned/s", labels, lambda r: [f"{r['labels_per_second']:,.0f}"])]
+    lines.append(
+        _row(
+            f"scaling, {o['processes']} processes",
+            scaling,
+            lambda r: [f"{r['events_per_second']:,.0f}", f"{r.get('ratio_to_one', 0):.2f}x one"],
+        )
+    )
+    memory = result.get("memory", {})
+    if memory.get("status") == "skipped":
+        lines.append(f"{'memory':<{WIDTH}}skipped (--rss-events N)")
+    else:
+        lines.append(
+            _row(
+                "memory (worker RSS)",
+                memory,
+                lambda r: [
+                    f"{r['rss_mb_at_checkpoint']:,.0f} MB after {r['checkpoint_events']:,}, "
+                    f"{r['rss_mb_at_end']:,.0f} MB after {r['events']:,} ({r['growth']:+.1%}); "
+                    f"Redis {r['redis_rss_mb_at_checkpoint']:,.0f} -> {r['redis_rss_mb_at_end']:,.0f} MB"
+                ],
+            )
+        )
+    return "\n".join(lines)

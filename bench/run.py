@@ -1,0 +1,489 @@
+"""The benchmark's phases, on a fresh broker and Redis, each variant in a namespace of its own.
+
+For each variant (the real worker, the stock Faust agent, the plain confluent loop):
+
+1. **throughput**: prefill the N events (valid and invalid, generated once), start the
+   variant, wait until it has published one prediction per valid event. Events/s is all
+   input messages over the span from the first to the last prediction's CreateTime (the
+   time the scorer produced it); CPU per event is the variant's processes' user + system
+   time over that span (interpolated from samples every ~50 ms); peak RSS is VmHWM.
+2. **latency**: the running variant gets an offered load at a fixed rate (fresh events,
+   distinct ids); latency is each event's send time to its prediction's CreateTime.
+3. **labels** (worker only): the labels of the N events are produced while the worker
+   runs; labels/s is counted from the worker's ``scoring_labels_total{outcome=learned}``.
+
+Then the broker's own floor (plain produce -> consume round trip at the same rate), the
+worker with several processes on the same N events, and optionally the worker's memory
+after 100k events and after many more. A variant that fails or times out is reported as
+failed with the reason; its processes are stopped in every case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import Popen
+from typing import Any, TextIO
+
+import orjson
+
+from bench import measure, traffic
+from bench.traffic import Paced, PredictionReader
+from stream import localstack, simulator
+from stream.demo import scrape, settings_env
+from stream.settings import Settings
+from stream.topics import ensure_topics
+from stream.usecases import USE_CASES, all_topics
+
+REPO = Path(__file__).resolve().parent.parent
+COMMANDS = {
+    "worker": ["-m", "stream.cli", "worker"],
+    "stock_faust": ["-m", "bench.stock_faust"],
+    "confluent_loop": ["-m", "bench.confluent_loop"],
+}
+MIN_RATE = 500.0
+"""Events (or labels) per second below which a phase is called stuck: its timeout is N / MIN_RATE + 60 s."""
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Options:
+    events: int = 200_000
+    latency_rate: float = 2000.0
+    latency_seconds: float = 10.0
+    processes: int = 2
+    rss_events: int = 0
+    malformed_rate: float = 0.03
+    seed: int = 1
+
+
+class Failed(Exception):
+    """A phase did not complete: reported with this reason, and the run goes on."""
+
+
+def _timeout(n: int) -> float:
+    return 60.0 + n / MIN_RATE
+
+
+@dataclass(frozen=True)
+class Dataset:
+    events: list[simulator.Message]  # valid and invalid, in stream order
+    labels: list[simulator.Message]
+    valid: int
+
+
+def dataset(opts: Options, n: int, seed: int) -> Dataset:
+    config = simulator.SimulationConfig(
+        transactions=n // 2,
+        sales=n - n // 2,
+        rate=0,
+        malformed_rate=opts.malformed_rate,
+        label_delay=(0.0, 0.0),
+        seed=seed,
+    )
+    messages = list(simulator.generate(config))
+    labels = [m for m in messages if m.kind == "label"]
+    events = [m for m in messages if m.kind != "label"]
+    return Dataset(events, labels, valid=len(labels))
+
+
+def offered_load(opts: Options) -> list[Paced]:
+    """Fresh events (ids unlike the prefilled ones) due at ``latency_rate`` messages/s."""
+    valid = max(2, round(opts.latency_rate * opts.latency_seconds / (1 + opts.malformed_rate)))
+    config = simulator.SimulationConfig(
+        transactions=valid // 2,
+        sales=valid - valid // 2,
+        rate=opts.latency_rate,
+        malformed_rate=opts.malformed_rate,
+        label_delay=(0.0, 0.0),
+        seed=opts.seed + 1,
+    )
+    return [
+        Paced(m.topic, m.key, m.value, m.at, orjson.loads(m.value)["event_id"] if m.kind == "event" else None)
+        for m in simulator.generate(config)
+        if m.kind != "label"
+    ]
+
+
+@dataclass(frozen=True)
+class Proc:
+    process: Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@dataclass
+class Bench:
+    opts: Options
+    stack: localstack.Stack
+    work: Path
+    out: TextIO
+    began: float = dataclasses.field(default_factory=time.monotonic)
+
+    def settings(self, namespace: str) -> Settings:
+        return dataclasses.replace(
+            Settings(),
+            kafka_bootstrap=self.stack.kafka_bootstrap,
+            redis_url=self.stack.redis_url,
+            namespace=namespace,
+            session_timeout_seconds=2.0,
+            heartbeat_interval_seconds=0.5,
+            metrics_port=localstack.free_port(),
+            log_level="WARNING",
+            state_dir=str(self.work),
+        )
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.began:6.1f} s] {text}", file=self.out, flush=True)
+
+    def service_pid(self, name: str) -> int | None:
+        """Pid of the stack's ``broker`` or ``redis`` (from the pid file ``running_stack`` writes)."""
+        try:
+            return int((self.work / "stack" / f"{name}.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    @contextlib.contextmanager
+    def processes(self, variant: str, settings: Sequence[Settings]) -> Iterator[list[Proc]]:
+        """One process of ``variant`` per settings, started together, all stopped afterwards."""
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        with contextlib.ExitStack() as stack:
+            started = []
+            for i, s in enumerate(settings):
+                env = {**os.environ, **settings_env(s), "PYTHONPATH": path}
+                log = self.work / f"{s.namespace}-{i}.log"
+                command = [sys.executable, *COMMANDS[variant]]
+                started.append(Proc(stack.enter_context(measure.child(command, env, log, self.work)), log))
+            yield started
+
+
+def _alive_or_fail(processes: Sequence[Proc]) -> None:
+    for proc in processes:
+        if proc.process.poll() is not None:
+            tail = measure.log_tail(proc.log)
+            last = tail.rpartition("\n")[2]
+            raise Failed(f"process exited with code {proc.process.returncode}: {last}\n{tail}")
+
+
+def throughput(
+    bench: Bench,
+    processes: Sequence[Proc],
+    reader: PredictionReader,
+    data: Dataset,
+) -> Result:
+    """Wait for one prediction per valid event; events/s, CPU/event and peak RSS over that span."""
+    pids = [p.pid for p in processes]
+    services = {name: bench.service_pid(name) for name in ("redis", "broker")}
+
+    def sample() -> tuple[float, float, float, float]:
+        redis_pid, broker_pid = services["redis"], services["broker"]
+        return (
+            time.time(),
+            sum(measure.cpu_seconds(pid) for pid in pids),
+            measure.cpu_seconds(redis_pid) if redis_pid else 0.0,
+            measure.cpu_seconds(broker_pid) if broker_pid else 0.0,
+        )
+
+    samples = [sample()]
+    timeout = _timeout(len(data.events))
+    deadline = time.monotonic() + timeout
+    while reader.count < data.valid:
+        _alive_or_fail(processes)
+        if time.monotonic() > deadline:
+            raise Failed(f"timed out after {timeout:.0f} s with {reader.count} of {data.valid} predictions")
+        reader.poll()
+        samples.append(sample())
+    time.sleep(0.1)  # a sample after the last prediction, for the interpolation
+    samples.append(sample())
+    span = max(reader.last - reader.first, 1e-3)
+    n = len(data.events)
+
+    def cpu_us(column: int) -> float:
+        series = [(s[0], s[column]) for s in samples]
+        used = measure.interpolate(series, reader.last) - measure.interpolate(series, reader.first)
+        return used / n * 1e6
+
+    return {
+        "status": "ok",
+        "events": n,
+        "valid_events": data.valid,
+        "predictions": reader.count,
+        "seconds": round(span, 3),
+        "events_per_second": n / span,
+        "cpu_us_per_event": cpu_us(1),
+        "redis_cpu_us_per_event": cpu_us(2),
+        "broker_cpu_us_per_event": cpu_us(3),
+        "peak_rss_mb": sum(measure.status_mb(pid, "VmHWM") for pid in pids),
+    }
+
+
+def latency_stats(latencies: Sequence[float], expected: int) -> Result:
+    if not latencies:
+        raise Failed(f"no event of {expected} came back")
+    ms = [x * 1000.0 for x in latencies]
+    return {
+        "status": "ok",
+        "samples": len(ms),
+        "missing": expected - len(ms),
+        "p50_ms": measure.percentile(ms, 50),
+        "p99_ms": measure.percentile(ms, 99),
+        "max_ms": max(ms),
+    }
+
+
+def latency(
+    bench: Bench,
+    processes: Sequence[Proc],
+    settings: Settings,
+    reader: PredictionReader,
+    load: Sequence[Paced],
+) -> Result:
+    """Offer ``load`` at its pace; each event's send time to its prediction's CreateTime."""
+    reader.reset(track_events=True)
+    sent = traffic.send_paced(settings.kafka_bootstrap, load, settings.topic)
+    deadline = time.monotonic() + 30.0 + bench.opts.latency_seconds
+    while len(reader.by_event) < len(sent) and time.monotonic() < deadline:
+        _alive_or_fail(processes)
+        reader.poll()
+    got = reader.by_event
+    return latency_stats([got[e] - t for e, t in sent.items() if e in got], len(sent))
+
+
+def _learned(port: int) -> float:
+    samples = scrape(port)
+    return sum(v for k, v in samples.items() if k.startswith("scoring_labels_total") and "learned" in k)
+
+
+def _predicted(port: int) -> float:
+    return sum(v for k, v in scrape(port).items() if k.startswith("scoring_predictions_total"))
+
+
+def labels(bench: Bench, processes: Sequence[Proc], settings: Settings, data: Dataset) -> Result:
+    """Produce every label while the worker runs; labels learned per second by the worker."""
+    base = _learned(settings.metrics_port)
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            traffic.prefill(settings.kafka_bootstrap, data.labels, settings.topic)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    producer = threading.Thread(target=produce, name="labels")
+    producer.start()
+    try:
+        timeout = _timeout(len(data.labels))
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()  # last moment nothing was learned yet
+        while (learned := _learned(settings.metrics_port) - base) < len(data.labels):
+            now = time.monotonic()
+            _alive_or_fail(processes)
+            if errors:
+                raise Failed(f"producing the labels failed: {errors[0]}")
+            if now > deadline:
+                raise Failed(
+                    f"timed out after {timeout:.0f} s with {learned:.0f} of {len(data.labels)} learned"
+                )
+            if learned <= 0:
+                started = now
+            time.sleep(0.1)
+        seconds = time.monotonic() - started
+    finally:
+        producer.join()
+    return {
+        "status": "ok",
+        "labels": len(data.labels),
+        "seconds": round(seconds, 3),
+        "labels_per_second": len(data.labels) / seconds,
+    }
+
+
+def _prepare(bench: Bench, namespace: str, data: Dataset) -> Settings:
+    settings = bench.settings(namespace)
+    ensure_topics(settings, all_topics())
+    traffic.prefill(settings.kafka_bootstrap, data.events, settings.topic)
+    bench.say(f"{namespace}: {len(data.events):,} events prefilled, starting")
+    return settings
+
+
+def _reader(settings: Settings) -> PredictionReader:
+    topics = [settings.topic(uc.prediction_topic) for uc in USE_CASES]
+    return PredictionReader(settings.kafka_bootstrap, topics)
+
+
+def variant(bench: Bench, name: str, data: Dataset, load: Sequence[Paced], result: Result) -> None:
+    """Throughput, latency (and labels for the worker) of one variant, into ``result``."""
+    sections = ["throughput", "latency", *(["labels"] if name == "worker" else [])]
+    try:
+        settings = _prepare(bench, name, data)
+        reader = _reader(settings)
+        try:
+            with bench.processes(name, [settings]) as processes:
+                result["throughput"][name] = throughput(bench, processes, reader, data)
+                bench.say(f"{name}: {result['throughput'][name]['events_per_second']:,.0f} events/s")
+                result["latency"][name] = latency(bench, processes, settings, reader, load)
+                bench.say(f"{name}: latency p50 {result['latency'][name]['p50_ms']:.1f} ms")
+                if name == "worker":
+                    result["labels"][name] = labels(bench, processes, settings, data)
+                    bench.say(f"{name}: {result['labels'][name]['labels_per_second']:,.0f} labels learned/s")
+        finally:
+            reader.close()
+    except Exception as exc:
+        bench.say(f"{name}: failed: {exc}")
+        for section in sections:
+            result[section].setdefault(name, failed(exc))
+
+
+def failed(exc: BaseException) -> Result:
+    reason = str(exc) if isinstance(exc, Failed) else f"{type(exc).__name__}: {exc}"
+    return {"status": "failed", "reason": reason}
+
+
+def guarded(bench: Bench, name: str, phase: Callable[[], Result]) -> Result:
+    try:
+        return phase()
+    except Exception as exc:
+        bench.say(f"{name}: failed: {exc}")
+        return failed(exc)
+
+
+def floor(bench: Bench) -> Result:
+    settings = bench.settings("floor")
+    ensure_topics(settings, ["roundtrip"])
+    n = round(bench.opts.latency_rate * bench.opts.latency_seconds)
+    latencies = traffic.broker_floor(
+        settings.kafka_bootstrap,
+        settings.topic("roundtrip"),
+        bench.opts.latency_rate,
+        bench.opts.latency_seconds,
+    )
+    stats = latency_stats(latencies, n)
+    bench.say(f"broker floor: p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms")
+    return stats
+
+
+def scaling(bench: Bench, data: Dataset) -> Result:
+    """The worker in ``processes`` processes (one consumer group) on the same events."""
+    first = _prepare(bench, "scaling", data)
+    settings = [first, *(bench.settings("scaling") for _ in range(bench.opts.processes - 1))]
+    reader = _reader(first)
+    try:
+        with bench.processes("worker", settings) as processes:
+            out = throughput(bench, processes, reader, data)
+            out["processes"] = len(processes)
+            out["predictions_per_process"] = [_predicted(s.metrics_port) for s in settings]
+    finally:
+        reader.close()
+    bench.say(f"worker x{len(settings)}: {out['events_per_second']:,.0f} events/s")
+    return out
+
+
+def memory(bench: Bench) -> Result:
+    """The worker's VmRSS when ``min(100k, N/10)`` and when all of N prefilled events are predicted.
+
+    Also every ``min(100k, N/10)`` events in between (``rss_mb_by_events``): a plateau or a slope.
+    """
+    n = bench.opts.rss_events
+    checkpoint = min(100_000, max(1, n // 10))
+    settings = bench.settings("memory")
+    ensure_topics(settings, all_topics())
+    config = simulator.SimulationConfig(
+        transactions=n // 2,
+        sales=n - n // 2,
+        rate=0,
+        malformed_rate=bench.opts.malformed_rate,
+        label_delay=(0.0, 0.0),
+        seed=bench.opts.seed + 2,
+    )
+    events = (m for m in simulator.generate(config) if m.kind != "label")
+    bench.say(f"memory: prefilling {n:,} events")
+    traffic.prefill(settings.kafka_bootstrap, events, settings.topic)
+    redis_pid = bench.service_pid("redis")
+    out: Result = {"status": "ok", "events": n, "checkpoint_events": checkpoint}
+    timeout = _timeout(n)
+    series: list[list[float]] = []  # [predicted, worker VmRSS MB]
+    out["rss_mb_by_events"] = series
+    with bench.processes("worker", [settings]) as processes:
+        pid = processes[0].pid
+        deadline = time.monotonic() + timeout
+        while (predicted := _predicted(settings.metrics_port)) < n:
+            _alive_or_fail(processes)
+            if time.monotonic() > deadline:
+                raise Failed(f"timed out after {timeout:.0f} s with {predicted:.0f} of {n} predictions")
+            if predicted >= checkpoint * (len(series) + 1):  # the trend, every checkpoint events
+                series.append([predicted, measure.status_mb(pid, "VmRSS")])
+            if predicted >= checkpoint and "rss_mb_at_checkpoint" not in out:
+                out["rss_mb_at_checkpoint"] = measure.status_mb(pid, "VmRSS")
+                out["redis_rss_mb_at_checkpoint"] = (
+                    measure.status_mb(redis_pid, "VmRSS") if redis_pid else 0.0
+                )
+            time.sleep(0.2)
+        out["rss_mb_at_end"] = measure.status_mb(pid, "VmRSS")
+        out["redis_rss_mb_at_end"] = measure.status_mb(redis_pid, "VmRSS") if redis_pid else 0.0
+        out["peak_rss_mb"] = measure.status_mb(pid, "VmHWM")
+    out.setdefault("rss_mb_at_checkpoint", out["rss_mb_at_end"])
+    out["growth"] = out["rss_mb_at_end"] / out["rss_mb_at_checkpoint"] - 1.0
+    bench.say(
+        f"memory: worker RSS {out['rss_mb_at_checkpoint']:.0f} MB after {checkpoint:,}, "
+        f"{out['rss_mb_at_end']:.0f} MB after {n:,}"
+    )
+    return out
+
+
+def add_ratios(result: Result) -> None:
+    """Each throughput next to the baselines', and several processes next to one."""
+    rates = {
+        name: r["events_per_second"] for name, r in result["throughput"].items() if r.get("status") == "ok"
+    }
+    for r in result["throughput"].values():
+        if r.get("status") == "ok":
+            for baseline in ("stock_faust", "confluent_loop"):
+                if baseline in rates:
+                    r[f"vs_{baseline}"] = r["events_per_second"] / rates[baseline]
+    scaled = result.get("scaling", {})
+    if scaled.get("status") == "ok" and "worker" in rates:
+        scaled["ratio_to_one"] = scaled["events_per_second"] / rates["worker"]
+
+
+def run(opts: Options, work: Path, out: TextIO = sys.stderr) -> Result:
+    """Every phase; the result as JSON-ready data."""
+    result: Result = {
+        "machine": measure.machine(),
+        "options": dataclasses.asdict(opts),
+        "throughput": {},
+        "latency": {"offered_rate": opts.latency_rate, "seconds": opts.latency_seconds},
+        "labels": {},
+    }
+    began = time.monotonic()
+    print(
+        f"generating {opts.events:,} events, and {opts.latency_rate * opts.latency_seconds:,.0f} more",
+        file=out,
+    )
+    data = dataset(opts, opts.events, opts.seed)
+    load = offered_load(opts)
+    gc.freeze()  # the data lives until the end: no collector pauses scanning it mid-measurement
+    result["options"]["invalid_events"] = len(data.events) - data.valid
+    with localstack.running_stack(work / "stack") as stack:
+        bench = Bench(opts, stack, work, out, began)
+        result["latency"]["broker_floor"] = guarded(bench, "broker floor", lambda: floor(bench))
+        for name in COMMANDS:
+            variant(bench, name, data, load, result)
+        result["scaling"] = guarded(bench, "scaling", lambda: scaling(bench, data))
+        if opts.rss_events > 0:
+            result["memory"] = guarded(bench, "memory", lambda: memory(bench))
+        else:
+            result["memory"] = {"status": "skipped", "reason": "run with --rss-events N"}
+    add_ratios(result)
+    return result

@@ -1,0 +1,169 @@
+"""Kafka traffic of the benchmark: prefilling, paced producing, reading predictions, the broker floor.
+
+Every consumer here is assigned its partitions (no group: no join delay) and reads from the
+beginning of topics created before it starts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from stream import simulator
+
+WARMUP_TIMEOUT_SECONDS = 15.0
+LINGER_MS = 5
+"""librdkafka's default linger, used by every paced producer here. With 0, each message is a
+request of its own: at 2,000 messages/s the local broker then burns a whole core, and the
+latency measured is the broker's overload (p99 ~50 ms, against ~12 ms with 5 ms)."""
+
+
+def producer(bootstrap: str, linger_ms: int = 20) -> Producer:
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms})
+
+
+def prefill(bootstrap: str, messages: Iterable[simulator.Message], topic_name: Callable[[str], str]) -> int:
+    """Produce ``messages`` as fast as possible; returns how many were delivered."""
+    stats = simulator.send(messages, producer(bootstrap), topic_name, realtime=False)
+    if stats.failed:
+        raise RuntimeError(f"prefill: {stats.failed} of {stats.total} messages were not delivered")
+    return stats.total
+
+
+@dataclass(frozen=True, slots=True)
+class Paced:
+    """One message of an offered load: logical topic, key, value, when it is due (s), event id."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    at: float
+    event_id: str | None
+
+
+def send_paced(
+    bootstrap: str, messages: Sequence[Paced], topic_name: Callable[[str], str]
+) -> dict[str, float]:
+    """Produce each message at its ``at`` (seconds from now); returns ``time.time()`` of each event id."""
+    out = producer(bootstrap, linger_ms=LINGER_MS)
+    names = {m.topic: topic_name(m.topic) for m in messages}
+    sent: dict[str, float] = {}
+    begin = time.monotonic()
+    for message in messages:
+        while (wait := begin + message.at - time.monotonic()) > 0:
+            time.sleep(min(wait, 0.01))
+        out.produce(names[message.topic], message.value, message.key)
+        if message.event_id is not None:
+            sent[message.event_id] = time.time()
+        out.poll(0)
+    if out.flush(30.0):
+        raise RuntimeError("paced producer: messages undelivered after 30 s")
+    return sent
+
+
+def _assigned_consumer(bootstrap: str, topics: Sequence[str], **config: str | int) -> Consumer:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "bench-reader", "enable.auto.commit": False, **config}
+    )
+    metadata = consumer.list_topics(timeout=10)
+    partitions = [
+        TopicPartition(topic, p, OFFSET_BEGINNING)
+        for topic in topics
+        for p in metadata.topics[topic].partitions
+    ]
+    consumer.assign(partitions)
+    return consumer
+
+
+@dataclass
+class PredictionReader:
+    """Reads prediction topics: how many, first and last CreateTime, and per event id when asked."""
+
+    bootstrap: str
+    topics: Sequence[str]
+    count: int = 0
+    first: float = float("inf")
+    last: float = float("-inf")
+    by_event: dict[str, float] = field(default_factory=dict)
+    track_events: bool = False
+
+    def __post_init__(self) -> None:
+        self._consumer = _assigned_consumer(self.bootstrap, self.topics)
+
+    def reset(self, *, track_events: bool) -> None:
+        """Forget what was read so far (the position stays) and say whether to keep event ids."""
+        self.count, self.first, self.last = 0, float("inf"), float("-inf")
+        self.by_event, self.track_events = {}, track_events
+
+    def poll(self, timeout: float = 0.05) -> None:
+        """Read what arrives within about ``timeout`` seconds."""
+        for message in self._consumer.consume(num_messages=20_000, timeout=timeout):
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(error)
+            # CreateTime, set by the scorer's producer, in whole milliseconds: +0.5 ms is unbiased
+            ts = (message.timestamp()[1] + 0.5) / 1000.0
+            self.count += 1
+            self.first = min(self.first, ts)
+            self.last = max(self.last, ts)
+            if self.track_events:
+                self.by_event.setdefault(orjson.loads(message.value() or b"{}")["event_id"], ts)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def broker_floor(bootstrap: str, topic: str, rate: float, seconds: float) -> list[float]:
+    """Round trips (s) of small messages, produce -> consume, at ``rate`` for ``seconds``.
+
+    The consumer's fetch waits at most 10 ms for data; each message carries its send time.
+    """
+    consumer = _assigned_consumer(bootstrap, [topic], **{"fetch.wait.max.ms": 10})
+    out = producer(bootstrap, linger_ms=LINGER_MS)
+    latencies: list[float] = []
+    received = threading.Event()
+    done = threading.Event()
+
+    def consume() -> None:
+        while not done.is_set():
+            message = consumer.poll(0.05)  # returns as soon as a message is there
+            if message is None:
+                continue
+            now = time.time()
+            if message.error() is None and message.value() != b"warmup":
+                latencies.append(now - float(message.value() or b"0"))
+            received.set()
+
+    reader = threading.Thread(target=consume, name="floor-reader")
+    reader.start()
+    try:
+        deadline = time.monotonic() + WARMUP_TIMEOUT_SECONDS
+        while not received.is_set():  # until the consumer fetches: the first round trips are not the floor
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"broker floor: nothing consumed within {WARMUP_TIMEOUT_SECONDS:.0f} s")
+            out.produce(topic, b"warmup")
+            out.poll(0)
+            received.wait(0.1)
+        n = round(rate * seconds)
+        begin = time.monotonic()
+        for i in range(n):
+            while (wait := begin + i / rate - time.monotonic()) > 0:
+                time.sleep(min(wait, 0.01))
+            out.produce(topic, repr(time.time()).encode())
+            out.poll(0)
+        out.flush(30.0)
+        deadline = time.monotonic() + 30.0
+        while len(latencies) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        done.set()
+        reader.join()
+        consumer.close()
+    return latencies

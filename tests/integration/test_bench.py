@@ -1,0 +1,68 @@
+"""The benchmark runs end to end with a tiny N and reports every section: never a speed check."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _positive(section: dict[str, Any], *keys: str) -> None:
+    assert section["status"] == "ok", section
+    for key in keys:
+        assert section[key] > 0, (key, section)
+
+
+@pytest.mark.timeout(180)
+def test_bench_reports_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--events",
+            "2000",
+            "--latency-rate",
+            "500",
+            "--latency-seconds",
+            "1",
+            "--processes",
+            "2",
+            "--rss-events",
+            "2000",
+            "--out",
+            str(out),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = orjson.loads(out.read_bytes())
+
+    assert result["machine"]["nproc"] > 0 and result["machine"]["cpu_model"]
+    for name in ("worker", "stock_faust", "confluent_loop"):
+        throughput = result["throughput"][name]
+        _positive(throughput, "events_per_second", "vs_stock_faust", "cpu_us_per_event", "peak_rss_mb")
+        assert throughput["predictions"] >= throughput["valid_events"] == 2000
+        assert throughput["events"] > 2000  # the invalid ones too
+        _positive(result["latency"][name], "p50_ms", "p99_ms", "samples")
+    _positive(result["latency"]["broker_floor"], "p50_ms", "p99_ms", "samples")
+    _positive(result["labels"]["worker"], "labels_per_second")
+    _positive(result["scaling"], "events_per_second", "ratio_to_one")
+    assert result["scaling"]["processes"] == 2
+    _positive(result["memory"], "rss_mb_at_checkpoint", "rss_mb_at_end")
+    assert "worker" in done.stdout and "broker floor" in done.stdout  # the table
