@@ -19,24 +19,14 @@ from typing import Any
 import faust
 
 from bench.baseline import BaselineScorer
+from stream.app import faust_app
 from stream.settings import Settings
 from stream.usecases import DEADLETTER_TOPIC, USE_CASES
 
 
 def create_app(settings: Settings) -> faust.App:
     """A Faust app with one per-event scoring agent per use case."""
-    app = faust.App(
-        settings.topic("stock-faust"),
-        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
-        broker_session_timeout=settings.session_timeout_seconds,
-        broker_heartbeat_interval=settings.heartbeat_interval_seconds,
-        consumer_auto_offset_reset="earliest",
-        topic_partitions=settings.topic_partitions,
-        topic_disable_leader=True,
-        web_enabled=False,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    app = faust_app(settings, settings.topic("stock-faust"))
     scorer = BaselineScorer()
     outputs = {
         name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes)

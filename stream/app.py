@@ -39,10 +39,11 @@ Handler = Callable[[Sequence[Message]], Awaitable[None]]
 PARKED_LABELS_INTERVAL_SECONDS = 1.0
 
 
-def create_app(settings: Settings) -> faust.App:
-    """A Faust app for ``settings``, with one scoring and one learning agent per use case."""
-    app = faust.App(
-        settings.consumer_group,
+def faust_app(settings: Settings, app_id: str) -> faust.App:
+    """A Faust app on the deployment's broker, without agents: raw bytes, no web server."""
+    faust_datadir(settings).mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.heartbeat_interval_seconds,
@@ -50,11 +51,15 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=settings.topic_partitions,
         topic_disable_leader=True,
         web_enabled=False,
-        producer_linger=0.005,
         key_serializer="raw",
         value_serializer="raw",
         datadir=str(faust_datadir(settings)),
     )
+
+
+def create_app(settings: Settings) -> faust.App:
+    """A Faust app for ``settings``, with one scoring and one learning agent per use case."""
+    app = faust_app(settings, settings.consumer_group)
     faust_patches.apply()
     setattr(app, faust_patches.ATTRIBUTE, settings.fetch_max_wait_ms)
     service = ScoringService(settings)
@@ -110,7 +115,6 @@ def faust_datadir(settings: Settings) -> Path:
 
 def run_worker(settings: Settings) -> None:
     """Run a worker until it is stopped (SIGINT/SIGTERM)."""
-    faust_datadir(settings).mkdir(parents=True, exist_ok=True)
     ensure_topics(settings, all_topics())
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port)
