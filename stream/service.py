@@ -67,9 +67,7 @@ class ScoringService:
         await self._handle(batch, lambda b: self.scorer.learn(use_case, b))
 
     async def handle_parked_labels(self, use_case: UseCase[Any, Any]) -> None:
-        topic = self.settings.topic(use_case.label_topic)
-        outbox = await self._retrying(topic, lambda: self.scorer.unpark(use_case))
-        await self._retrying(topic, lambda: self.publisher.publish(outbox.records))
+        await self._deliver(self.settings.topic(use_case.label_topic), lambda: self.scorer.unpark(use_case))
 
     async def close(self) -> None:
         await asyncio.to_thread(self.publisher.close)
@@ -78,8 +76,12 @@ class ScoringService:
     async def _handle(self, batch: Sequence[Message], step: Step) -> None:
         topic = batch[0].topic
         with metrics.BATCH_SECONDS.labels(topic).time():
-            outbox = await self._retrying(topic, lambda: self._isolating(batch, step))
-            await self._retrying(topic, lambda: self.publisher.publish(outbox.records))
+            await self._deliver(topic, lambda: self._isolating(batch, step))
+
+    async def _deliver(self, topic: str, produce: Callable[[], Awaitable[Outbox]]) -> None:
+        """Run ``produce`` and publish what it produced, each retried until Redis and Kafka answer."""
+        outbox = await self._retrying(topic, produce)
+        await self._retrying(topic, lambda: self.publisher.publish(outbox.records))
 
     async def _isolating(self, batch: Sequence[Message], step: Step) -> Outbox:
         try:
