@@ -74,11 +74,18 @@ def scrape(port: int) -> dict[str, float]:
     return dict(totals)
 
 
-def _progress(samples: Mapping[str, float]) -> tuple[float, float, float]:
+# Label outcomes that are not final: the label is still waiting, or was already counted.
+_PENDING_LABEL_OUTCOMES = ("outcome=parked", "outcome=redelivered")
+
+
+def _progress(samples: Mapping[str, float]) -> tuple[float, float, float, float]:
+    """Predictions, dead letters, labels learned, and labels done (learned or dead-lettered)."""
     predictions = sum(v for k, v in samples.items() if k.startswith("scoring_predictions_total"))
     dead = sum(v for k, v in samples.items() if k.startswith("scoring_dead_letters_total"))
-    learned = sum(v for k, v in samples.items() if k.startswith("scoring_labels_total") and "learned" in k)
-    return predictions, dead, learned
+    labels = {k: v for k, v in samples.items() if k.startswith("scoring_labels_total")}
+    learned = sum(v for k, v in labels.items() if "outcome=learned" in k)
+    done = sum(v for k, v in labels.items() if not any(o in k for o in _PENDING_LABEL_OUTCOMES))
+    return predictions, dead, learned, done
 
 
 def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: float = 300.0) -> int:
@@ -115,25 +122,20 @@ def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: f
             )
             producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
             started = time.monotonic()
-            for chunk_end in range(0, len(messages), 500):
-                simulator.send(
-                    messages[chunk_end : chunk_end + 500], producer, settings.topic, realtime=False
-                )
-                _wait_for(config, messages[min(chunk_end + 499, len(messages) - 1)].at, started)
+            for start in range(0, len(messages), 500):
+                chunk = messages[start : start + 500]
+                if config.rate > 0:  # keep to the schedule a chunk at a time
+                    time.sleep(max(0.0, chunk[0].at - (time.monotonic() - started)))
+                simulator.send(chunk, producer, settings.topic, realtime=False)
                 _show(scrape(settings.metrics_port), events, labels, out)
             del producer  # flushed by send(); closed before the stack stops
             deadline = time.monotonic() + timeout
             samples = scrape(settings.metrics_port)
             while time.monotonic() < deadline and worker.poll() is None:
                 samples = scrape(settings.metrics_port)
-                predictions, dead, learned = _progress(samples)
+                predictions, dead, _, labels_done = _progress(samples)
                 _show(samples, events, labels, out)
-                label_dead = sum(
-                    v
-                    for k, v in samples.items()
-                    if k.startswith("scoring_labels_total") and "learned" not in k
-                )
-                if predictions >= events and dead >= malformed and learned + label_dead >= labels:
+                if predictions >= events and dead >= malformed and labels_done >= labels:
                     break
                 time.sleep(0.5)
             print(file=out)
@@ -145,13 +147,8 @@ def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: f
     return 0
 
 
-def _wait_for(config: simulator.SimulationConfig, at: float, started: float) -> None:
-    if config.rate > 0:
-        time.sleep(max(0.0, at - (time.monotonic() - started)))
-
-
 def _show(samples: Mapping[str, float], events: int, labels: int, out: TextIO) -> None:
-    predictions, dead, learned = _progress(samples)
+    predictions, dead, learned, _ = _progress(samples)
     out.write(
         f"\r  predictions {predictions:>7.0f}/{events}  dead letters {dead:>5.0f}  "
         f"labels learned {learned:>7.0f}/{labels}   "
