@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-EVENTS = Counter("scoring_events_total", "Messages consumed, by topic and outcome.", ["topic", "outcome"])
+EVENTS = Counter(
+    "scoring_events_total",
+    "Events scored, or redelivered (their prediction published again), by topic.",
+    ["topic", "outcome"],
+)
 DEAD_LETTERS = Counter(
     "scoring_dead_letters_total",
     "Dead-letter records published, by source topic and reason.",

@@ -38,9 +38,8 @@ _SCRIPT = resources.files("stream").joinpath("lua/state.lua").read_text()
 
 @dataclass(frozen=True)
 class Claim:
-    """What Redis knew of an event id when an event arrived."""
+    """What Redis knew of an event id when an event arrived (its first claim, if any)."""
 
-    is_new: bool
     source: str
     prior: Prior
     status: str
@@ -143,13 +142,12 @@ class StateStore:
         )
         return [
             Claim(
-                is_new=replies[i] == 1,
-                source=replies[i + 1].decode(),
-                prior=_decode_prior(replies[i + 2], members),
-                status=replies[i + 3].decode(),
-                prediction=replies[i + 4],
+                source=replies[i].decode(),
+                prior=_decode_prior(replies[i + 1], members),
+                status=replies[i + 2].decode(),
+                prediction=replies[i + 3],
             )
-            for i in range(0, len(replies), 5)
+            for i in range(0, len(replies), 4)
         ]
 
     async def record(self, use_case: str, scored: Sequence[tuple[str, bytes, bytes]]) -> None:

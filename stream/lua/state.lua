@@ -52,7 +52,7 @@ local out = {}
 if command == 'observe' then
   -- p: event_ttl, entity_ttl, alpha, stats (names), events: [source, ts, {stat values},
   -- {member values}]. KEYS per event: event, entity, one set per member.
-  -- Replies per event: new?, source, prior, status, prediction.
+  -- Replies per event: source, prior, status, prediction.
   local names, m = p.stats, p.members
   for e, event in ipairs(p.events) do
     local i = (e - 1) * (2 + m) + 1
@@ -60,7 +60,7 @@ if command == 'observe' then
     local source, ts, values, members = event[1], event[2], event[3], event[4]
     local known = redis.call('HMGET', event_key, 'source', 'prior', 'status', 'prediction')
     if known[1] then
-      append(out, {0, known[1], known[2], known[3], known[4] or ''})
+      append(out, {known[1], known[2], known[3], known[4] or ''})
     else
       local seen = {}
       for j = 1, m do
@@ -86,7 +86,7 @@ if command == 'observe' then
       redis.call('EXPIRE', entity_key, p.entity_ttl)
       redis.call('HSET', event_key, 'source', source, 'prior', prior, 'status', 'claimed')
       redis.call('EXPIRE', event_key, p.event_ttl)
-      append(out, {1, source, prior, 'claimed', ''})
+      append(out, {source, prior, 'claimed', ''})
     end
   end
 
