@@ -41,7 +41,8 @@ PARKED_LABELS_INTERVAL_SECONDS = 1.0
 
 def faust_app(settings: Settings, app_id: str) -> faust.App:
     """A Faust app on the deployment's broker, without agents: raw bytes, no web server."""
-    faust_datadir(settings).mkdir(parents=True, exist_ok=True)
+    datadir = faust_datadir(settings)
+    datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
@@ -53,7 +54,7 @@ def faust_app(settings: Settings, app_id: str) -> faust.App:
         web_enabled=False,
         key_serializer="raw",
         value_serializer="raw",
-        datadir=str(faust_datadir(settings)),
+        datadir=str(datadir),
     )
 
 
