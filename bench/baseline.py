@@ -127,7 +127,7 @@ class BaselineScorer:
             prediction = {
                 "event_id": event_id,
                 "model": use_case.name,
-                "model_version": model.version,
+                "model_version": f"{use_case.name}.0",
                 use_case.output_field: y,
                 "scored_at": scored_at,
                 "entity": entity,

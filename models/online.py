@@ -59,7 +59,7 @@ class OnlineModel:
     Parameters
     ----------
     name
-        The name of the model, the prefix of its :attr:`version`.
+        The name of the model (its use case).
     task
         ``"classification"``: :meth:`predict_many` returns the probability of the label ``True``.
         ``"regression"``: it returns the forecast clipped to be non-negative.
@@ -78,15 +78,15 @@ class OnlineModel:
     >>> from models.pipelines import linear_regression
     >>> model = OnlineModel("demand", "regression", linear_regression())
     >>> x = {"price": 2.0, "dow": "sat"}
-    >>> model.predict_many([x]), model.version
-    ([0.0], 'demand.0')
+    >>> model.predict_many([x]), model.labels_learned
+    ([0.0], 0)
 
     The service caches the prediction until the label arrives, then scores it and learns:
 
     >>> model.update_metric(5.0, 0.0)
     >>> model.learn_one(x, 5.0)
-    >>> model.version, model.metric
-    ('demand.1', MAE: 5.)
+    >>> model.labels_learned, model.metric
+    (1, MAE: 5.)
     >>> model.predict_many([x])[0] > 0.0
     True
 
@@ -105,11 +105,6 @@ class OnlineModel:
         self.labels_learned = 0
         self.metric = new_metric(task)
         self._batchable = _batchable(estimator)
-
-    @property
-    def version(self) -> str:
-        """``"name.labels_learned"``: each learned label makes a new version."""
-        return f"{self.name}.{self.labels_learned}"
 
     def predict_many(self, xs: Sequence[Features]) -> list[float]:
         """Predicts each feature dict of `xs`, leaving the estimator untouched.

@@ -1,0 +1,128 @@
+"""Everything a learner keeps about one use case: its models, their contest, their monitor.
+
+:class:`ModelLifecycle` takes the journal's two kinds of entries, in journal order:
+
+- :meth:`~ModelLifecycle.scored`: an event's features and the prediction served for it,
+  which feed the data and prediction drift detectors;
+- :meth:`~ModelLifecycle.learned`: a label joined to those features and that prediction,
+  which feeds the served prediction's prequential metric, the concept drift detector (on
+  the champion's error just before it learns the label), then the champion/challenger
+  contest, which learns it.
+
+It is pure and deterministic (times are stream times, never the clock), so a learner that
+restores a pickled lifecycle and replays the journal from there reaches exactly the state
+of one that never stopped.
+
+Examples
+--------
+>>> from models.pipelines import linear_regression, hoeffding_tree_regressor
+>>> lifecycle = ModelLifecycle(
+...     "demand", "regression", ("linear_regression", linear_regression),
+...     ("hoeffding_tree", hoeffding_tree_regressor))
+>>> x = {"log_price": 1.0, "dow": "sat"}
+>>> lifecycle.scored(x, 0.0, t=1000.0)
+[]
+>>> outcome = lifecycle.learned(x, 0.0, 3.0, t=1002.0)
+>>> outcome.promoted, lifecycle.labels_learned, lifecycle.champion.labels_learned
+(False, 1, 1)
+
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from river import base
+
+from models.challenger import Contest
+from models.drift import AlertChange, Monitor
+from models.online import Features, OnlineModel, new_metric
+from models.pipelines import Task
+
+__all__ = ["LearnOutcome", "ModelLifecycle", "Pipeline"]
+
+Pipeline = tuple[str, Callable[[], base.Estimator]]
+"""A pipeline's name and its factory of fresh, untrained estimators."""
+
+
+@dataclass(frozen=True)
+class LearnOutcome:
+    """What learning one label changed: alerts, and whether the challenger was promoted."""
+
+    alerts: list[AlertChange] = field(default_factory=list)
+    promoted: bool = False
+
+
+class ModelLifecycle:
+    """Champion, challenger and monitor of one use case, fed by its journal.
+
+    Parameters
+    ----------
+    name, task
+        The use case and its learning task.
+    champion
+        The pipeline served at first.
+    challenger
+        The pipeline learning in shadow, or ``None``. It restarts from scratch when a
+        concept drift alert opens, so the system re-learns instead of waiting.
+    alpha, min_labels
+        Of the champion/challenger test (:class:`models.challenger.PairedTest`).
+    warmup
+        Labels a (re)started challenger learns before the test counts its losses: a fresh
+        model is bad at first, and judging it then only delays a fair comparison.
+
+    """
+
+    def __init__(
+        self,
+        name: str,
+        task: Task,
+        champion: Pipeline,
+        challenger: Pipeline | None,
+        *,
+        alpha: float = 0.01,
+        min_labels: int = 1000,
+        warmup: int = 1000,
+    ) -> None:
+        self.name = name
+        self.task = task
+        self._challenger = challenger
+        self.contest = Contest(
+            OnlineModel(name, task, champion[1]()),
+            champion[0],
+            OnlineModel(name, task, challenger[1]()) if challenger else None,
+            challenger[0] if challenger else None,
+            alpha=alpha,
+            min_labels=min_labels,
+            warmup=warmup,
+        )
+        self.monitor = Monitor(name, task)
+        self.served_metric = new_metric(task)
+        self.labels_learned = 0
+
+    @property
+    def champion(self) -> OnlineModel:
+        return self.contest.champion
+
+    def scored(self, x: Features, y_pred: float, t: float) -> list[AlertChange]:
+        """An event was scored with features ``x`` and served ``y_pred`` at stream time ``t``."""
+        return self.monitor.scored(x, y_pred, t)
+
+    def learned(self, x: Features, y_pred: float, y: float, t: float) -> LearnOutcome:
+        """The label ``y`` of an event scored with ``x`` and served ``y_pred`` is joined at ``t``."""
+        self.served_metric.update(y, y_pred)
+        # Concept drift is judged on the champion's own test-then-train error, not on the
+        # served prediction: that one also carries the publication lag (a burst of fraud
+        # scored before its first label arrived), which is no change of concept.
+        (before,) = self.champion.predict_many([x])
+        alerts = self.monitor.learned(y, before, t)
+        if self._challenger and any(a.kind == "concept_drift" and a.state == "open" for a in alerts):
+            self.contest.restart_challenger(self._challenger[1], self._challenger[0])
+        promoted = self.contest.learn(x, y)
+        self.labels_learned += 1
+        return LearnOutcome(alerts, promoted)
+
+    def adopt(self, champion: OnlineModel, pipeline: str) -> None:
+        """Serve ``champion`` (of ``pipeline``) from now on, after a rollback: the test starts over."""
+        self.contest.adopt(champion, pipeline)
