@@ -9,6 +9,7 @@ like labels that arrive a little later.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -28,13 +29,21 @@ BATCH = 500
 
 
 async def feature_stream(
-    settings: Settings, use_case: UseCase[Any, Any], config: SimulationConfig
+    settings: Settings,
+    use_case: UseCase[Any, Any],
+    config: SimulationConfig,
+    *,
+    start: dt.datetime | None = None,
 ) -> list[tuple[Features, float]]:
-    """The (features, label) pairs the service would learn from, in stream order."""
+    """The (features, label) pairs the service would learn from, in stream order.
+
+    ``start`` is passed to :func:`~stream.simulator.labelled_events` (default now): fix it
+    for the same stream, time of day included, on every call.
+    """
     client = aioredis.Redis.from_url(settings.redis_url)
     store = StateStore(client, settings)
     events: list[tuple[Any, float]] = []
-    for topic, payload, label in labelled_events(config):
+    for topic, payload, label in labelled_events(config, start=start):
         if topic == use_case.event_topic:
             event = parse(use_case.event_type, orjson.dumps(payload))
             if isinstance(event, Rejection):
@@ -42,8 +51,8 @@ async def feature_stream(
             events.append((event, float(label)))
     rows: list[tuple[Features, float]] = []
     try:
-        for start in range(0, len(events), BATCH):
-            batch = events[start : start + BATCH]
+        for first in range(0, len(events), BATCH):
+            batch = events[first : first + BATCH]
             claims = await store.observe(
                 use_case.name,
                 [

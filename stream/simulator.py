@@ -10,15 +10,16 @@ Two use cases share one time-ordered stream:
   few risky merchants, mostly at night (UTC), 2-6 transactions 30 s-5 min apart. After it
   the concept flips to *domestic card testing*: home country, mostly point of sale, 10-50%
   of the usual amount, at new domestic merchants, at ordinary daytime hours, 4-9
-  transactions 5-60 s apart.
+  transactions 5-60 s apart; card testing comes in volume, so fraud doubles to ~5%.
 * **Demand** (``sales``): 20 stores x 108 products in 9 categories. Each sale event is a
   product record at a store for a business day (``sale_date``; the stream covers at least
   60 of them, so weekly seasonality shows), with the chain's data problems (missing
   cost/purchase/expiry dates, cost typos). Its label is the units sold that day: Poisson
   around the product's base rate x store size x weekday (weekend peak) x promotion response
   (``(price / usual price) ** -elasticity``) x a boost for short-dated stock (which is also
-  marked down 30%). After the drift point a competitor opens: base demand -30% and the
-  price elasticity is 1.5x (promotions matter more).
+  marked down 30%). After the drift point a competitor opens next to half of the stores:
+  their base demand halves, and the price elasticity is 1.5x everywhere (promotions matter
+  more). A store's own level is not a feature, so a model cannot absorb the change at once.
 
 Labels follow their event after ``label_delay`` seconds. Malformed payloads
 (:data:`MALFORMED_KINDS`) can be mixed in; each carries the reason code
@@ -229,8 +230,9 @@ _N_STORES: Final = 20
 _PROMO_SHARE: Final = 0.08  # of products on promotion (chain-wide) on a given day
 _WEEKDAY: Final = (0.85, 0.8, 0.85, 0.95, 1.1, 1.5, 1.3)  # Monday first
 _SHORT_DATED_BOOST: Final = 1.3
-_DRIFT_LEVEL: Final = 0.7
+_DRIFT_LEVEL: Final = 0.5  # base demand of the stores next to the competitor, after the drift
 _DRIFT_ELASTICITY: Final = 1.5
+_DRIFT_FRAUD: Final = 2.0  # fraud share after the drift, relative to FRAUD_RATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,7 +386,7 @@ def _transactions(config: SimulationConfig, world: _World, start: float) -> Iter
     old_mean, new_mean = sum(_OLD_BURST) / 2, sum(_NEW_BURST) / 2
     scale = FRAUD_RATE / old_mean * sum(_LEGIT_HOURS) / sum(_NIGHT_HOURS)
     p_old = [scale * f / legit for f, legit in zip(_NIGHT_HOURS, _LEGIT_HOURS, strict=True)]
-    p_new = FRAUD_RATE / new_mean
+    p_new = _DRIFT_FRAUD * FRAUD_RATE / new_mean
     accounts, merchants = world.accounts, world.merchants
     last_ts = [0.0] * len(accounts)
     bursts: list[tuple[float, int, int, int, bool]] = []  # due, seq, account, left, new concept
@@ -460,6 +462,11 @@ def _sales(config: SimulationConfig, world: _World, start: float) -> Iterator[_L
     products, stores = world.products, world.stores
     n_products = len(products)
     n_combos = len(stores) * n_products
+    # The stores a competitor opens next to at the drift point (an rng of its own, so the
+    # events before the drift do not depend on it).
+    competitor = frozenset(
+        random.Random(f"{config.seed}:competitor").sample(range(len(stores)), len(stores) // 2)
+    )
     n_days = max(MIN_BUSINESS_DAYS, -(-n_total // n_combos))
     last_day = dt.datetime.fromtimestamp(start, dt.UTC).date() - dt.timedelta(days=1)
     first_day = last_day - dt.timedelta(days=n_days - 1)
@@ -477,6 +484,7 @@ def _sales(config: SimulationConfig, world: _World, start: float) -> Iterator[_L
             p = combo % n_products
             product = products[p]
             drifted = n >= drift_n
+            competed = drifted and combo // n_products in competitor
             price_factor = rng.uniform(0.6, 0.8) if p in promos else 1.0
             boost = 1.0
             expiry: dt.date | None = None
@@ -492,7 +500,7 @@ def _sales(config: SimulationConfig, world: _World, start: float) -> Iterator[_L
             purchase = day - dt.timedelta(days=on_shelf)
             price = round(product.price * price_factor, 2)
             elasticity = product.elasticity * (_DRIFT_ELASTICITY if drifted else 1.0)
-            lam = product.rate * size * weekday * boost * (_DRIFT_LEVEL if drifted else 1.0)
+            lam = product.rate * size * weekday * boost * (_DRIFT_LEVEL if competed else 1.0)
             lam *= (price / product.price) ** -elasticity
             true_cost = round(product.price * rng.uniform(0.5, 0.8), 2)
             u = rng.random()
