@@ -8,6 +8,8 @@ Examples
 --------
 >>> record_type("predictions.demand").__name__
 'Prediction'
+>>> record_type("alerts.drift").__name__
+'Alert'
 >>> Delivered("deadletter", 0, 7, None, b"{}", None).parse().reason
 'missing_field'
 """
@@ -33,6 +35,7 @@ from confluent_kafka import (
 )
 
 from stream.records import (
+    Alert,
     DeadLetter,
     Prediction,
     Record,
@@ -47,6 +50,7 @@ from stream.topics import ensure_topics
 
 _RECORD_TYPES: dict[str, type[Record]] = {
     "deadletter": DeadLetter,
+    "alerts.drift": Alert,
     "transactions.labels": TransactionLabel,
     "sales.labels": SaleLabel,
 }
@@ -66,7 +70,8 @@ def record_type(topic: str) -> type[Record]:
     -------
     type[Record]
         :class:`Prediction` for ``predictions.*``, :class:`DeadLetter` for ``deadletter``,
-        :class:`TransactionLabel` / :class:`SaleLabel` for the label topics.
+        :class:`Alert` for ``alerts.drift``, :class:`TransactionLabel` / :class:`SaleLabel`
+        for the label topics.
 
     Raises
     ------
