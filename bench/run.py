@@ -10,7 +10,7 @@ For each variant (the real worker, the stock Faust agent, the plain confluent lo
 2. **latency**: the running variant gets an offered load at a fixed rate (fresh events,
    distinct ids); latency is each event's send time to its prediction's CreateTime.
 3. **labels** (worker only): the labels of the N events are produced while the worker
-   runs; labels/s is counted from the worker's ``scoring_labels_total{outcome=learned}``.
+   runs; labels/s is counted from the worker's ``scoring_labels_total{outcome=joined}``.
 
 Then the broker's own floor (plain produce -> consume round trip at the same rate), the
 worker with several processes on the same N events, and optionally the worker's memory
@@ -263,7 +263,8 @@ def latency(
 
 def _learned(port: int) -> float:
     samples = scrape(port)
-    return sum(v for k, v in samples.items() if k.startswith("scoring_labels_total") and "learned" in k)
+    joined = (v for k, v in samples.items() if k.startswith("scoring_labels_total") and "outcome=joined" in k)
+    return sum(joined)
 
 
 def _predicted(port: int) -> float:

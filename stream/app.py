@@ -1,15 +1,17 @@
 """The Faust app: topics and agents, wired to the scoring service. Logic lives elsewhere.
 
-Per use case, one agent scores its event topic and one learns from its label topic:
+Per use case, one agent scores its event topic and one joins its label topic to the
+scored events; a learner task learns from the journal they both write:
 
-    transactions         -> score_fraud  -> predictions.fraud  (+ deadletter)
-    transactions.labels  -> learn_fraud  -> (model update)     (+ deadletter)
+    transactions         -> score_fraud  -> predictions.fraud  (+ deadletter) -> journal
+    transactions.labels  -> learn_fraud  -> journal            (+ deadletter)
                             (a label that comes before its event is scored waits for it)
-    sales                -> score_demand -> predictions.demand (+ deadletter)
-    sales.labels         -> learn_demand -> (model update)     (+ deadletter)
+    journal              -> learner (the lease holder's) -> model versions, alerts.drift
+    (same for sales, sales.labels, predictions.demand)
 
 Agents take batches with manual acknowledgement: a batch is acknowledged only after
 everything it produced is delivered, so nothing is lost when a worker dies mid-batch.
+Every worker follows the live model version (``refresh_models``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ def create_app(settings: Settings) -> faust.App:
             partial(service.handle_parked_labels, use_case)
         )
 
+    app.timer(settings.model_poll_seconds, name="refresh_models")(service.refresh_models)
+    for learner in service.learners:
+        app.task(learner.run)
+
     @app.on_before_shutdown.connect
     async def _close(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
         await service.close()
@@ -117,6 +123,8 @@ def faust_datadir(settings: Settings) -> Path:
 def run_worker(settings: Settings) -> None:
     """Run a worker until it is stopped (SIGINT/SIGTERM)."""
     ensure_topics(settings, all_topics())
+    if settings.model_signing_key == Settings().model_signing_key:
+        log.warning("model snapshots are signed with the development key: set SCORING_MODEL_SIGNING_KEY")
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port)
         log.info("metrics on :%d/metrics", settings.metrics_port)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import datetime as dt
+import hashlib
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from stream.settings import Settings
 from stream.simulator import SimulationConfig
+from stream.usecases import USE_CASES
 
 
 def _simulation_args(parser: argparse.ArgumentParser, *, transactions: int, sales: int, rate: float) -> None:
@@ -61,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="compare the candidate pipelines prequentially on simulated data"
     )
     _simulation_args(evaluate, transactions=20000, sales=20000, rate=0.0)
+    models = commands.add_parser("models", help="the model registry: versions, rollback, export")
+    actions = models.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="kept versions, newest first (* = live)")
+    listing.add_argument("--model", choices=[uc.name for uc in USE_CASES], help="one use case only")
+    listing.add_argument("--limit", type=int, default=20)
+    actions.add_parser("show", help="the record of a version").add_argument("version")
+    actions.add_parser("rollback", help="make an earlier version live for every worker").add_argument(
+        "version"
+    )
+    export = actions.add_parser("export", help="write a version's signed snapshot and record to files")
+    export.add_argument("version")
+    export.add_argument("--out", type=Path, default=None, help="snapshot file (default: <version>.snapshot)")
     for name, topics in (
         ("predictions", ["predictions.fraud", "predictions.demand"]),
         ("deadletters", ["deadletter"]),
@@ -69,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
             dest="action", required=True
         )
         tail.add_parser("tail").set_defaults(topics=topics)
+    alerts = commands.add_parser("alerts", help="watch the drift alerts (alerts.drift)").add_subparsers(
+        dest="action", required=True
+    )
+    alerts.add_parser(
+        "tail", help="print every alert change from the topic's beginning, then follow (Ctrl-C stops)"
+    ).add_argument(
+        "--open", action="store_true", help="print only the alerts open now, once caught up, and exit"
+    )
     return parser
 
 
@@ -99,16 +126,78 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream import demo
 
         return demo.run(_simulation_config(args))
+    elif args.command == "models":
+        return asyncio.run(_models(settings, args))
     elif args.command == "evaluate":
         from stream import evaluate
 
         print(evaluate.report(evaluate.evaluate(settings, _simulation_config(args))))
+    elif args.command == "alerts":
+        from consumers.alerts import watch
+
+        with contextlib.suppress(KeyboardInterrupt):
+            watch(settings, open_only=args.open)
     else:
         from consumers.reader import tail
 
         with contextlib.suppress(KeyboardInterrupt):
             tail(settings, args.topics)
     return 0
+
+
+async def _models(settings: Settings, args: argparse.Namespace) -> int:
+    import getpass
+    import socket
+
+    import redis.asyncio as aioredis
+
+    from stream.registry import ModelRegistry, RegistryError
+
+    client = aioredis.Redis.from_url(settings.redis_url)
+    registry = ModelRegistry(client, settings)
+    try:
+        if args.action == "list":
+            for name in [args.model] if args.model else [uc.name for uc in USE_CASES]:
+                live = await registry.live(name)
+                print(f"{name}: live {live or '(none published yet)'}")
+                for entry in await registry.history(name, 3):
+                    print(f"  rolled back to {entry['version']} from {entry['previous']} by {entry['by']}")
+                for record in await registry.versions(name, args.limit):
+                    print("  " + _version_line(record, record["version"] == live))
+        elif args.action == "show":
+            record = await registry.record(args.version)
+            live = await registry.live(record["model"])
+            print(json.dumps({**record, "live": record["version"] == live}, indent=2))
+        elif args.action == "rollback":
+            previous = await registry.rollback(args.version, by=f"{getpass.getuser()}@{socket.gethostname()}")
+            print(
+                f"{args.version} is live (was {previous}); workers score with it within "
+                f"{settings.model_poll_seconds:g} s, and the learner goes on learning from it"
+            )
+        else:
+            blob = await registry.snapshot(args.version)
+            await registry.load(args.version)  # export only what a worker would accept
+            out: Path = args.out or Path(f"{args.version}.snapshot")
+            out.write_bytes(blob)
+            record_path = out.with_suffix(".json")
+            record_path.write_text(json.dumps(await registry.record(args.version), indent=2) + "\n")
+            print(f"{out} ({len(blob)} bytes, sha256 {hashlib.sha256(blob).hexdigest()[:16]}), {record_path}")
+    except RegistryError as exc:
+        print(f"scoring models {args.action}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await client.aclose()
+    return 0
+
+
+def _version_line(record: dict[str, Any], live: bool) -> str:
+    created = dt.datetime.fromtimestamp(record["created_at"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    scores = " ".join(f"{k}={v:.4g}" for k, v in sorted(record["metrics"].items()))
+    return (
+        f"{'*' if live else ' '} {record['version']:<14} {created}  {record['reason']:<9} "
+        f"{record['pipeline']:<26} labels={record['labels_learned']:<8} {scores}  "
+        f"parent={record['parent'] or '-'}"
+    )
 
 
 if __name__ == "__main__":

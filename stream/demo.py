@@ -7,8 +7,10 @@ read from the output topics, as a downstream team would see them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import io
 import os
 import signal
 import subprocess
@@ -17,18 +19,21 @@ import tempfile
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
+import redis.asyncio as aioredis
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumers.alerts import CAUGHT_UP_SECONDS, watch
 from consumers.audit import audit
 from stream import localstack, simulator
+from stream.registry import ModelRegistry
 from stream.settings import Settings, env_name
 from stream.topics import ensure_topics
-from stream.usecases import all_topics
+from stream.usecases import USE_CASES, all_topics
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -78,14 +83,27 @@ def scrape(port: int) -> dict[str, float]:
 _PENDING_LABEL_OUTCOMES = ("outcome=parked", "outcome=redelivered")
 
 
-def _progress(samples: Mapping[str, float]) -> tuple[float, float, float, float]:
-    """Predictions, dead letters, labels learned, and labels done (learned or dead-lettered)."""
-    predictions = sum(v for k, v in samples.items() if k.startswith("scoring_predictions_total"))
-    dead = sum(v for k, v in samples.items() if k.startswith("scoring_dead_letters_total"))
-    labels = {k: v for k, v in samples.items() if k.startswith("scoring_labels_total")}
-    learned = sum(v for k, v in labels.items() if "outcome=learned" in k)
-    done = sum(v for k, v in labels.items() if not any(o in k for o in _PENDING_LABEL_OUTCOMES))
-    return predictions, dead, learned, done
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    predictions: float
+    dead_letters: float
+    labels_done: float  # joined or dead-lettered
+    joined: float
+    learned: float  # by the learners
+
+    @classmethod
+    def of(cls, samples: Mapping[str, float]) -> Progress:
+        def total(prefix: str, keep: Callable[[str], bool] = lambda _: True) -> float:
+            return sum(v for k, v in samples.items() if k.startswith(prefix) and keep(k))
+
+        labels = "scoring_labels_total"
+        return cls(
+            predictions=total("scoring_predictions_total"),
+            dead_letters=total("scoring_dead_letters_total"),
+            labels_done=total(labels, lambda k: not any(o in k for o in _PENDING_LABEL_OUTCOMES)),
+            joined=total(labels, lambda k: "outcome=joined" in k),
+            learned=total("scoring_learner_labels_learned"),
+        )
 
 
 def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: float = 300.0) -> int:
@@ -133,9 +151,14 @@ def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: f
             samples = scrape(settings.metrics_port)
             while time.monotonic() < deadline and worker.poll() is None:
                 samples = scrape(settings.metrics_port)
-                predictions, dead, _, labels_done = _progress(samples)
+                p = Progress.of(samples)
                 _show(samples, events, labels, out)
-                if predictions >= events and dead >= malformed and labels_done >= labels:
+                if (
+                    p.predictions >= events
+                    and p.dead_letters >= malformed
+                    and p.labels_done >= labels
+                    and p.learned >= p.joined
+                ):
                     break
                 time.sleep(0.5)
             print(file=out)
@@ -148,26 +171,50 @@ def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: f
 
 
 def _show(samples: Mapping[str, float], events: int, labels: int, out: TextIO) -> None:
-    predictions, dead, learned, _ = _progress(samples)
+    p = Progress.of(samples)
     out.write(
-        f"\r  predictions {predictions:>7.0f}/{events}  dead letters {dead:>5.0f}  "
-        f"labels learned {learned:>7.0f}/{labels}   "
+        f"\r  predictions {p.predictions:>7.0f}/{events}  dead letters {p.dead_letters:>5.0f}  "
+        f"labels joined {p.joined:>7.0f}/{labels}  learned {p.learned:>7.0f}   "
     )
     out.flush()
 
 
 def summary(settings: Settings, samples: Mapping[str, float]) -> str:
-    """What a downstream team sees on the output topics, and what the worker learned."""
-    learned = {
-        model: samples.get(f"scoring_labels_total{{model={model}}}{{outcome=learned}}", 0.0)
-        for model in ("fraud", "demand")
-    }
+    """What a downstream team sees on the output topics, what the learners published, and ops' alerts."""
+    alerts = io.StringIO()
+    board = watch(settings, out=alerts, idle_timeout=CAUGHT_UP_SECONDS)
     return "\n".join(
         [
             "",
             "Summary (read back from the output topics)",
             audit(settings).format(),
-            f"labels learned by the worker: {sum(learned.values()):.0f}"
-            f" ({', '.join(f'{model} {n:.0f}' for model, n in learned.items())})",
+            "",
+            "Models (from the registry)",
+            *asyncio.run(_models(settings)),
+            "",
+            f"Alerts on alerts.drift ({board.changes} changes)",
+            *([alerts.getvalue().rstrip()] if board.changes else []),
+            board.render(),
         ]
     )
+
+
+async def _models(settings: Settings) -> list[str]:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    registry = ModelRegistry(client, settings)
+    lines = []
+    try:
+        for use_case in USE_CASES:
+            live = await registry.live(use_case.name)
+            if live is None:
+                lines.append(f"{use_case.name}: no version published")
+                continue
+            record = await registry.record(live)
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in sorted(record["metrics"].items()))
+            lines.append(
+                f"{use_case.name}: live {live} ({record['pipeline']}, {record['learner_labels']} labels "
+                f"learned; {scores}; challenger {record['challenger'] or '-'})"
+            )
+    finally:
+        await client.aclose()
+    return lines

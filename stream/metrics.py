@@ -1,9 +1,17 @@
-"""Prometheus metrics of the worker (``/metrics`` on ``SCORING_METRICS_PORT``)."""
+"""Prometheus metrics of the worker (``/metrics`` on ``SCORING_METRICS_PORT``).
+
+Every metric is documented in README.md ("Metrics"); the Grafana dashboard in
+``deploy/grafana`` may only use the names defined here (a test checks it).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# Events and labels, as the scoring agents see them.
+CONSUMED = Counter("scoring_messages_consumed_total", "Messages consumed, by topic.", ["topic"])
 EVENTS = Counter(
     "scoring_events_total",
     "Events scored, or redelivered (their prediction published again), by topic.",
@@ -22,24 +30,104 @@ OUT_OF_ORDER = Counter(
 )
 LABELS = Counter(
     "scoring_labels_total",
-    "Labels consumed, by model and outcome (learned, redelivered, or a dead-letter reason).",
+    "Labels consumed, by model and outcome: joined, redelivered, parked, or a dead-letter reason "
+    "(duplicate_label, unknown_event = orphaned, expired_event, or a validation reason).",
     ["model", "outcome"],
 )
-LABELS_LEARNED = Gauge("scoring_model_labels_learned", "Labels the live model has learned.", ["model"])
-PREQUENTIAL = Gauge(
-    "scoring_prequential_metric",
-    "Prequential quality of the live model (ROC AUC for fraud, MAE for demand).",
-    ["model", "metric"],
+LABEL_DELAY = Histogram(
+    "scoring_label_delay_seconds",
+    "From an event's prediction to its label being joined.",
+    ["model"],
+    buckets=(1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400),
 )
 SCORING_LATENCY = Histogram(
-    "scoring_event_latency_seconds",
-    "From the event's broker timestamp to its prediction being scored.",
+    "scoring_score_latency_seconds",
+    "From a batch reaching its agent to its predictions being computed.",
     ["model"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    buckets=_LATENCY_BUCKETS,
+)
+END_TO_END_LATENCY = Histogram(
+    "scoring_end_to_end_latency_seconds",
+    "From an event's broker timestamp to its prediction being delivered to Kafka.",
+    ["model"],
+    buckets=_LATENCY_BUCKETS,
 )
 BATCH_SECONDS = Histogram(
     "scoring_batch_seconds", "Time to process one batch, publishing included.", ["topic"]
 )
 RETRIES = Counter(
-    "scoring_retries_total", "Batches retried after a Redis or Kafka error.", ["topic", "error"]
+    "scoring_retries_total",
+    "Batches retried after a Redis or Kafka error, by topic; learner restarts after an error, by "
+    "`learner:<model>`.",
+    ["topic", "error"],
+)
+
+# Models: the version each worker serves, and what the learner publishes.
+SERVED_VERSION = Gauge(
+    "scoring_served_model_version",
+    "Sequence number of the model version this worker scores with (version `<model>.<n>`).",
+    ["model"],
+)
+PUBLISHED_VERSION = Gauge(
+    "scoring_published_model_version",
+    "Sequence number of the latest version this worker's learner published.",
+    ["model"],
+)
+PUBLICATIONS = Counter(
+    "scoring_model_publications_total",
+    "Model versions published, by reason (bootstrap, learned, promotion).",
+    ["model", "reason"],
+)
+LEARNER_LEADER = Gauge(
+    "scoring_learner_leader", "1 while this worker holds the learner lease of the model.", ["model"]
+)
+LABELS_LEARNED = Gauge(
+    "scoring_model_labels_learned",
+    "Labels the learner's model has learned, by role (champion, challenger).",
+    ["model", "role"],
+)
+LEARNER_LABELS = Gauge(
+    "scoring_learner_labels_learned",
+    "Labels the learner has learned since the model was first published (it resumes from its checkpoint).",
+    ["model"],
+)
+PREQUENTIAL = Gauge(
+    "scoring_prequential_metric",
+    "Prequential quality by role: `served` scores the predictions as published (ROC AUC for fraud, MAE "
+    "for demand); `champion` and `challenger` their predictions just before learning each label.",
+    ["model", "role", "pipeline", "metric"],
+)
+PROMOTION_STATISTIC = Gauge(
+    "scoring_promotion_statistic",
+    "Evidence that the challenger beats the champion (promoted when it reaches the threshold).",
+    ["model", "challenger"],
+)
+LEARNER_LAG = Gauge(
+    "scoring_learner_lag_seconds",
+    "Stream time between the newest journal entry and the last one the learner processed.",
+    ["model"],
+)
+CHECKPOINT_AGE = Gauge(
+    "scoring_checkpoint_age_seconds",
+    "Seconds the leading learner's state has gone without a checkpoint (at most about the publish "
+    "period while healthy).",
+    ["model"],
+)
+
+# Monitoring.
+DRIFT_STATISTIC = Gauge(
+    "scoring_drift_statistic",
+    "Current statistic of each drift detector ('' feature for model-wide detectors).",
+    ["model", "kind", "detector", "feature"],
+)
+DRIFT_THRESHOLD = Gauge(
+    "scoring_drift_threshold",
+    "Value of scoring_drift_statistic at which the detector opens an alert.",
+    ["model", "kind", "detector", "feature"],
+)
+OPEN_ALERTS = Gauge("scoring_open_alerts", "Alerts open now, by model and kind.", ["model", "kind"])
+ALERT_CHANGES = Counter(
+    "scoring_alert_changes_total",
+    "Alert changes published to alerts.drift, by model, kind and state (open, update, resolve).",
+    ["model", "kind", "state"],
 )

@@ -123,6 +123,30 @@ class DeadLetter(Record):
     at: dt.datetime
 
 
+class Alert(Record):
+    """One change of a monitoring alert on ``alerts.drift``: it opens, updates, resolves.
+
+    ``id`` is the same for every change of one alert, so consumers fold changes by id.
+    ``at`` and ``first_seen`` are stream time (when the events and labels that raised it
+    were written), so a learner that replays its journal emits the same alert again.
+    """
+
+    id: str
+    state: Literal["open", "update", "resolve"]
+    kind: Literal["concept_drift", "data_drift", "prediction_drift", "label_coverage", "promotion"]
+    model: str
+    model_version: str
+    feature: str | None = None
+    detector: str
+    statistic: float
+    threshold: float
+    severity: Literal["info", "warning", "critical"]
+    window: str
+    first_seen: dt.datetime
+    at: dt.datetime
+    detail: str = ""
+
+
 class Rejection(BaseModel):
     """Why a payload was not accepted: a stable ``reason`` code and a human ``detail``."""
 

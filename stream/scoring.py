@@ -1,11 +1,12 @@
-"""Batch scoring and learning: consumed messages in, records to publish out.
+"""Batch scoring and label joining: consumed messages in, records to publish out.
 
 :class:`Scorer` holds no Kafka client: it takes the messages of one batch, does all its
-Redis work in a few pipelined round trips, scores with the live model and returns what
-must be published. Publishing and acknowledging are the caller's job, in that order, so
-delivery is at least once. Redelivered messages are recognised by their source
+Redis work in a few pipelined round trips, scores with the live model version and returns
+what must be published. Publishing and acknowledging are the caller's job, in that order,
+so delivery is at least once. Redelivered messages are recognised by their source
 (topic/partition/offset) and give the same outcome again, never a second scoring or a
-second learning.
+second join. Scored events and joined labels go to the use case's journal, in the same
+atomic step, for the learner (:mod:`stream.learner`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any
 
 import orjson
 
-from models.online import OnlineModel
 from stream import metrics
 from stream.records import DeadLetter, Prediction, Rejection, parse, payload_text
+from stream.served import ServedModels
 from stream.settings import Settings
 from stream.state import Settlement, StateStore
 from stream.usecases import DEADLETTER_TOPIC, UseCase
@@ -49,15 +50,22 @@ class Outbox:
     """Records a batch produced, to be published before the batch is acknowledged."""
 
     records: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # topic, key, value
+    predicted: list[tuple[str, float]] = field(default_factory=list)  # model, event's broker time
 
     def add(self, topic: str, key: str, value: bytes) -> None:
         self.records.append((topic, key.encode(), value))
 
+    def delivered(self) -> None:
+        """Count the end-to-end latency of the predictions, now that they are delivered."""
+        now = time.time()
+        for model, since in self.predicted:
+            metrics.END_TO_END_LATENCY.labels(model).observe(max(0.0, now - since))
+
 
 class Scorer:
-    """Scores event batches and learns label batches for a set of use cases."""
+    """Scores event batches and joins label batches for a set of use cases."""
 
-    def __init__(self, settings: Settings, state: StateStore, models: dict[str, OnlineModel]) -> None:
+    def __init__(self, settings: Settings, state: StateStore, models: ServedModels) -> None:
         self.settings = settings
         self.state = state
         self.models = models
@@ -129,32 +137,45 @@ class Scorer:
 
         if not to_score:
             return outbox
-        model = self.models[use_case.name]
-        outputs = model.predict_many([x for _, _, _, x in to_score])
+        served = self.models[use_case.name]
+        outputs = served.model.predict_many([x for _, _, _, x in to_score])
         scored_at = dt.datetime.now(dt.UTC)
+        metrics.SCORING_LATENCY.labels(use_case.name).observe(scored_at.timestamp() - now)
         records = []
         for (message, event, entity, x), y in zip(to_score, outputs, strict=True):
             latency = max(0.0, scored_at.timestamp() - message.timestamp) if message.timestamp else 0.0
             prediction = Prediction(
                 event_id=event.event_id,
                 model=use_case.name,
-                model_version=model.version,
+                model_version=served.version,
                 scored_at=scored_at,
                 latency_ms=round(latency * 1000, 3),
                 entity=entity,
                 **{use_case.output_field: y},
             ).to_json()
-            pending = orjson.dumps({"x": x, "y_pred": y, "entity": entity, "model_version": model.version})
+            pending = orjson.dumps(
+                {
+                    "x": x,
+                    "y_pred": y,
+                    "entity": entity,
+                    "model_version": served.version,
+                    "scored_at": scored_at.timestamp(),
+                }
+            )
             records.append((event.event_id, prediction, pending))
             outbox.add(prediction_topic, entity, prediction)
-            metrics.SCORING_LATENCY.labels(use_case.name).observe(latency)
+            if message.timestamp:
+                outbox.predicted.append((use_case.name, message.timestamp))
         await self.state.record(use_case.name, records)
         metrics.PREDICTIONS.labels(use_case.name).inc(len(records))
         metrics.EVENTS.labels(batch[0].topic, "scored").inc(len(records))
         return outbox
 
-    async def learn(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> Outbox:
-        """Join labels to the features and prediction cached at scoring time, and learn each once."""
+    async def join(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> Outbox:
+        """Join labels to the features and prediction cached at scoring time, each once.
+
+        A joined label goes to the use case's journal, where the learner learns it.
+        """
         outbox = Outbox()
         valid = []
         for message in batch:
@@ -164,16 +185,20 @@ class Scorer:
                 metrics.LABELS.labels(use_case.name, label.reason).inc()
             else:
                 valid.append((message, label))
+        targets = [float(use_case.target(label)) for _, label in valid]
         settlements = await self.state.settle(
             use_case.name,
-            [(label.event_id, message.source, _parked(message)) for message, label in valid],
+            [
+                (label.event_id, message.source, _parked(message, y), y)
+                for (message, label), y in zip(valid, targets, strict=True)
+            ],
             self.settings.label_wait_seconds,
         )
         await self._conclude(use_case, outbox, valid, settlements)
         return outbox
 
     async def unpark(self, use_case: UseCase[Any, Any], limit: int = 1000) -> Outbox:
-        """Learn the parked labels whose event is scored now; dead-letter those that waited too long."""
+        """Join the parked labels whose event is scored now; dead-letter those that waited too long."""
         outbox = Outbox()
         concluded = []
         for settlement in await self.state.unpark(use_case.name, limit):
@@ -192,30 +217,30 @@ class Scorer:
         labels: Sequence[tuple[Message, Any]],
         settlements: Sequence[Settlement],
     ) -> None:
-        model = self.models[use_case.name]
-        learned = []
+        joined = []
+        now = time.time()
         for (message, label), settlement in zip(labels, settlements, strict=True):
             outcome = settlement.outcome
             if outcome == "learn" and settlement.pending is not None:
-                y = use_case.target(label)
-                model.update_metric(y, settlement.pending["y_pred"])
-                model.learn_one(settlement.pending["x"], y)
-                learned.append((settlement.pending["entity"], float(y)))
-                outcome = "learned"
+                # Joined: the label is in the journal, for the learner. Its value also
+                # feeds the entity's label statistic, which later events' features read.
+                joined.append((settlement.pending["entity"], float(use_case.target(label))))
+                if "scored_at" in settlement.pending:
+                    delay = now - settlement.pending["scored_at"]
+                    metrics.LABEL_DELAY.labels(use_case.name).observe(max(0.0, delay))
+                outcome = "joined"
             elif outcome not in ("parked", "redelivered"):
                 detail = _LABEL_DETAIL[outcome].format(label.event_id, self.settings.label_wait_seconds)
                 self.dead_letter(outbox, message, outcome, detail)
             metrics.LABELS.labels(use_case.name, outcome).inc()
-        if learned:
-            await self.state.update(use_case.name, "label", learned)
-            metrics.LABELS_LEARNED.labels(use_case.name).set(model.labels_learned)
-            metrics.PREQUENTIAL.labels(use_case.name, model.metric.__class__.__name__).set(model.metric.get())
+        if joined:
+            await self.state.update(use_case.name, "label", joined)
 
 
-def _parked(message: Message) -> bytes:
-    """What a parked label keeps: enough to learn it, or dead-letter it, later."""
+def _parked(message: Message, y: float) -> bytes:
+    """What a parked label keeps: enough to join it, or dead-letter it, later."""
     where = {"topic": message.topic, "partition": message.partition, "offset": message.offset}
-    return orjson.dumps({"source": message.source, "message": where, "value": message.value.decode()})
+    return orjson.dumps({"source": message.source, "message": where, "value": message.value.decode(), "y": y})
 
 
 _LABEL_DETAIL = {

@@ -20,14 +20,15 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from confluent_kafka import KafkaException
 
-from models.online import OnlineModel
-from models.pipelines import CANDIDATES, DEFAULT
 from stream import metrics
+from stream.learner import Learner
 from stream.publisher import Publisher, PublishError
+from stream.registry import ModelRegistry
 from stream.scoring import Message, Outbox, Scorer
+from stream.served import ServedModels
 from stream.settings import Settings
 from stream.state import StateStore
-from stream.usecases import USE_CASES, UseCase
+from stream.usecases import ALERTS_TOPIC, USE_CASES, UseCase
 
 log = logging.getLogger(__name__)
 
@@ -44,37 +45,50 @@ T = TypeVar("T")
 Step = Callable[[Sequence[Message]], Awaitable[Outbox]]
 
 
-def default_models() -> dict[str, OnlineModel]:
-    """A fresh model per use case, from the pipeline chosen in ``models.pipelines.DEFAULT``."""
-    return {
-        uc.name: OnlineModel(uc.name, uc.task, CANDIDATES[uc.name][DEFAULT[uc.name]]()) for uc in USE_CASES
-    }
-
-
 class ScoringService:
     """Everything a worker process needs to handle batches of events and labels."""
 
-    def __init__(self, settings: Settings, models: dict[str, OnlineModel] | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.redis = aioredis.Redis.from_url(settings.redis_url)
-        self.scorer = Scorer(settings, StateStore(self.redis, settings), models or default_models())
+        state = StateStore(self.redis, settings)
+        registry = ModelRegistry(self.redis, settings)
+        self.models = ServedModels(settings, registry, [uc.name for uc in USE_CASES])
+        self.scorer = Scorer(settings, state, self.models)
         self.publisher = Publisher(settings)
+        alerts = settings.topic(ALERTS_TOPIC)
+        self.learners = [
+            Learner(
+                settings,
+                uc,
+                state,
+                registry,
+                lambda records: self._retrying(alerts, lambda: self.publisher.publish(records)),
+            )
+            for uc in USE_CASES
+        ]
 
     async def handle_events(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> None:
         await self._handle(batch, lambda b: self.scorer.score(use_case, b))
 
     async def handle_labels(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> None:
-        await self._handle(batch, lambda b: self.scorer.learn(use_case, b))
+        await self._handle(batch, lambda b: self.scorer.join(use_case, b))
 
     async def handle_parked_labels(self, use_case: UseCase[Any, Any]) -> None:
         await self._deliver(self.settings.topic(use_case.label_topic), lambda: self.scorer.unpark(use_case))
 
+    async def refresh_models(self) -> None:
+        await self._retrying("models", self.models.refresh)
+
     async def close(self) -> None:
+        for learner in self.learners:
+            await learner.stop()
         await asyncio.to_thread(self.publisher.close)
         await self.redis.aclose()
 
     async def _handle(self, batch: Sequence[Message], step: Step) -> None:
         topic = batch[0].topic
+        metrics.CONSUMED.labels(topic).inc(len(batch))
         with metrics.BATCH_SECONDS.labels(topic).time():
             await self._deliver(topic, lambda: self._isolating(batch, step))
 
@@ -82,6 +96,7 @@ class ScoringService:
         """Run ``produce`` and publish what it produced, each retried until Redis and Kafka answer."""
         outbox = await self._retrying(topic, produce)
         await self._retrying(topic, lambda: self.publisher.publish(outbox.records))
+        outbox.delivered()
 
     async def _isolating(self, batch: Sequence[Message], step: Step) -> Outbox:
         try:

@@ -63,6 +63,38 @@ class Settings:
     fetch_max_wait_ms: int = _setting(
         25, "Longest a consumer fetch waits for data (Faust's own, hard-coded, is 1500)."
     )
+    champions: str = _setting(
+        "fraud=logistic_regression_adam,demand=log_linear_regression",
+        "Pipeline each use case starts serving (`use case=candidate`, see `models/pipelines.py`).",
+    )
+    challengers: str = _setting(
+        "fraud=hoeffding_tree,demand=target_scaled_linear_regression",
+        "Pipeline learning in shadow beside each champion; empty for none.",
+    )
+    promotion_min_labels: int = _setting(
+        5000, "Labels a challenger must be tested on (after a 1,000-label warm-up) before it can win."
+    )
+    promotion_alpha: float = _setting(
+        0.01, "Nominal false-promotion rate of the champion/challenger test (see README: Models)."
+    )
+    model_signing_key: str = _setting(
+        "insecure-development-key",
+        "HMAC key signing model snapshots and checkpoints; set a secret in production.",
+    )
+    model_publish_seconds: float = _setting(
+        1.0, "The learner publishes a new model version and checkpoints at most this often."
+    )
+    model_poll_seconds: float = _setting(0.5, "How often a worker checks for a new live model version.")
+    model_versions_kept: int = _setting(1000, "Model versions (snapshot and record) kept for rollback.")
+    learner_lease_seconds: float = _setting(
+        5.0, "A learner that stops renewing its lease for this long is replaced by another worker's."
+    )
+    journal_retention_seconds: int = _setting(
+        60, "How long the learner keeps journal entries it has checkpointed (for audits and replays)."
+    )
+    journal_max_entries: int = _setting(
+        2_000_000, "Cap of each journal: if the learner falls this far behind, the oldest entries go."
+    )
     metrics_port: int = _setting(9108, "Port of the worker's Prometheus `/metrics`; 0 disables.")
     log_level: str = _setting("INFO", "Worker log level.")
     state_dir: str = _setting(".scoring", "Folder of the local stack (`scoring up`): data, logs, pids.")
@@ -95,6 +127,22 @@ class Settings:
     @property
     def consumer_group(self) -> str:
         return self.topic(self.group_id)
+
+    @property
+    def signing_key(self) -> bytes:
+        return self.model_signing_key.encode()
+
+    def pipelines(self, role: str) -> dict[str, str]:
+        """Use case -> pipeline name of ``role`` (``"champions"`` or ``"challengers"``).
+
+        >>> Settings(challengers="fraud=hoeffding_tree").pipelines("challengers")
+        {'fraud': 'hoeffding_tree'}
+        """
+        value: str = getattr(self, role)
+        pairs = [item.split("=", 1) for item in value.replace(" ", "").split(",") if item]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError(f"{env_name(role)}={value!r}: expected `use case=pipeline,...`")
+        return dict((name, pipeline) for name, pipeline in pairs)
 
 
 def env_name(field_name: str) -> str:

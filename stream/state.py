@@ -17,6 +17,8 @@ Keys (all under the namespace prefix):
   forgotten after ``entity_ttl_seconds`` idle.
 - ``<use case>:parked:labels`` hash and ``<use case>:parked:due`` sorted set: labels that
   arrived before their event was scored, waiting at most ``label_wait_seconds``.
+- ``<use case>:journal`` stream: what the learner reads, in order: one entry per scored
+  event and one per label joined to its event (see :class:`JournalEntry`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,38 @@ class Settlement:
     outcome: str
     pending: dict[str, Any] | None = None
     parked: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One journal entry: a scored event, or a label joined to its scored event.
+
+    ``id`` is the Redis stream id (``<ms>-<seq>``): its time is the entry's stream time.
+    ``pending`` is what was recorded at scoring time (features ``x``, served ``y_pred``,
+    ``entity``, ``model_version``, ``scored_at``); a label adds its target ``y`` and
+    ``source`` (topic/partition/offset).
+    """
+
+    id: str
+    pending: dict[str, Any]
+    y: float | None = None
+    source: str | None = None
+
+    @property
+    def time(self) -> float:
+        """Stream time of the entry, epoch seconds."""
+        return int(self.id.split("-", 1)[0]) / 1000.0
+
+    @classmethod
+    def decode(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> JournalEntry:
+        y = fields.get(b"y")
+        source = fields.get(b"s")
+        return cls(
+            id=entry_id.decode(),
+            pending=orjson.loads(fields[b"p"]),
+            y=float(y) if y is not None else None,
+            source=source.decode() if source is not None else None,
+        )
 
 
 def _settlements(replies: Sequence[bytes]) -> list[Settlement]:
@@ -152,25 +186,40 @@ class StateStore:
 
     async def record(self, use_case: str, scored: Sequence[tuple[str, bytes, bytes]]) -> None:
         """Store (event id, published prediction, pending record) for each scored event."""
-        keys = [
+        if not scored:
+            return
+        keys = [self.journal_key(use_case)] + [
             key
             for event_id, _, _ in scored
             for key in (self._key(use_case, "event", event_id), self._key(use_case, "pending", event_id))
         ]
         events = [[prediction.decode(), pending.decode()] for _, prediction, pending in scored]
-        await self._call("record", keys, {"label_ttl": self._settings.label_ttl_seconds, "events": events})
+        await self._call(
+            "record",
+            keys,
+            {
+                "label_ttl": self._settings.label_ttl_seconds,
+                "journal_max": self._settings.journal_max_entries,
+                "events": events,
+            },
+        )
 
     async def settle(
-        self, use_case: str, labels: Sequence[tuple[str, str, bytes]], wait_seconds: float
+        self, use_case: str, labels: Sequence[tuple[str, str, bytes, float]], wait_seconds: float
     ) -> list[Settlement]:
-        """Join each (event id, label source, parked record) to its event, at most once per event.
+        """Join each (event id, label source, parked record, target) to its event, once per event.
 
-        A label whose event is not scored yet is parked with its record for ``wait_seconds``.
+        A joined label goes to the journal. A label whose event is not scored yet is parked
+        with its record (which must hold the target as ``y``) for ``wait_seconds``.
         """
-        keys = [key for event_id, _, _ in labels for key in self._label_keys(use_case, event_id)]
+        if not labels:
+            return []
+        keys = [self.journal_key(use_case)]
+        keys += [key for event_id, _, _, _ in labels for key in self._label_keys(use_case, event_id)]
         params = {
             "deadline": time.time() + wait_seconds,
-            "labels": [[event_id, source, parked.decode()] for event_id, source, parked in labels],
+            "journal_max": self._settings.journal_max_entries,
+            "labels": [[event_id, source, parked.decode(), y] for event_id, source, parked, y in labels],
         }
         return _settlements(await self._call("settle", keys, params))
 
@@ -178,8 +227,39 @@ class StateStore:
         """Settle the oldest parked labels whose event got scored or whose wait is over."""
         due = self._settings.key(use_case, "parked", "due")
         event_ids = [raw.decode() for raw in cast(list[bytes], await self._redis.zrange(due, 0, limit - 1))]
-        keys = [key for event_id in event_ids for key in self._label_keys(use_case, event_id)]
-        return _settlements(await self._call("unpark", keys, {"now": time.time(), "event_ids": event_ids}))
+        if not event_ids:
+            return []
+        keys = [self.journal_key(use_case)]
+        keys += [key for event_id in event_ids for key in self._label_keys(use_case, event_id)]
+        params = {
+            "now": time.time(),
+            "journal_max": self._settings.journal_max_entries,
+            "event_ids": event_ids,
+        }
+        return _settlements(await self._call("unpark", keys, params))
+
+    def journal_key(self, use_case: str) -> str:
+        return self._settings.key(use_case, "journal")
+
+    async def read_journal(
+        self, use_case: str, after: str, count: int, block_ms: int | None = None
+    ) -> list[JournalEntry]:
+        """Up to ``count`` journal entries after id ``after``, waiting up to ``block_ms`` for one."""
+        key = self.journal_key(use_case)
+        reply = cast(
+            list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+            await self._redis.xread({key: after}, count=count, block=block_ms),
+        )
+        return [JournalEntry.decode(i, f) for _, entries in reply for i, f in entries]
+
+    async def journal_head(self, use_case: str) -> str | None:
+        """Id of the newest journal entry, if any."""
+        newest = await self._redis.xrevrange(self.journal_key(use_case), count=1)
+        return cast(bytes, newest[0][0]).decode() if newest else None
+
+    async def trim_journal(self, use_case: str, before: float) -> None:
+        """Forget the journal entries older than ``before`` (epoch seconds)."""
+        await self._redis.xtrim(self.journal_key(use_case), minid=str(int(before * 1000)), approximate=True)
 
     def _label_keys(self, use_case: str, event_id: str) -> list[str]:
         return [

@@ -7,6 +7,11 @@
 -- holds counts and exponentially weighted statistics; entity sets remember values seen
 -- (merchants, countries). A label whose event is not scored yet is parked (hash of
 -- labels, sorted set of deadlines) until it is.
+--
+-- The journal (a stream, KEYS[1] of record, settle and unpark) is what the learner reads,
+-- in its order: one entry per scored event (k=s, p=pending) and one per label joined to
+-- its event (k=l, p=pending, y=target, s=label source), written in the same atomic step
+-- as the state change, so the learner sees each scored event and each label exactly once.
 
 -- ARGV[1] is the command, ARGV[2] its parameters as one JSON document: one argument to
 -- pack and send instead of thousands.
@@ -36,14 +41,20 @@ local function add_stat(fields, state, name, value, alpha)
   append(fields, {name .. ':n', n + 1, name .. ':mean', fmt(mean), name .. ':var', fmt(var)})
 end
 
--- The one way an event is learned: scored -> learned, handing over its pending record.
-local function learn(event_key, pending_key, label_source)
+local function journal(fields)
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', p.journal_max, '*', unpack(fields))
+end
+
+-- The one way an event is learned: scored -> learned, handing its pending record and
+-- target `y` to the journal.
+local function learn(event_key, pending_key, label_source, y)
   local pending = redis.call('GET', pending_key)
   if not pending then
     return {'expired_event', '', ''}
   end
   redis.call('HSET', event_key, 'status', 'learned', 'label_source', label_source)
   redis.call('DEL', pending_key)
+  journal({'k', 'l', 'p', pending, 'y', fmt(y), 's', label_source})
   return {'learn', pending, ''}
 end
 
@@ -91,26 +102,29 @@ if command == 'observe' then
   end
 
 elseif command == 'record' then
-  -- p: label_ttl, events: [prediction, pending]. KEYS per event: event, pending.
+  -- p: label_ttl, journal_max, events: [prediction, pending]. KEYS: journal, then per
+  -- event: event, pending.
   for e, event in ipairs(p.events) do
-    local i = 2 * e - 1
+    local i = 2 * e
     if redis.call('HGET', KEYS[i], 'status') == 'claimed' then
       redis.call('HSET', KEYS[i], 'status', 'scored', 'prediction', event[1])
       redis.call('SET', KEYS[i + 1], event[2], 'EX', p.label_ttl)
+      journal({'k', 's', 'p', event[2]})
     end
   end
 
 elseif command == 'settle' then
-  -- p: deadline, labels: [event id, label source, parked record].
-  -- KEYS per label: event, pending, parked, due. Replies per label: outcome, pending, parked.
+  -- p: deadline, journal_max, labels: [event id, label source, parked record, target].
+  -- KEYS: journal, then per label: event, pending, parked, due.
+  -- Replies per label: outcome, pending, parked.
   for l, label in ipairs(p.labels) do
-    local i = 4 * l - 3
+    local i = 4 * l - 2
     local event_id, source = label[1], label[2]
     local e = redis.call('HMGET', KEYS[i], 'status', 'label_source')
     if e[1] == 'learned' then
       append(out, {e[2] == source and 'redelivered' or 'duplicate_label', '', ''})
     elseif e[1] == 'scored' then
-      append(out, learn(KEYS[i], KEYS[i + 1], source))
+      append(out, learn(KEYS[i], KEYS[i + 1], source, label[4]))
     else
       -- Its event is not scored yet: the label waits (once) until the deadline.
       local parked = redis.call('HGET', KEYS[i + 2], event_id)
@@ -125,11 +139,11 @@ elseif command == 'settle' then
   end
 
 elseif command == 'unpark' then
-  -- p: now, event_ids. KEYS per event id: event, pending, parked, due.
-  -- Replies per event id: outcome, pending, parked.
+  -- p: now, journal_max, event_ids. KEYS: journal, then per event id: event, pending,
+  -- parked, due. Replies per event id: outcome, pending, parked.
   local now = p.now
   for e, event_id in ipairs(p.event_ids) do
-    local i = 4 * e - 3
+    local i = 4 * e - 2
     local parked = redis.call('HGET', KEYS[i + 2], event_id)
     local deadline = tonumber(redis.call('ZSCORE', KEYS[i + 3], event_id))
     local scored = redis.call('HGET', KEYS[i], 'status') == 'scored'
@@ -143,7 +157,8 @@ elseif command == 'unpark' then
       elseif not scored then
         append(out, {'unknown_event', '', parked})
       else
-        local reply = learn(KEYS[i], KEYS[i + 1], cjson.decode(parked).source)
+        local label = cjson.decode(parked)
+        local reply = learn(KEYS[i], KEYS[i + 1], label.source, label.y)
         reply[3] = parked
         append(out, reply)
       end

@@ -9,23 +9,19 @@ actually learn (fraud ROC AUC late beats early; demand MAE late beats a running 
 
 from __future__ import annotations
 
-import dataclasses
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import Popen
 
-import orjson
 import pytest
 import redis
-from confluent_kafka import Producer
 
 from consumers.audit import audit
-from stream import localstack, simulator
-from stream.demo import scrape, worker_process
+from stream import simulator
+from stream.demo import worker_process
 from stream.settings import Settings
+from tests.e2e.support import event_id, produce, total, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -34,47 +30,11 @@ CONFIG = simulator.SimulationConfig(
 )
 
 
-@pytest.fixture
-def worker_settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, metrics_port=localstack.free_port())
-
-
-@pytest.fixture
-def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[Popen[bytes]]:
-    with worker_process(worker_settings, tmp_path / "worker.log") as process:
-        yield process
-    assert process.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
-
-
-def produce(settings: Settings, messages: list[simulator.Message], realtime: bool = False) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
-    simulator.send(messages, producer, settings.topic, realtime=realtime)
-
-
-def counter(settings: Settings, name: str, **labels: str) -> float:
-    suffix = "".join(f"{{{k}={v}}}" for k, v in sorted(labels.items()))
-    return scrape(settings.metrics_port).get(name + suffix, 0.0)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for the worker")
-
-
-def total(settings: Settings, name: str, outcome: str | None = None) -> float:
-    extra = {"outcome": outcome} if outcome else {}
-    return sum(counter(settings, name, model=model, **extra) for model in ("fraud", "demand"))
-
-
 def test_events_to_predictions_labels_to_learning(worker_settings: Settings, worker: Popen[bytes]) -> None:
     settings = worker_settings
     messages = list(simulator.generate(CONFIG))
     events = [m for m in messages if m.kind == "event"]
-    labels = {_event_id(m): m for m in messages if m.kind == "label"}
+    labels = {event_id(m): m for m in messages if m.kind == "label"}
     malformed = [m for m in messages if m.kind == "malformed"]
     assert len(events) == 6000 and len(labels) == 6000 and malformed
 
@@ -86,30 +46,26 @@ def test_events_to_predictions_labels_to_learning(worker_settings: Settings, wor
         round_events = events[start:done]
         produce(settings, round_events)
         wait_until(lambda done=done: total(settings, "scoring_predictions_total") >= done)
-        produce(settings, [labels[_event_id(m)] for m in round_events])
-        wait_until(lambda done=done: total(settings, "scoring_labels_total", "learned") >= done)
+        produce(settings, [labels[event_id(m)] for m in round_events])
+        wait_until(lambda done=done: total(settings, "scoring_labels_total", "joined") >= done)
     produce(settings, list(labels.values()))  # every label a second time
     wait_until(lambda: total(settings, "scoring_labels_total", "duplicate_label") >= len(labels))
     assert worker.poll() is None, "the worker must keep running"
 
     result = audit(settings)
     predicted, reasons, report = result.predictions, result.dead_letters, result.quality
-    assert sorted(predicted) == sorted(_event_id(m) for m in events)
+    assert sorted(predicted) == sorted(event_id(m) for m in events)
     assert set(predicted.values()) == {1}
     assert reasons == Counter(m.expected_reason for m in malformed) + Counter(
         {"duplicate_label": len(labels)}
     )
-    assert total(settings, "scoring_labels_total", "learned") == len(labels)
+    assert total(settings, "scoring_labels_total", "joined") == len(labels)
 
     fraud, demand = report.model("fraud"), report.model("demand")
     assert fraud.early is not None and fraud.late is not None, report.format()
     assert fraud.late > fraud.early + 0.05, report.format()
     assert demand.late is not None and demand.baseline_late is not None, report.format()
     assert demand.late < demand.baseline_late, report.format()
-
-
-def _event_id(message: simulator.Message) -> str:
-    return str(orjson.loads(message.value)["event_id"])
 
 
 def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(
@@ -120,7 +76,7 @@ def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(
         transactions=1500, sales=1500, rate=400, label_delay=(0.5, 1.0), seed=3
     )
     messages = list(simulator.generate(config))
-    events = {_event_id(m) for m in messages if m.kind == "event"}
+    events = {event_id(m) for m in messages if m.kind == "event"}
     labels = [m for m in messages if m.kind == "label"]
     sender = threading.Thread(target=produce, args=(settings, messages), kwargs={"realtime": True})
     sender.start()
@@ -138,7 +94,7 @@ def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(
     assert "duplicate_label" not in result.dead_letters
     # Every event learned exactly once, across the two processes.
     with redis.Redis.from_url(settings.redis_url) as client:
-        keys = [settings.key(_model(m), "event", _event_id(m)) for m in labels]
+        keys = [settings.key(_model(m), "event", event_id(m)) for m in labels]
         statuses = Counter(client.hget(key, "status") for key in keys)
     assert statuses == {b"learned": len(labels)}
 

@@ -13,10 +13,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from stream.records import DeadLetter, Prediction
+from stream.registry import ModelRegistry
 from stream.scoring import Message, Outbox, Scorer
-from stream.service import default_models
+from stream.served import ServedModels
 from stream.settings import Settings
-from stream.state import StateStore
+from stream.state import JournalEntry, StateStore
 from stream.usecases import DEMAND, FRAUD
 
 pytestmark = pytest.mark.integration
@@ -51,10 +52,24 @@ def predictions(outbox: Outbox, settings: Settings, topic: str = "predictions.fr
     return [Prediction.model_validate_json(v) for t, _, v in outbox.records if t == settings.topic(topic)]
 
 
+def new_scorer(settings: Settings, client: aioredis.Redis) -> Scorer:
+    served = ServedModels(settings, ModelRegistry(client, settings), ["fraud", "demand"])
+    return Scorer(settings, StateStore(client, settings), served)
+
+
+async def journal(scorer: Scorer, use_case: str = "fraud") -> list[JournalEntry]:
+    return await scorer.state.read_journal(use_case, "0-0", 100_000)
+
+
+async def joined(scorer: Scorer, use_case: str = "fraud") -> list[tuple[str, float]]:
+    """(label source, target) of each label in the journal, in journal order."""
+    return [(e.source or "", e.y) for e in await journal(scorer, use_case) if e.y is not None]
+
+
 @pytest.fixture
 async def scorer(settings: Settings) -> AsyncIterator[Scorer]:
     client = aioredis.Redis.from_url(settings.redis_url)
-    yield Scorer(settings, StateStore(client, settings), default_models())
+    yield new_scorer(settings, client)
     await client.aclose()
 
 
@@ -84,11 +99,10 @@ async def test_redelivery_republishes_the_same_prediction_without_touching_state
     assert await scorer.state._redis.hgetall(settings.key("fraud", "entity", "acc-1")) == state_before
 
 
-async def test_labels_are_learned_exactly_once(scorer: Scorer, settings: Settings) -> None:
+async def test_labels_are_joined_exactly_once(scorer: Scorer, settings: Settings) -> None:
     await scorer.score(FRAUD, [message(tx(f"e{i}"), i) for i in range(3)])
-    model = scorer.models["fraud"]
     label = b'{"event_id": "e0", "is_fraud": true}'
-    outbox = await scorer.learn(
+    outbox = await scorer.join(
         FRAUD,
         [
             message(label, 0, "transactions.labels"),
@@ -99,7 +113,7 @@ async def test_labels_are_learned_exactly_once(scorer: Scorer, settings: Setting
             message(b'{"event_id": "e2", "is_fraud": false}', 4, "transactions.labels"),
         ],
     )
-    assert model.labels_learned == 2
+    assert await joined(scorer) == [("transactions.labels/0/0", 1.0), ("transactions.labels/0/4", 0.0)]
     reasons = [d["reason"] for d in published(outbox, settings, "deadletter")]
     assert reasons == ["bad_type", "duplicate_label"]  # the label of "nope" waits for its event
     fraud_rate = await scorer.state._redis.hget(settings.key("fraud", "entity", "acc-1"), "label:mean")
@@ -108,24 +122,24 @@ async def test_labels_are_learned_exactly_once(scorer: Scorer, settings: Setting
 
 async def test_a_label_before_its_event_waits_for_it(scorer: Scorer, settings: Settings) -> None:
     label = message(b'{"event_id": "e9", "is_fraud": true}', 0, "transactions.labels")
-    assert (await scorer.learn(FRAUD, [label])).records == []
-    assert (await scorer.learn(FRAUD, [label])).records == []  # redelivered while parked
-    second = await scorer.learn(FRAUD, [message(label.value, 1, "transactions.labels")])
+    assert (await scorer.join(FRAUD, [label])).records == []
+    assert (await scorer.join(FRAUD, [label])).records == []  # redelivered while parked
+    second = await scorer.join(FRAUD, [message(label.value, 1, "transactions.labels")])
     assert [d["reason"] for d in published(second, settings, "deadletter")] == ["duplicate_label"]
 
     assert (await scorer.unpark(FRAUD)).records == []  # still waiting
     await scorer.score(FRAUD, [message(tx("e9"), 0)])
     assert (await scorer.unpark(FRAUD)).records == []
-    assert scorer.models["fraud"].labels_learned == 1
+    assert await joined(scorer) == [("transactions.labels/0/0", 1.0)]
     assert await scorer.state.unpark("fraud", 10) == []
 
 
 async def test_a_label_whose_event_never_comes_is_dead_lettered(settings: Settings) -> None:
     impatient = dataclasses.replace(settings, label_wait_seconds=0)
     client = aioredis.Redis.from_url(impatient.redis_url)
-    scorer = Scorer(impatient, StateStore(client, impatient), default_models())
+    scorer = new_scorer(impatient, client)
     label = b'{"event_id": "never", "is_fraud": false}'
-    assert (await scorer.learn(FRAUD, [message(label, 5, "transactions.labels")])).records == []
+    assert (await scorer.join(FRAUD, [message(label, 5, "transactions.labels")])).records == []
     [(_, _, value)] = (await scorer.unpark(FRAUD)).records
     dead = DeadLetter.model_validate_json(value)
     assert (dead.reason, dead.source_topic, dead.offset, dead.payload) == (
@@ -141,14 +155,14 @@ async def test_a_label_whose_event_never_comes_is_dead_lettered(settings: Settin
 async def test_label_after_the_ttl_is_expired(settings: Settings) -> None:
     short = dataclasses.replace(settings, label_ttl_seconds=1)
     client = aioredis.Redis.from_url(short.redis_url)
-    scorer = Scorer(short, StateStore(client, short), default_models())
+    scorer = new_scorer(short, client)
     await scorer.score(FRAUD, [message(tx("old"), 0)])
     await asyncio.sleep(1.2)
-    outbox = await scorer.learn(
+    outbox = await scorer.join(
         FRAUD, [message(b'{"event_id": "old", "is_fraud": true}', 0, "transactions.labels")]
     )
     assert [d["reason"] for d in published(outbox, settings, "deadletter")] == ["expired_event"]
-    assert scorer.models["fraud"].labels_learned == 0
+    assert await joined(scorer) == []
     await client.aclose()
 
 
@@ -180,13 +194,13 @@ async def test_demand_forecasts_are_non_negative_and_learn(scorer: Scorer, setti
     outbox = await scorer.score(DEMAND, [message(orjson.dumps(sale), 0, "sales")])
     [prediction] = predictions(outbox, settings, "predictions.demand")
     assert prediction.forecast is not None and prediction.forecast >= 0 and prediction.score is None
-    await scorer.learn(DEMAND, [message(b'{"event_id": "s1", "units_sold": 4}', 0, "sales.labels")])
-    assert scorer.models["demand"].labels_learned == 1
+    await scorer.join(DEMAND, [message(b'{"event_id": "s1", "units_sold": 4}', 0, "sales.labels")])
+    assert await joined(scorer, "demand") == [("sales.labels/0/0", 4.0)]
 
 
 async def test_two_workers_never_corrupt_one_entity(settings: Settings) -> None:
     clients = [aioredis.Redis.from_url(settings.redis_url) for _ in range(2)]
-    scorers = [Scorer(settings, StateStore(c, settings), default_models()) for c in clients]
+    scorers = [new_scorer(settings, c) for c in clients]
     batches = [
         [message(tx(f"w{w}-{i}", amount=10.0 + i), i, partition=w) for i in range(200)] for w in range(2)
     ]
@@ -198,3 +212,22 @@ async def test_two_workers_never_corrupt_one_entity(settings: Settings) -> None:
     assert int(state[b"n"]) == 400 and int(state[b"amount:n"]) == 400
     for c in clients:
         await c.aclose()
+
+
+async def test_the_journal_holds_each_scored_event_and_joined_label_once(
+    scorer: Scorer, settings: Settings
+) -> None:
+    batch = [message(tx(f"e{i}", amount=10.0 + i), i) for i in range(3)]
+    await scorer.score(FRAUD, batch)
+    await scorer.score(FRAUD, batch)  # redelivered: no new entries
+    label = message(b'{"event_id": "e1", "is_fraud": true}', 0, "transactions.labels")
+    await scorer.join(FRAUD, [label, label])
+    entries = await journal(scorer)
+    assert [(e.y, e.source, e.pending["model_version"]) for e in entries] == [
+        (None, None, "fraud.0"),
+        (None, None, "fraud.0"),
+        (None, None, "fraud.0"),
+        (1.0, "transactions.labels/0/0", "fraud.0"),
+    ]
+    assert entries[3].pending == entries[1].pending  # the label brings its event's features
+    assert entries[0].time <= entries[3].time

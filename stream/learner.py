@@ -1,0 +1,396 @@
+"""The learner of a use case: one per deployment, it owns the model's updates.
+
+Every worker runs a learner per use case, but only the holder of the use case's lease in
+Redis learns; the others wait to take over if it stops renewing it. The leader:
+
+1. reads the use case's journal (:class:`stream.state.JournalEntry`) in order: scored
+   events and joined labels, written by every worker's agents;
+2. feeds them to a :class:`models.lifecycle.ModelLifecycle` (champion, challenger,
+   drift monitor), and publishes the alerts it raises on ``alerts.drift``;
+3. at most every ``model_publish_seconds``, publishes the champion as a new version
+   (:class:`stream.registry.ModelRegistry`), with its checkpoint — the pickled, signed
+   lifecycle and the journal position it includes — in the same atomic step; when no
+   label was learned, it only checkpoints.
+
+After a crash, the next leader restores the checkpoint and replays the journal from its
+position: the journal's order is fixed, so the model it reaches is exactly the one an
+uninterrupted learner would have, and no label is learned twice or skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, get_args
+
+from river.metrics.base import Metric
+
+from models import snapshot
+from models.drift import AlertChange, Kind
+from models.lifecycle import ModelLifecycle
+from models.online import OnlineModel
+from models.pipelines import CANDIDATES
+from stream import metrics
+from stream.records import Alert
+from stream.registry import ModelRegistry
+from stream.served import version_number
+from stream.settings import Settings
+from stream.state import JournalEntry, StateStore
+from stream.usecases import ALERTS_TOPIC, UseCase
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[Sequence[tuple[str, bytes, bytes]]], Awaitable[None]]
+
+# Journal entries read at a time, and how long a read waits for the first one.
+READ_COUNT = 500
+READ_BLOCK_MS = 100
+# Entries learned between two yields to the event loop (about 5 ms of work).
+YIELD_EVERY = 50
+
+
+@dataclass
+class LearnerState:
+    """What a checkpoint holds: the lifecycle and how far into the journal it has read."""
+
+    lifecycle: ModelLifecycle
+    position: str = "0-0"
+    label_offsets: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> offset
+
+    def apply(self, entry: JournalEntry) -> tuple[list[AlertChange], bool]:
+        """Feed one journal entry to the lifecycle: (alerts raised, challenger promoted)."""
+        x, y_pred = entry.pending["x"], entry.pending["y_pred"]
+        self.position = entry.id
+        if entry.y is None:
+            return self.lifecycle.scored(x, y_pred, entry.time), False
+        if entry.source is not None:
+            where, _, offset = entry.source.rpartition("/")
+            self.label_offsets[where] = max(int(offset), self.label_offsets.get(where, -1))
+        outcome = self.lifecycle.learned(x, y_pred, entry.y, entry.time)
+        return outcome.alerts, outcome.promoted
+
+
+def fresh_state(settings: Settings, use_case: UseCase[Any, Any]) -> LearnerState:
+    """The state of a learner that has learned nothing, with the configured pipelines."""
+    champion = settings.pipelines("champions").get(use_case.name)
+    challenger = settings.pipelines("challengers").get(use_case.name)
+    candidates = CANDIDATES[use_case.name]
+    for name in (champion, challenger):
+        if name is not None and name not in candidates:
+            raise ValueError(f"{use_case.name}: unknown pipeline {name!r} (one of: {', '.join(candidates)})")
+    if champion is None:
+        raise ValueError(f"SCORING_CHAMPIONS names no pipeline for {use_case.name}")
+    return LearnerState(
+        ModelLifecycle(
+            use_case.name,
+            use_case.task,
+            (champion, candidates[champion]),
+            (challenger, candidates[challenger]) if challenger else None,
+        )
+    )
+
+
+class Learner:
+    """The learner of one use case in one worker: leader while it holds the lease."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        use_case: UseCase[Any, Any],
+        store: StateStore,
+        registry: ModelRegistry,
+        publish: Publish,
+    ) -> None:
+        self.settings = settings
+        self.use_case = use_case
+        self.name = use_case.name
+        self._store = store
+        self._registry = registry
+        self._publish = publish
+        self._token = uuid.uuid4().hex
+        self._stopping = asyncio.Event()
+        self.state: LearnerState | None = None
+        self.version = ""
+        self._changed = False  # the champion learned or changed since the last publication
+        self._published_position = ""
+        self._checkpointed_at = time.time()
+        metrics.CHECKPOINT_AGE.labels(self.name).set_function(lambda: time.time() - self._checkpointed_at)
+
+    async def run(self) -> None:
+        """Learn while holding the lease, until :meth:`stop`.
+
+        An error never stops the worker's scoring: the learner logs it, lets its state go,
+        and after a pause restores its last checkpoint and tries again (a Redis or Kafka
+        outage thus ends in a replay, and a refused checkpoint is reported until fixed).
+        """
+        while not self._stopping.is_set():
+            try:
+                if await self._registry.lease(self.name, self._token):
+                    metrics.LEARNER_LEADER.labels(self.name).set(1)
+                    await self.step()
+                    continue
+            except Exception as exc:
+                metrics.RETRIES.labels(f"learner:{self.name}", type(exc).__name__).inc()
+                log.exception("%s: learner failed; it restores its checkpoint and retries", self.name)
+            self._follow()
+            await self._sleep(self.settings.learner_lease_seconds / 4)
+
+    async def stop(self) -> None:
+        """Checkpoint (if leading) and hand the lease over."""
+        self._stopping.set()
+        if self.state is not None:
+            await self._save(force=True)
+            await self._registry.release(self.name, self._token)
+            self._follow()
+
+    async def step(self) -> None:
+        """Read and learn one slice of the journal; publish or checkpoint when due.
+
+        Alerts are published before the checkpoint that moves past their entries, so a
+        crash in between publishes them again (with the same ids), never loses them.
+        """
+        if self.state is None:
+            await self._restore()
+        state = self.state
+        assert state is not None
+        entries = await self._store.read_journal(self.name, state.position, READ_COUNT, READ_BLOCK_MS)
+        alerts: list[Alert] = []
+        for i, entry in enumerate(entries):
+            changes, promoted = state.apply(entry)
+            alerts += [self._alert(change) for change in changes]
+            self._changed |= entry.y is not None
+            if promoted:
+                alerts += self._promotion(entry)
+                await self._raise(alerts)
+                alerts = []
+                await self._save(force=True, reason="promotion")
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # let the scoring agents of this worker run
+        await self._raise(alerts)
+        await self._save()
+        await self._export_metrics()
+
+    # Checkpoints and publications --------------------------------------------------------
+
+    async def _restore(self) -> None:
+        checkpoint = await self._registry.last_checkpoint(self.name)
+        if checkpoint is None:
+            self.state = fresh_state(self.settings, self.use_case)
+            live = await self._registry.live(self.name)
+            if live is None:
+                await self._save(force=True, reason="bootstrap")
+            else:
+                self.version = live
+                await self._adopt_live()
+            log.info("%s: learner starts from scratch at %s", self.name, self.version)
+            return
+        # A refused checkpoint raises SnapshotError: learning stops with that error rather
+        # than unpickle bytes it cannot vouch for, or silently start over.
+        state = snapshot.loads(checkpoint.state, self.settings.signing_key)
+        if not isinstance(state, LearnerState):
+            raise snapshot.SnapshotError(f"{self.name}: checkpoint holds a {type(state).__name__}")
+        self.state, self.version = state, checkpoint.version
+        self._published_position = state.position
+        log.info("%s: learner restored %s at journal %s", self.name, self.version, state.position)
+        if await self._registry.live(self.name) != checkpoint.version:
+            await self._adopt_live()
+
+    async def _adopt_live(self) -> None:
+        """Take the live version (a rollback) as the champion and go on learning from it."""
+        live = await self._registry.live(self.name)
+        assert self.state is not None and live is not None
+        model = await self._registry.load(live)
+        record = await self._registry.record(live)
+        self.state.lifecycle.adopt(model, record["pipeline"])
+        log.warning("%s: learner adopts %s (was %s)", self.name, live, self.version)
+        self.version = live
+        self._changed = False
+        await self._save(force=True)
+
+    async def _save(self, *, force: bool = False, reason: str = "learned") -> None:
+        """Publish a version (if the champion changed) or checkpoint, when due or forced."""
+        state = self.state
+        assert state is not None
+        now = time.time()
+        if not force and now - self._checkpointed_at < self.settings.model_publish_seconds:
+            return
+        if not force and state.position == self._published_position:
+            self._checkpointed_at = now  # nothing new: the last checkpoint is current
+            return
+        blob = snapshot.dumps(state, self.settings.signing_key)
+        if self._changed or reason != "learned":
+            outcome, version = await self._registry.publish(
+                self.name, self._token, self.version, state.lifecycle.champion, self._record(reason), blob
+            )
+            if outcome == "published":
+                metrics.PUBLICATIONS.labels(self.name, reason).inc()
+                metrics.PUBLISHED_VERSION.labels(self.name).set(version_number(version))
+                log.info("%s: published %s (%s)", self.name, version, reason)
+        else:
+            outcome, version = await self._registry.checkpoint(self.name, self._token, self.version, blob)
+        if outcome == "conflict":
+            await self._adopt_live()
+        elif outcome == "lost_lease":
+            log.warning("%s: learner lost its lease to another worker", self.name)
+            self._follow()
+        else:
+            self.version, self._changed = version, False
+            self._published_position = state.position
+            self._checkpointed_at = now
+            await self._trim()
+
+    async def _trim(self) -> None:
+        assert self.state is not None
+        if self.state.position != "0-0":
+            kept_since = _entry_ms(self.state.position) / 1000 - self.settings.journal_retention_seconds
+            await self._store.trim_journal(self.name, kept_since)
+
+    def _record(self, reason: str) -> dict[str, Any]:
+        assert self.state is not None
+        lifecycle, contest = self.state.lifecycle, self.state.lifecycle.contest
+        return {
+            "model": self.name,
+            "reason": reason,
+            "pipeline": contest.champion_name,
+            "challenger": contest.challenger_name,
+            "labels_learned": lifecycle.champion.labels_learned,
+            "learner_labels": lifecycle.labels_learned,
+            "metrics": {
+                f"{role}_{type(metric).__name__}": float(metric.get())
+                for role, _, _, metric in _roles(lifecycle)
+            },
+            "journal_position": self.state.position,
+            "label_offsets": self.state.label_offsets,
+            "config": {
+                "champion": repr(lifecycle.champion.estimator),
+                "promotion_min_labels": self.settings.promotion_min_labels,
+                "promotion_alpha": self.settings.promotion_alpha,
+            },
+        }
+
+    def _follow(self) -> None:
+        """Not the leader (any more): forget the state, the next leadership restores it."""
+        metrics.LEARNER_LEADER.labels(self.name).set(0)
+        self.state = None
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    # Alerts and metrics ---------------------------------------------------------------
+
+    def _alert(self, change: AlertChange) -> Alert:
+        log.warning(
+            "alert %s: %s %s %s (%s %.4g, threshold %.4g): %s",
+            change.state,
+            self.name,
+            change.kind,
+            change.feature or "",
+            change.detector,
+            change.statistic,
+            change.threshold,
+            change.detail,
+        )
+        return Alert(
+            id=change.id,
+            state=change.state,
+            kind=change.kind,
+            model=self.name,
+            model_version=self.version,
+            feature=change.feature,
+            detector=change.detector,
+            statistic=change.statistic,
+            threshold=change.threshold,
+            severity=change.severity,
+            window=change.window,
+            first_seen=_utc(change.first_seen),
+            at=_utc(change.at),
+            detail=change.detail,
+        )
+
+    def _promotion(self, entry: JournalEntry) -> list[Alert]:
+        """A promotion is an event, not a condition: its alert opens and resolves at once."""
+        assert self.state is not None
+        contest = self.state.lifecycle.contest
+        test = contest.last_decision
+        assert test is not None
+        detail = (
+            f"{contest.champion_name} replaces {contest.challenger_name} as champion after "
+            f"{test.n} paired labels (mean loss difference {test.mean_difference:.4g})"
+        )
+        log.warning("%s: %s", self.name, detail)
+        opened = Alert(
+            id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"scoring/{self.name}/promotion/{entry.id}")),
+            state="open",
+            kind="promotion",
+            model=self.name,
+            model_version=self.version,
+            detector="mSPRT",
+            statistic=test.statistic,
+            threshold=test.threshold,
+            severity="info",
+            window=f"{test.n} labels",
+            first_seen=_utc(entry.time),
+            at=_utc(entry.time),
+            detail=detail,
+        )
+        return [opened, opened.model_copy(update={"state": "resolve"})]
+
+    async def _raise(self, alerts: Sequence[Alert]) -> None:
+        if not alerts:
+            return
+        topic = self.settings.topic(ALERTS_TOPIC)
+        await self._publish([(topic, alert.id.encode(), alert.to_json()) for alert in alerts])
+        for alert in alerts:
+            metrics.ALERT_CHANGES.labels(self.name, alert.kind, alert.state).inc()
+
+    async def _export_metrics(self) -> None:
+        assert self.state is not None
+        lifecycle, name = self.state.lifecycle, self.name
+        contest = lifecycle.contest
+        metrics.LEARNER_LABELS.labels(name).set(lifecycle.labels_learned)
+        for role, pipeline, model, metric in _roles(lifecycle):
+            metrics.PREQUENTIAL.labels(name, role, pipeline, type(metric).__name__).set(metric.get())
+            if role != "served":
+                metrics.LABELS_LEARNED.labels(name, role).set(model.labels_learned)
+        if contest.challenger_name is not None:
+            metrics.PROMOTION_STATISTIC.labels(name, contest.challenger_name).set(contest.test.statistic)
+        open_by_kind = dict.fromkeys(get_args(Kind), 0)
+        for alert in lifecycle.monitor.open_alerts():
+            open_by_kind[alert.kind] += 1
+        for kind, count in open_by_kind.items():
+            metrics.OPEN_ALERTS.labels(name, kind).set(count)
+        for reading in lifecycle.monitor.readings():
+            labels = (name, reading.kind, reading.detector, reading.feature)
+            metrics.DRIFT_STATISTIC.labels(*labels).set(reading.statistic)
+            metrics.DRIFT_THRESHOLD.labels(*labels).set(reading.threshold)
+        head = await self._store.journal_head(name)
+        if head is not None and self.state.position != "0-0":
+            lag = (_entry_ms(head) - _entry_ms(self.state.position)) / 1000
+            metrics.LEARNER_LAG.labels(name).set(max(0.0, lag))
+
+
+def _roles(lifecycle: ModelLifecycle) -> list[tuple[str, str, OnlineModel, Metric]]:
+    """(role, pipeline, model, prequential metric): served, champion and challenger (if any)."""
+    contest = lifecycle.contest
+    roles = [
+        ("served", contest.champion_name, contest.champion, lifecycle.served_metric),
+        ("champion", contest.champion_name, contest.champion, contest.champion_metric),
+    ]
+    if contest.challenger is not None and contest.challenger_name is not None:
+        roles.append(("challenger", contest.challenger_name, contest.challenger, contest.challenger_metric))
+    return roles
+
+
+def _utc(t: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(t, dt.UTC)
+
+
+def _entry_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])

@@ -1,0 +1,92 @@
+-- The model registry's changes, each atomic: learner lease, publish, checkpoint, rollback.
+-- ARGV[1] is the command, ARGV[2] its parameters as JSON; blobs follow as ARGV[3..].
+--
+-- KEYS (every command gets all of them): 1 lease, 2 live version, 3 version sequence,
+-- 4 version records (hash), 5 versions by sequence (sorted set), 6 checkpoint (hash),
+-- 7 history (list), and ARGV-given snapshot keys under the prefix p.snapshots.
+local command = ARGV[1]
+local p = cjson.decode(ARGV[2])
+local lease, live, seq, records, order, checkpoint, history =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+
+-- Fencing: only the holder of the lease may publish or checkpoint, so a learner that
+-- stalled past its lease cannot overwrite the work of the one that replaced it.
+local function holds_lease()
+  return redis.call('GET', lease) == p.token
+end
+
+local function live_version()
+  return redis.call('GET', live) or ''
+end
+
+if command == 'lease' then
+  -- p: token, ttl_ms. Acquire or renew.
+  if holds_lease() then
+    redis.call('PEXPIRE', lease, p.ttl_ms)
+    return 1
+  end
+  if redis.call('SET', lease, p.token, 'NX', 'PX', p.ttl_ms) then
+    return 1
+  end
+  return 0
+
+elseif command == 'release' then
+  if holds_lease() then
+    redis.call('DEL', lease)
+  end
+  return 1
+
+elseif command == 'publish' then
+  -- p: token, model, parent ('' for the first version), record (JSON object), keep,
+  -- snapshots (key prefix), at. ARGV[3]: snapshot, ARGV[4]: checkpoint.
+  -- Compare-and-set on the live version: a rollback since the learner's last publish
+  -- makes this fail, and the learner reloads the live version instead.
+  if not holds_lease() then
+    return {'lost_lease', live_version()}
+  end
+  if live_version() ~= p.parent then
+    return {'conflict', live_version()}
+  end
+  local n = redis.call('INCR', seq) - 1
+  local version = p.model .. '.' .. n
+  local record = p.record
+  record.version, record.seq, record.parent, record.created_at = version, n, p.parent, p.at
+  redis.call('SET', p.snapshots .. version, ARGV[3])
+  redis.call('HSET', records, version, cjson.encode(record))
+  redis.call('ZADD', order, n, version)
+  redis.call('SET', live, version)
+  redis.call('HSET', checkpoint, 'state', ARGV[4], 'version', version, 'at', p.at)
+  -- Keep the newest p.keep versions (and always the live one).
+  while redis.call('ZCARD', order) > p.keep do
+    local oldest = redis.call('ZRANGE', order, 0, 0)[1]
+    redis.call('ZREM', order, oldest)
+    redis.call('HDEL', records, oldest)
+    redis.call('DEL', p.snapshots .. oldest)
+  end
+  return {'published', version}
+
+elseif command == 'checkpoint' then
+  -- p: token, version (the learner's live version), at. ARGV[3]: checkpoint.
+  if not holds_lease() then
+    return {'lost_lease', live_version()}
+  end
+  if live_version() ~= p.version then
+    return {'conflict', live_version()}
+  end
+  redis.call('HSET', checkpoint, 'state', ARGV[3], 'version', p.version, 'at', p.at)
+  return {'checkpointed', p.version}
+
+elseif command == 'rollback' then
+  -- p: version, snapshots, at, entry (JSON object for the history).
+  if redis.call('EXISTS', p.snapshots .. p.version) == 0 then
+    return {'unknown_version', live_version()}
+  end
+  local previous = live_version()
+  redis.call('SET', live, p.version)
+  local entry = p.entry
+  entry.action, entry.version, entry.previous, entry.at = 'rollback', p.version, previous, p.at
+  redis.call('LPUSH', history, cjson.encode(entry))
+  redis.call('LTRIM', history, 0, 999)
+  return {'rolled_back', previous}
+end
+return redis.error_reply('unknown command ' .. tostring(command))

@@ -1,0 +1,179 @@
+"""The model registry in Redis: published versions, the live pointer, checkpoints, the lease.
+
+Models are published as data: the learner of a use case writes each new version as a
+signed snapshot (see :mod:`models.snapshot`) with a record of where it came from, and
+moves the *live* pointer to it; every worker polls the pointer and loads the snapshot
+it names. Redis rather than a compacted Kafka topic, because a publication must change
+the snapshot, its record, the live pointer and the learner's checkpoint in one atomic
+step (a Lua script), the workers already share this Redis, and reading one small key
+every half second is how they notice a rollback as well as a new version.
+
+Keys (under the namespace prefix), per use case ``<m>``:
+
+- ``model:<m>:live``: the version workers score with, ``<m>.<n>``;
+- ``model:<m>:seq``: the next version number;
+- ``model:<m>:records`` hash and ``model:<m>:order`` sorted set: each kept version's
+  record (parent, time, reason, pipeline, labels learned, metrics, label offsets);
+- ``model:<m>:snapshot:<version>``: the signed snapshot of each kept version;
+- ``model:<m>:checkpoint`` hash: the learner's signed state and the version it goes with;
+- ``model:<m>:lease``: which worker's learner owns the model's updates;
+- ``model:<m>:history``: rollbacks, newest first.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, cast
+
+import orjson
+import redis.asyncio as aioredis
+
+from models import snapshot
+from models.online import OnlineModel
+from stream.settings import Settings
+
+_SCRIPT = resources.files("stream").joinpath("lua/registry.lua").read_text()
+
+
+class RegistryError(RuntimeError):
+    """A registry request that cannot be carried out (unknown version, wrong model...)."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The learner's last checkpoint: its signed state and the live version it goes with."""
+
+    state: bytes
+    version: str
+    at: float
+
+
+def use_case_of(version: str) -> str:
+    """The use case a version belongs to: ``"fraud.12"`` -> ``"fraud"``."""
+    name, _, number = version.rpartition(".")
+    if not name or not number.isdigit():
+        raise RegistryError(f"{version!r} is not a model version (`<model>.<number>`)")
+    return name
+
+
+class ModelRegistry:
+    """Published model versions of every use case, in the deployment's Redis."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self._redis = client
+        self._settings = settings
+        self._script = client.register_script(_SCRIPT)
+
+    def _key(self, model: str, *parts: str) -> str:
+        return self._settings.key("model", model, *parts)
+
+    def _keys(self, model: str) -> list[str]:
+        return [
+            self._key(model, part) for part in ("lease", "live", "seq", "records", "order", "checkpoint")
+        ] + [self._key(model, "history")]
+
+    async def _call(self, command: str, model: str, params: dict[str, Any], *blobs: bytes) -> Any:
+        params = {**params, "snapshots": self._key(model, "snapshot", "")}
+        return await self._script(keys=self._keys(model), args=[command, orjson.dumps(params), *blobs])
+
+    # Learner side ---------------------------------------------------------------------
+
+    async def lease(self, model: str, token: str) -> bool:
+        """Take or renew the learner lease of ``model`` for ``learner_lease_seconds``."""
+        ttl_ms = int(self._settings.learner_lease_seconds * 1000)
+        return bool(await self._call("lease", model, {"token": token, "ttl_ms": ttl_ms}))
+
+    async def release(self, model: str, token: str) -> None:
+        await self._call("release", model, {"token": token})
+
+    async def publish(
+        self, model: str, token: str, parent: str, served: OnlineModel, record: dict[str, Any], state: bytes
+    ) -> tuple[str, str]:
+        """Publish ``served`` as the new live version, with the learner ``state`` as checkpoint.
+
+        Returns ``("published", version)``; or ``("conflict", live)`` when the live version
+        is no longer ``parent`` (a rollback), ``("lost_lease", live)`` when another learner
+        owns the model now. Nothing is written in those cases.
+        """
+        params = {
+            "token": token,
+            "model": model,
+            "parent": parent,
+            "record": record,
+            "keep": max(1, self._settings.model_versions_kept),
+            "at": time.time(),
+        }
+        blob = snapshot.dumps(served, self._settings.signing_key)
+        outcome, version = await self._call("publish", model, params, blob, state)
+        return outcome.decode(), version.decode()
+
+    async def checkpoint(self, model: str, token: str, version: str, state: bytes) -> tuple[str, str]:
+        """Store the learner ``state`` with the live ``version`` it goes with (see :meth:`publish`)."""
+        params = {"token": token, "version": version, "at": time.time()}
+        outcome, live = await self._call("checkpoint", model, params, state)
+        return outcome.decode(), live.decode()
+
+    async def last_checkpoint(self, model: str) -> Checkpoint | None:
+        fields = cast(dict[bytes, bytes], await self._redis.hgetall(self._key(model, "checkpoint")))
+        if not fields:
+            return None
+        return Checkpoint(fields[b"state"], fields[b"version"].decode(), float(fields[b"at"]))
+
+    # Worker and operator side -----------------------------------------------------------
+
+    async def live(self, model: str) -> str | None:
+        """The version workers should score ``model`` with, if one was published."""
+        raw = cast(bytes | None, await self._redis.get(self._key(model, "live")))
+        return raw.decode() if raw is not None else None
+
+    async def load(self, version: str) -> OnlineModel:
+        """The model of a kept version, its signature checked before it is unpickled."""
+        blob = await self.snapshot(version)
+        served = snapshot.loads(blob, self._settings.signing_key)
+        if not isinstance(served, OnlineModel):
+            raise RegistryError(f"snapshot of {version} holds a {type(served).__name__}, not a model")
+        return served
+
+    async def snapshot(self, version: str) -> bytes:
+        """The signed snapshot of a kept version, as stored."""
+        blob = await self._redis.get(self._key(use_case_of(version), "snapshot", version))
+        if blob is None:
+            raise RegistryError(f"no snapshot of {version}: never published, or pruned")
+        return cast(bytes, blob)
+
+    async def record(self, version: str) -> dict[str, Any]:
+        """The record of a kept version."""
+        raw = await self._redis.hget(self._key(use_case_of(version), "records"), version)
+        if raw is None:
+            raise RegistryError(f"no record of {version}: never published, or pruned")
+        return cast(dict[str, Any], orjson.loads(raw))
+
+    async def versions(self, model: str, limit: int) -> list[dict[str, Any]]:
+        """Records of the newest ``limit`` kept versions, newest first."""
+        names = cast(list[bytes], await self._redis.zrevrange(self._key(model, "order"), 0, limit - 1))
+        if not names:
+            return []
+        raws = await self._redis.hmget(self._key(model, "records"), names)
+        return [orjson.loads(raw) for raw in raws if raw is not None]
+
+    async def history(self, model: str, limit: int) -> list[dict[str, Any]]:
+        """Rollbacks of ``model``, newest first."""
+        return [
+            orjson.loads(raw) for raw in await self._redis.lrange(self._key(model, "history"), 0, limit - 1)
+        ]
+
+    async def rollback(self, version: str, by: str) -> str:
+        """Make ``version`` live again, for every worker and the learner; returns the previous one.
+
+        The snapshot's signature is checked first: a rollback never makes workers load
+        a snapshot they would refuse.
+        """
+        model = use_case_of(version)
+        await self.load(version)
+        params = {"version": version, "at": time.time(), "entry": {"by": by}}
+        outcome, previous = await self._call("rollback", model, params)
+        if outcome.decode() != "rolled_back":
+            raise RegistryError(f"cannot roll back to {version}: {outcome.decode()}")
+        return cast(bytes, previous).decode()

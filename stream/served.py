@@ -1,0 +1,87 @@
+"""The model version a worker scores each use case with, following the registry.
+
+Every worker polls the live pointer of each use case (one small Redis read every
+``model_poll_seconds``) and, when it moved, loads the snapshot it names: a new version
+from the learner, or an earlier one after a rollback. Until a version is published, a
+worker scores with version ``<model>.0``: the configured champion pipeline, untrained,
+which is also what the learner publishes first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis.exceptions
+
+from models.online import OnlineModel
+from models.pipelines import CANDIDATES, TASKS
+from models.snapshot import SnapshotError
+from stream import metrics
+from stream.registry import ModelRegistry, RegistryError
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A model and the version it was published as."""
+
+    version: str
+    model: OnlineModel
+
+
+def fresh_model(settings: Settings, use_case: str, role: str = "champions") -> tuple[str, OnlineModel]:
+    """(pipeline name, untrained model) of a use case's champion or challenger."""
+    name = settings.pipelines(role).get(use_case)
+    if name is None:
+        raise ValueError(f"no pipeline among SCORING_{role.upper()} for {use_case}")
+    try:
+        factory = CANDIDATES[use_case][name]
+    except KeyError:
+        known = ", ".join(CANDIDATES.get(use_case, {}))
+        raise ValueError(f"{use_case}: unknown pipeline {name!r} (one of: {known})") from None
+    return name, OnlineModel(use_case, TASKS[use_case], factory())
+
+
+def version_number(version: str) -> int:
+    return int(version.rpartition(".")[2])
+
+
+class ServedModels:
+    """The served version of each use case; :meth:`refresh` follows the registry."""
+
+    def __init__(self, settings: Settings, registry: ModelRegistry, use_cases: Iterable[str]) -> None:
+        self._registry = registry
+        self._served = {name: Served(f"{name}.0", fresh_model(settings, name)[1]) for name in use_cases}
+
+    def __getitem__(self, use_case: str) -> Served:
+        return self._served[use_case]
+
+    async def refresh(self) -> None:
+        """Load the live version of each use case, if it changed since the last call.
+
+        A snapshot that fails its signature check is refused: the worker keeps scoring
+        with the version it has and logs the error on every poll until it is fixed.
+        """
+        for name, served in self._served.items():
+            live = await self._registry.live(name)
+            if live is None or live == served.version:
+                continue
+            try:
+                model = await self._registry.load(live)
+            except (SnapshotError, RegistryError) as exc:
+                log.error("%s: refusing live version %s: %s", name, live, exc)
+                continue
+            except TRANSIENT:
+                raise
+            except Exception:  # e.g. a snapshot of code this worker does not have
+                log.exception("%s: cannot load live version %s", name, live)
+                continue
+            self._served[name] = Served(live, model)
+            metrics.SERVED_VERSION.labels(name).set(version_number(live))
+            log.info("%s: now scoring with %s (was %s)", name, live, served.version)

@@ -1,0 +1,26 @@
+"""Fixtures of the end-to-end tests: a real `scoring worker` process on the test's namespace."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from subprocess import Popen
+
+import pytest
+
+from stream import localstack
+from stream.demo import worker_process
+from stream.settings import Settings
+
+
+@pytest.fixture
+def worker_settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, metrics_port=localstack.free_port())
+
+
+@pytest.fixture
+def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[Popen[bytes]]:
+    with worker_process(worker_settings, tmp_path / "worker.log") as process:
+        yield process
+    assert process.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]

@@ -1,0 +1,41 @@
+"""Helpers of the end-to-end tests: produce, read a worker's metrics, wait."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import orjson
+from confluent_kafka import Producer
+
+from stream import simulator
+from stream.demo import scrape
+from stream.settings import Settings
+
+
+def produce(settings: Settings, messages: list[simulator.Message], realtime: bool = False) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+    simulator.send(messages, producer, settings.topic, realtime=realtime)
+
+
+def counter(settings: Settings, name: str, **labels: str) -> float:
+    suffix = "".join(f"{{{k}={v}}}" for k, v in sorted(labels.items()))
+    return scrape(settings.metrics_port).get(name + suffix, 0.0)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 120.0, what: str = "the worker") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def total(settings: Settings, name: str, outcome: str | None = None) -> float:
+    extra = {"outcome": outcome} if outcome else {}
+    return sum(counter(settings, name, model=model, **extra) for model in ("fraud", "demand"))
+
+
+def event_id(message: simulator.Message) -> str:
+    return str(orjson.loads(message.value)["event_id"])

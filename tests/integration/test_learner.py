@@ -1,0 +1,73 @@
+"""The learner against a real Redis: a promotion is published as a version and alerted."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from river import dummy
+
+from models.lifecycle import ModelLifecycle
+from models.pipelines import logistic_regression_adam
+from stream.learner import Learner, LearnerState
+from stream.records import Alert
+from stream.registry import ModelRegistry
+from stream.settings import Settings
+from stream.state import StateStore
+from stream.usecases import FRAUD
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_better_challenger_is_promoted_published_and_alerted(settings: Settings) -> None:
+    settings = dataclasses.replace(settings, model_publish_seconds=0.0)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    registry = ModelRegistry(client, settings)
+    published: list[tuple[str, bytes, bytes]] = []
+
+    async def publish(records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        published.extend(records)
+
+    learner = Learner(settings, FRAUD, StateStore(client, settings), registry, publish)
+    # A champion that only knows the base rate, against a model that reads the one feature.
+    learner.state = LearnerState(
+        ModelLifecycle(
+            "fraud",
+            "classification",
+            ("prior", dummy.PriorClassifier),
+            ("logistic_regression_adam", logistic_regression_adam),
+            min_labels=200,
+            warmup=0,
+        )
+    )
+    rng = random.Random(1)
+    for i in range(600):
+        y = rng.random() < 0.5
+        x = {"signal": (1.0 if y else -1.0) + rng.gauss(0, 0.5)}
+        pending = orjson.dumps({"x": x, "y_pred": 0.5, "entity": "a", "model_version": "fraud.0"})
+        await client.xadd(
+            settings.key("fraud", "journal"), {"k": "l", "p": pending, "y": str(float(y)), "s": f"l/0/{i}"}
+        )
+
+    assert await registry.lease("fraud", learner._token)
+    for _ in range(3):
+        await learner.step()
+
+    live = await registry.live("fraud")
+    assert live is not None
+    record = await registry.record(live)
+    assert record["pipeline"] == "logistic_regression_adam" and record["challenger"] == "prior"
+    reasons = [r["reason"] for r in await registry.versions("fraud", 10)]
+    assert "promotion" in reasons
+    alerts = [Alert.model_validate_json(value) for _, _, value in published]
+    assert [(a.kind, a.state, a.severity) for a in alerts if a.kind == "promotion"] == [
+        ("promotion", "open", "info"),
+        ("promotion", "resolve", "info"),
+    ]
+    promotion = alerts[[a.kind for a in alerts].index("promotion")]
+    assert promotion.statistic >= promotion.threshold and "replaces prior" in promotion.detail
+    await client.aclose()

@@ -1,0 +1,120 @@
+"""The model registry against a real Redis: versions, lease, compare-and-set, rollback, signatures."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from models import snapshot
+from models.online import OnlineModel
+from models.pipelines import linear_regression
+from stream.registry import ModelRegistry, RegistryError
+from stream.served import ServedModels
+from stream.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def registry(settings: Settings) -> AsyncIterator[ModelRegistry]:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    yield ModelRegistry(client, settings)
+    await client.aclose()
+
+
+def demand_model(labels: int) -> OnlineModel:
+    model = OnlineModel("demand", "regression", linear_regression())
+    for i in range(labels):
+        model.learn_one({"log_price": float(i % 5)}, float(i % 7))
+    return model
+
+
+async def publish(
+    registry: ModelRegistry, parent: str, model: OnlineModel, token: str = "a"
+) -> tuple[str, str]:
+    assert await registry.lease("demand", token)
+    record = {"reason": "learned", "pipeline": "linear_regression", "labels_learned": model.labels_learned}
+    return await registry.publish("demand", token, parent, model, record, b"state")
+
+
+async def test_versions_chain_and_the_live_pointer_follows(registry: ModelRegistry) -> None:
+    assert await registry.live("demand") is None
+    assert await publish(registry, "", demand_model(0)) == ("published", "demand.0")
+    assert await publish(registry, "demand.0", demand_model(10)) == ("published", "demand.1")
+    assert await registry.live("demand") == "demand.1"
+    record = await registry.record("demand.1")
+    assert (record["parent"], record["labels_learned"], record["seq"]) == ("demand.0", 10, 1)
+    assert [r["version"] for r in await registry.versions("demand", 10)] == ["demand.1", "demand.0"]
+    loaded = await registry.load("demand.1")
+    x = {"log_price": 2.0}
+    assert loaded.predict_many([x]) == demand_model(10).predict_many([x])
+    checkpoint = await registry.last_checkpoint("demand")
+    assert checkpoint is not None and (checkpoint.state, checkpoint.version) == (b"state", "demand.1")
+
+
+async def test_only_the_lease_holder_publishes_and_only_on_the_live_parent(registry: ModelRegistry) -> None:
+    await publish(registry, "", demand_model(0), token="a")
+    assert not await registry.lease("demand", "b")  # held by a
+    assert await registry.publish("demand", "b", "demand.0", demand_model(1), {}, b"") == (
+        "lost_lease",
+        "demand.0",
+    )
+    assert await publish(registry, "demand.7", demand_model(1)) == ("conflict", "demand.0")
+    assert await registry.checkpoint("demand", "a", "demand.3", b"s") == ("conflict", "demand.0")
+    await registry.release("demand", "a")
+    assert await registry.lease("demand", "b")
+    assert await registry.live("demand") == "demand.0"
+
+
+async def test_rollback_moves_the_live_pointer_back_and_is_recorded(registry: ModelRegistry) -> None:
+    await publish(registry, "", demand_model(0))
+    await publish(registry, "demand.0", demand_model(5))
+    assert await registry.rollback("demand.0", by="ops") == "demand.1"
+    assert await registry.live("demand") == "demand.0"
+    [entry] = await registry.history("demand", 10)
+    assert (entry["version"], entry["previous"], entry["by"]) == ("demand.0", "demand.1", "ops")
+    # The learner's next publication, on its old parent, is refused: it must adopt demand.0.
+    assert await publish(registry, "demand.1", demand_model(6)) == ("conflict", "demand.0")
+    with pytest.raises(RegistryError, match=r"demand\.9"):
+        await registry.rollback("demand.9", by="ops")
+
+
+async def test_old_versions_are_pruned(settings: Settings) -> None:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    registry = ModelRegistry(client, dataclasses.replace(settings, model_versions_kept=2))
+    parent = ""
+    for labels in range(4):
+        _, parent = await publish(registry, parent, demand_model(labels))
+    assert [r["version"] for r in await registry.versions("demand", 10)] == ["demand.3", "demand.2"]
+    with pytest.raises(RegistryError, match="pruned"):
+        await registry.load("demand.1")
+    await client.aclose()
+
+
+async def test_a_tampered_snapshot_is_refused_and_workers_keep_their_version(
+    registry: ModelRegistry, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    await publish(registry, "", demand_model(0))
+    await publish(registry, "demand.0", demand_model(3))
+    served = ServedModels(settings, registry, ["demand"])
+    await served.refresh()
+    assert served["demand"].version == "demand.1"
+
+    await publish(registry, "demand.1", demand_model(4))
+    key = settings.key("model", "demand", "snapshot", "demand.2")
+    blob = await registry._redis.get(key)
+    await registry._redis.set(key, blob[:-1] + bytes([blob[-1] ^ 1]))
+    with caplog.at_level(logging.ERROR), pytest.raises(snapshot.SnapshotError, match="tampered"):
+        await registry.load("demand.2")
+    await served.refresh()
+    assert served["demand"].version == "demand.1"
+    assert "refusing live version demand.2: snapshot signature does not match" in caplog.text
+
+    # Signed with another key: refused as well, never unpickled.
+    other = ModelRegistry(registry._redis, dataclasses.replace(settings, model_signing_key="other"))
+    with pytest.raises(snapshot.SnapshotError, match="another key"):
+        await other.load("demand.1")
