@@ -89,7 +89,7 @@ def table(result: dict[str, Any]) -> str:
     )
 
     labels = result["labels"].get("worker", {})
-    lines += ["", _row("labels learned/s", labels, lambda r: [f"{r['labels_per_second']:,.0f}"])]
+    lines += ["", _row("labels joined/s", labels, lambda r: [f"{r['labels_per_second']:,.0f}"])]
     lines.append(
         _row(
             f"scaling, {o['processes']} processes",

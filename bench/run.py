@@ -272,7 +272,7 @@ def _predicted(port: int) -> float:
 
 
 def labels(bench: Bench, processes: Sequence[Proc], settings: Settings, data: Dataset) -> Result:
-    """Produce every label while the worker runs; labels learned per second by the worker."""
+    """Produce every label while the worker runs; labels joined per second (the learner learns them)."""
     base = _learned(settings.metrics_port)
     errors: list[BaseException] = []
 
@@ -338,7 +338,7 @@ def variant(bench: Bench, name: str, data: Dataset, load: Sequence[Paced], resul
                 bench.say(f"{name}: latency p50 {result['latency'][name]['p50_ms']:.1f} ms")
                 if name == "worker":
                     result["labels"][name] = labels(bench, processes, settings, data)
-                    bench.say(f"{name}: {result['labels'][name]['labels_per_second']:,.0f} labels learned/s")
+                    bench.say(f"{name}: {result['labels'][name]['labels_per_second']:,.0f} labels joined/s")
         finally:
             reader.close()
     except Exception as exc:
