@@ -115,6 +115,8 @@ class Learner:
         self._publish = publish
         self._token = uuid.uuid4().hex
         self._stopping = asyncio.Event()
+        self._idle = asyncio.Event()  # set while no step is running
+        self._idle.set()
         self.state: LearnerState | None = None
         self.version = ""
         self._changed = False  # the champion learned or changed since the last publication
@@ -133,7 +135,11 @@ class Learner:
             try:
                 if await self._registry.lease(self.name, self._token):
                     metrics.LEARNER_LEADER.labels(self.name).set(1)
-                    await self.step()
+                    self._idle.clear()
+                    try:
+                        await self.step()
+                    finally:
+                        self._idle.set()
                     continue
             except Exception as exc:
                 metrics.RETRIES.labels(f"learner:{self.name}", type(exc).__name__).inc()
@@ -142,11 +148,13 @@ class Learner:
             await self._sleep(self.settings.learner_lease_seconds / 4)
 
     async def stop(self) -> None:
-        """Checkpoint (if leading) and hand the lease over."""
+        """Let the current step finish, checkpoint (if leading) and hand the lease over."""
         self._stopping.set()
+        await self._idle.wait()
         if self.state is not None:
             await self._save(force=True)
             await self._registry.release(self.name, self._token)
+            log.info("%s: learner checkpointed %s and handed its lease over", self.name, self.version)
             self._follow()
 
     async def step(self) -> None:
