@@ -35,11 +35,10 @@ from models import snapshot
 from models.drift import AlertChange, Kind
 from models.lifecycle import ModelLifecycle
 from models.online import OnlineModel
-from models.pipelines import CANDIDATES
 from stream import metrics
 from stream.records import Alert
 from stream.registry import ModelRegistry
-from stream.served import version_number
+from stream.served import configured_champion, configured_pipeline, version_number
 from stream.settings import Settings
 from stream.state import JournalEntry, StateStore
 from stream.usecases import ALERTS_TOPIC, UseCase
@@ -78,20 +77,14 @@ class LearnerState:
 
 def fresh_state(settings: Settings, use_case: UseCase[Any, Any]) -> LearnerState:
     """The state of a learner that has learned nothing, with the configured pipelines."""
-    champion = settings.pipelines("champions").get(use_case.name)
-    challenger = settings.pipelines("challengers").get(use_case.name)
-    candidates = CANDIDATES[use_case.name]
-    for name in (champion, challenger):
-        if name is not None and name not in candidates:
-            raise ValueError(f"{use_case.name}: unknown pipeline {name!r} (one of: {', '.join(candidates)})")
-    if champion is None:
-        raise ValueError(f"SCORING_CHAMPIONS names no pipeline for {use_case.name}")
     return LearnerState(
         ModelLifecycle(
             use_case.name,
             use_case.task,
-            (champion, candidates[champion]),
-            (challenger, candidates[challenger]) if challenger else None,
+            configured_champion(settings, use_case.name),
+            configured_pipeline(settings, use_case.name, "challengers"),
+            alpha=settings.promotion_alpha,
+            min_labels=settings.promotion_min_labels,
         )
     )
 

@@ -13,18 +13,16 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import redis.exceptions
-
+from models.lifecycle import Pipeline
 from models.online import OnlineModel
 from models.pipelines import CANDIDATES, TASKS
 from models.snapshot import SnapshotError
 from stream import metrics
+from stream.errors import TRANSIENT_ERRORS
 from stream.registry import ModelRegistry, RegistryError
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
-
-TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -35,17 +33,29 @@ class Served:
     model: OnlineModel
 
 
-def fresh_model(settings: Settings, use_case: str, role: str = "champions") -> tuple[str, OnlineModel]:
-    """(pipeline name, untrained model) of a use case's champion or challenger."""
+def configured_pipeline(settings: Settings, use_case: str, role: str) -> Pipeline | None:
+    """The pipeline ``role`` (``"champions"`` or ``"challengers"``) names for a use case, if any."""
     name = settings.pipelines(role).get(use_case)
     if name is None:
-        raise ValueError(f"no pipeline among SCORING_{role.upper()} for {use_case}")
+        return None
     try:
-        factory = CANDIDATES[use_case][name]
+        return name, CANDIDATES[use_case][name]
     except KeyError:
         known = ", ".join(CANDIDATES.get(use_case, {}))
         raise ValueError(f"{use_case}: unknown pipeline {name!r} (one of: {known})") from None
-    return name, OnlineModel(use_case, TASKS[use_case], factory())
+
+
+def configured_champion(settings: Settings, use_case: str) -> Pipeline:
+    """The pipeline a use case starts serving."""
+    chosen = configured_pipeline(settings, use_case, "champions")
+    if chosen is None:
+        raise ValueError(f"SCORING_CHAMPIONS names no pipeline for {use_case}")
+    return chosen
+
+
+def untrained(settings: Settings, use_case: str) -> OnlineModel:
+    """Version ``.0`` of a use case: its champion pipeline, untrained."""
+    return OnlineModel(use_case, TASKS[use_case], configured_champion(settings, use_case)[1]())
 
 
 def version_number(version: str) -> int:
@@ -57,7 +67,7 @@ class ServedModels:
 
     def __init__(self, settings: Settings, registry: ModelRegistry, use_cases: Iterable[str]) -> None:
         self._registry = registry
-        self._served = {name: Served(f"{name}.0", fresh_model(settings, name)[1]) for name in use_cases}
+        self._served = {name: Served(f"{name}.0", untrained(settings, name)) for name in use_cases}
 
     def __getitem__(self, use_case: str) -> Served:
         return self._served[use_case]
@@ -77,7 +87,7 @@ class ServedModels:
             except (SnapshotError, RegistryError) as exc:
                 log.error("%s: refusing live version %s: %s", name, live, exc)
                 continue
-            except TRANSIENT:
+            except TRANSIENT_ERRORS:
                 raise
             except Exception:  # e.g. a snapshot of code this worker does not have
                 log.exception("%s: cannot load live version %s", name, live)

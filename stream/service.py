@@ -17,12 +17,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-import redis.exceptions
-from confluent_kafka import KafkaException
 
 from stream import metrics
+from stream.errors import TRANSIENT_ERRORS
 from stream.learner import Learner
-from stream.publisher import Publisher, PublishError
+from stream.publisher import Publisher
 from stream.registry import ModelRegistry
 from stream.scoring import Message, Outbox, Scorer
 from stream.served import ServedModels
@@ -32,13 +31,6 @@ from stream.usecases import ALERTS_TOPIC, USE_CASES, UseCase
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    KafkaException,
-    PublishError,
-)
 MAX_BACKOFF_SECONDS = 10.0
 
 T = TypeVar("T")
