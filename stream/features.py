@@ -22,7 +22,10 @@ Examples
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from stream.records import Sale, Transaction
 
@@ -35,8 +38,7 @@ COST_OUTLIER_RATIO = 5.0
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-@dataclass(frozen=True)
-class Stat:
+class Stat(NamedTuple):
     """An exponentially weighted statistic: observations, mean and variance."""
 
     n: int = 0
@@ -48,17 +50,22 @@ class Stat:
         return math.sqrt(max(self.var, 0.0))
 
 
-@dataclass(frozen=True)
-class Prior:
-    """An entity's state just before an event: what the features may know."""
+_NONE: Mapping[str, Any] = MappingProxyType({})
+
+
+class Prior(NamedTuple):
+    """An entity's state just before an event: what the features may know.
+
+    A named tuple, like :class:`Stat`: the scorer builds one per event.
+    """
 
     n: int = 0
     last_ts: float | None = None
-    stats: dict[str, Stat] = field(default_factory=dict)
-    seen: dict[str, bool] = field(default_factory=dict)
+    stats: Mapping[str, Stat] = _NONE
+    seen: Mapping[str, bool] = _NONE
 
     def stat(self, name: str) -> Stat:
-        return self.stats.get(name, Stat())
+        return self.stats.get(name, _EMPTY_STAT)
 
     def gap_seconds(self, ts: float) -> float | None:
         """Seconds since the entity's latest event; 0 for an out-of-order event."""
@@ -66,6 +73,9 @@ class Prior:
 
     def is_out_of_order(self, ts: float) -> bool:
         return self.last_ts is not None and ts < self.last_ts
+
+
+_EMPTY_STAT = Stat()
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-# Events and labels, as the scoring agents see them.
+# Events and labels, as the workers see them.
 CONSUMED = Counter("scoring_messages_consumed_total", "Messages consumed, by topic.", ["topic"])
 EVENTS = Counter(
     "scoring_events_total",
@@ -42,7 +42,7 @@ LABEL_DELAY = Histogram(
 )
 SCORING_LATENCY = Histogram(
     "scoring_score_latency_seconds",
-    "From a batch reaching its agent to its predictions being computed.",
+    "From a batch being consumed to its predictions being computed.",
     ["model"],
     buckets=_LATENCY_BUCKETS,
 )

@@ -1,6 +1,6 @@
 """Publishing a batch's records and waiting until the broker has them all.
 
-A confluent-kafka producer from the agent: it batches and compresses in librdkafka's own
+A confluent-kafka producer: it batches and compresses in librdkafka's own
 thread, several times faster than Faust's per-message send. The batch is acknowledged
 only after :meth:`Publisher.publish` returns, which keeps delivery at least once.
 """

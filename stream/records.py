@@ -22,6 +22,7 @@ import base64
 import datetime as dt
 from typing import Annotated, Any, Literal, TypeVar
 
+import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -110,6 +111,37 @@ class Prediction(Record):
     entity: str
     score: float | None = None
     forecast: float | None = None
+
+
+def prediction_json(
+    event_id: str,
+    model: str,
+    model_version: str,
+    scored_at: str,
+    latency_ms: float,
+    entity: str,
+    output_field: Literal["score", "forecast"],
+    value: float,
+) -> bytes:
+    """The bytes of a :class:`Prediction`, made without building one: the scoring hot path.
+
+    ``scored_at`` is the ISO-8601 text of a UTC time ending in ``Z``, as pydantic writes it.
+
+    >>> prediction_json("e1", "fraud", "fraud.3", "2026-01-05T03:00:00Z", 1.5, "acc-1", "score", 0.25)
+    b'{"event_id":"e1","model":"fraud","model_version":"fraud.3","scored_at":"2026-01-05T03:00:00Z","latency_ms":1.5,"entity":"acc-1","score":0.25,"forecast":null}'
+    """
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "model": model,
+            "model_version": model_version,
+            "scored_at": scored_at,
+            "latency_ms": latency_ms,
+            "entity": entity,
+            "score": value if output_field == "score" else None,
+            "forecast": value if output_field == "forecast" else None,
+        }
+    )
 
 
 class DeadLetter(Record):

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from stream import metrics
-from stream.records import DeadLetter, Prediction, Rejection, parse, payload_text
+from stream.records import DeadLetter, Rejection, parse, payload_text, prediction_json
 from stream.served import ServedModels
 from stream.settings import Settings
 from stream.state import Settlement, StateStore
@@ -140,26 +140,29 @@ class Scorer:
         served = self.models[use_case.name]
         outputs = served.model.predict_many([x for _, _, _, x in to_score])
         scored_at = dt.datetime.now(dt.UTC)
-        metrics.SCORING_LATENCY.labels(use_case.name).observe(scored_at.timestamp() - now)
+        scored_text = scored_at.isoformat().replace("+00:00", "Z")
+        scored_ts = scored_at.timestamp()
+        metrics.SCORING_LATENCY.labels(use_case.name).observe(scored_ts - now)
         records = []
         for (message, event, entity, x), y in zip(to_score, outputs, strict=True):
-            latency = max(0.0, scored_at.timestamp() - message.timestamp) if message.timestamp else 0.0
-            prediction = Prediction(
-                event_id=event.event_id,
-                model=use_case.name,
-                model_version=served.version,
-                scored_at=scored_at,
-                latency_ms=round(latency * 1000, 3),
-                entity=entity,
-                **{use_case.output_field: y},
-            ).to_json()
+            latency = max(0.0, scored_ts - message.timestamp) if message.timestamp else 0.0
+            prediction = prediction_json(
+                event.event_id,
+                use_case.name,
+                served.version,
+                scored_text,
+                round(latency * 1000, 3),
+                entity,
+                use_case.output_field,
+                y,
+            )
             pending = orjson.dumps(
                 {
                     "x": x,
                     "y_pred": y,
                     "entity": entity,
                     "model_version": served.version,
-                    "scored_at": scored_at.timestamp(),
+                    "scored_at": scored_ts,
                 }
             )
             records.append((event.event_id, prediction, pending))

@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
 from stream import metrics
+from stream.batches import BatchConsumer
 from stream.errors import TRANSIENT_ERRORS
 from stream.learner import Learner
 from stream.publisher import Publisher
@@ -59,12 +61,27 @@ class ScoringService:
             )
             for uc in USE_CASES
         ]
+        self._steps: dict[str, Step] = {}
+        for uc in USE_CASES:
+            self._steps[settings.topic(uc.event_topic)] = partial(self.scorer.score, uc)
+            self._steps[settings.topic(uc.label_topic)] = partial(self.scorer.join, uc)
+        self.consumer = BatchConsumer(settings, list(self._steps), self.handle)
 
-    async def handle_events(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> None:
-        await self._handle(batch, lambda b: self.scorer.score(use_case, b))
+    async def handle(self, batch: Sequence[Message]) -> None:
+        """Score the events and join the labels of a batch; return once all it produced is delivered.
 
-    async def handle_labels(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> None:
-        await self._handle(batch, lambda b: self.scorer.join(use_case, b))
+        Each topic-partition's messages are handled concurrently with the others' (an
+        entity's events share a partition): while Redis runs one group's script, the
+        worker scores another's.
+        """
+        groups: dict[tuple[str, int], list[Message]] = {}
+        for message in batch:
+            groups.setdefault((message.topic, message.partition), []).append(message)
+        outboxes = await asyncio.gather(*(self._process(group) for group in groups.values()))
+        records = [record for outbox in outboxes for record in outbox.records]
+        await self._retrying("publish", lambda: self.publisher.publish(records))
+        for outbox in outboxes:
+            outbox.delivered()
 
     async def handle_parked_labels(self, use_case: UseCase[Any, Any]) -> None:
         await self._deliver(self.settings.topic(use_case.label_topic), lambda: self.scorer.unpark(use_case))
@@ -73,16 +90,18 @@ class ScoringService:
         await self._retrying("models", self.models.refresh)
 
     async def close(self) -> None:
+        await self.consumer.stop()
         for learner in self.learners:
             await learner.stop()
         await asyncio.to_thread(self.publisher.close)
         await self.redis.aclose()
 
-    async def _handle(self, batch: Sequence[Message], step: Step) -> None:
-        topic = batch[0].topic
-        metrics.CONSUMED.labels(topic).inc(len(batch))
+    async def _process(self, group: Sequence[Message]) -> Outbox:
+        topic = group[0].topic
+        step = self._steps[topic]
+        metrics.CONSUMED.labels(topic).inc(len(group))
         with metrics.BATCH_SECONDS.labels(topic).time():
-            await self._deliver(topic, lambda: self._isolating(batch, step))
+            return await self._retrying(topic, lambda: self._isolating(group, step))
 
     async def _deliver(self, topic: str, produce: Callable[[], Awaitable[Outbox]]) -> None:
         """Run ``produce`` and publish what it produced, each retried until Redis and Kafka answer."""

@@ -58,11 +58,9 @@ class Settings:
     heartbeat_interval_seconds: float = _setting(
         3.0, "Consumer group heartbeat interval (use 0.5 on the local Tansu broker)."
     )
-    batch_size: int = _setting(500, "Most events an agent processes together.")
-    batch_window_seconds: float = _setting(0.02, "Longest an agent waits to fill a batch.")
-    fetch_max_wait_ms: int = _setting(
-        25, "Longest a consumer fetch waits for data (Faust's own, hard-coded, is 1500)."
-    )
+    batch_size: int = _setting(500, "Most messages the worker consumes and processes together.")
+    batch_window_seconds: float = _setting(0.02, "Longest the worker waits to fill a batch.")
+    fetch_max_wait_ms: int = _setting(25, "Longest a consumer fetch waits for data on the broker.")
     champions: str = _setting(
         "fraud=logistic_regression_adam,demand=log_linear_regression",
         "Pipeline each use case starts serving (`use case=candidate`, see `models/pipelines.py`).",

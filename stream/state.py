@@ -106,23 +106,21 @@ def _settlements(replies: Sequence[bytes]) -> list[Settlement]:
 
 def _decode_prior(raw: bytes, members: Sequence[str]) -> Prior:
     doc = orjson.loads(raw)
-    flat = doc["state"] or []
-    fields = {
-        flat[i].decode() if isinstance(flat[i], bytes) else flat[i]: flat[i + 1]
-        for i in range(0, len(flat), 2)
-    }
-    stats: dict[str, Stat] = {}
-    for name in {f.rsplit(":", 1)[0] for f in fields if ":" in f}:
-        stats[name] = Stat(
-            n=int(fields[f"{name}:n"]), mean=float(fields[f"{name}:mean"]), var=float(fields[f"{name}:var"])
-        )
-    seen_flags = doc["seen"] if isinstance(doc["seen"], list) else []
+    flat = doc["state"] or []  # HGETALL's field, value, field, value...
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    stats = {}
+    for field in flat[::2]:
+        if field[-2:] == ":n":
+            name = field[:-2]
+            mean, var = fields[name + ":mean"], fields[name + ":var"]
+            stats[name] = Stat(int(fields[field]), float(mean), float(var))
+    seen = doc["seen"]  # a list, or {} for an empty one (cjson cannot tell them apart)
     last_ts = fields.get("last_ts")
     return Prior(
-        n=int(fields.get("n", 0)),
-        last_ts=float(last_ts) if last_ts is not None else None,
-        stats=stats,
-        seen=dict(zip(members, seen_flags, strict=False)),
+        int(fields.get("n", 0)),
+        float(last_ts) if last_ts is not None else None,
+        stats,
+        dict(zip(members, seen, strict=False)) if isinstance(seen, list) else {},
     )
 
 
@@ -135,13 +133,9 @@ class StateStore:
         self._script = client.register_script(_SCRIPT)
         self._event_ttl = 2 * settings.label_ttl_seconds
 
-    def _key(self, use_case: str, kind: str, ident: str) -> str:
-        return self._settings.key(use_case, kind, ident)
-
-    async def _call(self, command: str, keys: list[str], params: dict[str, Any]) -> list[Any]:
-        if not keys:
-            return []
-        return cast(list[Any], await self._script(keys=keys, args=[command, orjson.dumps(params)]))
+    async def _call(self, command: str, use_case: str, params: dict[str, Any]) -> list[Any]:
+        prefix = self._settings.key(use_case, "")
+        return cast(list[Any], await self._script(args=[command, prefix, orjson.dumps(params)]))
 
     async def observe(
         self, use_case: str, events: Sequence[tuple[str, str, str, Observation]]
@@ -154,23 +148,25 @@ class StateStore:
         if not events:
             return []
         names, members = list(events[0][3].stats), list(events[0][3].members)
-        keys: list[str] = []
-        for event_id, entity, _, _ in events:
-            entity_key = self._key(use_case, "entity", entity)
-            keys += [self._key(use_case, "event", event_id), entity_key]
-            keys += [f"{entity_key}:{member}" for member in members]
         replies = await self._call(
             "observe",
-            keys,
+            use_case,
             {
                 "event_ttl": self._event_ttl,
                 "entity_ttl": self._settings.entity_ttl_seconds,
                 "alpha": ALPHA,
                 "stats": names,
-                "members": len(members),
+                "members": members,
                 "events": [
-                    [source, obs.ts, [obs.stats[n] for n in names], [obs.members[m] for m in members]]
-                    for _, _, source, obs in events
+                    [
+                        event_id,
+                        entity,
+                        source,
+                        obs.ts,
+                        [obs.stats[n] for n in names],
+                        [obs.members[m] for m in members],
+                    ]
+                    for event_id, entity, source, obs in events
                 ],
             },
         )
@@ -188,19 +184,16 @@ class StateStore:
         """Store (event id, published prediction, pending record) for each scored event."""
         if not scored:
             return
-        keys = [self.journal_key(use_case)] + [
-            key
-            for event_id, _, _ in scored
-            for key in (self._key(use_case, "event", event_id), self._key(use_case, "pending", event_id))
-        ]
-        events = [[prediction.decode(), pending.decode()] for _, prediction, pending in scored]
         await self._call(
             "record",
-            keys,
+            use_case,
             {
                 "label_ttl": self._settings.label_ttl_seconds,
                 "journal_max": self._settings.journal_max_entries,
-                "events": events,
+                "events": [
+                    [event_id, prediction.decode(), pending.decode()]
+                    for event_id, prediction, pending in scored
+                ],
             },
         )
 
@@ -214,14 +207,12 @@ class StateStore:
         """
         if not labels:
             return []
-        keys = [self.journal_key(use_case)]
-        keys += [key for event_id, _, _, _ in labels for key in self._label_keys(use_case, event_id)]
         params = {
             "deadline": time.time() + wait_seconds,
             "journal_max": self._settings.journal_max_entries,
             "labels": [[event_id, source, parked.decode(), y] for event_id, source, parked, y in labels],
         }
-        return _settlements(await self._call("settle", keys, params))
+        return _settlements(await self._call("settle", use_case, params))
 
     async def unpark(self, use_case: str, limit: int) -> list[Settlement]:
         """Settle the oldest parked labels whose event got scored or whose wait is over."""
@@ -229,14 +220,12 @@ class StateStore:
         event_ids = [raw.decode() for raw in cast(list[bytes], await self._redis.zrange(due, 0, limit - 1))]
         if not event_ids:
             return []
-        keys = [self.journal_key(use_case)]
-        keys += [key for event_id in event_ids for key in self._label_keys(use_case, event_id)]
         params = {
             "now": time.time(),
             "journal_max": self._settings.journal_max_entries,
             "event_ids": event_ids,
         }
-        return _settlements(await self._call("unpark", keys, params))
+        return _settlements(await self._call("unpark", use_case, params))
 
     def journal_key(self, use_case: str) -> str:
         return self._settings.key(use_case, "journal")
@@ -261,23 +250,18 @@ class StateStore:
         """Forget the journal entries older than ``before`` (epoch seconds)."""
         await self._redis.xtrim(self.journal_key(use_case), minid=str(int(before * 1000)), approximate=True)
 
-    def _label_keys(self, use_case: str, event_id: str) -> list[str]:
-        return [
-            self._key(use_case, "event", event_id),
-            self._key(use_case, "pending", event_id),
-            self._settings.key(use_case, "parked", "labels"),
-            self._settings.key(use_case, "parked", "due"),
-        ]
-
     async def update(self, use_case: str, stat: str, values: Sequence[tuple[str, float]]) -> None:
         """Fold each (entity id, value) into the entity's statistic ``stat``."""
+        if not values:
+            return
         await self._call(
             "update",
-            [self._key(use_case, "entity", entity) for entity, _ in values],
+            use_case,
             {
                 "stat": stat,
                 "alpha": ALPHA,
                 "entity_ttl": self._settings.entity_ttl_seconds,
+                "entities": [entity for entity, _ in values],
                 "values": [value for _, value in values],
             },
         )

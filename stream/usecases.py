@@ -47,7 +47,7 @@ class UseCase(Generic[E, L]):
     target: Callable[[L], Any]
 
     @property
-    def output_field(self) -> str:
+    def output_field(self) -> Literal["score", "forecast"]:
         return "score" if self.task == "classification" else "forecast"
 
 

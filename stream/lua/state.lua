@@ -8,15 +8,24 @@
 -- (merchants, countries). A label whose event is not scored yet is parked (hash of
 -- labels, sorted set of deadlines) until it is.
 --
--- The journal (a stream, KEYS[1] of record, settle and unpark) is what the learner reads,
+-- The journal (a stream, `<prefix>journal`) is what the learner reads,
 -- in its order: one entry per scored event (k=s, p=pending) and one per label joined to
 -- its event (k=l, p=pending, y=target, s=label source), written in the same atomic step
 -- as the state change, so the learner sees each scored event and each label exactly once.
 
--- ARGV[1] is the command, ARGV[2] its parameters as one JSON document: one argument to
--- pack and send instead of thousands.
+-- ARGV[1] is the command, ARGV[2] the use case's key prefix, ARGV[3] the parameters as one
+-- JSON document: three arguments to pack and send instead of thousands of keys. The
+-- script builds its keys from the prefix, so it needs a single Redis, not a cluster.
 local command = ARGV[1]
-local p = cjson.decode(ARGV[2])
+local prefix = ARGV[2]
+local p = cjson.decode(ARGV[3])
+
+local function key(kind, id)
+  return prefix .. kind .. ':' .. id
+end
+local JOURNAL = prefix .. 'journal'
+local PARKED = prefix .. 'parked:labels'
+local DUE = prefix .. 'parked:due'
 
 local function fmt(x)
   return string.format('%.17g', x)
@@ -42,7 +51,7 @@ local function add_stat(fields, state, name, value, alpha)
 end
 
 local function journal(fields)
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', p.journal_max, '*', unpack(fields))
+  redis.call('XADD', JOURNAL, 'MAXLEN', '~', p.journal_max, '*', unpack(fields))
 end
 
 -- The one way an event is learned: scored -> learned, handing its pending record and
@@ -61,21 +70,20 @@ end
 local out = {}
 
 if command == 'observe' then
-  -- p: event_ttl, entity_ttl, alpha, stats (names), events: [source, ts, {stat values},
-  -- {member values}]. KEYS per event: event, entity, one set per member.
+  -- p: event_ttl, entity_ttl, alpha, stats (names), members (names), events: [event id,
+  -- entity id, source, ts, {stat values}, {member values}].
   -- Replies per event: source, prior, status, prediction.
-  local names, m = p.stats, p.members
-  for e, event in ipairs(p.events) do
-    local i = (e - 1) * (2 + m) + 1
-    local event_key, entity_key = KEYS[i], KEYS[i + 1]
-    local source, ts, values, members = event[1], event[2], event[3], event[4]
+  local names, member_names = p.stats, p.members
+  for _, event in ipairs(p.events) do
+    local event_key, entity_key = key('event', event[1]), key('entity', event[2])
+    local source, ts, values, members = event[3], event[4], event[5], event[6]
     local known = redis.call('HMGET', event_key, 'source', 'prior', 'status', 'prediction')
     if known[1] then
       append(out, {known[1], known[2], known[3], known[4] or ''})
     else
       local seen = {}
-      for j = 1, m do
-        local set_key = KEYS[i + 1 + j]
+      for j, member in ipairs(member_names) do
+        local set_key = entity_key .. ':' .. member
         seen[j] = redis.call('SADD', set_key, members[j]) == 0
         redis.call('EXPIRE', set_key, p.entity_ttl)
       end
@@ -102,63 +110,60 @@ if command == 'observe' then
   end
 
 elseif command == 'record' then
-  -- p: label_ttl, journal_max, events: [prediction, pending]. KEYS: journal, then per
-  -- event: event, pending.
-  for e, event in ipairs(p.events) do
-    local i = 2 * e
-    if redis.call('HGET', KEYS[i], 'status') == 'claimed' then
-      redis.call('HSET', KEYS[i], 'status', 'scored', 'prediction', event[1])
-      redis.call('SET', KEYS[i + 1], event[2], 'EX', p.label_ttl)
-      journal({'k', 's', 'p', event[2]})
+  -- p: label_ttl, journal_max, events: [event id, prediction, pending].
+  for _, event in ipairs(p.events) do
+    local event_key = key('event', event[1])
+    if redis.call('HGET', event_key, 'status') == 'claimed' then
+      redis.call('HSET', event_key, 'status', 'scored', 'prediction', event[2])
+      redis.call('SET', key('pending', event[1]), event[3], 'EX', p.label_ttl)
+      journal({'k', 's', 'p', event[3]})
     end
   end
 
 elseif command == 'settle' then
   -- p: deadline, journal_max, labels: [event id, label source, parked record, target].
-  -- KEYS: journal, then per label: event, pending, parked, due.
   -- Replies per label: outcome, pending, parked.
-  for l, label in ipairs(p.labels) do
-    local i = 4 * l - 2
+  for _, label in ipairs(p.labels) do
     local event_id, source = label[1], label[2]
-    local e = redis.call('HMGET', KEYS[i], 'status', 'label_source')
+    local event_key = key('event', event_id)
+    local e = redis.call('HMGET', event_key, 'status', 'label_source')
     if e[1] == 'learned' then
       append(out, {e[2] == source and 'redelivered' or 'duplicate_label', '', ''})
     elseif e[1] == 'scored' then
-      append(out, learn(KEYS[i], KEYS[i + 1], source, label[4]))
+      append(out, learn(event_key, key('pending', event_id), source, label[4]))
     else
       -- Its event is not scored yet: the label waits (once) until the deadline.
-      local parked = redis.call('HGET', KEYS[i + 2], event_id)
+      local parked = redis.call('HGET', PARKED, event_id)
       if parked then
         append(out, {cjson.decode(parked).source == source and 'redelivered' or 'duplicate_label', '', ''})
       else
-        redis.call('HSET', KEYS[i + 2], event_id, label[3])
-        redis.call('ZADD', KEYS[i + 3], p.deadline, event_id)
+        redis.call('HSET', PARKED, event_id, label[3])
+        redis.call('ZADD', DUE, p.deadline, event_id)
         append(out, {'parked', '', ''})
       end
     end
   end
 
 elseif command == 'unpark' then
-  -- p: now, journal_max, event_ids. KEYS: journal, then per event id: event, pending,
-  -- parked, due. Replies per event id: outcome, pending, parked.
+  -- p: now, journal_max, event_ids. Replies per event id: outcome, pending, parked.
   local now = p.now
-  for e, event_id in ipairs(p.event_ids) do
-    local i = 4 * e - 2
-    local parked = redis.call('HGET', KEYS[i + 2], event_id)
-    local deadline = tonumber(redis.call('ZSCORE', KEYS[i + 3], event_id))
-    local scored = redis.call('HGET', KEYS[i], 'status') == 'scored'
+  for _, event_id in ipairs(p.event_ids) do
+    local event_key = key('event', event_id)
+    local parked = redis.call('HGET', PARKED, event_id)
+    local deadline = tonumber(redis.call('ZSCORE', DUE, event_id))
+    local scored = redis.call('HGET', event_key, 'status') == 'scored'
     if parked and not scored and deadline and deadline > now then
       append(out, {'waiting', '', ''})
     else
-      redis.call('HDEL', KEYS[i + 2], event_id)
-      redis.call('ZREM', KEYS[i + 3], event_id)
+      redis.call('HDEL', PARKED, event_id)
+      redis.call('ZREM', DUE, event_id)
       if not parked then
         append(out, {'gone', '', ''})
       elseif not scored then
         append(out, {'unknown_event', '', parked})
       else
         local label = cjson.decode(parked)
-        local reply = learn(KEYS[i], KEYS[i + 1], label.source, label.y)
+        local reply = learn(event_key, key('pending', event_id), label.source, label.y)
         reply[3] = parked
         append(out, reply)
       end
@@ -166,15 +171,16 @@ elseif command == 'unpark' then
   end
 
 elseif command == 'update' then
-  -- p: stat (name), alpha, entity_ttl, values (one per entity). KEYS: entities.
+  -- p: stat (name), alpha, entity_ttl, entities, values (one per entity).
   local name = p.stat
   for i, value in ipairs(p.values) do
-    local s = redis.call('HMGET', KEYS[i], name .. ':n', name .. ':mean', name .. ':var')
+    local entity_key = key('entity', p.entities[i])
+    local s = redis.call('HMGET', entity_key, name .. ':n', name .. ':mean', name .. ':var')
     local fields = {}
     add_stat(fields, {[name .. ':n'] = s[1], [name .. ':mean'] = s[2], [name .. ':var'] = s[3]},
       name, value, p.alpha)
-    redis.call('HSET', KEYS[i], unpack(fields))
-    redis.call('EXPIRE', KEYS[i], p.entity_ttl)
+    redis.call('HSET', entity_key, unpack(fields))
+    redis.call('EXPIRE', entity_key, p.entity_ttl)
   end
 
 else
