@@ -434,7 +434,9 @@ def memory(bench: Bench) -> Result:
         out["rss_mb_at_end"] = measure.status_mb(pid, "VmRSS")
         out["redis_rss_mb_at_end"] = measure.status_mb(redis_pid, "VmRSS") if redis_pid else 0.0
         out["peak_rss_mb"] = measure.status_mb(pid, "VmHWM")
+    # A worker that predicted all N before the first look: the end is the checkpoint too.
     out.setdefault("rss_mb_at_checkpoint", out["rss_mb_at_end"])
+    out.setdefault("redis_rss_mb_at_checkpoint", out["redis_rss_mb_at_end"])
     out["growth"] = out["rss_mb_at_end"] / out["rss_mb_at_checkpoint"] - 1.0
     bench.say(
         f"memory: worker RSS {out['rss_mb_at_checkpoint']:.0f} MB after {checkpoint:,}, "

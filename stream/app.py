@@ -17,6 +17,7 @@ version (``refresh_models``).
 
 from __future__ import annotations
 
+import gc
 import logging
 from functools import partial
 from pathlib import Path
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # How often labels that arrived before their event are tried again.
 PARKED_LABELS_INTERVAL_SECONDS = 1.0
+# The garbage collector's generation thresholds in a worker (Python's default: 700, 10, 10).
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def faust_app(settings: Settings, app_id: str) -> faust.App:
@@ -94,5 +97,10 @@ def run_worker(settings: Settings) -> None:
         prometheus_client.start_http_server(settings.metrics_port)
         log.info("metrics on :%d/metrics", settings.metrics_port)
     app = create_app(settings)
+    # What is loaded by now lives as long as the process: keep the collector from scanning
+    # it again and again, and collect the young generation less often (each event
+    # allocates dozens of short-lived objects). Measured in bench: see README Performance.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

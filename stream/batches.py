@@ -7,8 +7,8 @@ events/s. A confluent-kafka consumer hands over whole batches fetched by librdka
 thread, at about 1 µs a message; Faust still runs the worker around it (its lifecycle,
 timers, the learners' tasks).
 
-Delivery stays at least once: a batch's offsets are stored only after ``handle`` returned,
-that is after everything the batch produced was delivered, and librdkafka commits stored
+Delivery stays at least once: a batch's offsets are stored only after everything the
+batch produced was delivered (and the batches before it too), and librdkafka commits stored
 offsets every ``AUTO_COMMIT_MS``, when partitions are revoked, and on close. A worker that
 dies mid-batch leaves those messages to the next owner of their partitions, which the
 scorer recognises by their source (topic/partition/offset).
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from stream.scoring import Message
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Sequence[Message]], Awaitable[None]]
 
 AUTO_COMMIT_MS = 1000
+MAX_IN_FLIGHT = 4
 # Prefetched messages librdkafka keeps per consumer: bounds the worker's memory.
 PREFETCH_KBYTES = 32 * 1024
 
@@ -64,8 +66,12 @@ class BatchConsumer:
     topics
         The (namespaced) topics to consume.
     handle
-        Processes a batch and returns once its output is delivered; it must not raise
-        (the service retries transient errors and dead-letters the rest itself).
+        Processes a batch and returns once everything it produced is delivered; it must
+        not raise (the service retries transient errors and dead-letters the rest
+        itself). Up to ``MAX_IN_FLIGHT`` batches are handled at once, so the worker
+        scores one while Redis or the broker works on another; their offsets are stored
+        in batch order. ``handle`` keeps what must stay in order in order (the scorer
+        claims a partition's events one batch after the other).
     """
 
     def __init__(self, settings: Settings, topics: Sequence[str], handle: Handler) -> None:
@@ -80,6 +86,7 @@ class BatchConsumer:
         self._stopped.clear()
         consumer = Consumer(consumer_config(self._settings), logger=log)
         consumer.subscribe(self._topics)
+        in_flight: InFlight = deque()
         try:
             while not self._stopping.is_set():
                 batch = await asyncio.to_thread(
@@ -87,16 +94,32 @@ class BatchConsumer:
                 )
                 messages = [_message(m) for m in batch if _usable(m)]
                 if messages:
-                    await self._handle(messages)
-                    consumer.store_offsets(offsets=_next_offsets(messages))
+                    handled = asyncio.ensure_future(self._handle(messages))
+                    in_flight.append((handled, _next_offsets(messages)))
+                await _store_delivered(consumer, in_flight, MAX_IN_FLIGHT)
+            await _store_delivered(consumer, in_flight, 0)
         finally:
             await asyncio.to_thread(consumer.close)  # commits what was stored, leaves the group
             self._stopped.set()
 
     async def stop(self) -> None:
-        """Finish the batch in hand, commit, and leave the group."""
+        """Finish the batches in hand, commit, and leave the group."""
         self._stopping.set()
         await self._stopped.wait()
+
+
+InFlight = deque[tuple[asyncio.Future[None], list[TopicPartition]]]
+
+
+async def _store_delivered(consumer: Consumer, in_flight: InFlight, keep: int) -> None:
+    """Store the offsets of the handled batches, in order, until at most ``keep`` are in flight."""
+    while in_flight and (in_flight[0][0].done() or len(in_flight) > keep):
+        handled, offsets = in_flight.popleft()
+        await handled
+        try:
+            consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:  # revoked meanwhile: their new owner consumes them again
+            log.info("consumer: offsets not stored (%s); the partitions' new owner redelivers them", exc)
 
 
 def _usable(message: KafkaMessage) -> bool:

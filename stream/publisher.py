@@ -1,13 +1,17 @@
-"""Publishing a batch's records and waiting until the broker has them all.
+"""Publishing records and waiting until the broker has them all.
 
-A confluent-kafka producer: it batches and compresses in librdkafka's own
-thread, several times faster than Faust's per-message send. The batch is acknowledged
-only after :meth:`Publisher.publish` returns, which keeps delivery at least once.
+A confluent-kafka producer: it batches and compresses in librdkafka's own thread, several
+times faster than Faust's per-message send. :meth:`Publisher.publish` returns once every
+record it was given is delivered, which the caller waits for before acknowledging what
+the records came from, so delivery stays at least once. It waits for its own records
+only, not for everything in flight (as ``flush`` would): the worker can publish one batch
+while it scores the next. A thread serves the producer's delivery reports.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -15,10 +19,11 @@ from confluent_kafka import KafkaError, Message, Producer
 from stream.settings import Settings
 
 FLUSH_TIMEOUT_SECONDS = 30.0
+POLL_SECONDS = 0.05
 
 
 class PublishError(RuntimeError):
-    """Some records of a batch were not delivered; the batch must be retried."""
+    """Some records were not delivered; they must be published again."""
 
 
 class Publisher:
@@ -31,16 +36,40 @@ class Publisher:
                 "compression.type": "lz4",
             }
         )
+        self._closing = threading.Event()
+        self._poller = threading.Thread(target=self._serve_reports, name="delivery-reports", daemon=True)
+        self._poller.start()
+
+    def _serve_reports(self) -> None:
+        while not self._closing.is_set():
+            self._producer.poll(POLL_SECONDS)
 
     async def publish(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
-        """Produce (topic, key, value) records and wait for every delivery report."""
+        """Produce (topic, key, value) records and wait for their delivery reports.
+
+        Raises
+        ------
+        PublishError
+            When a record was not delivered (librdkafka retries for up to its
+            ``delivery.timeout.ms`` first).
+        """
         if not records:
             return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        outstanding = len(records)
         errors: list[KafkaError] = []
+        lock = threading.Lock()
 
-        def on_delivery(error: KafkaError | None, _: Message) -> None:
-            if error is not None:
-                errors.append(error)
+        def on_delivery(error: KafkaError | None, _: Message) -> None:  # in the poll thread
+            nonlocal outstanding
+            with lock:
+                if error is not None:
+                    errors.append(error)
+                outstanding -= 1
+                last = outstanding == 0
+            if last:
+                loop.call_soon_threadsafe(_settle, done, errors)
 
         for topic, key, value in records:
             while True:
@@ -48,10 +77,19 @@ class Publisher:
                     self._producer.produce(topic, value, key, on_delivery=on_delivery)
                     break
                 except BufferError:  # local queue full: let deliveries drain
-                    await asyncio.to_thread(self._producer.poll, 0.05)
-        undelivered = await asyncio.to_thread(self._producer.flush, FLUSH_TIMEOUT_SECONDS)
-        if undelivered or errors:
-            raise PublishError(f"{undelivered} records undelivered, {len(errors)} failed: {errors[:3]}")
+                    await asyncio.sleep(POLL_SECONDS)
+        await done
 
     def close(self) -> None:
         self._producer.flush(FLUSH_TIMEOUT_SECONDS)
+        self._closing.set()
+        self._poller.join()
+
+
+def _settle(done: asyncio.Future[None], errors: list[KafkaError]) -> None:
+    if done.done():
+        return
+    if errors:
+        done.set_exception(PublishError(f"{len(errors)} records failed: {errors[:3]}"))
+    else:
+        done.set_result(None)

@@ -11,12 +11,14 @@ atomic step, for the learner (:mod:`stream.learner`).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -30,9 +32,8 @@ from stream.usecases import DEADLETTER_TOPIC, UseCase
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Message:
-    """A consumed message, as the scorer needs it."""
+class Message(NamedTuple):
+    """A consumed message, as the scorer needs it (a named tuple: one is made per message)."""
 
     topic: str
     partition: int
@@ -58,8 +59,11 @@ class Outbox:
     def delivered(self) -> None:
         """Count the end-to-end latency of the predictions, now that they are delivered."""
         now = time.time()
+        histograms = {
+            model: metrics.END_TO_END_LATENCY.labels(model) for model in {m for m, _ in self.predicted}
+        }
         for model, since in self.predicted:
-            metrics.END_TO_END_LATENCY.labels(model).observe(max(0.0, now - since))
+            histograms[model].observe(max(0.0, now - since))
 
 
 class Scorer:
@@ -69,6 +73,17 @@ class Scorer:
         self.settings = settings
         self.state = state
         self.models = models
+        self._partition_locks: dict[tuple[str, int], asyncio.Lock] = {}
+
+    def _in_order(self, batch: Sequence[Message]) -> asyncio.Lock:
+        """The lock that keeps one partition's batches reaching Redis in the order they came.
+
+        Several batches are handled at once; a partition's batches each take this lock
+        (first come, first served) around the step that claims or joins, so an entity's
+        events change its state in their partition's order.
+        """
+        where = (batch[0].topic, batch[0].partition)
+        return self._partition_locks.setdefault(where, asyncio.Lock())
 
     def dead_letter(self, outbox: Outbox, message: Message, reason: str, detail: str) -> None:
         """Keep a rejected message, with its reason, on the dead-letter topic."""
@@ -111,10 +126,11 @@ class Scorer:
             else:
                 valid.append((message, event, use_case.entity(event)))
 
-        claims = await self.state.observe(
-            use_case.name,
-            [(event.event_id, entity, m.source, use_case.observe(event)) for m, event, entity in valid],
-        )
+        observations = [
+            (event.event_id, entity, m.source, use_case.observe(event)) for m, event, entity in valid
+        ]
+        async with self._in_order(batch):
+            claims = await self.state.observe(use_case.name, observations)
         to_score = []
         prediction_topic = self.settings.topic(use_case.prediction_topic)
         for (message, event, entity), claim in zip(valid, claims, strict=True):
@@ -189,14 +205,12 @@ class Scorer:
             else:
                 valid.append((message, label))
         targets = [float(use_case.target(label)) for _, label in valid]
-        settlements = await self.state.settle(
-            use_case.name,
-            [
-                (label.event_id, message.source, _parked(message, y), y)
-                for (message, label), y in zip(valid, targets, strict=True)
-            ],
-            self.settings.label_wait_seconds,
-        )
+        labels = [
+            (label.event_id, message.source, _parked(message, y), y)
+            for (message, label), y in zip(valid, targets, strict=True)
+        ]
+        async with self._in_order(batch):
+            settlements = await self.state.settle(use_case.name, labels, self.settings.label_wait_seconds)
         await self._conclude(use_case, outbox, valid, settlements)
         return outbox
 
@@ -221,6 +235,8 @@ class Scorer:
         settlements: Sequence[Settlement],
     ) -> None:
         joined = []
+        outcomes: Counter[str] = Counter()
+        delay = metrics.LABEL_DELAY.labels(use_case.name)
         now = time.time()
         for (message, label), settlement in zip(labels, settlements, strict=True):
             outcome = settlement.outcome
@@ -229,13 +245,14 @@ class Scorer:
                 # feeds the entity's label statistic, which later events' features read.
                 joined.append((settlement.pending["entity"], float(use_case.target(label))))
                 if "scored_at" in settlement.pending:
-                    delay = now - settlement.pending["scored_at"]
-                    metrics.LABEL_DELAY.labels(use_case.name).observe(max(0.0, delay))
+                    delay.observe(max(0.0, now - settlement.pending["scored_at"]))
                 outcome = "joined"
             elif outcome not in ("parked", "redelivered"):
                 detail = _LABEL_DETAIL[outcome].format(label.event_id, self.settings.label_wait_seconds)
                 self.dead_letter(outbox, message, outcome, detail)
-            metrics.LABELS.labels(use_case.name, outcome).inc()
+            outcomes[outcome] += 1
+        for outcome, count in outcomes.items():
+            metrics.LABELS.labels(use_case.name, outcome).inc(count)
         if joined:
             await self.state.update(use_case.name, "label", joined)
 

@@ -58,9 +58,9 @@ class Settings:
     heartbeat_interval_seconds: float = _setting(
         3.0, "Consumer group heartbeat interval (use 0.5 on the local Tansu broker)."
     )
-    batch_size: int = _setting(500, "Most messages the worker consumes and processes together.")
-    batch_window_seconds: float = _setting(0.02, "Longest the worker waits to fill a batch.")
-    fetch_max_wait_ms: int = _setting(25, "Longest a consumer fetch waits for data on the broker.")
+    batch_size: int = _setting(2000, "Most messages the worker consumes and processes together.")
+    batch_window_seconds: float = _setting(0.005, "Longest the worker waits to fill a batch.")
+    fetch_max_wait_ms: int = _setting(5, "Longest a consumer fetch waits for data on the broker.")
     champions: str = _setting(
         "fraud=logistic_regression_adam,demand=log_linear_regression",
         "Pipeline each use case starts serving (`use case=candidate`, see `models/pipelines.py`).",
