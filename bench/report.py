@@ -89,7 +89,15 @@ def table(result: dict[str, Any]) -> str:
     )
 
     labels = result["labels"].get("worker", {})
-    lines += ["", _row("labels joined/s", labels, lambda r: [f"{r['labels_per_second']:,.0f}"])]
+    lines += [
+        "",
+        f"{'labels':<{WIDTH}}" + "".join(f"{h:>15}" for h in ("joined/s", "learned/s")),
+        _row(
+            "worker",
+            labels,
+            lambda r: [f"{r['labels_joined_per_second']:,.0f}", f"{r['labels_learned_per_second']:,.0f}"],
+        ),
+    ]
     lines.append(
         _row(
             f"scaling, {o['processes']} processes",

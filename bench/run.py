@@ -10,7 +10,8 @@ For each variant (the real worker, the stock Faust agent, the plain confluent lo
 2. **latency**: the running variant gets an offered load at a fixed rate (fresh events,
    distinct ids); latency is each event's send time to its prediction's CreateTime.
 3. **labels** (worker only): the labels of the N events are produced while the worker
-   runs; labels/s is counted from the worker's ``scoring_labels_total{outcome=joined}``.
+   runs; labels joined/s is counted from the worker's ``scoring_labels_total{outcome=joined}``,
+   labels learned/s from its learners' ``scoring_learner_labels_learned``.
 
 Then the broker's own floor (plain produce -> consume round trip at the same rate), the
 worker with several processes on the same N events, and optionally the worker's memory
@@ -261,10 +262,14 @@ def latency(
     return latency_stats([got[e] - t for e, t in sent.items() if e in got], len(sent))
 
 
-def _learned(port: int) -> float:
-    samples = scrape(port)
-    joined = (v for k, v in samples.items() if k.startswith("scoring_labels_total") and "outcome=joined" in k)
-    return sum(joined)
+def _joined(samples: dict[str, float]) -> float:
+    return sum(
+        v for k, v in samples.items() if k.startswith("scoring_labels_total") and "outcome=joined" in k
+    )
+
+
+def _learned(samples: dict[str, float]) -> float:
+    return sum(v for k, v in samples.items() if k.startswith("scoring_learner_labels_learned"))
 
 
 def _predicted(port: int) -> float:
@@ -272,8 +277,14 @@ def _predicted(port: int) -> float:
 
 
 def labels(bench: Bench, processes: Sequence[Proc], settings: Settings, data: Dataset) -> Result:
-    """Produce every label while the worker runs; labels joined per second (the learner learns them)."""
-    base = _learned(settings.metrics_port)
+    """Produce every label while the worker runs: labels joined/s, and learned/s by its learners.
+
+    Each rate is all labels over the span from the last moment none was joined (learned)
+    yet to the moment all were.
+    """
+    counters = {"joined": _joined, "learned": _learned}
+    first = scrape(settings.metrics_port)
+    base = {what: count(first) for what, count in counters.items()}
     errors: list[BaseException] = []
 
     def produce() -> None:
@@ -282,32 +293,42 @@ def labels(bench: Bench, processes: Sequence[Proc], settings: Settings, data: Da
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
+    n = len(data.labels)
     producer = threading.Thread(target=produce, name="labels")
     producer.start()
     try:
-        timeout = _timeout(len(data.labels))
-        deadline = time.monotonic() + timeout
-        started = time.monotonic()  # last moment nothing was learned yet
-        while (learned := _learned(settings.metrics_port) - base) < len(data.labels):
+        timeout = _timeout(n)
+        began = time.monotonic()
+        started = dict.fromkeys(base, began)  # last moment nothing was counted yet
+        ended: dict[str, float] = {}
+        while len(ended) < len(base):
             now = time.monotonic()
+            samples = scrape(settings.metrics_port)
+            counts = {
+                "joined": _joined(samples) - base["joined"],
+                "learned": _learned(samples) - base["learned"],
+            }
+            for what, count in counts.items():
+                if count <= 0:
+                    started[what] = now
+                elif count >= n:
+                    ended.setdefault(what, now)
             _alive_or_fail(processes)
             if errors:
                 raise Failed(f"producing the labels failed: {errors[0]}")
-            if now > deadline:
-                raise Failed(
-                    f"timed out after {timeout:.0f} s with {learned:.0f} of {len(data.labels)} learned"
-                )
-            if learned <= 0:
-                started = now
-            time.sleep(0.1)
-        seconds = time.monotonic() - started
+            if now - began > timeout:
+                raise Failed(f"timed out after {timeout:.0f} s with {counts} of {n} labels")
+            time.sleep(0.05)
     finally:
         producer.join()
+    joined, learned = (max(ended[w] - started[w], 1e-3) for w in ("joined", "learned"))
     return {
         "status": "ok",
-        "labels": len(data.labels),
-        "seconds": round(seconds, 3),
-        "labels_per_second": len(data.labels) / seconds,
+        "labels": n,
+        "seconds_joined": round(joined, 3),
+        "seconds_learned": round(learned, 3),
+        "labels_joined_per_second": n / joined,
+        "labels_learned_per_second": n / learned,
     }
 
 
@@ -338,7 +359,11 @@ def variant(bench: Bench, name: str, data: Dataset, load: Sequence[Paced], resul
                 bench.say(f"{name}: latency p50 {result['latency'][name]['p50_ms']:.1f} ms")
                 if name == "worker":
                     result["labels"][name] = labels(bench, processes, settings, data)
-                    bench.say(f"{name}: {result['labels'][name]['labels_per_second']:,.0f} labels joined/s")
+                    rates = result["labels"][name]
+                    bench.say(
+                        f"{name}: {rates['labels_joined_per_second']:,.0f} labels joined/s, "
+                        f"{rates['labels_learned_per_second']:,.0f} learned/s"
+                    )
         finally:
             reader.close()
     except Exception as exc:

@@ -31,8 +31,9 @@ for all its changes. Severity is ``critical`` when the statistic is far past the
 Time is the journal's stream time, passed in by the caller, never the wall clock, and all
 state is plain data updated deterministically: replaying the same journal into a fresh (or
 an unpickled) monitor gives the same alerts, ids included. State is bounded: histograms on a
-fixed grid for two windows per feature, a few numbers per detector (a few kB pickled per
-feature; see the tests for the measured bound).
+fixed grid for two windows per feature, the numbers of the last few hundred events not yet
+binned (they are binned together, every 256 events), a few numbers per detector (a few kB
+pickled per feature; see the tests for the measured bound).
 
 Examples
 --------
@@ -73,6 +74,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 __all__ = [
     "KINDS",
     "AlertChange",
@@ -98,6 +101,7 @@ _STEP = 1.0 / 16.0
 _LINEAR = 1e-3
 _OTHER = "\x00other"  # the categories of a feature beyond MonitorConfig.max_categories
 _NAN = "\x00nan"
+_CHUNK = 256  # events between two binnings of the numbers they brought (see _Distribution)
 
 
 @dataclass(frozen=True)
@@ -460,15 +464,18 @@ class _Concept:
 # --------------------------------------------------------------------------- data drift
 
 
-def _bin(value: float | str) -> int | str:
-    """The fine-grid bin of a value: an int for numbers, the value itself for strings."""
-    if isinstance(value, str):
-        return value
-    v = float(value)
-    if math.isnan(v):
-        return _NAN
-    s = math.copysign(math.log1p(min(abs(v), 1e300) / _LINEAR), v)
-    return math.floor(s / _STEP)
+def _bins(values: list[float]) -> dict[int | str, int]:
+    """How many of ``values`` fall in each bin of the fine grid: an int per bin, ``_NAN`` for NaN."""
+    v = np.array(values, dtype=float)
+    nan = np.isnan(v)
+    counts: dict[int | str, int] = {}
+    if nan.any():
+        counts[_NAN] = int(nan.sum())
+        v = v[~nan]
+    s = np.copysign(np.log1p(np.minimum(np.abs(v), 1e300) / _LINEAR), v)
+    keys, n = np.unique(np.floor(s / _STEP).astype(np.int64), return_counts=True)
+    counts.update(zip(keys.tolist(), n.tolist(), strict=True))
+    return counts
 
 
 def psi(reference: Mapping[int | str, int], current: Mapping[int | str, int], bins: int = 10) -> float:
@@ -516,19 +523,32 @@ def psi(reference: Mapping[int | str, int], current: Mapping[int | str, int], bi
 
 @dataclass
 class _Distribution:
-    """A feature's (or the prediction's) histogram in the current and the reference windows."""
+    """A feature's (or the prediction's) histogram in the current and the reference windows.
+
+    Categories are counted as they come; numbers wait in ``pending`` until :meth:`count` bins
+    them all at once (vectorised), which the monitor calls every :data:`_CHUNK` events and
+    before it compares windows.
+    """
 
     current: dict[int | str, int] = field(default_factory=dict)
     history: list[dict[int | str, int]] = field(default_factory=list)  # oldest first
+    pending: list[float] = field(default_factory=list)  # numbers not yet in current
     statistic: float = 0.0
     cooldown: int = 0
 
-    def add(self, value: float | str, max_categories: int) -> None:
-        key = _bin(value)
+    def add_category(self, value: str, max_categories: int) -> None:
         counts = self.current
-        if isinstance(key, str) and key not in counts and len(counts) >= max_categories:
-            key = _OTHER
-        counts[key] = counts.get(key, 0) + 1
+        if value not in counts and len(counts) >= max_categories:
+            value = _OTHER
+        counts[value] = counts.get(value, 0) + 1
+
+    def count(self) -> None:
+        """Bins the pending numbers into the current window's histogram."""
+        if self.pending:
+            counts = self.current
+            for key, n in _bins(self.pending).items():
+                counts[key] = counts.get(key, 0) + n
+            self.pending = []
 
 
 # --------------------------------------------------------------------------- label coverage
@@ -587,19 +607,24 @@ class Monitor:
         """An event with features ``x`` was scored ``y_pred`` at stream time ``t``."""
         changes = self._coverage_step(t)
         self._coverage.scored += 1
-        config = self.config
+        config, features = self.config, self._features
         for name, value in x.items():
-            if name in config.exempt:
-                continue
-            distribution = self._features.get(name)
+            distribution = features.get(name)
             if distribution is None:
-                distribution = self._features[name] = _Distribution()
-            distribution.add(value, config.max_categories)
+                if name in config.exempt:
+                    continue
+                distribution = features[name] = _Distribution()
+            if isinstance(value, str):
+                distribution.add_category(value, config.max_categories)
+            else:
+                distribution.pending.append(value)
         if not math.isnan(y_pred):
-            self._prediction.add(float(y_pred), config.max_categories)
+            self._prediction.pending.append(float(y_pred))
         self._events += 1
         if self._events >= config.window:
             changes += self._close_window(t)
+        elif self._events % _CHUNK == 0:
+            self._count()
         return changes
 
     def learned(self, y_true: float, y_pred: float, t: float) -> list[AlertChange]:
@@ -707,8 +732,14 @@ class Monitor:
 
     # -- data and prediction drift -------------------------------------------------------
 
+    def _count(self) -> None:
+        self._prediction.count()
+        for distribution in self._features.values():
+            distribution.count()
+
     def _close_window(self, t: float) -> list[AlertChange]:
         config = self.config
+        self._count()
         self._events = 0
         self._windows += 1
         changes: list[AlertChange] = []

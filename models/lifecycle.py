@@ -7,7 +7,7 @@
 - :meth:`~ModelLifecycle.learned`: a label joined to those features and that prediction,
   which feeds the served prediction's prequential metric, the concept drift detector (on
   the champion's error just before it learns the label), then the champion/challenger
-  contest, which learns it.
+  contest, which learns it (the champion predicts it once, for both).
 
 It is pure and deterministic (times are stream times, never the clock), so a learner that
 restores a pickled lifecycle and replays the journal from there reaches exactly the state
@@ -115,11 +115,11 @@ class ModelLifecycle:
         # Concept drift is judged on the champion's own test-then-train error, not on the
         # served prediction: that one also carries the publication lag (a burst of fraud
         # scored before its first label arrived), which is no change of concept.
-        (before,) = self.champion.predict_many([x])
+        before = self.champion.predict_one(x)
         alerts = self.monitor.learned(y, before, t)
         if self._challenger and any(a.kind == "concept_drift" and a.state == "open" for a in alerts):
             self.contest.restart_challenger(self._challenger[1], self._challenger[0])
-        promoted = self.contest.learn(x, y)
+        promoted = self.contest.learn(x, y, before)
         self.labels_learned += 1
         return LearnOutcome(alerts, promoted)
 

@@ -4,25 +4,25 @@
 labels one at a time as they arrive, and keeps a prequential metric fed with the predictions made
 *before* each label was learned.
 
-Scoring is read-only because River pipelines only update their unsupervised steps (scaler,
-one-hot encoder) in `learn_one`, unless `compose.learn_during_predict` is active: never enter that
-context manager in the service, it flips a process-wide switch. One harmless exception: a numeric
-feature the scaler has never learned gets a zero entry in its running statistics, which changes
-no prediction.
+Scoring is read-only because River pipelines only update their unsupervised steps (the
+encoder) in `learn_one`, unless `compose.learn_during_predict` is active: never enter that
+context manager in the service, it flips a process-wide switch.
 
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Hashable, Sequence
 from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 from river import base, compose, metrics
 
 from models.pipelines import Task
 
-__all__ = ["BATCH_MIN_ROWS", "Features", "OnlineModel", "new_metric"]
+__all__ = ["BATCH_MIN_ROWS", "ROCAUC", "Features", "OnlineModel", "new_metric"]
 
 Features = dict[str, float | str]
 """A flat feature dict: numbers are scaled, strings one-hot encoded."""
@@ -30,13 +30,70 @@ Features = dict[str, float | str]
 _RiverFeatures = dict[Hashable, Any]
 """How River types a feature dict: dict keys are invariant, so :data:`Features` must be cast."""
 
-BATCH_MIN_ROWS = 512
-"""Smallest batch scored with River's `*_many` methods: below it, their pandas overhead (2-3 ms a
-call) costs more than scoring one row at a time (~6 µs a row); they break even at 450-550 rows."""
+BATCH_MIN_ROWS = 768
+"""Smallest batch scored with River's `*_many` methods: below it, their pandas overhead (~1.5 ms a
+call) costs more than scoring one row at a time (~3 µs a row); they break even at 700-800 rows."""
+
+
+class ROCAUC(metrics.ROCAUC):
+    """River's ROC AUC, to the same number, updated in constant time.
+
+    River's metric updates one confusion matrix per threshold for each prediction. This one
+    counts, per class, the predictions by how many thresholds they exceed, and derives each
+    threshold's true and false positive rates from those counts when asked.
+
+    Parameters
+    ----------
+    n_thresholds
+        How many thresholds discretize the ROC curve, evenly spaced over ``[0, 1]``.
+    pos_val
+        The positive label.
+
+    Examples
+    --------
+    >>> fast, river = ROCAUC(), metrics.ROCAUC()
+    >>> for y, p in [(False, 0.1), (False, 0.4), (True, 0.35), (True, 0.8)]:
+    ...     fast.update(y, p)
+    ...     river.update(y, p)
+    >>> print(fast, fast.get() == river.get())
+    ROCAUC: 87.50% True
+
+    """
+
+    def __init__(self, n_thresholds: int = 10, pos_val: bool = True) -> None:
+        self.n_thresholds = n_thresholds
+        self.pos_val = pos_val
+        self.thresholds = [i / (n_thresholds - 1) for i in range(n_thresholds)]
+        self.thresholds[0] -= 1e-7
+        self.thresholds[-1] += 1e-7
+        # Weight of the positive (negative) predictions by how many thresholds they exceed.
+        self._positives = [0.0] * (n_thresholds + 1)
+        self._negatives = [0.0] * (n_thresholds + 1)
+
+    def update(self, y_true: Any, y_pred: Any, w: float = 1.0) -> None:
+        self._add(y_true, y_pred, w)
+
+    def revert(self, y_true: Any, y_pred: Any, w: float = 1.0) -> None:
+        self._add(y_true, y_pred, -w)
+
+    def _add(self, y_true: Any, y_pred: Any, w: float) -> None:
+        p = y_pred.get(True, 0.0) if isinstance(y_pred, dict) else y_pred
+        counts = self._positives if y_true == self.pos_val else self._negatives
+        counts[bisect.bisect_left(self.thresholds, p)] += w
+
+    def get(self) -> float:
+        positives, negatives = sum(self._positives), sum(self._negatives)
+        tprs = [_ratio(sum(self._positives[i + 1 :]), positives) for i in range(self.n_thresholds)]
+        fprs = [_ratio(sum(self._negatives[i + 1 :]), negatives) for i in range(self.n_thresholds)]
+        return -float(np.trapezoid(x=fprs, y=tprs))  # River's scipy.integrate.trapezoid
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else 0.0
 
 
 _METRICS: dict[Task, type[metrics.base.Metric]] = {
-    "classification": metrics.ROCAUC,
+    "classification": ROCAUC,
     "regression": metrics.MAE,
 }
 
@@ -106,34 +163,38 @@ class OnlineModel:
         self.metric = new_metric(task)
         self._batchable = _batchable(estimator)
 
+    def predict_one(self, x: Features) -> float:
+        """Predicts the feature dict `x`, leaving the estimator untouched."""
+        row = cast(_RiverFeatures, x)
+        if self.task == "classification":
+            return float(cast(base.Classifier, self.estimator).predict_proba_one(row).get(True, 0.0))
+        return max(0.0, float(cast(base.Regressor, self.estimator).predict_one(row)))
+
     def predict_many(self, xs: Sequence[Features]) -> list[float]:
         """Predicts each feature dict of `xs`, leaving the estimator untouched.
 
         Batches of at least :data:`BATCH_MIN_ROWS` rows go through River's `*_many` methods when
         every step of the estimator has them and the rows share the same features with the same
-        kinds; their predictions equal those made one row at a time, to float rounding (~1e-15).
+        kinds; their predictions equal those made one row at a time (:meth:`predict_one`), to
+        float rounding (~1e-15).
 
         """
         estimator = self.estimator
-        rows = cast(Sequence[_RiverFeatures], xs)
         frame = _frame(xs) if self._batchable and len(xs) >= BATCH_MIN_ROWS else None
-        if isinstance(estimator, base.Classifier):
-            if frame is not None and isinstance(estimator, base.MiniBatchClassifier):
-                return [float(p) for p in estimator.predict_proba_many(frame)[True]]
-            return [float(estimator.predict_proba_one(x).get(True, 0.0)) for x in rows]
-        if frame is not None and isinstance(estimator, base.MiniBatchRegressor):
-            ys = estimator.predict_many(frame)
-        else:
-            ys = [estimator.predict_one(x) for x in rows]
+        if frame is None:
+            return [self.predict_one(x) for x in xs]
+        if isinstance(estimator, base.MiniBatchClassifier):
+            return [float(p) for p in estimator.predict_proba_many(frame)[True]]
+        ys = cast(base.MiniBatchRegressor, estimator).predict_many(frame)
         return [max(0.0, float(y)) for y in ys]
 
     def learn_one(self, x: Features, y: float) -> None:
         """Learns one label: ``bool(y)`` for a classification, `y` for a regression."""
-        estimator, row = self.estimator, cast(_RiverFeatures, x)
-        if isinstance(estimator, base.Classifier):
-            estimator.learn_one(row, bool(y))
+        row = cast(_RiverFeatures, x)
+        if self.task == "classification":
+            cast(base.Classifier, self.estimator).learn_one(row, bool(y))
         else:
-            estimator.learn_one(row, float(y))
+            cast(base.Regressor, self.estimator).learn_one(row, float(y))
         self.labels_learned += 1
 
     def update_metric(self, y_true: float, y_pred: float) -> None:
@@ -145,8 +206,6 @@ def _batchable(estimator: base.Estimator) -> bool:
     """Whether each step of `estimator` has mini-batch methods."""
     if isinstance(estimator, compose.Pipeline):
         return all(_batchable(step) for step in estimator.steps.values())
-    if isinstance(estimator, compose.TransformerUnion):
-        return all(_batchable(step) for step in estimator.transformers.values())
     return isinstance(
         estimator, base.MiniBatchTransformer | base.MiniBatchClassifier | base.MiniBatchRegressor
     )
@@ -156,7 +215,7 @@ def _frame(xs: Sequence[Features]) -> pd.DataFrame | None:
     """`xs` as a DataFrame, or ``None`` when `*_many` could disagree with `*_one` on it.
 
     They disagree when a feature is missing from some rows (pandas fills in NaN where
-    `transform_one` just sees no feature) or mixes strings and numbers (`SelectKind` routes a
+    `transform_one` just sees no feature) or mixes strings and numbers (the encoder routes a
     column by its dtype but a value by its type).
 
     """

@@ -50,7 +50,7 @@ Publish = Callable[[Sequence[tuple[str, bytes, bytes]]], Awaitable[None]]
 # Journal entries read at a time, and how long a read waits for the first one.
 READ_COUNT = 500
 READ_BLOCK_MS = 100
-# Entries learned between two yields to the event loop (about 5 ms of work).
+# Entries learned between two yields to the event loop (1.5-2.5 ms of work).
 YIELD_EVERY = 50
 
 

@@ -66,7 +66,7 @@ class Settings:
         "Pipeline each use case starts serving (`use case=candidate`, see `models/pipelines.py`).",
     )
     challengers: str = _setting(
-        "fraud=hoeffding_tree,demand=target_scaled_linear_regression",
+        "fraud=hoeffding_tree_mc,demand=target_scaled_linear_regression",
         "Pipeline learning in shadow beside each champion; empty for none.",
     )
     promotion_min_labels: int = _setting(

@@ -61,7 +61,8 @@ def test_bench_reports_every_section(tmp_path: Path) -> None:
         assert throughput["events"] > 2000  # the invalid ones too
         _positive(result["latency"][name], "p50_ms", "p99_ms", "samples")
     _positive(result["latency"]["broker_floor"], "p50_ms", "p99_ms", "samples")
-    _positive(result["labels"]["worker"], "labels_per_second")
+    _positive(result["labels"]["worker"], "labels_joined_per_second")
+    _positive(result["labels"]["worker"], "labels_learned_per_second")
     _positive(result["scaling"], "events_per_second", "ratio_to_one")
     assert result["scaling"]["processes"] == 2
     _positive(result["memory"], "rss_mb_at_checkpoint", "rss_mb_at_end")

@@ -273,6 +273,19 @@ def test_restarting_the_challenger_gives_a_fresh_model_and_a_fresh_test() -> Non
     assert contest.challenger_name == "hoeffding_tree" and contest.challenger is not challenger
 
 
+def test_the_champion_prediction_made_by_the_caller_is_the_one_tested() -> None:
+    own = Contest(mean_model(), "mean", linear_model(), "target_scaled_linear_regression", min_labels=200)
+    shared = Contest(mean_model(), "mean", linear_model(), "target_scaled_linear_regression", min_labels=200)
+    for x, y in line(1000):
+        assert own.learn(x, y) == shared.learn(x, y, shared.champion.predict_one(x))
+    assert (
+        (own.promotions, own.champion_name)
+        == (shared.promotions, shared.champion_name)
+        == (1, "target_scaled_linear_regression")
+    )
+    assert repr(own.test) == repr(shared.test)
+
+
 def test_without_a_challenger_only_the_champion_learns() -> None:
     contest = Contest(linear_model(), "target_scaled_linear_regression")
     assert not any(contest.learn(x, y) for x, y in line(100))

@@ -215,6 +215,17 @@ def test_a_new_category_raises_a_data_drift_alert_naming_its_feature() -> None:
     assert [c.feature for _, c in opened(changes)] == ["channel"]
 
 
+def test_a_feature_that_goes_missing_raises_a_data_drift_alert_naming_it() -> None:
+    def step(rng: random.Random, i: int) -> tuple[Features, float, float]:
+        x, p, y = fraud_like()(rng, i)
+        if i >= 5_000 and rng.random() < 0.3:
+            x["amount_z"] = math.nan
+        return x, p, y
+
+    changes = feed(Monitor("fraud", "classification", SMALL), 8_000, step)
+    assert [c.feature for _, c in opened(changes)] == ["amount_z"]
+
+
 def test_a_shift_of_the_predictions_raises_a_prediction_drift_alert() -> None:
     def step(rng: random.Random, i: int) -> tuple[Features, float, float]:
         x, p, y = fraud_like()(rng, i)

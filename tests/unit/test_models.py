@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
+import numbers
 import pickle
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pandas as pd
 import pytest
-from river import base
+from river import base, compose, metrics, preprocessing
 
 from models import pipelines
 from models.evaluation import compare, format_table, prequential
-from models.online import BATCH_MIN_ROWS, Features, OnlineModel
+from models.online import BATCH_MIN_ROWS, Features, OnlineModel, new_metric
 from models.pipelines import CANDIDATES, DEFAULT, TASKS
 
 CATEGORIES = {"dairy": 20.0, "bakery": 10.0, "produce": 30.0}
@@ -209,3 +211,51 @@ def test_compare_runs_every_candidate_on_the_same_stream() -> None:
     table = format_table(results).splitlines()
     assert len(table) == 1 + len(results)
     assert all(name in "\n".join(table) for name in CANDIDATES["demand"])
+
+
+def rivers_encoder() -> compose.TransformerUnion:
+    """What :class:`~models.pipelines.Encoder` replaces: River's scaler and one-hot encoder side by side."""
+    return compose.TransformerUnion(
+        compose.SelectType(numbers.Number) | preprocessing.StandardScaler(),
+        compose.SelectType(str) | preprocessing.OneHotEncoder(),
+    )
+
+
+@pytest.mark.parametrize("case", ["fraud", "demand"])
+def test_the_encoder_gives_rivers_numbers(case: str) -> None:
+    encoder, river = pipelines.Encoder(), rivers_encoder()
+    unseen = {"margin_missing": 0.0, "new": 2.5, "channel" if case == "fraud" else "dow": "unseen"}
+    for i, (x, _) in enumerate(STREAMS[case](500, 1)):
+        for probe_x in (x, {**x, **unseen}):
+            assert encoder.transform_one(probe_x) == river.transform_one(probe_x), i
+        encoder.learn_one(x)
+        river.learn_one(x)
+    frame = pd.DataFrame(probe(case, 20))
+    batch = encoder.transform_many(frame)
+    rows = [encoder.transform_one(x) for x in probe(case, 20)]
+    assert sorted(batch.columns) == sorted(rows[0])
+    assert batch.to_dict("records") == rows
+
+
+def test_the_encoder_pickles_and_clones() -> None:
+    model = trained("demand", "linear_regression")
+    xs = probe("demand", 20)
+    restored = pickle.loads(pickle.dumps(model))
+    assert restored.predict_many(xs) == model.predict_many(xs)
+    assert isinstance(model.estimator, compose.Pipeline)
+    fresh = model.estimator.clone()
+    assert fresh["Encoder"].stats == {} and fresh["Encoder"].zeros == {}
+
+
+def test_the_roc_auc_is_rivers() -> None:
+    rng = random.Random(0)
+    fast, river = new_metric("classification"), metrics.ROCAUC()
+    assert type(fast).__name__ == "ROCAUC"
+    for i in range(3000):
+        y = rng.random() < 0.1
+        p = rng.choice([0.0, 1.0, 0.5, 1 / 9]) if i % 7 == 0 else rng.random() ** (0.3 if y else 3.0)
+        fast.update(float(y), p)
+        river.update(float(y), p)
+        if i % 100 == 0:
+            assert fast.get() == river.get()
+    assert fast.get() == river.get() > 0.5
