@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Sequence[Message]], Awaitable[None]]
 
 AUTO_COMMIT_MS = 1000
-MAX_IN_FLIGHT = 4
+MAX_IN_FLIGHT = 8
 # Prefetched messages librdkafka keeps per consumer: bounds the worker's memory.
 PREFETCH_KBYTES = 32 * 1024
 
