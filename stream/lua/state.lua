@@ -27,27 +27,47 @@ local JOURNAL = prefix .. 'journal'
 local PARKED = prefix .. 'parked:labels'
 local DUE = prefix .. 'parked:due'
 
+local format = string.format
+
 local function fmt(x)
-  return string.format('%.17g', x)
+  return format('%.17g', x)
 end
 
 local function append(out, values)
-  for _, value in ipairs(values) do
-    out[#out + 1] = value
+  local k = #out
+  for i = 1, #values do
+    out[k + i] = values[i]
   end
+end
+
+-- Field names of each statistic (`<name>:n`, `:mean`, `:var`), made once per call:
+-- building strings is much of what a script's time goes to.
+local stat_fields = {}
+local function fields_of(name)
+  local f = stat_fields[name]
+  if not f then
+    f = {name .. ':n', name .. ':mean', name .. ':var'}
+    stat_fields[name] = f
+  end
+  return f
 end
 
 -- Appends to `fields` the new exponentially weighted count, mean and variance of the
 -- statistic `name` of an entity whose current fields are `state`, after `value`.
 local function add_stat(fields, state, name, value, alpha)
-  local n = tonumber(state[name .. ':n']) or 0
+  local f = fields_of(name)
+  local n = tonumber(state[f[1]]) or 0
   local mean, var = value, 0
   if n > 0 then
-    local d = value - tonumber(state[name .. ':mean'])
-    mean = tonumber(state[name .. ':mean']) + alpha * d
-    var = (1 - alpha) * (tonumber(state[name .. ':var']) + alpha * d * d)
+    local old = tonumber(state[f[2]])
+    local d = value - old
+    mean = old + alpha * d
+    var = (1 - alpha) * (tonumber(state[f[3]]) + alpha * d * d)
   end
-  append(fields, {name .. ':n', n + 1, name .. ':mean', fmt(mean), name .. ':var', fmt(var)})
+  local k = #fields
+  fields[k + 1], fields[k + 2] = f[1], n + 1
+  fields[k + 3], fields[k + 4] = f[2], fmt(mean)
+  fields[k + 5], fields[k + 6] = f[3], fmt(var)
 end
 
 local function journal(fields)
