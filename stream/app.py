@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import mode.loop
 import prometheus_client
 from faust.app.base import BootStrategy
 from mode.types.signals import BaseSignalT
@@ -89,7 +90,8 @@ def faust_datadir(settings: Settings) -> Path:
 
 
 def run_worker(settings: Settings) -> None:
-    """Run a worker until it is stopped (SIGINT/SIGTERM)."""
+    """Run a worker until it is stopped (SIGINT/SIGTERM), on uvloop's event loop."""
+    mode.loop.use("uvloop")  # a faster event loop: see README Performance
     ensure_topics(settings, all_topics())
     if settings.model_signing_key == Settings().model_signing_key:
         log.warning("model snapshots are signed with the development key: set SCORING_MODEL_SIGNING_KEY")

@@ -133,9 +133,11 @@ class StateStore:
         self._script = client.register_script(_SCRIPT)
         self._event_ttl = 2 * settings.label_ttl_seconds
 
-    async def _call(self, command: str, use_case: str, params: dict[str, Any]) -> list[Any]:
+    async def _call(
+        self, command: str, use_case: str, params: dict[str, Any], blobs: Sequence[bytes] = ()
+    ) -> list[Any]:
         prefix = self._settings.key(use_case, "")
-        return cast(list[Any], await self._script(args=[command, prefix, orjson.dumps(params)]))
+        return cast(list[Any], await self._script(args=[command, prefix, orjson.dumps(params), *blobs]))
 
     async def observe(
         self, use_case: str, events: Sequence[tuple[str, str, str, Observation]]
@@ -190,11 +192,9 @@ class StateStore:
             {
                 "label_ttl": self._settings.label_ttl_seconds,
                 "journal_max": self._settings.journal_max_entries,
-                "events": [
-                    [event_id, prediction.decode(), pending.decode()]
-                    for event_id, prediction, pending in scored
-                ],
+                "event_ids": [event_id for event_id, _, _ in scored],
             },
+            [blob for _, prediction, pending in scored for blob in (prediction, pending)],
         )
 
     async def settle(

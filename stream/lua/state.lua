@@ -14,8 +14,10 @@
 -- as the state change, so the learner sees each scored event and each label exactly once.
 
 -- ARGV[1] is the command, ARGV[2] the use case's key prefix, ARGV[3] the parameters as one
--- JSON document: three arguments to pack and send instead of thousands of keys. The
--- script builds its keys from the prefix, so it needs a single Redis, not a cluster.
+-- JSON document: a few arguments to pack and send instead of thousands of keys. Large
+-- records (record's predictions and pending records) follow as arguments of their own,
+-- so that no JSON has to be unescaped for them. The script builds its keys from the
+-- prefix, so it needs a single Redis, not a cluster.
 local command = ARGV[1]
 local prefix = ARGV[2]
 local p = cjson.decode(ARGV[3])
@@ -130,13 +132,15 @@ if command == 'observe' then
   end
 
 elseif command == 'record' then
-  -- p: label_ttl, journal_max, events: [event id, prediction, pending].
-  for _, event in ipairs(p.events) do
-    local event_key = key('event', event[1])
+  -- p: label_ttl, journal_max, event_ids. ARGV[4 + 2i], ARGV[5 + 2i]: the prediction and
+  -- pending record of event i (0-based), as they are: no JSON to unescape.
+  for i, event_id in ipairs(p.event_ids) do
+    local event_key = key('event', event_id)
     if redis.call('HGET', event_key, 'status') == 'claimed' then
-      redis.call('HSET', event_key, 'status', 'scored', 'prediction', event[2])
-      redis.call('SET', key('pending', event[1]), event[3], 'EX', p.label_ttl)
-      journal({'k', 's', 'p', event[3]})
+      local pending = ARGV[3 + 2 * i]
+      redis.call('HSET', event_key, 'status', 'scored', 'prediction', ARGV[2 + 2 * i])
+      redis.call('SET', key('pending', event_id), pending, 'EX', p.label_ttl)
+      journal({'k', 's', 'p', pending})
     end
   end
 
