@@ -2,7 +2,7 @@
 
 Examples
 --------
-.venv/bin/python -m bench                                  # 200k events, ~5 minutes on 2 cores
+.venv/bin/python -m bench                                  # 200k events, ~3 minutes on 2 cores
 .venv/bin/python -m bench --events 2000 --latency-seconds 2 --latency-rate 500
 .venv/bin/python -m bench --rss-events 1000000             # and the worker's RSS, 100k vs 1M
 """
