@@ -13,8 +13,9 @@ Keys (all under the namespace prefix):
   unknown one.
 - ``<use case>:pending:<event id>``: features and prediction a label needs; lives
   ``label_ttl_seconds``.
-- ``<use case>:entity:<entity id>`` hash and ``...:<member>`` sets: the entity's state;
-  forgotten after ``entity_ttl_seconds`` idle.
+- ``<use case>:entity:<entity id>``: the entity's state, one JSON document (count, last
+  time seen, ``{statistic: [n, mean, var]}``), and ``...:<member>`` sets of the values it
+  was seen with; forgotten after ``entity_ttl_seconds`` idle.
 - ``<use case>:parked:labels`` hash and ``<use case>:parked:due`` sorted set: labels that
   arrived before their event was scored, waiting at most ``label_wait_seconds``.
 - ``<use case>:journal`` stream: what the learner reads, in order: one entry per scored
@@ -106,20 +107,13 @@ def _settlements(replies: Sequence[bytes]) -> list[Settlement]:
 
 def _decode_prior(raw: bytes, members: Sequence[str]) -> Prior:
     doc = orjson.loads(raw)
-    flat = doc["state"] or []  # HGETALL's field, value, field, value...
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    stats = {}
-    for field in flat[::2]:
-        if field[-2:] == ":n":
-            name = field[:-2]
-            mean, var = fields[name + ":mean"], fields[name + ":var"]
-            stats[name] = Stat(int(fields[field]), float(mean), float(var))
+    state = doc["state"]  # {"n": 3, "last_ts": "<float>", "<stat>": [n, mean, var]}
+    last_ts = state.get("last_ts")
     seen = doc["seen"]  # a list, or {} for an empty one (cjson cannot tell them apart)
-    last_ts = fields.get("last_ts")
     return Prior(
-        int(fields.get("n", 0)),
+        state.get("n", 0),
         float(last_ts) if last_ts is not None else None,
-        stats,
+        {name: Stat(*value) for name, value in state.items() if isinstance(value, list)},
         dict(zip(members, seen, strict=False)) if isinstance(seen, list) else {},
     )
 
@@ -249,6 +243,11 @@ class StateStore:
     async def trim_journal(self, use_case: str, before: float) -> None:
         """Forget the journal entries older than ``before`` (epoch seconds)."""
         await self._redis.xtrim(self.journal_key(use_case), minid=str(int(before * 1000)), approximate=True)
+
+    async def entity(self, use_case: str, entity: str) -> dict[str, Any]:
+        """An entity's state as stored: ``{"n": ..., "last_ts": ..., statistic: [n, mean, var]}``."""
+        raw = await self._redis.get(self._settings.key(use_case, "entity", entity))
+        return cast(dict[str, Any], orjson.loads(raw)) if raw else {}
 
     async def update(self, use_case: str, stat: str, values: Sequence[tuple[str, float]]) -> None:
         """Fold each (entity id, value) into the entity's statistic ``stat``."""

@@ -93,10 +93,10 @@ async def test_redelivery_republishes_the_same_prediction_without_touching_state
     scorer: Scorer, settings: Settings
 ) -> None:
     first = await scorer.score(FRAUD, [message(tx("e1"), 7)])
-    state_before = await scorer.state._redis.hgetall(settings.key("fraud", "entity", "acc-1"))
+    state_before = await scorer.state.entity("fraud", "acc-1")
     again = await scorer.score(FRAUD, [message(tx("e1"), 7)])
     assert again.records == first.records
-    assert await scorer.state._redis.hgetall(settings.key("fraud", "entity", "acc-1")) == state_before
+    assert await scorer.state.entity("fraud", "acc-1") == state_before
 
 
 async def test_labels_are_joined_exactly_once(scorer: Scorer, settings: Settings) -> None:
@@ -116,8 +116,8 @@ async def test_labels_are_joined_exactly_once(scorer: Scorer, settings: Settings
     assert await joined(scorer) == [("transactions.labels/0/0", 1.0), ("transactions.labels/0/4", 0.0)]
     reasons = [d["reason"] for d in published(outbox, settings, "deadletter")]
     assert reasons == ["bad_type", "duplicate_label"]  # the label of "nope" waits for its event
-    fraud_rate = await scorer.state._redis.hget(settings.key("fraud", "entity", "acc-1"), "label:mean")
-    assert fraud_rate is not None and 0 < float(fraud_rate) < 1
+    _, fraud_rate, _ = (await scorer.state.entity("fraud", "acc-1"))["label"]
+    assert 0 < fraud_rate < 1
 
 
 async def test_a_label_before_its_event_waits_for_it(scorer: Scorer, settings: Settings) -> None:
@@ -208,8 +208,8 @@ async def test_two_workers_never_corrupt_one_entity(settings: Settings) -> None:
     await asyncio.gather(
         *(s.score(FRAUD, batches[w][i : i + 10]) for w, s in enumerate(scorers) for i in range(0, 200, 10))
     )
-    state = await clients[0].hgetall(settings.key("fraud", "entity", "acc-1"))
-    assert int(state[b"n"]) == 400 and int(state[b"amount:n"]) == 400
+    state = await scorers[0].state.entity("fraud", "acc-1")
+    assert state["n"] == 400 and state["amount"][0] == 400
     for c in clients:
         await c.aclose()
 
