@@ -78,13 +78,12 @@ class ScoringService:
         for message in batch:
             groups.setdefault((message.topic, message.partition), []).append(message)
         outboxes = await asyncio.gather(*(self._process(group) for group in groups.values()))
-        records = [record for outbox in outboxes for record in outbox.records]
-        await self._retrying("publish", lambda: self.publisher.publish(records))
-        for outbox in outboxes:
-            outbox.delivered()
+        await self._publish("publish", outboxes)
 
     async def handle_parked_labels(self, use_case: UseCase[Any, Any]) -> None:
-        await self._deliver(self.settings.topic(use_case.label_topic), lambda: self.scorer.unpark(use_case))
+        topic = self.settings.topic(use_case.label_topic)
+        outbox = await self._retrying(topic, lambda: self.scorer.unpark(use_case))
+        await self._publish(topic, [outbox])
 
     async def refresh_models(self) -> None:
         await self._retrying("models", self.models.refresh)
@@ -103,11 +102,12 @@ class ScoringService:
         with metrics.BATCH_SECONDS.labels(topic).time():
             return await self._retrying(topic, lambda: self._isolating(group, step))
 
-    async def _deliver(self, topic: str, produce: Callable[[], Awaitable[Outbox]]) -> None:
-        """Run ``produce`` and publish what it produced, each retried until Redis and Kafka answer."""
-        outbox = await self._retrying(topic, produce)
-        await self._retrying(topic, lambda: self.publisher.publish(outbox.records))
-        outbox.delivered()
+    async def _publish(self, topic: str, outboxes: Sequence[Outbox]) -> None:
+        """Publish what the outboxes hold, retried until Kafka answers; then count their latency."""
+        records = [record for outbox in outboxes for record in outbox.records]
+        await self._retrying(topic, lambda: self.publisher.publish(records))
+        for outbox in outboxes:
+            outbox.delivered()
 
     async def _isolating(self, batch: Sequence[Message], step: Step) -> Outbox:
         try:
