@@ -38,15 +38,15 @@ import orjson
 
 from bench import measure, traffic
 from bench.traffic import Paced, PredictionReader
-from stream import localstack, simulator
-from stream.demo import scrape, settings_env
 from stream.settings import Settings
+from stream.tools import localstack, simulator
+from stream.tools.demo import scrape, settings_env
 from stream.topics import ensure_topics
 from stream.usecases import USE_CASES, all_topics
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = {
-    "worker": ["-m", "stream.cli", "worker"],
+    "worker": ["-m", "stream.tools.cli", "worker"],
     "stock_faust": ["-m", "bench.stock_faust"],
     "confluent_loop": ["-m", "bench.confluent_loop"],
 }

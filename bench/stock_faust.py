@@ -19,7 +19,7 @@ from typing import Any
 import faust
 
 from bench.baseline import BaselineScorer
-from stream.app import faust_app
+from stream.runtime.app import faust_app
 from stream.settings import Settings
 from stream.usecases import DEADLETTER_TOPIC, USE_CASES
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from stream import simulator
+from stream.tools import simulator
 
 WARMUP_TIMEOUT_SECONDS = 15.0
 LINGER_MS = 5

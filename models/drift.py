@@ -167,7 +167,7 @@ class Reading:
 class MonitorConfig:
     """Every threshold and window of a :class:`Monitor`, with the reasons for the defaults.
 
-    The defaults were calibrated with ``python -m stream.calibrate`` on the simulated streams
+    The defaults were calibrated with ``python -m stream.tools.calibrate`` on the simulated streams
     of both use cases (100,000 events each, ten seeds): no alert of any kind on the stationary
     streams, while the injected concept drifts, feature shifts and lost labels were all
     caught (that command prints the table).

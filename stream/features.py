@@ -1,7 +1,7 @@
 """Feature vectors: a pure function of an event and its entity's state *before* the event.
 
 The state itself (counts, exponentially weighted means and variances, last time seen,
-sets of values seen) lives in Redis and is updated atomically by ``stream/lua/observe.lua``;
+sets of values seen) lives in Redis and is updated atomically by ``stream/runtime/lua/state.lua``;
 this module only reads a :class:`Prior` snapshot, so the same event and snapshot always
 give the same features — which is what lets a redelivered event be scored again exactly.
 

@@ -26,8 +26,8 @@ import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from stream.localstack import running_stack
 from stream.settings import Settings
+from stream.tools.localstack import running_stack
 
 
 def _docker_answers() -> bool:

@@ -9,9 +9,9 @@ from subprocess import Popen
 
 import pytest
 
-from stream import localstack
-from stream.demo import worker_process
 from stream.settings import Settings
+from stream.tools import localstack
+from stream.tools.demo import worker_process
 
 
 @pytest.fixture

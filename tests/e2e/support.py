@@ -8,9 +8,9 @@ from collections.abc import Callable
 import orjson
 from confluent_kafka import Producer
 
-from stream import simulator
-from stream.demo import scrape
 from stream.settings import Settings
+from stream.tools import simulator
+from stream.tools.demo import scrape
 
 
 def produce(settings: Settings, messages: list[simulator.Message], realtime: bool = False) -> None:

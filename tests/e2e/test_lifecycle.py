@@ -26,14 +26,14 @@ import redis.asyncio as aioredis
 
 from consumers.reader import read
 from models.online import OnlineModel
-from stream import localstack, simulator
-from stream.demo import scrape, settings_env, worker_process
-from stream.learner import fresh_state
 from stream.records import Alert, Prediction
-from stream.registry import ModelRegistry
-from stream.served import version_number
+from stream.runtime.learner import fresh_state
+from stream.runtime.registry import ModelRegistry
+from stream.runtime.served import version_number
+from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
-from stream.state import JournalEntry, StateStore
+from stream.tools import localstack, simulator
+from stream.tools.demo import scrape, settings_env, worker_process
 from stream.usecases import FRAUD
 from tests.e2e.support import event_id, produce, wait_until
 
@@ -200,7 +200,7 @@ def test_rollback_makes_new_predictions_carry_the_earlier_version(
 
         env = {**os.environ, **settings_env(settings)}
         done = subprocess.run(
-            [sys.executable, "-m", "stream.cli", "models", "rollback", first],
+            [sys.executable, "-m", "stream.tools.cli", "models", "rollback", first],
             env=env,
             capture_output=True,
             text=True,
@@ -211,7 +211,7 @@ def test_rollback_makes_new_predictions_carry_the_earlier_version(
         produce(settings, events[500:1000])
         wait_until(lambda: len(predictions(settings)) >= 1000, what="predictions after the rollback")
         listing = subprocess.run(
-            [sys.executable, "-m", "stream.cli", "models", "list", "--model", "fraud"],
+            [sys.executable, "-m", "stream.tools.cli", "models", "list", "--model", "fraud"],
             env=env,
             capture_output=True,
             text=True,

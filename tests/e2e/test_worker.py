@@ -18,9 +18,9 @@ import pytest
 import redis
 
 from consumers.audit import audit
-from stream import simulator
-from stream.demo import worker_process
 from stream.settings import Settings
+from stream.tools import simulator
+from stream.tools.demo import worker_process
 from tests.e2e.support import event_id, produce, total, wait_until
 
 pytestmark = pytest.mark.e2e

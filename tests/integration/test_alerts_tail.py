@@ -9,9 +9,9 @@ import pytest
 from confluent_kafka import Producer
 
 from consumers.alerts import format_change, watch
-from stream.cli import main
 from stream.records import Alert
 from stream.settings import Settings
+from stream.tools.cli import main
 
 pytestmark = pytest.mark.integration
 

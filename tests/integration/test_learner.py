@@ -13,11 +13,11 @@ from river import dummy
 
 from models.lifecycle import ModelLifecycle
 from models.pipelines import logistic_regression_adam
-from stream.learner import Learner, LearnerState
 from stream.records import Alert
-from stream.registry import ModelRegistry
+from stream.runtime.learner import Learner, LearnerState
+from stream.runtime.registry import ModelRegistry
+from stream.runtime.state import StateStore
 from stream.settings import Settings
-from stream.state import StateStore
 from stream.usecases import FRAUD
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ import redis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream.localstack import down, free_port, running_stack, status, up
 from stream.settings import Settings
+from stream.tools.localstack import down, free_port, running_stack, status, up
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 from models import snapshot
 from models.online import OnlineModel
 from models.pipelines import linear_regression
-from stream.registry import ModelRegistry, RegistryError
-from stream.served import ServedModels
+from stream.runtime.registry import ModelRegistry, RegistryError
+from stream.runtime.served import ServedModels
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -13,11 +13,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from stream.records import DeadLetter, Prediction
-from stream.registry import ModelRegistry
-from stream.scoring import Message, Outbox, Scorer
-from stream.served import ServedModels
+from stream.runtime.registry import ModelRegistry
+from stream.runtime.scoring import Message, Outbox, Scorer
+from stream.runtime.served import ServedModels
+from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
-from stream.state import JournalEntry, StateStore
 from stream.usecases import DEMAND, FRAUD
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import pytest
 
 from consumers.alerts import AlertBoard, format_change
 from consumers.reader import record_type
-from stream.cli import build_parser
 from stream.records import Alert
+from stream.tools.cli import build_parser
 
 T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
 

@@ -7,8 +7,8 @@ import pickle
 import random
 from pathlib import Path
 
-from stream.calibrate import calibrate, journal
 from stream.settings import Settings
+from stream.tools.calibrate import calibrate, journal
 
 
 def test_the_journal_is_in_time_order_with_each_label_after_its_event() -> None:

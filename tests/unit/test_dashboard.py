@@ -1,7 +1,7 @@
 """The Grafana dashboard and the monitoring stack of docker-compose.yml tell the truth.
 
 Every PromQL expression of ``deploy/grafana/dashboards/scoring.json`` may name only metrics
-that ``stream/metrics.py`` registers (with the suffixes Prometheus exposes: ``_total`` for
+that ``stream/runtime/metrics.py`` registers (with the suffixes Prometheus exposes: ``_total`` for
 counters, ``_bucket``/``_sum``/``_count`` for histograms), every metric registered there
 is on a panel, and the provisioning files and the compose file wire Prometheus, Grafana
 and the dashboard together. The YAML files are checked as text, so the checks need no
@@ -20,7 +20,7 @@ import prometheus_client
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
-import stream.metrics
+import stream.runtime.metrics
 from stream.settings import Settings
 
 ROOT = Path(__file__).parents[2]
@@ -86,21 +86,21 @@ def exposed(family: str, kind: str) -> set[str]:
 
 
 def families() -> dict[str, str]:
-    """Family name -> type of every metric stream/metrics.py defines, as the registry holds them."""
+    """Family name -> type of every metric stream/runtime/metrics.py defines, as the registry holds them."""
     defined = {
         family.name
-        for value in vars(stream.metrics).values()
+        for value in vars(stream.runtime.metrics).values()
         if isinstance(value, MetricWrapperBase)
         for family in value.describe()
     }
     registered = {family.name: family.type for family in prometheus_client.REGISTRY.collect()}
-    assert defined, "stream.metrics defines no metric?"
+    assert defined, "stream.runtime.metrics defines no metric?"
     assert defined <= registered.keys(), f"not in the registry: {sorted(defined - registered.keys())}"
     return {name: registered[name] for name in defined}
 
 
 def known_series() -> dict[str, str]:
-    """Series name -> its family, for every metric of stream/metrics.py."""
+    """Series name -> its family, for every metric of stream/runtime/metrics.py."""
     return {series: name for name, kind in families().items() for series in exposed(name, kind)}
 
 
@@ -174,14 +174,14 @@ def test_a_made_up_metric_is_caught() -> None:
     assert unknown_names("scoring_batch_seconds") == {"scoring_batch_seconds"}  # a histogram: _bucket...
 
 
-# The dashboard against stream/metrics.py ----------------------------------------------------
+# The dashboard against stream/runtime/metrics.py ----------------------------------------------------
 
 
 def test_every_expr_names_only_metrics_of_stream_metrics() -> None:
     wrong = [
         (where, name) for where, expr in exprs() + variable_exprs() for name in sorted(unknown_names(expr))
     ]
-    assert not wrong, f"metrics not defined in stream/metrics.py: {wrong}"
+    assert not wrong, f"metrics not defined in stream/runtime/metrics.py: {wrong}"
     for where, expr in exprs():
         assert metric_names(expr), f"{where}: {expr!r} selects no metric"
 

@@ -21,9 +21,9 @@ README = Path(__file__).parents[2] / "README.md"
 
 def modules() -> list[ModuleType]:
     return [
-        importlib.import_module(f"{package.__name__}.{info.name}")
+        importlib.import_module(info.name)
         for package in (stream, models, consumers, bench)
-        for info in pkgutil.iter_modules(package.__path__)
+        for info in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}.")
     ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.learner import fresh_state
+from stream.runtime.learner import fresh_state
 from stream.settings import Settings
 from stream.usecases import DEMAND, FRAUD
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from stream.records import Record, Rejection, Sale, SaleLabel, Transaction, TransactionLabel, parse
-from stream.simulator import (
+from stream.tools.simulator import (
     MALFORMED_KINDS,
     Message,
     SendStats,

@@ -3,12 +3,12 @@
 Every worker runs a learner per use case, but only the holder of the use case's lease in
 Redis learns; the others wait to take over if it stops renewing it. The leader:
 
-1. reads the use case's journal (:class:`stream.state.JournalEntry`) in order: scored
+1. reads the use case's journal (:class:`stream.runtime.state.JournalEntry`) in order: scored
    events and joined labels, written by every worker's agents;
 2. feeds them to a :class:`models.lifecycle.ModelLifecycle` (champion, challenger,
    drift monitor), and publishes the alerts it raises on ``alerts.drift``;
 3. at most every ``model_publish_seconds``, publishes the champion as a new version
-   (:class:`stream.registry.ModelRegistry`), with its checkpoint — the pickled, signed
+   (:class:`stream.runtime.registry.ModelRegistry`), with its checkpoint — the pickled, signed
    lifecycle and the journal position it includes — in the same atomic step; when no
    label was learned, it only checkpoints.
 
@@ -35,12 +35,12 @@ from models import snapshot
 from models.drift import AlertChange, Kind
 from models.lifecycle import ModelLifecycle
 from models.online import OnlineModel
-from stream import metrics
 from stream.records import Alert
-from stream.registry import ModelRegistry
-from stream.served import configured_champion, configured_pipeline, version_number
+from stream.runtime import metrics
+from stream.runtime.registry import ModelRegistry
+from stream.runtime.served import configured_champion, configured_pipeline, version_number
+from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
-from stream.state import JournalEntry, StateStore
 from stream.usecases import ALERTS_TOPIC, UseCase
 
 log = logging.getLogger(__name__)

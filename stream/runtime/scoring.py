@@ -6,7 +6,7 @@ what must be published. Publishing and acknowledging are the caller's job, in th
 so delivery is at least once. Redelivered messages are recognised by their source
 (topic/partition/offset) and give the same outcome again, never a second scoring or a
 second join. Scored events and joined labels go to the use case's journal, in the same
-atomic step, for the learner (:mod:`stream.learner`).
+atomic step, for the learner (:mod:`stream.runtime.learner`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from stream import metrics
 from stream.records import DeadLetter, Rejection, parse, payload_text, prediction_json
-from stream.served import ServedModels
+from stream.runtime import metrics
+from stream.runtime.served import ServedModels
+from stream.runtime.state import Settlement, StateStore
 from stream.settings import Settings
-from stream.state import Settlement, StateStore
 from stream.usecases import DEADLETTER_TOPIC, UseCase
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis.exceptions
 from confluent_kafka import KafkaException
 
-from stream.publisher import PublishError
+from stream.runtime.publisher import PublishError
 
 TRANSIENT_ERRORS = (
     redis.exceptions.ConnectionError,

@@ -1,7 +1,7 @@
-"""``python -m stream.calibrate``: the drift monitor's calibration on simulated streams.
+"""``scoring calibrate``: the drift monitor's calibration on simulated streams.
 
 For each use case and seed, the simulator's stream goes through the service's own features
-(:func:`stream.evaluate.feature_stream`, which needs Redis at ``SCORING_REDIS_URL``) and the
+(:func:`stream.tools.evaluate.feature_stream`, which needs Redis at ``SCORING_REDIS_URL``) and the
 default pipeline, prequentially: each event is scored before its label is learned. The
 journal the learner would read is then rebuilt on a synthetic clock (``--rate`` events per
 second, each label 2-6 s after its event) and fed to a fresh :class:`~models.drift.Monitor`
@@ -27,12 +27,11 @@ stationary stream and the largest value each kind of detector reached there (as 
 of its threshold); the concept drift alert's delay, updates, reopenings and resolution; the
 features named after the shift; the label coverage alert's delays; the largest pickled size
 of the monitor and its cost per call. Scored rows can be cached (``--cache DIR``) to rerun
-the monitor alone: ``python -m stream.calibrate --cache .scoring/calibrate``.
+the monitor alone: ``scoring calibrate --cache .scoring/calibrate``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
 import heapq
@@ -50,9 +49,9 @@ from typing import Any
 from models.drift import AlertChange, Monitor, MonitorConfig
 from models.online import Features, OnlineModel
 from models.pipelines import CANDIDATES, DEFAULT, TASKS
-from stream.evaluate import feature_stream
 from stream.settings import Settings
-from stream.simulator import SimulationConfig
+from stream.tools.evaluate import feature_stream
+from stream.tools.simulator import SimulationConfig
 from stream.usecases import USE_CASES, UseCase
 
 Row = tuple[Features, float, float]  # features, label, prediction served
@@ -323,20 +322,3 @@ def calibrate(
 def format_row(cells: dict[str, str]) -> str:
     """One row of the table, ``|``-separated (Markdown)."""
     return "| " + " | ".join(cells.get(key, "-") for key in COLUMNS) + " |"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stream.calibrate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=100_000, help="events per use case and stream")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--rate", type=float, default=100.0, help="events per second of the synthetic clock")
-    parser.add_argument("--cache", type=Path, default=None, help="folder caching the scored rows")
-    parser.add_argument("--use-cases", nargs="+", default=["fraud", "demand"], choices=["fraud", "demand"])
-    args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    calibrate(settings, args.events, args.seeds, args.rate, args.cache, use_cases=args.use_cases)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

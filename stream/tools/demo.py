@@ -29,9 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.alerts import CAUGHT_UP_SECONDS, watch
 from consumers.audit import audit
-from stream import localstack, simulator
-from stream.registry import ModelRegistry
+from stream.runtime.registry import ModelRegistry
 from stream.settings import Settings, env_name
+from stream.tools import localstack, simulator
 from stream.topics import ensure_topics
 from stream.usecases import USE_CASES, all_topics
 
@@ -47,7 +47,10 @@ def worker_process(settings: Settings, log_path: Path) -> Iterator[subprocess.Po
     env = {**os.environ, **settings_env(settings)}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "stream.tools.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             yield process

@@ -9,7 +9,7 @@ learns from the journal both write:
     journal              -> learner (the lease holder's) -> model versions, alerts.drift
     (same for sales, sales.labels, predictions.demand)
 
-The input topics are consumed in batches by :class:`stream.batches.BatchConsumer`, a task
+The input topics are consumed in batches by :class:`stream.runtime.batches.BatchConsumer`, a task
 of the worker: a batch is acknowledged only after everything it produced is delivered,
 so nothing is lost when a worker dies mid-batch. Every worker follows the live model
 version (``refresh_models``).
@@ -29,7 +29,7 @@ import prometheus_client
 from faust.app.base import BootStrategy
 from mode.types.signals import BaseSignalT
 
-from stream.service import ScoringService
+from stream.runtime.service import ScoringService
 from stream.settings import Settings
 from stream.topics import ensure_topics
 from stream.usecases import USE_CASES, all_topics

@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from stream.features import ALPHA, Observation, Prior, Stat
 from stream.settings import Settings
 
-_SCRIPT = resources.files("stream").joinpath("lua/state.lua").read_text()
+_SCRIPT = resources.files("stream.runtime").joinpath("lua/state.lua").read_text()
 
 
 @dataclass(frozen=True)

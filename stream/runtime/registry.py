@@ -34,7 +34,7 @@ from models import snapshot
 from models.online import OnlineModel
 from stream.settings import Settings
 
-_SCRIPT = resources.files("stream").joinpath("lua/registry.lua").read_text()
+_SCRIPT = resources.files("stream.runtime").joinpath("lua/registry.lua").read_text()
 
 
 class RegistryError(RuntimeError):

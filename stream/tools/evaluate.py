@@ -20,9 +20,9 @@ import redis.asyncio as aioredis
 from models.evaluation import EvaluationResult, compare, format_table
 from models.online import Features
 from stream.records import Rejection, parse
+from stream.runtime.state import StateStore
 from stream.settings import Settings
-from stream.simulator import SimulationConfig, labelled_events
-from stream.state import StateStore
+from stream.tools.simulator import SimulationConfig, labelled_events
 from stream.usecases import USE_CASES, UseCase
 
 BATCH = 500
@@ -37,7 +37,7 @@ async def feature_stream(
 ) -> list[tuple[Features, float]]:
     """The (features, label) pairs the service would learn from, in stream order.
 
-    ``start`` is passed to :func:`~stream.simulator.labelled_events` (default now): fix it
+    ``start`` is passed to :func:`~stream.tools.simulator.labelled_events` (default now): fix it
     for the same stream, time of day included, on every call.
     """
     client = aioredis.Redis.from_url(settings.redis_url)

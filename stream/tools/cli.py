@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.settings import Settings
-from stream.simulator import SimulationConfig
+from stream.tools.simulator import SimulationConfig
 from stream.usecases import USE_CASES
 
 
@@ -68,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="compare the candidate pipelines prequentially on simulated data"
     )
     _simulation_args(evaluate, transactions=20000, sales=20000, rate=0.0)
+    calibrate = commands.add_parser(
+        "calibrate", help="measure the drift monitor on simulated streams (needs Redis; minutes)"
+    )
+    calibrate.add_argument("--events", type=int, default=100_000, help="events per use case and stream")
+    calibrate.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    calibrate.add_argument(
+        "--rate", type=float, default=100.0, help="events per second of the synthetic clock"
+    )
+    calibrate.add_argument("--cache", type=Path, default=None, help="folder caching the scored rows")
+    calibrate.add_argument(
+        "--use-cases", nargs="+", default=[uc.name for uc in USE_CASES], choices=[uc.name for uc in USE_CASES]
+    )
     models = commands.add_parser("models", help="the model registry: versions, rollback, export")
     actions = models.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="kept versions, newest first (* = live)")
@@ -103,18 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
     if args.command in ("up", "down", "status"):
-        from stream import localstack
+        from stream.tools import localstack
 
         for status in getattr(localstack, args.command)(settings):
             print(status)
     elif args.command == "worker":
-        from stream.app import run_worker
+        from stream.runtime.app import run_worker
 
         run_worker(settings)
     elif args.command == "simulate":
         from confluent_kafka import Producer
 
-        from stream import simulator
+        from stream.tools import simulator
         from stream.topics import ensure_topics
         from stream.usecases import all_topics
 
@@ -123,15 +135,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats = simulator.send(simulator.generate(_simulation_config(args)), producer, settings.topic)
         print(stats)
     elif args.command == "demo":
-        from stream import demo
+        from stream.tools import demo
 
         return demo.run(_simulation_config(args))
     elif args.command == "models":
         return asyncio.run(_models(settings, args))
     elif args.command == "evaluate":
-        from stream import evaluate
+        from stream.tools import evaluate
 
         print(evaluate.report(evaluate.evaluate(settings, _simulation_config(args))))
+    elif args.command == "calibrate":
+        from stream.tools.calibrate import calibrate
+
+        calibrate(settings, args.events, args.seeds, args.rate, args.cache, use_cases=args.use_cases)
     elif args.command == "alerts":
         from consumers.alerts import watch
 
@@ -151,7 +167,7 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
 
     import redis.asyncio as aioredis
 
-    from stream.registry import ModelRegistry, RegistryError
+    from stream.runtime.registry import ModelRegistry, RegistryError
 
     client = aioredis.Redis.from_url(settings.redis_url)
     registry = ModelRegistry(client, settings)

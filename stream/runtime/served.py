@@ -17,9 +17,9 @@ from models.lifecycle import Pipeline
 from models.online import OnlineModel
 from models.pipelines import CANDIDATES, TASKS
 from models.snapshot import SnapshotError
-from stream import metrics
-from stream.errors import TRANSIENT_ERRORS
-from stream.registry import ModelRegistry, RegistryError
+from stream.runtime import metrics
+from stream.runtime.registry import ModelRegistry, RegistryError
+from stream.runtime.retry import TRANSIENT_ERRORS
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)

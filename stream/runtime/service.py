@@ -19,16 +19,16 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from stream import metrics
-from stream.batches import BatchConsumer
-from stream.errors import TRANSIENT_ERRORS
-from stream.learner import Learner
-from stream.publisher import Publisher
-from stream.registry import ModelRegistry
-from stream.scoring import Message, Outbox, Scorer
-from stream.served import ServedModels
+from stream.runtime import metrics
+from stream.runtime.batches import BatchConsumer
+from stream.runtime.learner import Learner
+from stream.runtime.publisher import Publisher
+from stream.runtime.registry import ModelRegistry
+from stream.runtime.retry import TRANSIENT_ERRORS
+from stream.runtime.scoring import Message, Outbox, Scorer
+from stream.runtime.served import ServedModels
+from stream.runtime.state import StateStore
 from stream.settings import Settings
-from stream.state import StateStore
 from stream.usecases import ALERTS_TOPIC, USE_CASES, UseCase
 
 log = logging.getLogger(__name__)
