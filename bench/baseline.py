@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from models.online import Features, OnlineModel
-from models.pipelines import CANDIDATES, DEFAULT, TASKS
+from models.pipelines import CANDIDATES
 from stream.usecases import DEADLETTER_TOPIC, USE_CASES
 
 _COMMON = ("event_id", "ts")
@@ -95,7 +95,7 @@ class BaselineScorer:
 
     def __init__(self) -> None:
         self.models = {
-            name: OnlineModel(name, TASKS[name], CANDIDATES[name][DEFAULT[name]]()) for name in DEFAULT
+            uc.name: OnlineModel(uc.name, uc.task, CANDIDATES[uc.task][uc.champion]()) for uc in USE_CASES
         }
         self._use_cases = {uc.event_topic: uc for uc in USE_CASES}
 

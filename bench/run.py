@@ -40,7 +40,7 @@ from bench import measure, traffic
 from bench.traffic import Paced, PredictionReader
 from stream.settings import Settings
 from stream.tools import localstack, simulator
-from stream.tools.demo import scrape, settings_env
+from stream.tools.demo import scrape
 from stream.topics import ensure_topics
 from stream.usecases import USE_CASES, all_topics
 
@@ -134,8 +134,7 @@ class Bench:
     began: float = dataclasses.field(default_factory=time.monotonic)
 
     def settings(self, namespace: str) -> Settings:
-        return dataclasses.replace(
-            Settings(),
+        return Settings().replace(
             kafka_bootstrap=self.stack.kafka_bootstrap,
             redis_url=self.stack.redis_url,
             namespace=namespace,
@@ -163,7 +162,7 @@ class Bench:
         with contextlib.ExitStack() as stack:
             started = []
             for i, s in enumerate(settings):
-                env = {**os.environ, **settings_env(s), "PYTHONPATH": path}
+                env = {**os.environ, **s.environment(), "PYTHONPATH": path}
                 log = self.work / f"{s.namespace}-{i}.log"
                 command = [sys.executable, *COMMANDS[variant]]
                 started.append(Proc(stack.enter_context(measure.child(command, env, log, self.work)), log))

@@ -6,12 +6,10 @@ predictions and learns from labels.
 
 from models.evaluation import EvaluationResult, compare, format_table, prequential
 from models.online import Features, OnlineModel
-from models.pipelines import CANDIDATES, DEFAULT, TASKS, Task
+from models.pipelines import CANDIDATES, Task
 
 __all__ = [
     "CANDIDATES",
-    "DEFAULT",
-    "TASKS",
     "EvaluationResult",
     "Features",
     "OnlineModel",

@@ -27,9 +27,9 @@ Examples
 >>> from models.online import OnlineModel
 >>> from models.pipelines import CANDIDATES
 >>> contest = Contest(
-...     OnlineModel("demand", "regression", CANDIDATES["demand"]["linear_regression"]()),
+...     OnlineModel("demand", "regression", CANDIDATES["regression"]["linear_regression"]()),
 ...     "linear_regression",
-...     OnlineModel("demand", "regression", CANDIDATES["demand"]["hoeffding_tree"]()),
+...     OnlineModel("demand", "regression", CANDIDATES["regression"]["hoeffding_tree"]()),
 ...     "hoeffding_tree",
 ...     min_labels=100,
 ... )

@@ -14,7 +14,7 @@ Examples
 ...     for _ in range(1000):
 ...         price = rng.uniform(1.0, 10.0)
 ...         yield {"price": price, "dow": rng.choice(["sat", "sun"])}, 30.0 - 3.0 * price
->>> results = compare("demand", stream, early=100)
+>>> results = compare("regression", stream, early=100)
 >>> [result.name for result in results]
 ['linear_regression', 'target_scaled_linear_regression', 'log_linear_regression', 'hoeffding_tree']
 >>> linear = results[0]
@@ -33,7 +33,7 @@ from typing import NamedTuple
 from river import base, stats
 
 from models.online import Features, OnlineModel, new_metric
-from models.pipelines import CANDIDATES, TASKS, Task
+from models.pipelines import CANDIDATES, Task
 
 __all__ = ["EvaluationResult", "Windows", "compare", "format_table", "prequential"]
 
@@ -125,16 +125,16 @@ def prequential(
 
 
 def compare(
-    use_case: str,
+    task: Task,
     stream_factory: Callable[[], Iterable[tuple[Features, float]]],
     *,
     early: int = 500,
 ) -> list[EvaluationResult]:
-    """Evaluates every candidate of `use_case` with :func:`prequential`, each on a fresh stream.
+    """Evaluates every candidate of `task` with :func:`prequential`, each on a fresh stream.
 
     Parameters
     ----------
-    use_case
+    task
         A key of :data:`~models.pipelines.CANDIDATES`.
     stream_factory
         Returns the same stream of ``(features, label)`` pairs on every call.
@@ -143,8 +143,8 @@ def compare(
 
     """
     return [
-        prequential(factory, stream_factory(), TASKS[use_case], name=name, early=early)
-        for name, factory in CANDIDATES[use_case].items()
+        prequential(factory, stream_factory(), task, name=name, early=early)
+        for name, factory in CANDIDATES[task].items()
     ]
 
 

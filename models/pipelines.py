@@ -1,8 +1,8 @@
 """Candidate River pipelines for each use case.
 
-Each candidate is a factory returning a fresh, untrained estimator. :data:`CANDIDATES` maps a use
-case to its candidates by name, :data:`DEFAULT` names the candidate the service runs and
-:data:`TASKS` says whether a use case is a classification or a regression.
+Each candidate is a factory returning a fresh, untrained estimator. :data:`CANDIDATES` maps a
+learning task to its candidates by name; which one a use case serves is the use case's business
+(``stream/usecases.py``).
 
 Every candidate accepts any flat dict of ``str -> float | str``, so the feature names are the
 caller's business: :class:`Encoder` scales the numbers and one-hot encodes the strings for every
@@ -10,7 +10,7 @@ candidate but :func:`hoeffding_tree_mc_classifier`, a tree that splits on them a
 
 Examples
 --------
->>> model = CANDIDATES["fraud"][DEFAULT["fraud"]]()
+>>> model = CANDIDATES["classification"]["logistic_regression_adam"]()
 >>> x = {"amount_z": 3.0, "channel": "online"}
 >>> model.learn_one(x, True)
 >>> model.predict_proba_one(x)[True] > 0.5
@@ -32,8 +32,6 @@ Task = Literal["classification", "regression"]
 
 __all__ = [
     "CANDIDATES",
-    "DEFAULT",
-    "TASKS",
     "Encoder",
     "Task",
     "hoeffding_tree_classifier",
@@ -187,25 +185,19 @@ def hoeffding_tree_regressor() -> compose.Pipeline:
     return Encoder() | tree.HoeffdingAdaptiveTreeRegressor(grace_period=100, seed=42)
 
 
-CANDIDATES: dict[str, dict[str, Callable[[], base.Estimator]]] = {
-    "fraud": {
+CANDIDATES: dict[Task, dict[str, Callable[[], base.Estimator]]] = {
+    "classification": {
         "logistic_regression": logistic_regression,
         "logistic_regression_adam": logistic_regression_adam,
         "hoeffding_tree": hoeffding_tree_classifier,
         "hoeffding_tree_mc": hoeffding_tree_mc_classifier,
         "random_forest": random_forest_classifier,
     },
-    "demand": {
+    "regression": {
         "linear_regression": linear_regression,
         "target_scaled_linear_regression": target_scaled_linear_regression,
         "log_linear_regression": log_linear_regression,
         "hoeffding_tree": hoeffding_tree_regressor,
     },
 }
-"""Use case -> candidate name -> factory of a fresh, untrained estimator."""
-
-DEFAULT: dict[str, str] = {"fraud": "logistic_regression_adam", "demand": "log_linear_regression"}
-"""Use case -> name of the candidate the service runs."""
-
-TASKS: dict[str, Task] = {"fraud": "classification", "demand": "regression"}
-"""Use case -> learning task."""
+"""Learning task -> candidate name -> factory of a fresh, untrained estimator."""

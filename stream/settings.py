@@ -1,26 +1,32 @@
 """The service's one settings object, read from ``SCORING_*`` environment variables.
 
 Every field is tied to exactly one environment variable; ``README.md`` lists them all
-(a test keeps the two in step).
+(a test keeps the two in step). pydantic-settings reads and validates them: a value of the
+wrong type, out of its range, or a pipeline that does not exist stops a command at start
+with one line per bad setting (:func:`problems`), instead of surfacing later as a retry loop.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.pipelines import CANDIDATES
+from stream.usecases import USE_CASES
+
 PREFIX = "SCORING_"
+NO_CHALLENGER = "none"
+"""The pipeline name that turns a use case's challenger off (``SCORING_CHALLENGERS=fraud=none``)."""
 
 
-def _setting(default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"doc": doc})
+def _setting(default: Any, doc: str, **bounds: Any) -> Any:
+    return Field(default=default, description=doc, **bounds)
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
     """Typed, frozen configuration of a deployment.
 
     Examples
@@ -30,95 +36,117 @@ class Settings:
     ('t1.predictions.fraud', 50)
     >>> s.key("entity", "acc-1")
     't1:entity:acc-1'
+    >>> problems(lambda: Settings.from_env({"SCORING_CHALLENGERS": "fraud=nope"}))[0][:52]
+    'SCORING_CHALLENGERS: fraud: unknown pipeline "nope" '
     """
 
-    kafka_bootstrap: str = _setting("127.0.0.1:9092", "Kafka bootstrap servers.")
-    redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis holding entity state and pending labels.")
-    namespace: str = _setting(
-        "", "Prefix of every topic (`X.<topic>`), the consumer group and every Redis key (`X:`)."
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = _setting("127.0.0.1:9092", "Kafka bootstrap servers.", min_length=1)
+    redis_url: str = _setting(
+        "redis://127.0.0.1:6379/0", "Redis holding entity state and pending labels.", min_length=1
     )
-    label_ttl_seconds: int = _setting(7 * 24 * 3600, "How long a scored event waits for its label.")
+    namespace: str = _setting(
+        "",
+        "Prefix of every topic (`X.<topic>`), the consumer group and every Redis key (`X:`).",
+        pattern=r"^[A-Za-z0-9_-]*$",
+    )
+    label_ttl_seconds: int = _setting(7 * 24 * 3600, "How long a scored event waits for its label.", gt=0)
     label_wait_seconds: int = _setting(
-        300, "How long a label whose event is not scored yet waits before it is `unknown_event`."
+        300, "How long a label whose event is not scored yet waits before it is `unknown_event`.", ge=0
     )
     entity_ttl_seconds: int = _setting(
-        30 * 24 * 3600, "Idle time after which an entity's feature state is forgotten."
+        30 * 24 * 3600, "Idle time after which an entity's feature state is forgotten.", gt=0
     )
     max_event_age_seconds: int = _setting(
-        7 * 24 * 3600, "Events older than this (by `ts`) are dead-lettered as `late_event`; 0 disables."
+        7 * 24 * 3600, "Events older than this (by `ts`) are dead-lettered as `late_event`; 0 disables.", ge=0
     )
     max_clock_skew_seconds: int = _setting(
-        300, "Events further than this in the future are dead-lettered as `out_of_range`."
+        300, "Events further than this in the future are dead-lettered as `out_of_range`.", ge=0
     )
-    group_id: str = _setting("scoring", "Consumer group of the workers (namespaced).")
-    topic_partitions: int = _setting(4, "Partitions of the topics the worker creates.")
+    group_id: str = _setting("scoring", "Consumer group of the workers (namespaced).", min_length=1)
+    topic_partitions: int = _setting(4, "Partitions of the topics the worker creates.", gt=0)
     session_timeout_seconds: float = _setting(
-        10.0, "Consumer group session timeout (use 2 on the local Tansu broker)."
+        10.0, "Consumer group session timeout (use 2 on the local Tansu broker).", gt=0
     )
     heartbeat_interval_seconds: float = _setting(
-        3.0, "Consumer group heartbeat interval (use 0.5 on the local Tansu broker)."
+        3.0, "Consumer group heartbeat interval (use 0.5 on the local Tansu broker).", gt=0
     )
-    batch_size: int = _setting(2000, "Most messages the worker consumes and processes together.")
-    batch_window_seconds: float = _setting(0.005, "Longest the worker waits to fill a batch.")
-    fetch_max_wait_ms: int = _setting(5, "Longest a consumer fetch waits for data on the broker.")
+    batch_size: int = _setting(2000, "Most messages the worker consumes and processes together.", gt=0)
+    batch_window_seconds: float = _setting(0.005, "Longest the worker waits to fill a batch.", ge=0)
+    fetch_max_wait_ms: int = _setting(5, "Longest a consumer fetch waits for data on the broker.", ge=0)
     champions: str = _setting(
-        "fraud=logistic_regression_adam,demand=log_linear_regression",
-        "Pipeline each use case starts serving (`use case=candidate`, see `models/pipelines.py`).",
+        "",
+        "Overrides of the pipeline each use case starts serving (`use case=pipeline,...`; "
+        "default: the use case's declaration, see README: Use cases).",
     )
     challengers: str = _setting(
-        "fraud=hoeffding_tree_mc,demand=target_scaled_linear_regression",
-        "Pipeline learning in shadow beside each champion; empty for none.",
+        "",
+        "Overrides of the pipeline learning in shadow beside each champion "
+        f"(`use case=pipeline,...`; `use case={NO_CHALLENGER}` for none).",
     )
     promotion_min_labels: int = _setting(
-        5000, "Labels a challenger must be tested on (after a 1,000-label warm-up) before it can win."
+        5000, "Labels a challenger must be tested on (after a 1,000-label warm-up) before it can win.", gt=0
     )
     promotion_alpha: float = _setting(
-        0.01, "Nominal false-promotion rate of the champion/challenger test (see README: Models)."
+        0.01, "Nominal false-promotion rate of the champion/challenger test (see README: Models).", gt=0, lt=1
     )
     model_signing_key: str = _setting(
         "insecure-development-key",
         "HMAC key signing model snapshots and checkpoints; set a secret in production.",
+        min_length=1,
     )
     model_publish_seconds: float = _setting(
-        1.0, "The learner publishes a new model version and checkpoints at most this often."
+        1.0, "The learner publishes a new model version and checkpoints at most this often.", ge=0
     )
-    model_poll_seconds: float = _setting(0.5, "How often a worker checks for a new live model version.")
-    model_versions_kept: int = _setting(1000, "Model versions (snapshot and record) kept for rollback.")
+    model_poll_seconds: float = _setting(0.5, "How often a worker checks for a new live model version.", gt=0)
+    model_versions_kept: int = _setting(1000, "Model versions (snapshot and record) kept for rollback.", gt=0)
     learner_lease_seconds: float = _setting(
-        5.0, "A learner that stops renewing its lease for this long is replaced by another worker's."
+        5.0, "A learner that stops renewing its lease for this long is replaced by another worker's.", gt=0
     )
     journal_retention_seconds: int = _setting(
-        60, "How long the learner keeps journal entries it has checkpointed (for audits and replays)."
+        60, "How long the learner keeps journal entries it has checkpointed (for audits and replays).", ge=0
     )
     journal_max_entries: int = _setting(
-        2_000_000, "Cap of each journal: if the learner falls this far behind, the oldest entries go."
+        2_000_000, "Cap of each journal: if the learner falls this far behind, the oldest entries go.", gt=0
     )
-    metrics_port: int = _setting(9108, "Port of the worker's Prometheus `/metrics`; 0 disables.")
-    log_level: str = _setting("INFO", "Worker log level.")
-    state_dir: str = _setting(".scoring", "Folder of the local stack (`scoring up`): data, logs, pids.")
+    metrics_port: int = _setting(
+        9108, "Port of the worker's Prometheus `/metrics`; 0 disables.", ge=0, le=65535
+    )
+    log_level: str = _setting("INFO", "Worker log level.", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    state_dir: str = _setting(
+        ".scoring", "Folder of the local stack (`scoring up`): data, logs, pids.", min_length=1
+    )
+
+    @field_validator("champions", "challengers")
+    @classmethod
+    def _pipelines_exist(cls, value: str, info: ValidationInfo) -> str:
+        _choose(str(info.field_name), value)
+        return value
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``SCORING_<FIELD>`` variables, defaults for the rest."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = environ.get(env_name(f.name))
-            if raw is None:
-                continue
-            kind: type = type(f.default)
-            try:
-                values[f.name] = kind(raw)
-            except ValueError as exc:
-                raise ValueError(f"{env_name(f.name)}={raw!r} is not a valid {kind.__name__}") from exc
-        return cls(**values)
+        """Settings from ``SCORING_<FIELD>`` variables (``os.environ`` by default), defaults for the rest."""
+        if environ is None:
+            return cls()
+        return cls.model_validate(
+            {name: environ[env_name(name)] for name in cls.model_fields if env_name(name) in environ}
+        )
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied, validated like the environment's values."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+    def environment(self) -> dict[str, str]:
+        """The environment that gives a child process exactly these settings."""
+        return {env_name(name): str(value) for name, value in self.model_dump().items()}
 
     def topic(self, name: str) -> str:
         """The namespaced name of a logical topic."""
         return f"{self.namespace}.{name}" if self.namespace else name
 
     def key(self, *parts: str) -> str:
-        """A namespaced Redis key."""
+        """A namespaced Redis key. The parts are key syntax: ids go through :mod:`stream.runtime.keys`."""
         joined = ":".join(parts)
         return f"{self.namespace}:{joined}" if self.namespace else joined
 
@@ -130,17 +158,37 @@ class Settings:
     def signing_key(self) -> bytes:
         return self.model_signing_key.encode()
 
-    def pipelines(self, role: str) -> dict[str, str]:
-        """Use case -> pipeline name of ``role`` (``"champions"`` or ``"challengers"``).
+    def pipelines(self, role: str) -> dict[str, str | None]:
+        """Use case -> pipeline of ``role`` (``"champions"`` or ``"challengers"``): the declaration's,
+        overridden by the setting; ``None`` for no challenger.
 
-        >>> Settings(challengers="fraud=hoeffding_tree").pipelines("challengers")
-        {'fraud': 'hoeffding_tree'}
+        >>> Settings(challengers="fraud=hoeffding_tree").pipelines("challengers")["fraud"]
+        'hoeffding_tree'
+        >>> Settings(challengers="demand=none").pipelines("challengers")["demand"] is None
+        True
         """
-        value: str = getattr(self, role)
-        pairs = [item.split("=", 1) for item in value.replace(" ", "").split(",") if item]
-        if any(len(pair) != 2 for pair in pairs):
-            raise ValueError(f"{env_name(role)}={value!r}: expected `use case=pipeline,...`")
-        return dict((name, pipeline) for name, pipeline in pairs)
+        return _choose(role, getattr(self, role))
+
+
+def _choose(role: str, value: str) -> dict[str, str | None]:
+    pairs = [item.split("=", 1) for item in value.replace(" ", "").split(",") if item]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError("expected `use case=pipeline,...`")
+    overrides = dict(pairs)
+    chosen: dict[str, str | None] = {}
+    for use_case in USE_CASES:
+        default = use_case.champion if role == "champions" else use_case.challenger
+        name = overrides.pop(use_case.name, default)
+        if name == NO_CHALLENGER and role == "challengers":
+            name = None
+        if name is not None and name not in CANDIDATES[use_case.task]:
+            known = ", ".join(CANDIDATES[use_case.task])
+            raise ValueError(f'{use_case.name}: unknown pipeline "{name}" (one of: {known})')
+        chosen[use_case.name] = name
+    if overrides:
+        known = ", ".join(uc.name for uc in USE_CASES)
+        raise ValueError(f"unknown use case {', '.join(overrides)} (one of: {known})")
+    return chosen
 
 
 def env_name(field_name: str) -> str:
@@ -149,4 +197,20 @@ def env_name(field_name: str) -> str:
 
 def documented_settings() -> list[tuple[str, Any, str]]:
     """(environment variable, default, description) of every setting."""
-    return [(env_name(f.name), f.default, f.metadata["doc"]) for f in dataclasses.fields(Settings)]
+    return [(env_name(name), f.default, f.description or "") for name, f in Settings.model_fields.items()]
+
+
+def problems(make: Any) -> list[str]:
+    """The lines that say why ``make()`` (a settings constructor) refuses its values; ``[]`` if none."""
+    try:
+        make()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors(include_url=False):
+            where = env_name(str(error["loc"][0])) if error["loc"] else "settings"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["loc"] and "input" in error:
+                message += f" (got {error['input']!r})"
+            lines.append(f"{where}: {message}")
+        return lines
+    return []

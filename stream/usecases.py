@@ -1,7 +1,10 @@
-"""The use cases the service scores: each binds records, an entity, features and a model.
+"""The use cases the service scores: each one declared once, here.
 
-A use case is data, not code: adding one means declaring its records, its feature
-function and a model, then one more :class:`UseCase` here.
+A declaration names everything about a use case that the runtime, the tools and
+``consumers/`` need: its topics, records, learning task, entity, features, target, the
+pipelines it serves and challenges with by default, and the features its drift monitor
+leaves alone. Nothing else repeats those names: adding a use case means declaring its
+records and features, then one more :class:`UseCase` here.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+from models.pipelines import Task
 from stream import features
 from stream.records import Record, Sale, SaleLabel, Transaction, TransactionLabel
 
@@ -32,10 +36,19 @@ class UseCase(Generic[E, L]):
         so that one entity's predictions keep their order.
     target
         The value a label teaches the model.
+    champion, challenger
+        Pipelines (names in :data:`models.pipelines.CANDIDATES` for the task) served at first
+        and learning in shadow; ``SCORING_CHAMPIONS`` / ``SCORING_CHALLENGERS`` override them.
+    drift_exempt
+        Features the drift monitor does not watch for data drift, because they move by
+        construction on a stationary stream: the clock and the calendar (a window shorter
+        than a day or a week sees only part of the cycle), how much history an entity has
+        (it grows as entities age), the time since an entity's last event (it follows the
+        daily cycle of activity).
     """
 
     name: str
-    task: Literal["classification", "regression"]
+    task: Task
     event_topic: str
     label_topic: str
     prediction_topic: str
@@ -45,6 +58,9 @@ class UseCase(Generic[E, L]):
     observe: Callable[[E], features.Observation]
     features: Callable[[E, features.Prior], features.Features]
     target: Callable[[L], Any]
+    champion: str
+    challenger: str | None
+    drift_exempt: frozenset[str] = frozenset()
 
     @property
     def output_field(self) -> Literal["score", "forecast"]:
@@ -63,6 +79,9 @@ FRAUD: UseCase[Transaction, TransactionLabel] = UseCase(
     observe=features.transaction_observation,
     features=features.transaction_features,
     target=lambda label: label.is_fraud,
+    champion="logistic_regression_adam",
+    challenger="hoeffding_tree_mc",
+    drift_exempt=frozenset({"hour_sin", "hour_cos", "history_log_n", "log_gap_seconds"}),
 )
 
 DEMAND: UseCase[Sale, SaleLabel] = UseCase(
@@ -77,6 +96,9 @@ DEMAND: UseCase[Sale, SaleLabel] = UseCase(
     observe=features.sale_observation,
     features=features.sale_features,
     target=lambda label: label.units_sold,
+    champion="log_linear_regression",
+    challenger="target_scaled_linear_regression",
+    drift_exempt=frozenset({"dow", "weekend", "recent_units_log_n"}),
 )
 
 USE_CASES: tuple[UseCase[Any, Any], ...] = (FRAUD, DEMAND)
@@ -89,3 +111,11 @@ def all_topics() -> list[str]:
     """Every logical topic of the contract."""
     names = [t for uc in USE_CASES for t in (uc.event_topic, uc.label_topic, uc.prediction_topic)]
     return [*names, ALERTS_TOPIC, DEADLETTER_TOPIC]
+
+
+def use_case(name: str) -> UseCase[Any, Any]:
+    """The use case called ``name``."""
+    for declared in USE_CASES:
+        if declared.name == name:
+            return declared
+    raise KeyError(f"no use case {name!r} (one of: {', '.join(uc.name for uc in USE_CASES)})")

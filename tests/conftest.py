@@ -14,7 +14,6 @@ or keys, and the namespace is cleaned away when the test ends.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import subprocess
 import uuid
@@ -88,8 +87,7 @@ def namespace(services: tuple[str, str]) -> Iterator[str]:
 def settings(services: tuple[str, str], namespace: str, tmp_path: Path) -> Settings:
     """Settings of the shared services in the test's namespace, tuned for fast groups."""
     kafka, redis_url = services
-    return dataclasses.replace(
-        Settings(),
+    return Settings().replace(
         kafka_bootstrap=kafka,
         redis_url=redis_url,
         namespace=namespace,

@@ -81,8 +81,8 @@ def fresh_state(settings: Settings, use_case: UseCase[Any, Any]) -> LearnerState
         ModelLifecycle(
             use_case.name,
             use_case.task,
-            configured_champion(settings, use_case.name),
-            configured_pipeline(settings, use_case.name, "challengers"),
+            configured_champion(settings, use_case),
+            configured_pipeline(settings, use_case, "challengers"),
             alpha=settings.promotion_alpha,
             min_labels=settings.promotion_min_labels,
         )

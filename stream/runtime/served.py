@@ -12,15 +12,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from models.lifecycle import Pipeline
 from models.online import OnlineModel
-from models.pipelines import CANDIDATES, TASKS
+from models.pipelines import CANDIDATES
 from models.snapshot import SnapshotError
 from stream.runtime import metrics
 from stream.runtime.registry import ModelRegistry, RegistryError
 from stream.runtime.retry import TRANSIENT_ERRORS
 from stream.settings import Settings
+from stream.usecases import UseCase
 
 log = logging.getLogger(__name__)
 
@@ -33,29 +35,25 @@ class Served:
     model: OnlineModel
 
 
-def configured_pipeline(settings: Settings, use_case: str, role: str) -> Pipeline | None:
-    """The pipeline ``role`` (``"champions"`` or ``"challengers"``) names for a use case, if any."""
-    name = settings.pipelines(role).get(use_case)
-    if name is None:
-        return None
-    try:
-        return name, CANDIDATES[use_case][name]
-    except KeyError:
-        known = ", ".join(CANDIDATES.get(use_case, {}))
-        raise ValueError(f"{use_case}: unknown pipeline {name!r} (one of: {known})") from None
+def configured_pipeline(settings: Settings, use_case: UseCase[Any, Any], role: str) -> Pipeline | None:
+    """The pipeline ``role`` (``"champions"`` or ``"challengers"``) names for a use case, if any.
+
+    The settings checked every name when they were read: this cannot fail.
+    """
+    name = settings.pipelines(role)[use_case.name]
+    return None if name is None else (name, CANDIDATES[use_case.task][name])
 
 
-def configured_champion(settings: Settings, use_case: str) -> Pipeline:
+def configured_champion(settings: Settings, use_case: UseCase[Any, Any]) -> Pipeline:
     """The pipeline a use case starts serving."""
     chosen = configured_pipeline(settings, use_case, "champions")
-    if chosen is None:
-        raise ValueError(f"SCORING_CHAMPIONS names no pipeline for {use_case}")
+    assert chosen is not None, "every use case declares a champion"
     return chosen
 
 
-def untrained(settings: Settings, use_case: str) -> OnlineModel:
+def untrained(settings: Settings, use_case: UseCase[Any, Any]) -> OnlineModel:
     """Version ``.0`` of a use case: its champion pipeline, untrained."""
-    return OnlineModel(use_case, TASKS[use_case], configured_champion(settings, use_case)[1]())
+    return OnlineModel(use_case.name, use_case.task, configured_champion(settings, use_case)[1]())
 
 
 def version_number(version: str) -> int:
@@ -65,9 +63,11 @@ def version_number(version: str) -> int:
 class ServedModels:
     """The served version of each use case; :meth:`refresh` follows the registry."""
 
-    def __init__(self, settings: Settings, registry: ModelRegistry, use_cases: Iterable[str]) -> None:
+    def __init__(
+        self, settings: Settings, registry: ModelRegistry, use_cases: Iterable[UseCase[Any, Any]]
+    ) -> None:
         self._registry = registry
-        self._served = {name: Served(f"{name}.0", untrained(settings, name)) for name in use_cases}
+        self._served = {uc.name: Served(f"{uc.name}.0", untrained(settings, uc)) for uc in use_cases}
 
     def __getitem__(self, use_case: str) -> Served:
         return self._served[use_case]

@@ -47,7 +47,7 @@ class ScoringService:
         self.redis = aioredis.Redis.from_url(settings.redis_url)
         state = StateStore(self.redis, settings)
         registry = ModelRegistry(self.redis, settings)
-        self.models = ServedModels(settings, registry, [uc.name for uc in USE_CASES])
+        self.models = ServedModels(settings, registry, USE_CASES)
         self.scorer = Scorer(settings, state, self.models)
         self.publisher = Publisher(settings)
         alerts = settings.topic(ALERTS_TOPIC)

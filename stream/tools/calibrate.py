@@ -48,11 +48,12 @@ from typing import Any
 
 from models.drift import AlertChange, Monitor, MonitorConfig
 from models.online import Features, OnlineModel
-from models.pipelines import CANDIDATES, DEFAULT, TASKS
+from models.pipelines import CANDIDATES
 from stream.settings import Settings
 from stream.tools.evaluate import feature_stream
 from stream.tools.simulator import SimulationConfig
 from stream.usecases import USE_CASES, UseCase
+from stream.usecases import use_case as declared_use_case
 
 Row = tuple[Features, float, float]  # features, label, prediction served
 SHIFTED = {"fraud": "log_amount", "demand": "log_price"}
@@ -67,7 +68,8 @@ def start_of(seed: int) -> dt.datetime:
 
 def prequential(use_case: str, pairs: Sequence[tuple[Features, float]]) -> list[Row]:
     """Scores each example with the default pipeline before it learns it."""
-    model = OnlineModel(use_case, TASKS[use_case], CANDIDATES[use_case][DEFAULT[use_case]]())
+    declared = declared_use_case(use_case)
+    model = OnlineModel(use_case, declared.task, CANDIDATES[declared.task][declared.champion]())
     rows: list[Row] = []
     for x, y in pairs:
         (y_pred,) = model.predict_many([x])
@@ -166,7 +168,7 @@ def run(
     use_case: str, rows: Sequence[Row], rate: float, seed: int, config: MonitorConfig | None, **kw: Any
 ) -> Run:
     """Feeds the journal of ``rows`` to a fresh monitor; times the monitor's calls."""
-    monitor = Monitor(use_case, TASKS[use_case], config)
+    monitor = Monitor(use_case, declared_use_case(use_case).task, config)
     result = Run()
     events = labels = 0
     clock = time.perf_counter

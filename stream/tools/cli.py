@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stream.settings import Settings
+from stream.settings import Settings, problems
 from stream.tools.simulator import SimulationConfig
 from stream.usecases import USE_CASES
 
@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    refused = problems(Settings.from_env)
+    if refused:
+        for line in refused:
+            print(f"scoring: invalid setting {line}", file=sys.stderr)
+        return 2
     settings = Settings.from_env()
     if args.command in ("up", "down", "status"):
         from stream.tools import localstack

@@ -30,21 +30,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from consumers.alerts import CAUGHT_UP_SECONDS, watch
 from consumers.audit import audit
 from stream.runtime.registry import ModelRegistry
-from stream.settings import Settings, env_name
+from stream.settings import Settings
 from stream.tools import localstack, simulator
 from stream.topics import ensure_topics
 from stream.usecases import USE_CASES, all_topics
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process exactly these settings."""
-    return {env_name(f.name): str(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
-
-
 @contextlib.contextmanager
 def worker_process(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``scoring worker`` with ``settings`` in a child process; stop it on exit."""
-    env = {**os.environ, **settings_env(settings)}
+    env = {**os.environ, **settings.environment()}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "stream.tools.cli", "worker"],
@@ -115,8 +110,7 @@ def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: f
         tempfile.TemporaryDirectory(prefix="scoring-demo-") as tmp,
         localstack.running_stack(Path(tmp)) as stack,
     ):
-        settings = dataclasses.replace(
-            Settings.from_env(),
+        settings = Settings.from_env().replace(
             kafka_bootstrap=stack.kafka_bootstrap,
             redis_url=stack.redis_url,
             namespace=f"demo{int(time.time())}",

@@ -76,7 +76,7 @@ def evaluate(settings: Settings, config: SimulationConfig) -> dict[str, Sequence
     results: dict[str, Sequence[EvaluationResult]] = {}
     for use_case in USE_CASES:
         rows = asyncio.run(feature_stream(scratch, use_case, config))
-        results[use_case.name] = compare(use_case.name, lambda: rows)  # noqa: B023 (called at once)
+        results[use_case.name] = compare(use_case.task, lambda: rows)  # noqa: B023 (called at once)
     return results
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from subprocess import Popen
@@ -16,7 +15,7 @@ from stream.tools.demo import worker_process
 
 @pytest.fixture
 def worker_settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, metrics_port=localstack.free_port())
+    return settings.replace(metrics_port=localstack.free_port())
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from stream.runtime.served import version_number
 from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
 from stream.tools import localstack, simulator
-from stream.tools.demo import scrape, settings_env, worker_process
+from stream.tools.demo import scrape, worker_process
 from stream.usecases import FRAUD
 from tests.e2e.support import event_id, produce, wait_until
 
@@ -106,16 +106,14 @@ def predictions(settings: Settings) -> list[Prediction]:
 @pytest.fixture
 def model_settings(settings: Settings) -> Settings:
     # Keep the whole journal, so that the test can replay it as an uninterrupted learner would.
-    return dataclasses.replace(
-        settings, journal_retention_seconds=3600, learner_lease_seconds=2.0, challengers=""
-    )
+    return settings.replace(journal_retention_seconds=3600, learner_lease_seconds=2.0, challengers="")
 
 
 def test_two_workers_score_with_the_same_version_and_follow_each_update(
     model_settings: Settings, tmp_path: Path
 ) -> None:
-    one = dataclasses.replace(model_settings, metrics_port=localstack.free_port())
-    two = dataclasses.replace(model_settings, metrics_port=localstack.free_port())
+    one = model_settings.replace(metrics_port=localstack.free_port())
+    two = model_settings.replace(metrics_port=localstack.free_port())
     events, labels = transactions(2000, seed=11)
     with worker_process(one, tmp_path / "one.log"), worker_process(two, tmp_path / "two.log"):
         produce(one, events[:1000])
@@ -149,7 +147,7 @@ def test_two_workers_score_with_the_same_version_and_follow_each_update(
 
 
 def test_a_killed_learner_recovers_exactly(model_settings: Settings, tmp_path: Path) -> None:
-    settings = dataclasses.replace(model_settings, metrics_port=localstack.free_port())
+    settings = model_settings.replace(metrics_port=localstack.free_port())
     config = simulator.SimulationConfig(
         transactions=8000, sales=0, rate=800, malformed_rate=0, label_delay=(0.2, 0.5), seed=5
     )
@@ -186,7 +184,7 @@ def test_a_killed_learner_recovers_exactly(model_settings: Settings, tmp_path: P
 def test_rollback_makes_new_predictions_carry_the_earlier_version(
     model_settings: Settings, tmp_path: Path
 ) -> None:
-    settings = dataclasses.replace(model_settings, metrics_port=localstack.free_port())
+    settings = model_settings.replace(metrics_port=localstack.free_port())
     events, labels = transactions(1500, seed=2)
     with worker_process(settings, tmp_path / "worker.log"):
         produce(settings, events[:500])
@@ -198,7 +196,7 @@ def test_rollback_makes_new_predictions_carry_the_earlier_version(
         wait_until(lambda: learner_labels(settings) == 500, what="a second learned version")
         assert live_model(settings)[0] != first
 
-        env = {**os.environ, **settings_env(settings)}
+        env = {**os.environ, **settings.environment()}
         done = subprocess.run(
             [sys.executable, "-m", "stream.tools.cli", "models", "rollback", first],
             env=env,
@@ -223,7 +221,7 @@ def test_rollback_makes_new_predictions_carry_the_earlier_version(
 
 
 def test_a_concept_drift_opens_one_alert_within_500_labels(model_settings: Settings, tmp_path: Path) -> None:
-    settings = dataclasses.replace(model_settings, metrics_port=localstack.free_port())
+    settings = model_settings.replace(metrics_port=localstack.free_port())
     config = simulator.SimulationConfig(
         transactions=6000, sales=0, rate=1000, malformed_rate=0, label_delay=(0.5, 1.5), seed=9
     )

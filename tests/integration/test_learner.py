@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Sequence
 
@@ -24,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_a_better_challenger_is_promoted_published_and_alerted(settings: Settings) -> None:
-    settings = dataclasses.replace(settings, model_publish_seconds=0.0)
+    settings = settings.replace(model_publish_seconds=0.0)
     client = aioredis.Redis.from_url(settings.redis_url)
     registry = ModelRegistry(client, settings)
     published: list[tuple[str, bytes, bytes]] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import time
@@ -21,8 +20,7 @@ pytestmark = pytest.mark.integration
 
 def _settings(state_dir: Path, kafka_bootstrap: str = "", redis_url: str = "") -> Settings:
     """Settings for the stack in ``state_dir``; free loopback ports where none is given."""
-    return dataclasses.replace(
-        Settings(),
+    return Settings().replace(
         kafka_bootstrap=kafka_bootstrap or f"127.0.0.1:{free_port()}",
         redis_url=redis_url or f"redis://127.0.0.1:{free_port()}/0",
         state_dir=str(state_dir),

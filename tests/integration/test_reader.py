@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import io
 import threading
@@ -82,7 +81,7 @@ def test_read_parses_records_in_partition_order_and_stops_when_idle(settings: Se
 
 
 def test_reading_a_topic_that_does_not_exist_yet_creates_it_first(settings: Settings) -> None:
-    settings = dataclasses.replace(settings, topic_partitions=3)
+    settings = settings.replace(topic_partitions=3)
     name = settings.topic("predictions.demand")
     got: list[Delivered] = []
     reader = threading.Thread(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
@@ -15,6 +14,7 @@ from models.pipelines import linear_regression
 from stream.runtime.registry import ModelRegistry, RegistryError
 from stream.runtime.served import ServedModels
 from stream.settings import Settings
+from stream.usecases import DEMAND
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +85,7 @@ async def test_rollback_moves_the_live_pointer_back_and_is_recorded(registry: Mo
 
 async def test_old_versions_are_pruned(settings: Settings) -> None:
     client = aioredis.Redis.from_url(settings.redis_url)
-    registry = ModelRegistry(client, dataclasses.replace(settings, model_versions_kept=2))
+    registry = ModelRegistry(client, settings.replace(model_versions_kept=2))
     parent = ""
     for labels in range(4):
         _, parent = await publish(registry, parent, demand_model(labels))
@@ -100,7 +100,7 @@ async def test_a_tampered_snapshot_is_refused_and_workers_keep_their_version(
 ) -> None:
     await publish(registry, "", demand_model(0))
     await publish(registry, "demand.0", demand_model(3))
-    served = ServedModels(settings, registry, ["demand"])
+    served = ServedModels(settings, registry, [DEMAND])
     await served.refresh()
     assert served["demand"].version == "demand.1"
 
@@ -115,6 +115,6 @@ async def test_a_tampered_snapshot_is_refused_and_workers_keep_their_version(
     assert "refusing live version demand.2: snapshot signature does not match" in caplog.text
 
     # Signed with another key: refused as well, never unpickled.
-    other = ModelRegistry(registry._redis, dataclasses.replace(settings, model_signing_key="other"))
+    other = ModelRegistry(registry._redis, settings.replace(model_signing_key="other"))
     with pytest.raises(snapshot.SnapshotError, match="another key"):
         await other.load("demand.1")

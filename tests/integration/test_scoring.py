@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +17,7 @@ from stream.runtime.scoring import Message, Outbox, Scorer
 from stream.runtime.served import ServedModels
 from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
-from stream.usecases import DEMAND, FRAUD
+from stream.usecases import DEMAND, FRAUD, USE_CASES
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +52,7 @@ def predictions(outbox: Outbox, settings: Settings, topic: str = "predictions.fr
 
 
 def new_scorer(settings: Settings, client: aioredis.Redis) -> Scorer:
-    served = ServedModels(settings, ModelRegistry(client, settings), ["fraud", "demand"])
+    served = ServedModels(settings, ModelRegistry(client, settings), USE_CASES)
     return Scorer(settings, StateStore(client, settings), served)
 
 
@@ -135,7 +134,7 @@ async def test_a_label_before_its_event_waits_for_it(scorer: Scorer, settings: S
 
 
 async def test_a_label_whose_event_never_comes_is_dead_lettered(settings: Settings) -> None:
-    impatient = dataclasses.replace(settings, label_wait_seconds=0)
+    impatient = settings.replace(label_wait_seconds=0)
     client = aioredis.Redis.from_url(impatient.redis_url)
     scorer = new_scorer(impatient, client)
     label = b'{"event_id": "never", "is_fraud": false}'
@@ -153,7 +152,7 @@ async def test_a_label_whose_event_never_comes_is_dead_lettered(settings: Settin
 
 
 async def test_label_after_the_ttl_is_expired(settings: Settings) -> None:
-    short = dataclasses.replace(settings, label_ttl_seconds=1)
+    short = settings.replace(label_ttl_seconds=1)
     client = aioredis.Redis.from_url(short.redis_url)
     scorer = new_scorer(short, client)
     await scorer.score(FRAUD, [message(tx("old"), 0)])

@@ -292,7 +292,7 @@ def test_without_a_challenger_only_the_champion_learns() -> None:
     assert contest.champion.labels_learned == 100 and contest.test.n == 0
     with pytest.raises(ValueError, match="name"):
         contest.restart_challenger(linear_regression)
-    contest.restart_challenger(CANDIDATES["demand"]["hoeffding_tree"], "hoeffding_tree")
+    contest.restart_challenger(CANDIDATES["regression"]["hoeffding_tree"], "hoeffding_tree")
     assert contest.challenger is not None and contest.challenger_name == "hoeffding_tree"
 
 

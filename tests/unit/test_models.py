@@ -16,7 +16,8 @@ from river import base, compose, metrics, preprocessing
 from models import pipelines
 from models.evaluation import compare, format_table, prequential
 from models.online import BATCH_MIN_ROWS, Features, OnlineModel, new_metric
-from models.pipelines import CANDIDATES, DEFAULT, TASKS
+from models.pipelines import CANDIDATES
+from stream.usecases import DEMAND, FRAUD
 
 CATEGORIES = {"dairy": 20.0, "bakery": 10.0, "produce": 30.0}
 
@@ -60,11 +61,12 @@ STREAMS: dict[str, Callable[[int, int], Iterator[tuple[Features, Any]]]] = {
     "demand": demand_stream,
 }
 
-ALL_CANDIDATES = [(case, name) for case, candidates in CANDIDATES.items() for name in candidates]
+USE_CASES = {uc.name: uc for uc in (FRAUD, DEMAND)}
+ALL_CANDIDATES = [(uc.name, name) for uc in USE_CASES.values() for name in CANDIDATES[uc.task]]
 
 
 def trained(case: str, name: str, n: int = 300) -> OnlineModel:
-    model = OnlineModel(name, TASKS[case], CANDIDATES[case][name]())
+    model = OnlineModel(name, USE_CASES[case].task, CANDIDATES[USE_CASES[case].task][name]())
     for x, y in STREAMS[case](n, 1):
         model.learn_one(x, y)
     return model
@@ -76,7 +78,7 @@ def probe(case: str, n: int) -> list[Features]:
 
 def test_fraud_model_learns_the_concept() -> None:
     result = prequential(
-        CANDIDATES["fraud"][DEFAULT["fraud"]], fraud_stream(4000), "classification", early=300
+        CANDIDATES["classification"][FRAUD.champion], fraud_stream(4000), "classification", early=300
     )
     assert result.metric == "ROCAUC"
     assert result.baseline is None
@@ -86,7 +88,7 @@ def test_fraud_model_learns_the_concept() -> None:
 
 def test_demand_model_beats_the_running_mean() -> None:
     result = prequential(
-        CANDIDATES["demand"][DEFAULT["demand"]], demand_stream(3000), "regression", early=300
+        CANDIDATES["regression"][DEMAND.champion], demand_stream(3000), "regression", early=300
     )
     assert result.metric == "MAE"
     assert result.baseline is not None
@@ -147,7 +149,7 @@ def test_batch_and_one_at_a_time_agree(case: str, name: str, monkeypatch: pytest
     assert calls == [len(xs)]
 
 
-@pytest.mark.parametrize("name", list(CANDIDATES["demand"]))
+@pytest.mark.parametrize("name", list(CANDIDATES["regression"]))
 def test_demand_forecasts_are_never_negative(name: str) -> None:
     model = trained("demand", name, n=500)
     xs = [{**x, "price": 60.0, "log_price": math.log(60.0)} for x in probe("demand", 20)]
@@ -165,7 +167,8 @@ def test_the_linear_demand_forecast_is_clipped() -> None:
 
 @pytest.mark.parametrize("case", ["fraud", "demand"])
 def test_a_categorical_only_feature_is_learned(case: str) -> None:
-    model = OnlineModel(case, TASKS[case], CANDIDATES[case][DEFAULT[case]]())
+    declared = USE_CASES[case]
+    model = OnlineModel(case, declared.task, CANDIDATES[declared.task][declared.champion]())
     rng = random.Random(0)
     targets: dict[str, float] = {"atm": 1.0, "pos": 0.0} if case == "fraud" else CATEGORIES
     for _ in range(5000):
@@ -178,12 +181,12 @@ def test_a_categorical_only_feature_is_learned(case: str) -> None:
 
 @pytest.mark.parametrize(("case", "name"), ALL_CANDIDATES)
 def test_every_candidate_predicts_before_and_after_learning(case: str, name: str) -> None:
-    model = OnlineModel(name, TASKS[case], CANDIDATES[case][name]())
+    model = OnlineModel(name, USE_CASES[case].task, CANDIDATES[USE_CASES[case].task][name]())
     xs = probe(case, 5)
     for predictions in (model.predict_many(xs), trained(case, name, n=20).predict_many(xs)):
         assert len(predictions) == len(xs)
         assert all(isinstance(p, float) and p >= 0.0 for p in predictions)
-        if TASKS[case] == "classification":
+        if USE_CASES[case].task == "classification":
             assert all(p <= 1.0 for p in predictions)
 
 
@@ -203,14 +206,14 @@ def test_the_metric_scores_the_cached_predictions() -> None:
 
 
 def test_compare_runs_every_candidate_on_the_same_stream() -> None:
-    results = compare("demand", lambda: demand_stream(400), early=100)
-    assert [result.name for result in results] == list(CANDIDATES["demand"])
+    results = compare("regression", lambda: demand_stream(400), early=100)
+    assert [result.name for result in results] == list(CANDIDATES["regression"])
     assert all(result.examples == 400 and result.throughput > 0 for result in results)
     baselines = {result.baseline for result in results}
     assert len(baselines) == 1
     table = format_table(results).splitlines()
     assert len(table) == 1 + len(results)
-    assert all(name in "\n".join(table) for name in CANDIDATES["demand"])
+    assert all(name in "\n".join(table) for name in CANDIDATES["regression"])
 
 
 def rivers_encoder() -> compose.TransformerUnion:
