@@ -5,6 +5,11 @@ must never be unpickled. Each snapshot therefore carries an HMAC-SHA256 of its p
 keyed by a secret every worker and learner shares, and :func:`loads` checks it *before*
 unpickling. Layout: ``MAGIC | 32-byte HMAC | zlib(pickle)``.
 
+The format's version is in ``MAGIC``: it goes up whenever pickled classes move or change
+shape, and a snapshot of another version is refused with a clear error rather than
+unpickled into classes that are no longer there (format 2: the runtime moved to
+``stream.runtime``).
+
 Examples
 --------
 >>> blob = dumps({"weights": [1.0, 2.0]}, key=b"secret")
@@ -17,7 +22,11 @@ models.snapshot.SnapshotError: snapshot signature does not match: tampered with,
 >>> loads(b"plain pickle", key=b"secret")
 Traceback (most recent call last):
 ...
-models.snapshot.SnapshotError: not a signed snapshot (no SCORING-SNAPSHOT-1 header): refusing to unpickle it
+models.snapshot.SnapshotError: not a signed snapshot (no SCORING-SNAPSHOT-2 header): refusing to unpickle it
+>>> loads(b"SCORING-SNAPSHOT-1" + blob[len(MAGIC) - 1 :], key=b"secret")
+Traceback (most recent call last):
+...
+models.snapshot.SnapshotError: snapshot format 1 is not this release's (2): written before an upgrade, it cannot be loaded; publish a new version
 
 """
 
@@ -29,9 +38,11 @@ import pickle
 import zlib
 from typing import Any
 
-__all__ = ["MAGIC", "SnapshotError", "dumps", "loads"]
+__all__ = ["FORMAT", "MAGIC", "SnapshotError", "dumps", "loads"]
 
-MAGIC = b"SCORING-SNAPSHOT-1\n"
+FORMAT = 2
+_HEADER = b"SCORING-SNAPSHOT-"
+MAGIC = _HEADER + str(FORMAT).encode() + b"\n"
 _DIGEST = hashlib.sha256
 _DIGEST_SIZE = _DIGEST().digest_size
 
@@ -55,6 +66,12 @@ def dumps(obj: Any, key: bytes) -> bytes:
 def loads(blob: bytes, key: bytes) -> Any:
     """The object of a snapshot signed with ``key``; :class:`SnapshotError` for any other bytes."""
     if not blob.startswith(MAGIC):
+        if blob.startswith(_HEADER):
+            version = blob[len(_HEADER) :].split(b"\n", 1)[0].decode(errors="replace")
+            raise SnapshotError(
+                f"snapshot format {version} is not this release's ({FORMAT}): written before an "
+                "upgrade, it cannot be loaded; publish a new version"
+            )
         raise SnapshotError(
             f"not a signed snapshot (no {MAGIC.decode().strip()} header): refusing to unpickle it"
         )

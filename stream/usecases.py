@@ -32,8 +32,10 @@ class UseCase(Generic[E, L]):
     task
         ``classification`` publishes a ``score`` in [0, 1]; ``regression`` a ``forecast`` >= 0.
     entity
-        The entity whose state an event reads and updates; also the prediction's key,
-        so that one entity's predictions keep their order.
+        The ids naming the entity whose state an event reads and updates (an account; a
+        product at a store). Ids are data: the runtime encodes them before they enter a
+        key. Joined by ``:`` (:func:`entity_name`) they are the prediction's ``entity``
+        and key, so that one entity's predictions keep their order.
     target
         The value a label teaches the model.
     champion, challenger
@@ -54,7 +56,7 @@ class UseCase(Generic[E, L]):
     prediction_topic: str
     event_type: type[E]
     label_type: type[L]
-    entity: Callable[[E], str]
+    entity: Callable[[E], tuple[str, ...]]
     observe: Callable[[E], features.Observation]
     features: Callable[[E, features.Prior], features.Features]
     target: Callable[[L], Any]
@@ -75,7 +77,7 @@ FRAUD: UseCase[Transaction, TransactionLabel] = UseCase(
     prediction_topic="predictions.fraud",
     event_type=Transaction,
     label_type=TransactionLabel,
-    entity=lambda tx: tx.account_id,
+    entity=lambda tx: (tx.account_id,),
     observe=features.transaction_observation,
     features=features.transaction_features,
     target=lambda label: label.is_fraud,
@@ -92,7 +94,7 @@ DEMAND: UseCase[Sale, SaleLabel] = UseCase(
     prediction_topic="predictions.demand",
     event_type=Sale,
     label_type=SaleLabel,
-    entity=lambda sale: f"{sale.store_id}:{sale.product_id}",
+    entity=lambda sale: (sale.store_id, sale.product_id),
     observe=features.sale_observation,
     features=features.sale_features,
     target=lambda label: label.units_sold,
@@ -119,3 +121,12 @@ def use_case(name: str) -> UseCase[Any, Any]:
         if declared.name == name:
             return declared
     raise KeyError(f"no use case {name!r} (one of: {', '.join(uc.name for uc in USE_CASES)})")
+
+
+def entity_name(ids: tuple[str, ...]) -> str:
+    """How predictions name an entity: its ids joined by ``:``.
+
+    >>> entity_name(("store-01", "p-0001"))
+    'store-01:p-0001'
+    """
+    return ":".join(ids)

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
-from stream.runtime.scoring import Message
+from stream.runtime.outbox import Message
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)

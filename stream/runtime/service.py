@@ -21,15 +21,17 @@ import redis.asyncio as aioredis
 
 from stream.runtime import metrics
 from stream.runtime.batches import BatchConsumer
+from stream.runtime.joining import LabelJoiner
 from stream.runtime.learner import Learner
+from stream.runtime.outbox import Message, Outbox
 from stream.runtime.publisher import Publisher
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.retry import TRANSIENT_ERRORS
-from stream.runtime.scoring import Message, Outbox, Scorer
+from stream.runtime.scoring import Scorer
 from stream.runtime.served import ServedModels
 from stream.runtime.state import StateStore
 from stream.settings import Settings
-from stream.usecases import ALERTS_TOPIC, USE_CASES, UseCase
+from stream.usecases import ALERTS_TOPIC, DEADLETTER_TOPIC, USE_CASES, UseCase
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class ScoringService:
         registry = ModelRegistry(self.redis, settings)
         self.models = ServedModels(settings, registry, USE_CASES)
         self.scorer = Scorer(settings, state, self.models)
+        self.joiner = LabelJoiner(settings, state)
         self.publisher = Publisher(settings)
         alerts = settings.topic(ALERTS_TOPIC)
         self.learners = [
@@ -64,7 +67,7 @@ class ScoringService:
         self._steps: dict[str, Step] = {}
         for uc in USE_CASES:
             self._steps[settings.topic(uc.event_topic)] = partial(self.scorer.score, uc)
-            self._steps[settings.topic(uc.label_topic)] = partial(self.scorer.join, uc)
+            self._steps[settings.topic(uc.label_topic)] = partial(self.joiner.join, uc)
         self.consumer = BatchConsumer(settings, list(self._steps), self.handle)
 
     async def handle(self, batch: Sequence[Message]) -> None:
@@ -82,7 +85,7 @@ class ScoringService:
 
     async def handle_parked_labels(self, use_case: UseCase[Any, Any]) -> None:
         topic = self.settings.topic(use_case.label_topic)
-        outbox = await self._retrying(topic, lambda: self.scorer.unpark(use_case))
+        outbox = await self._retrying(topic, lambda: self.joiner.unpark(use_case))
         await self._publish(topic, [outbox])
 
     async def refresh_models(self) -> None:
@@ -125,7 +128,8 @@ class ScoringService:
                 return outbox
             log.exception("internal error on %s", batch[0].source)
             outbox = Outbox()
-            self.scorer.dead_letter(outbox, batch[0], "internal_error", repr(exc))
+            detail = f"{type(exc).__name__}: {exc}"  # a Redis error's repr hides its message
+            outbox.dead_letter(self.settings.topic(DEADLETTER_TOPIC), batch[0], "internal_error", detail)
             return outbox
 
     async def _retrying(self, topic: str, attempt: Callable[[], Awaitable[T]]) -> T:

@@ -5,19 +5,22 @@ entity: two workers never corrupt one entity's state, and an event id is claimed
 Each call handles a whole batch in one script call: one round trip, and Redis pays the
 script's dispatch once per batch rather than once per event.
 
-Keys (all under the namespace prefix):
+Ids enter keys only through :mod:`stream.runtime.keys`: an event id or an entity's ids are
+data, never key syntax. Keys (all under the namespace prefix; ``<id>`` is an encoded id,
+``<entity>`` an encoded :data:`~stream.runtime.keys.EntityKey`):
 
-- ``<use case>:event:<event id>`` hash: source (topic/partition/offset), prior entity
-  state, status (claimed, scored, learned), published prediction. Lives
+- ``<use case>:event:<id>`` hash: source (topic/partition/offset), prior entity
+  state, status (:data:`ClaimStatus`), published prediction. Lives
   2 x ``label_ttl_seconds``: long enough to tell a duplicate or expired label from an
   unknown one.
-- ``<use case>:pending:<event id>``: features and prediction a label needs; lives
+- ``<use case>:pending:<id>``: the :class:`Pending` record a label needs; lives
   ``label_ttl_seconds``.
-- ``<use case>:entity:<entity id>``: the entity's state, one JSON document (count, last
-  time seen, ``{statistic: [n, mean, var]}``), and ``...:<member>`` sets of the values it
-  was seen with; forgotten after ``entity_ttl_seconds`` idle.
-- ``<use case>:parked:labels`` hash and ``<use case>:parked:due`` sorted set: labels that
-  arrived before their event was scored, waiting at most ``label_wait_seconds``.
+- ``<use case>:entity:<entity>``: the entity's state, one JSON document (count, last
+  time seen, ``{statistic: [n, mean, var]}``), and ``<use case>:seen:<member>:<entity>``
+  sets of the values it was seen with; forgotten after ``entity_ttl_seconds`` idle.
+- ``<use case>:parked:labels`` hash and ``<use case>:parked:due`` sorted set, both by
+  encoded event id: labels that arrived before their event was scored, waiting at most
+  ``label_wait_seconds``.
 - ``<use case>:journal`` stream: what the learner reads, in order: one entry per scored
   event and one per label joined to its event (see :class:`JournalEntry`).
 """
@@ -28,15 +31,82 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, cast
+from typing import Any, Literal, NamedTuple, TypedDict, cast, get_args
 
 import orjson
 import redis.asyncio as aioredis
 
-from stream.features import ALPHA, Observation, Prior, Stat
+from stream.features import ALPHA, Features, Observation, Prior, Stat
+from stream.runtime.keys import EntityKey, encode
 from stream.settings import Settings
 
 _SCRIPT = resources.files("stream.runtime").joinpath("lua/state.lua").read_text()
+
+ClaimStatus = Literal["claimed", "scored", "learned"]
+"""An event id's status: claimed (its entity state applied), scored (prediction published
+and pending record stored), learned (its label joined)."""
+
+Outcome = Literal[
+    "learn", "parked", "redelivered", "duplicate_label", "expired_event", "unknown_event", "waiting", "gone"
+]
+"""What became of a label: ``learn`` (joined to its event, in the journal), ``parked`` (its
+event is not scored yet), ``redelivered`` (the same label message again), the dead-letter
+reasons ``duplicate_label``, ``expired_event`` and ``unknown_event``; and, for a parked
+label tried again, ``waiting`` (still) or ``gone`` (settled by another worker)."""
+
+_OUTCOMES = frozenset(get_args(Outcome))
+_STATUSES = frozenset(get_args(ClaimStatus))
+
+
+class Pending(TypedDict):
+    """What a scored event leaves for its label: stored at scoring, read by the learner."""
+
+    x: Features
+    y_pred: float
+    entity: EntityKey
+    model_version: str
+    scored_at: float
+
+
+class LabelSource(TypedDict):
+    topic: str
+    partition: int
+    offset: int
+
+
+class ParkedLabel(TypedDict):
+    """What a label waiting for its event keeps: enough to join it, or dead-letter it, later."""
+
+    source: str
+    message: LabelSource
+    value: str
+    y: float
+
+
+class Arrival(NamedTuple):
+    """An event to claim: its id, its entity, where it was read, what it adds to the entity."""
+
+    event_id: str
+    entity: EntityKey
+    source: str
+    observation: Observation
+
+
+class Scored(NamedTuple):
+    """An event scored: its id, the prediction published, the pending record (JSON of :class:`Pending`)."""
+
+    event_id: str
+    prediction: bytes
+    pending: bytes
+
+
+class ArrivedLabel(NamedTuple):
+    """A label to join: its event's id, where it was read, its record if parked, its target."""
+
+    event_id: str
+    source: str
+    parked: bytes
+    y: float
 
 
 @dataclass(frozen=True)
@@ -45,7 +115,7 @@ class Claim:
 
     source: str
     prior: Prior
-    status: str
+    status: ClaimStatus
     prediction: bytes
 
 
@@ -57,9 +127,9 @@ class Settlement:
     record it was parked with.
     """
 
-    outcome: str
-    pending: dict[str, Any] | None = None
-    parked: dict[str, Any] | None = None
+    outcome: Outcome
+    pending: Pending | None = None
+    parked: ParkedLabel | None = None
 
 
 @dataclass(frozen=True)
@@ -67,13 +137,12 @@ class JournalEntry:
     """One journal entry: a scored event, or a label joined to its scored event.
 
     ``id`` is the Redis stream id (``<ms>-<seq>``): its time is the entry's stream time.
-    ``pending`` is what was recorded at scoring time (features ``x``, served ``y_pred``,
-    ``entity``, ``model_version``, ``scored_at``); a label adds its target ``y`` and
+    ``pending`` is what was recorded at scoring time; a label adds its target ``y`` and
     ``source`` (topic/partition/offset).
     """
 
     id: str
-    pending: dict[str, Any]
+    pending: Pending
     y: float | None = None
     source: str | None = None
 
@@ -94,10 +163,21 @@ class JournalEntry:
         )
 
 
+class ScriptError(RuntimeError):
+    """The state script answered with an unexpected reply: a bug, never an outage."""
+
+
+def _checked(value: bytes, allowed: frozenset[str], what: str) -> Any:
+    text = value.decode()
+    if text not in allowed:
+        raise ScriptError(f"state.lua answered {what} {text!r}")
+    return text
+
+
 def _settlements(replies: Sequence[bytes]) -> list[Settlement]:
     return [
         Settlement(
-            outcome=outcome.decode(),
+            outcome=_checked(outcome, _OUTCOMES, "outcome"),
             pending=orjson.loads(pending) if pending else None,
             parked=orjson.loads(parked) if parked else None,
         )
@@ -133,17 +213,15 @@ class StateStore:
         prefix = self._settings.key(use_case, "")
         return cast(list[Any], await self._script(args=[command, prefix, orjson.dumps(params), *blobs]))
 
-    async def observe(
-        self, use_case: str, events: Sequence[tuple[str, str, str, Observation]]
-    ) -> list[Claim]:
-        """Claim each (event id, entity id, source, observation) and apply it to its entity.
+    async def observe(self, use_case: str, events: Sequence[Arrival]) -> list[Claim]:
+        """Claim each event and apply its observation to its entity.
 
         An event id already claimed is left untouched: its claim is returned as it was.
         The observations of one call must name the same statistics and members.
         """
         if not events:
             return []
-        names, members = list(events[0][3].stats), list(events[0][3].members)
+        names, members = list(events[0].observation.stats), list(events[0].observation.members)
         replies = await self._call(
             "observe",
             use_case,
@@ -155,7 +233,7 @@ class StateStore:
                 "members": members,
                 "events": [
                     [
-                        event_id,
+                        encode(event_id),
                         entity,
                         source,
                         obs.ts,
@@ -170,14 +248,14 @@ class StateStore:
             Claim(
                 source=replies[i].decode(),
                 prior=_decode_prior(replies[i + 1], members),
-                status=replies[i + 2].decode(),
+                status=_checked(replies[i + 2], _STATUSES, "status"),
                 prediction=replies[i + 3],
             )
             for i in range(0, len(replies), 4)
         ]
 
-    async def record(self, use_case: str, scored: Sequence[tuple[str, bytes, bytes]]) -> None:
-        """Store (event id, published prediction, pending record) for each scored event."""
+    async def record(self, use_case: str, scored: Sequence[Scored]) -> None:
+        """Store the published prediction and the pending record of each scored event."""
         if not scored:
             return
         await self._call(
@@ -186,15 +264,15 @@ class StateStore:
             {
                 "label_ttl": self._settings.label_ttl_seconds,
                 "journal_max": self._settings.journal_max_entries,
-                "event_ids": [event_id for event_id, _, _ in scored],
+                "event_ids": [encode(event_id) for event_id, _, _ in scored],
             },
             [blob for _, prediction, pending in scored for blob in (prediction, pending)],
         )
 
     async def settle(
-        self, use_case: str, labels: Sequence[tuple[str, str, bytes, float]], wait_seconds: float
+        self, use_case: str, labels: Sequence[ArrivedLabel], wait_seconds: float
     ) -> list[Settlement]:
-        """Join each (event id, label source, parked record, target) to its event, once per event.
+        """Join each label to its event, once per event.
 
         A joined label goes to the journal. A label whose event is not scored yet is parked
         with its record (which must hold the target as ``y``) for ``wait_seconds``.
@@ -204,7 +282,9 @@ class StateStore:
         params = {
             "deadline": time.time() + wait_seconds,
             "journal_max": self._settings.journal_max_entries,
-            "labels": [[event_id, source, parked.decode(), y] for event_id, source, parked, y in labels],
+            "labels": [
+                [encode(event_id), source, parked.decode(), y] for event_id, source, parked, y in labels
+            ],
         }
         return _settlements(await self._call("settle", use_case, params))
 
@@ -244,13 +324,13 @@ class StateStore:
         """Forget the journal entries older than ``before`` (epoch seconds)."""
         await self._redis.xtrim(self.journal_key(use_case), minid=str(int(before * 1000)), approximate=True)
 
-    async def entity(self, use_case: str, entity: str) -> dict[str, Any]:
+    async def entity(self, use_case: str, entity: EntityKey) -> dict[str, Any]:
         """An entity's state as stored: ``{"n": ..., "last_ts": ..., statistic: [n, mean, var]}``."""
         raw = await self._redis.get(self._settings.key(use_case, "entity", entity))
         return cast(dict[str, Any], orjson.loads(raw)) if raw else {}
 
-    async def update(self, use_case: str, stat: str, values: Sequence[tuple[str, float]]) -> None:
-        """Fold each (entity id, value) into the entity's statistic ``stat``."""
+    async def update(self, use_case: str, stat: str, values: Sequence[tuple[EntityKey, float]]) -> None:
+        """Fold each (entity, value) into the entity's statistic ``stat``."""
         if not values:
             return
         await self._call(

@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 from models.evaluation import EvaluationResult, compare, format_table
 from models.online import Features
 from stream.records import Rejection, parse
-from stream.runtime.state import StateStore
+from stream.runtime.keys import entity_key
+from stream.runtime.state import Arrival, StateStore
 from stream.settings import Settings
 from stream.tools.simulator import SimulationConfig, labelled_events
 from stream.usecases import USE_CASES, UseCase
@@ -56,12 +57,14 @@ async def feature_stream(
             claims = await store.observe(
                 use_case.name,
                 [
-                    (e.event_id, use_case.entity(e), f"eval/{i}", use_case.observe(e))
+                    Arrival(e.event_id, entity_key(use_case.entity(e)), f"eval/{i}", use_case.observe(e))
                     for i, (e, _) in enumerate(batch)
                 ],
             )
             rows += [(use_case.features(e, c.prior), y) for (e, y), c in zip(batch, claims, strict=True)]
-            await store.update(use_case.name, "label", [(use_case.entity(e), y) for e, y in batch])
+            await store.update(
+                use_case.name, "label", [(entity_key(use_case.entity(e)), y) for e, y in batch]
+            )
     finally:
         keys = [k async for k in client.scan_iter(match=f"{settings.namespace}:*", count=1000)]
         if keys:

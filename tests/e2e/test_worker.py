@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from consumers.audit import audit
+from stream.runtime.keys import encode
 from stream.settings import Settings
 from stream.tools import simulator
 from stream.tools.demo import worker_process
@@ -94,7 +95,7 @@ def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(
     assert "duplicate_label" not in result.dead_letters
     # Every event learned exactly once, across the two processes.
     with redis.Redis.from_url(settings.redis_url) as client:
-        keys = [settings.key(_model(m), "event", event_id(m)) for m in labels]
+        keys = [settings.key(_model(m), "event", encode(event_id(m))) for m in labels]
         statuses = Counter(client.hget(key, "status") for key in keys)
     assert statuses == {b"learned": len(labels)}
 

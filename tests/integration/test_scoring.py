@@ -1,10 +1,12 @@
-"""The scorer against a real Redis: dedup, redelivery, exactly-once learning, atomic state."""
+"""Scoring and label joining against a real Redis: dedup, redelivery, exactly-once learning,
+atomic state, and ids that are data, never key syntax."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -12,8 +14,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from stream.records import DeadLetter, Prediction
+from stream.runtime.joining import LabelJoiner
+from stream.runtime.keys import entity_key
+from stream.runtime.outbox import Message, Outbox
 from stream.runtime.registry import ModelRegistry
-from stream.runtime.scoring import Message, Outbox, Scorer
+from stream.runtime.scoring import Scorer
 from stream.runtime.served import ServedModels
 from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
@@ -24,13 +29,15 @@ pytestmark = pytest.mark.integration
 NOW = dt.datetime.now(dt.UTC)
 
 
-def tx(event_id: str, account: str = "acc-1", amount: float = 20.0, ts: dt.datetime = NOW) -> bytes:
+def tx(
+    event_id: str, account: str = "acc-1", amount: float = 20.0, ts: dt.datetime = NOW, merchant: str = "m-1"
+) -> bytes:
     return orjson.dumps(
         {
             "event_id": event_id,
             "ts": ts.isoformat(),
             "account_id": account,
-            "merchant_id": "m-1",
+            "merchant_id": merchant,
             "amount": amount,
             "currency": "EUR",
             "channel": "pos",
@@ -51,32 +58,45 @@ def predictions(outbox: Outbox, settings: Settings, topic: str = "predictions.fr
     return [Prediction.model_validate_json(v) for t, _, v in outbox.records if t == settings.topic(topic)]
 
 
-def new_scorer(settings: Settings, client: aioredis.Redis) -> Scorer:
+ACC_1 = entity_key(("acc-1",))
+
+
+@dataclass(frozen=True)
+class Steps:
+    """A worker's two steps on one Redis: scoring events, joining labels."""
+
+    scorer: Scorer
+    joiner: LabelJoiner
+    state: StateStore
+
+
+def new_steps(settings: Settings, client: aioredis.Redis) -> Steps:
+    state = StateStore(client, settings)
     served = ServedModels(settings, ModelRegistry(client, settings), USE_CASES)
-    return Scorer(settings, StateStore(client, settings), served)
+    return Steps(Scorer(settings, state, served), LabelJoiner(settings, state), state)
 
 
-async def journal(scorer: Scorer, use_case: str = "fraud") -> list[JournalEntry]:
-    return await scorer.state.read_journal(use_case, "0-0", 100_000)
+async def journal(steps: Steps, use_case: str = "fraud") -> list[JournalEntry]:
+    return await steps.state.read_journal(use_case, "0-0", 100_000)
 
 
-async def joined(scorer: Scorer, use_case: str = "fraud") -> list[tuple[str, float]]:
+async def joined(steps: Steps, use_case: str = "fraud") -> list[tuple[str, float]]:
     """(label source, target) of each label in the journal, in journal order."""
-    return [(e.source or "", e.y) for e in await journal(scorer, use_case) if e.y is not None]
+    return [(e.source or "", e.y) for e in await journal(steps, use_case) if e.y is not None]
 
 
 @pytest.fixture
-async def scorer(settings: Settings) -> AsyncIterator[Scorer]:
+async def steps(settings: Settings) -> AsyncIterator[Steps]:
     client = aioredis.Redis.from_url(settings.redis_url)
-    yield new_scorer(settings, client)
+    yield new_steps(settings, client)
     await client.aclose()
 
 
 async def test_one_prediction_per_event_and_duplicates_dead_lettered(
-    scorer: Scorer, settings: Settings
+    steps: Steps, settings: Settings
 ) -> None:
     batch = [message(tx(f"e{i}"), i) for i in range(5)] + [message(tx("e0"), 5)]
-    outbox = await scorer.score(FRAUD, batch)
+    outbox = await steps.scorer.score(FRAUD, batch)
 
     scored = predictions(outbox, settings)
     assert [p.event_id for p in scored] == [f"e{i}" for i in range(5)]
@@ -89,19 +109,19 @@ async def test_one_prediction_per_event_and_duplicates_dead_lettered(
 
 
 async def test_redelivery_republishes_the_same_prediction_without_touching_state(
-    scorer: Scorer, settings: Settings
+    steps: Steps, settings: Settings
 ) -> None:
-    first = await scorer.score(FRAUD, [message(tx("e1"), 7)])
-    state_before = await scorer.state.entity("fraud", "acc-1")
-    again = await scorer.score(FRAUD, [message(tx("e1"), 7)])
+    first = await steps.scorer.score(FRAUD, [message(tx("e1"), 7)])
+    state_before = await steps.state.entity("fraud", ACC_1)
+    again = await steps.scorer.score(FRAUD, [message(tx("e1"), 7)])
     assert again.records == first.records
-    assert await scorer.state.entity("fraud", "acc-1") == state_before
+    assert await steps.state.entity("fraud", ACC_1) == state_before
 
 
-async def test_labels_are_joined_exactly_once(scorer: Scorer, settings: Settings) -> None:
-    await scorer.score(FRAUD, [message(tx(f"e{i}"), i) for i in range(3)])
+async def test_labels_are_joined_exactly_once(steps: Steps, settings: Settings) -> None:
+    await steps.scorer.score(FRAUD, [message(tx(f"e{i}"), i) for i in range(3)])
     label = b'{"event_id": "e0", "is_fraud": true}'
-    outbox = await scorer.join(
+    outbox = await steps.joiner.join(
         FRAUD,
         [
             message(label, 0, "transactions.labels"),
@@ -112,34 +132,34 @@ async def test_labels_are_joined_exactly_once(scorer: Scorer, settings: Settings
             message(b'{"event_id": "e2", "is_fraud": false}', 4, "transactions.labels"),
         ],
     )
-    assert await joined(scorer) == [("transactions.labels/0/0", 1.0), ("transactions.labels/0/4", 0.0)]
+    assert await joined(steps) == [("transactions.labels/0/0", 1.0), ("transactions.labels/0/4", 0.0)]
     reasons = [d["reason"] for d in published(outbox, settings, "deadletter")]
     assert reasons == ["bad_type", "duplicate_label"]  # the label of "nope" waits for its event
-    _, fraud_rate, _ = (await scorer.state.entity("fraud", "acc-1"))["label"]
+    _, fraud_rate, _ = (await steps.state.entity("fraud", ACC_1))["label"]
     assert 0 < fraud_rate < 1
 
 
-async def test_a_label_before_its_event_waits_for_it(scorer: Scorer, settings: Settings) -> None:
+async def test_a_label_before_its_event_waits_for_it(steps: Steps, settings: Settings) -> None:
     label = message(b'{"event_id": "e9", "is_fraud": true}', 0, "transactions.labels")
-    assert (await scorer.join(FRAUD, [label])).records == []
-    assert (await scorer.join(FRAUD, [label])).records == []  # redelivered while parked
-    second = await scorer.join(FRAUD, [message(label.value, 1, "transactions.labels")])
+    assert (await steps.joiner.join(FRAUD, [label])).records == []
+    assert (await steps.joiner.join(FRAUD, [label])).records == []  # redelivered while parked
+    second = await steps.joiner.join(FRAUD, [message(label.value, 1, "transactions.labels")])
     assert [d["reason"] for d in published(second, settings, "deadletter")] == ["duplicate_label"]
 
-    assert (await scorer.unpark(FRAUD)).records == []  # still waiting
-    await scorer.score(FRAUD, [message(tx("e9"), 0)])
-    assert (await scorer.unpark(FRAUD)).records == []
-    assert await joined(scorer) == [("transactions.labels/0/0", 1.0)]
-    assert await scorer.state.unpark("fraud", 10) == []
+    assert (await steps.joiner.unpark(FRAUD)).records == []  # still waiting
+    await steps.scorer.score(FRAUD, [message(tx("e9"), 0)])
+    assert (await steps.joiner.unpark(FRAUD)).records == []
+    assert await joined(steps) == [("transactions.labels/0/0", 1.0)]
+    assert await steps.state.unpark("fraud", 10) == []
 
 
 async def test_a_label_whose_event_never_comes_is_dead_lettered(settings: Settings) -> None:
     impatient = settings.replace(label_wait_seconds=0)
     client = aioredis.Redis.from_url(impatient.redis_url)
-    scorer = new_scorer(impatient, client)
+    steps = new_steps(impatient, client)
     label = b'{"event_id": "never", "is_fraud": false}'
-    assert (await scorer.join(FRAUD, [message(label, 5, "transactions.labels")])).records == []
-    [(_, _, value)] = (await scorer.unpark(FRAUD)).records
+    assert (await steps.joiner.join(FRAUD, [message(label, 5, "transactions.labels")])).records == []
+    [(_, _, value)] = (await steps.joiner.unpark(FRAUD)).records
     dead = DeadLetter.model_validate_json(value)
     assert (dead.reason, dead.source_topic, dead.offset, dead.payload) == (
         "unknown_event",
@@ -147,26 +167,26 @@ async def test_a_label_whose_event_never_comes_is_dead_lettered(settings: Settin
         5,
         label.decode(),
     )
-    assert (await scorer.unpark(FRAUD)).records == []
+    assert (await steps.joiner.unpark(FRAUD)).records == []
     await client.aclose()
 
 
 async def test_label_after_the_ttl_is_expired(settings: Settings) -> None:
     short = settings.replace(label_ttl_seconds=1)
     client = aioredis.Redis.from_url(short.redis_url)
-    scorer = new_scorer(short, client)
-    await scorer.score(FRAUD, [message(tx("old"), 0)])
+    steps = new_steps(short, client)
+    await steps.scorer.score(FRAUD, [message(tx("old"), 0)])
     await asyncio.sleep(1.2)
-    outbox = await scorer.join(
+    outbox = await steps.joiner.join(
         FRAUD, [message(b'{"event_id": "old", "is_fraud": true}', 0, "transactions.labels")]
     )
     assert [d["reason"] for d in published(outbox, settings, "deadletter")] == ["expired_event"]
-    assert await joined(scorer) == []
+    assert await joined(steps) == []
     await client.aclose()
 
 
-async def test_late_and_future_events(scorer: Scorer, settings: Settings) -> None:
-    outbox = await scorer.score(
+async def test_late_and_future_events(steps: Steps, settings: Settings) -> None:
+    outbox = await steps.scorer.score(
         FRAUD,
         [
             message(tx("late", ts=NOW - dt.timedelta(days=8)), 0),
@@ -176,52 +196,61 @@ async def test_late_and_future_events(scorer: Scorer, settings: Settings) -> Non
     assert [d["reason"] for d in published(outbox, settings, "deadletter")] == ["late_event", "out_of_range"]
 
 
-async def test_demand_forecasts_are_non_negative_and_learn(scorer: Scorer, settings: Settings) -> None:
-    sale = {
-        "event_id": "s1",
-        "ts": NOW.isoformat(),
-        "store_id": "st",
-        "product_id": "p",
-        "product_name": "Milk",
-        "category": "dairy",
-        "price": 1.0,
-        "cost": None,
-        "purchase_date": None,
-        "sale_date": NOW.date().isoformat(),
-        "expiry_date": None,
-    }
-    outbox = await scorer.score(DEMAND, [message(orjson.dumps(sale), 0, "sales")])
+def sale(event_id: str, store: str = "st", product: str = "p") -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "ts": NOW.isoformat(),
+            "store_id": store,
+            "product_id": product,
+            "product_name": "Milk",
+            "category": "dairy",
+            "price": 1.0,
+            "cost": None,
+            "purchase_date": None,
+            "sale_date": NOW.date().isoformat(),
+            "expiry_date": None,
+        }
+    )
+
+
+async def test_demand_forecasts_are_non_negative_and_learn(steps: Steps, settings: Settings) -> None:
+    outbox = await steps.scorer.score(DEMAND, [message(sale("s1"), 0, "sales")])
     [prediction] = predictions(outbox, settings, "predictions.demand")
     assert prediction.forecast is not None and prediction.forecast >= 0 and prediction.score is None
-    await scorer.join(DEMAND, [message(b'{"event_id": "s1", "units_sold": 4}', 0, "sales.labels")])
-    assert await joined(scorer, "demand") == [("sales.labels/0/0", 4.0)]
+    await steps.joiner.join(DEMAND, [message(b'{"event_id": "s1", "units_sold": 4}', 0, "sales.labels")])
+    assert await joined(steps, "demand") == [("sales.labels/0/0", 4.0)]
 
 
 async def test_two_workers_never_corrupt_one_entity(settings: Settings) -> None:
     clients = [aioredis.Redis.from_url(settings.redis_url) for _ in range(2)]
-    scorers = [new_scorer(settings, c) for c in clients]
+    workers = [new_steps(settings, c) for c in clients]
     batches = [
         [message(tx(f"w{w}-{i}", amount=10.0 + i), i, partition=w) for i in range(200)] for w in range(2)
     ]
     # Many small batches from both workers at once, interleaving on the one entity.
     await asyncio.gather(
-        *(s.score(FRAUD, batches[w][i : i + 10]) for w, s in enumerate(scorers) for i in range(0, 200, 10))
+        *(
+            s.scorer.score(FRAUD, batches[w][i : i + 10])
+            for w, s in enumerate(workers)
+            for i in range(0, 200, 10)
+        )
     )
-    state = await scorers[0].state.entity("fraud", "acc-1")
+    state = await workers[0].state.entity("fraud", ACC_1)
     assert state["n"] == 400 and state["amount"][0] == 400
     for c in clients:
         await c.aclose()
 
 
 async def test_the_journal_holds_each_scored_event_and_joined_label_once(
-    scorer: Scorer, settings: Settings
+    steps: Steps, settings: Settings
 ) -> None:
     batch = [message(tx(f"e{i}", amount=10.0 + i), i) for i in range(3)]
-    await scorer.score(FRAUD, batch)
-    await scorer.score(FRAUD, batch)  # redelivered: no new entries
+    await steps.scorer.score(FRAUD, batch)
+    await steps.scorer.score(FRAUD, batch)  # redelivered: no new entries
     label = message(b'{"event_id": "e1", "is_fraud": true}', 0, "transactions.labels")
-    await scorer.join(FRAUD, [label, label])
-    entries = await journal(scorer)
+    await steps.joiner.join(FRAUD, [label, label])
+    entries = await journal(steps)
     assert [(e.y, e.source, e.pending["model_version"]) for e in entries] == [
         (None, None, "fraud.0"),
         (None, None, "fraud.0"),
@@ -230,3 +259,67 @@ async def test_the_journal_holds_each_scored_event_and_joined_label_once(
     ]
     assert entries[3].pending == entries[1].pending  # the label brings its event's features
     assert entries[0].time <= entries[3].time
+
+
+# Ids that are key syntax, or look like it, and ids at the contract's limits.
+CRAFTED_IDS = [
+    "x",
+    "x:merchant",
+    "x:country",
+    "seen:merchant:x",
+    "entity:x",
+    "a:b",
+    "a",
+    "b:c",
+    "{tag}x",
+    "x%3Amerchant",
+    "100%",
+    " spaced id\t",
+    "compte-été-账户-🙂",
+    "z" * 200,
+    "ü" * 200,
+]
+
+
+def crafted_event_id(n: int, account: str) -> str:
+    return f"{n}:{account}"[:200]
+
+
+async def test_crafted_ids_are_scored_and_never_share_state(steps: Steps, settings: Settings) -> None:
+    # Two transactions per account, each at a merchant named like another account's key.
+    batch = [
+        message(tx(crafted_event_id(n, account), account=account, merchant=CRAFTED_IDS[-1 - i]), 2 * i + n)
+        for i, account in enumerate(CRAFTED_IDS)
+        for n in range(2)
+    ]
+    outbox = await steps.scorer.score(FRAUD, batch)
+    assert published(outbox, settings, "deadletter") == []
+    assert sorted(p.event_id for p in predictions(outbox, settings)) == sorted(
+        crafted_event_id(n, account) for account in CRAFTED_IDS for n in range(2)
+    )
+    assert {p.entity for p in predictions(outbox, settings)} == set(CRAFTED_IDS)
+    for account in CRAFTED_IDS:
+        state = await steps.state.entity("fraud", entity_key((account,)))
+        assert (state["n"], state["amount"][0]) == (2, 2), account
+    # Labels by crafted event ids join their own event only.
+    labels = [
+        message(
+            orjson.dumps({"event_id": crafted_event_id(0, a), "is_fraud": i % 2 == 0}),
+            i,
+            "transactions.labels",
+        )
+        for i, a in enumerate(CRAFTED_IDS)
+    ]
+    assert published(await steps.joiner.join(FRAUD, labels), settings, "deadletter") == []
+    assert len(await joined(steps)) == len(CRAFTED_IDS)
+
+
+async def test_a_product_at_a_store_is_one_entity_however_its_ids_read(
+    steps: Steps, settings: Settings
+) -> None:
+    pairs = [("a:b", "c"), ("a", "b:c"), ("a:b:c", "x"), ("a", "b"), ("a:", "b"), ("a", ":b")]
+    batch = [message(sale(f"s{i}", store, product), i, "sales") for i, (store, product) in enumerate(pairs)]
+    outbox = await steps.scorer.score(DEMAND, batch)
+    assert len(predictions(outbox, settings, "predictions.demand")) == len(pairs)
+    for store, product in pairs:
+        assert (await steps.state.entity("demand", entity_key((store, product))))["n"] == 1

@@ -10,6 +10,10 @@
 -- (merchants, countries). A label whose event is not scored yet is parked (hash of
 -- labels, sorted set of deadlines) until it is.
 --
+-- Ids arrive encoded (stream/runtime/keys.py): they never hold ':', so `<kind>:<id>` is
+-- always one kind and one id, and the kinds (event, pending, entity, seen:<member>) are
+-- distinct prefixes: no id can name another id's key, or another kind of key.
+--
 -- The journal (a stream, `<prefix>journal`) is what the learner reads,
 -- in its order: one entry per scored event (k=s, p=pending) and one per label joined to
 -- its event (k=l, p=pending, y=target, s=label source), written in the same atomic step
@@ -99,7 +103,7 @@ if command == 'observe' then
     else
       local seen = {}
       for j, member in ipairs(member_names) do
-        local set_key = entity_key .. ':' .. member
+        local set_key = key('seen:' .. member, event[2])
         seen[j] = redis.call('SADD', set_key, members[j]) == 0
         redis.call('EXPIRE', set_key, p.entity_ttl)
       end
