@@ -47,9 +47,7 @@ from typing import TextIO
 from consumers.reader import describe, read
 from stream.records import Alert
 from stream.settings import Settings
-
-TOPIC = "alerts.drift"
-"""The logical topic the alerts are published to."""
+from stream.usecases import ALERTS_TOPIC as TOPIC
 
 CAUGHT_UP_SECONDS = 2.0
 """With ``--open``: the topic counts as read to its end after this long without a message."""

@@ -12,10 +12,16 @@ from dataclasses import dataclass, field
 
 from consumers.quality import QualityReport, QualityTracker
 from consumers.reader import read
-from stream.records import DeadLetter, Prediction, SaleLabel, TransactionLabel
+from stream.records import DeadLetter, Label, Prediction
 from stream.settings import Settings
+from stream.usecases import DEADLETTER_TOPIC, USE_CASES
 
-TOPICS = ("predictions.fraud", "predictions.demand", "deadletter", "transactions.labels", "sales.labels")
+TOPICS = (
+    *(uc.prediction_topic for uc in USE_CASES),
+    DEADLETTER_TOPIC,
+    *(uc.label_topic for uc in USE_CASES),
+)
+_LABELLED = {uc.label_type: uc for uc in USE_CASES}
 
 
 @dataclass(frozen=True)
@@ -65,10 +71,8 @@ def audit(settings: Settings, *, idle_timeout: float = 3.0, early: int = 500) ->
             tracker.add_prediction(record)
         elif isinstance(record, DeadLetter):
             dead_letters[record.reason] += 1
-        elif isinstance(record, TransactionLabel):
-            tracker.add_label(record.event_id, record.is_fraud)
-        elif isinstance(record, SaleLabel):
-            tracker.add_label(record.event_id, record.units_sold)
+        elif isinstance(record, Label):
+            tracker.add_label(record.event_id, _LABELLED[type(record)].target(record))
         else:
             invalid[delivered.topic] += 1
     return Audit(predictions, dead_letters, tracker.report(early), invalid)

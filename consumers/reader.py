@@ -1,8 +1,9 @@
 """Typed reading of the service's topics, for downstream services and ops.
 
-Topics are named by their logical name (``"predictions.fraud"``); the deployment's
-namespace is added with :meth:`Settings.topic`. Every message comes back as a
-:class:`Delivered` that knows which record type its topic carries.
+Topics are named by their logical name (``"predictions.fraud"``), as the use cases declare
+them (:mod:`stream.usecases`); the deployment's namespace is added with
+:meth:`Settings.topic`. Every message comes back as a :class:`Delivered` that knows which
+record type its topic carries.
 
 Examples
 --------
@@ -34,25 +35,17 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from stream.records import (
-    Alert,
-    DeadLetter,
-    Prediction,
-    Record,
-    Rejection,
-    SaleLabel,
-    TransactionLabel,
-    parse,
-    payload_text,
-)
+from stream.records import Alert, DeadLetter, Prediction, Record, Rejection, parse, payload_text
 from stream.settings import Settings
 from stream.topics import ensure_topics
+from stream.usecases import ALERTS_TOPIC, DEADLETTER_TOPIC, USE_CASES
 
 _RECORD_TYPES: dict[str, type[Record]] = {
-    "deadletter": DeadLetter,
-    "alerts.drift": Alert,
-    "transactions.labels": TransactionLabel,
-    "sales.labels": SaleLabel,
+    DEADLETTER_TOPIC: DeadLetter,
+    ALERTS_TOPIC: Alert,
+    **{uc.prediction_topic: Prediction for uc in USE_CASES},
+    **{uc.label_topic: uc.label_type for uc in USE_CASES},
+    **{uc.event_topic: uc.event_type for uc in USE_CASES},
 }
 _POLL_SECONDS = 0.1
 _PLAIN = re.compile(r"\S{1,80}")
@@ -69,23 +62,19 @@ def record_type(topic: str) -> type[Record]:
     Returns
     -------
     type[Record]
-        :class:`Prediction` for ``predictions.*``, :class:`DeadLetter` for ``deadletter``,
-        :class:`Alert` for ``alerts.drift``, :class:`TransactionLabel` / :class:`SaleLabel`
-        for the label topics.
+        :class:`Prediction` for the prediction topics, :class:`DeadLetter` for the dead
+        letters, :class:`Alert` for the alerts, and each use case's event and label records
+        for its event and label topics.
 
     Raises
     ------
     ValueError
         If the topic is not one this package knows how to read.
     """
-    if topic.startswith("predictions."):
-        return Prediction
     try:
         return _RECORD_TYPES[topic]
     except KeyError:
-        raise ValueError(
-            f"unknown topic {topic!r}: expected predictions.*, {', '.join(_RECORD_TYPES)}"
-        ) from None
+        raise ValueError(f"unknown topic {topic!r}: expected one of {', '.join(_RECORD_TYPES)}") from None
 
 
 @dataclass(frozen=True)

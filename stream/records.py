@@ -76,8 +76,13 @@ class Transaction(Record):
     country: str = Field(pattern=r"^[A-Z]{2}$")
 
 
-class TransactionLabel(Record):
+class Label(Record):
+    """The true outcome of an event, known later: joined to the event by ``event_id``."""
+
     event_id: Id
+
+
+class TransactionLabel(Label):
     is_fraud: bool
 
 
@@ -97,8 +102,7 @@ class Sale(Record):
     expiry_date: dt.date | None = None
 
 
-class SaleLabel(Record):
-    event_id: Id
+class SaleLabel(Label):
     units_sold: float = Field(ge=0, le=MAX_UNITS, allow_inf_nan=False)
 
 

@@ -15,10 +15,10 @@ from typing import Any, Generic, Literal, TypeVar
 
 from models.pipelines import Task
 from stream import features
-from stream.records import Record, Sale, SaleLabel, Transaction, TransactionLabel
+from stream.records import Label, Record, Sale, SaleLabel, Transaction, TransactionLabel
 
 E = TypeVar("E", bound=Record)
-L = TypeVar("L", bound=Record)
+L = TypeVar("L", bound=Label)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from stream.settings import Settings, problems
 from stream.tools.simulator import SimulationConfig
-from stream.usecases import USE_CASES
+from stream.usecases import DEADLETTER_TOPIC, USE_CASES
 
 
 def _simulation_args(parser: argparse.ArgumentParser, *, transactions: int, sales: int, rate: float) -> None:
@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("version")
     export.add_argument("--out", type=Path, default=None, help="snapshot file (default: <version>.snapshot)")
     for name, topics in (
-        ("predictions", ["predictions.fraud", "predictions.demand"]),
-        ("deadletters", ["deadletter"]),
+        ("predictions", [uc.prediction_topic for uc in USE_CASES]),
+        ("deadletters", [DEADLETTER_TOPIC]),
     ):
         tail = commands.add_parser(name, help=f"tail the {name} topics").add_subparsers(
             dest="action", required=True
