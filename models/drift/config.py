@@ -125,8 +125,9 @@ class MonitorConfig:
         sees only part of the cycle: ``hour_sin``, ``hour_cos``, ``dow``, ``weekend``), how
         much history an entity has (``history_log_n``, ``recent_units_log_n`` grow as
         entities age) and the time since an entity's last event (``log_gap_seconds``, which
-        follows the daily cycle of activity). The defaults name those of this service's use
-        cases (``stream/features.py``).
+        follows the daily cycle of activity). None by default: each of this service's use
+        cases declares its own (``drift_exempt`` in ``stream/usecases.py``), which the learner
+        and ``scoring calibrate`` pass here.
     coverage_window
         Seconds of stream time per label coverage window. A window closes only once it has
         ``coverage_min_scored`` scored events and ``coverage_min_expected`` expected labels,
@@ -173,9 +174,7 @@ class MonitorConfig:
     data_cooldown: int = 2
     max_categories: int = 50
     min_window_values: int = 500
-    exempt: frozenset[str] = frozenset(
-        {"hour_sin", "hour_cos", "dow", "weekend", "history_log_n", "recent_units_log_n", "log_gap_seconds"}
-    )
+    exempt: frozenset[str] = frozenset()
     coverage_window: float = 60.0
     coverage_min_scored: int = 200
     coverage_min_expected: float = 100.0
