@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from river import base
 
 from models.challenger import Contest
-from models.drift import AlertChange, Monitor
+from models.drift import AlertChange, Monitor, MonitorConfig
 from models.online import Features, OnlineModel, new_metric
 from models.pipelines import Task
 
@@ -71,6 +71,9 @@ class ModelLifecycle:
     warmup
         Labels a (re)started challenger learns before the test counts its losses: a fresh
         model is bad at first, and judging it then only delays a fair comparison.
+    drift_exempt
+        Input features the drift monitor does not watch for data drift
+        (:attr:`models.drift.MonitorConfig.exempt`): those the use case declares.
 
     """
 
@@ -84,6 +87,7 @@ class ModelLifecycle:
         alpha: float = 0.01,
         min_labels: int = 1000,
         warmup: int = 1000,
+        drift_exempt: frozenset[str] = frozenset(),
     ) -> None:
         self.name = name
         self.task = task
@@ -97,7 +101,7 @@ class ModelLifecycle:
             min_labels=min_labels,
             warmup=warmup,
         )
-        self.monitor = Monitor(name, task)
+        self.monitor = Monitor(name, task, MonitorConfig(exempt=drift_exempt))
         self.served_metric = new_metric(task)
         self.labels_learned = 0
 

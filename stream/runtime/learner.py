@@ -85,6 +85,7 @@ def fresh_state(settings: Settings, use_case: UseCase[Any, Any]) -> LearnerState
             configured_pipeline(settings, use_case, "challengers"),
             alpha=settings.promotion_alpha,
             min_labels=settings.promotion_min_labels,
+            drift_exempt=use_case.drift_exempt,
         )
     )
 

@@ -42,7 +42,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -167,8 +167,13 @@ class Run:
 def run(
     use_case: str, rows: Sequence[Row], rate: float, seed: int, config: MonitorConfig | None, **kw: Any
 ) -> Run:
-    """Feeds the journal of ``rows`` to a fresh monitor; times the monitor's calls."""
-    monitor = Monitor(use_case, declared_use_case(use_case).task, config)
+    """Feeds the journal of ``rows`` to a fresh monitor; times the monitor's calls.
+
+    The monitor leaves alone the features the use case declares exempt, as the learner's does.
+    """
+    declared = declared_use_case(use_case)
+    config = config or MonitorConfig()
+    monitor = Monitor(use_case, declared.task, replace(config, exempt=config.exempt | declared.drift_exempt))
     result = Run()
     events = labels = 0
     clock = time.perf_counter

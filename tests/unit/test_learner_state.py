@@ -30,6 +30,12 @@ def test_without_overrides_each_use_case_serves_what_it_declares() -> None:
         assert (contest.champion_name, contest.challenger_name) == (use_case.champion, use_case.challenger)
 
 
+def test_the_drift_monitor_leaves_alone_the_features_each_use_case_declares_exempt() -> None:
+    for use_case in (FRAUD, DEMAND):
+        assert use_case.drift_exempt
+        assert fresh_state(Settings(), use_case).lifecycle.monitor.config.exempt == use_case.drift_exempt
+
+
 def test_an_unknown_pipeline_or_use_case_is_refused_when_the_settings_are_read() -> None:
     with pytest.raises(ValidationError, match='fraud: unknown pipeline "tree"'):
         Settings(challengers="fraud=tree")

@@ -1,0 +1,143 @@
+"""The drift monitor of one model: its detectors, fed by the learner's journal.
+
+A :class:`Monitor` composes one :class:`~models.drift.concept.ConceptDrift`, one
+:class:`~models.drift.coverage.LabelCoverage` and a
+:class:`~models.drift.psi.DistributionDrift` for the predictions and for each input feature
+not exempt, and sends their signals through one :class:`~models.drift.alerts.Alerts`. It
+counts the events of the data and prediction drift windows, and bins their numbers every
+256 events.
+
+Examples
+--------
+>>> monitor = Monitor("fraud", "classification", MonitorConfig(exempt=frozenset({"hour_sin"})))
+>>> monitor.scored({"amount": 12.5, "channel": "pos", "hour_sin": 0.5}, 0.01, t=0.0)
+[]
+>>> monitor.learned(0.0, 0.01, t=3.0)
+[]
+>>> [(r.kind, r.detector, r.feature, r.threshold) for r in monitor.readings()]
+[('concept_drift', 'CUSUM', '', 25.0), ('prediction_drift', 'PSI', '', 0.5), \
+('label_coverage', 'coverage_shortfall', '', 0.5), ('data_drift', 'PSI', 'amount', 0.25), \
+('data_drift', 'PSI', 'channel', 0.25)]
+
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from models.drift.alerts import AlertChange, Alerts, Detector, Kind
+from models.drift.concept import ConceptDrift, Task
+from models.drift.config import MonitorConfig
+from models.drift.coverage import LabelCoverage
+from models.drift.psi import DistributionDrift
+
+__all__ = ["Monitor", "Reading"]
+
+_CHUNK = 256  # events between two binnings of the numbers they brought (DistributionDrift.count)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One detector's live value (for the ``scoring_drift_statistic`` gauges).
+
+    ``feature`` is ``""`` for the model-wide detectors. Every detector opens an alert when its
+    statistic reaches its threshold.
+    """
+
+    kind: Kind
+    detector: str
+    feature: str
+    statistic: float
+    threshold: float
+
+
+class Monitor:
+    """The drift detectors of one model and the lifecycle of their alerts.
+
+    Parameters
+    ----------
+    model
+        The model's name (part of each alert's id).
+    task
+        ``"classification"`` (predictions are probabilities of the label ``True``) or
+        ``"regression"`` (forecasts of non-negative counts).
+    config
+        Thresholds, windows and exempt features; :class:`MonitorConfig` defaults when ``None``.
+
+    """
+
+    def __init__(self, model: str, task: Task, config: MonitorConfig | None = None) -> None:
+        if task not in ("classification", "regression"):
+            raise ValueError(f"unknown task {task!r}")
+        self.model = model
+        self.task: Task = task
+        self.config = config or MonitorConfig()
+        self._alerts = Alerts(model, self.config.critical_ratio)
+        self._concept = ConceptDrift(task, self.config)
+        self._prediction = DistributionDrift("prediction_drift", "", self.config)
+        self._features: dict[str, DistributionDrift] = {}
+        self._coverage = LabelCoverage(self.config)
+        self._events = 0  # events in the current window
+        self._windows = 0  # windows closed
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def scored(self, x: Mapping[str, float | str], y_pred: float, t: float) -> list[AlertChange]:
+        """An event with features ``x`` was scored ``y_pred`` at stream time ``t``."""
+        changes = self._alerts.follow(self._coverage, self._coverage.update(t, label=False), t)
+        config, features = self.config, self._features
+        for name, value in x.items():
+            distribution = features.get(name)
+            if distribution is None:
+                if name in config.exempt:
+                    continue
+                distribution = features[name] = DistributionDrift("data_drift", name, config)
+            distribution.add(value)
+        if not math.isnan(y_pred):
+            self._prediction.add(float(y_pred))
+        self._events += 1
+        if self._events >= config.window:
+            changes += self._close_window(t)
+        elif self._events % _CHUNK == 0:
+            for distribution in self._distributions():
+                distribution.count()
+        return changes
+
+    def learned(self, y_true: float, y_pred: float, t: float) -> list[AlertChange]:
+        """The label ``y_true`` of an event served ``y_pred`` was learned at stream time ``t``."""
+        changes = self._alerts.follow(self._coverage, self._coverage.update(t, label=True), t)
+        if not (math.isnan(y_true) or math.isnan(y_pred)):
+            changes += self._alerts.follow(self._concept, self._concept.update(y_true, y_pred), t)
+        return changes
+
+    # -- outputs -------------------------------------------------------------------------
+
+    def readings(self) -> list[Reading]:
+        """Every detector's current statistic and threshold."""
+        detectors: list[Detector] = [
+            self._concept,
+            self._prediction,
+            self._coverage,
+            *self._features.values(),
+        ]
+        return [Reading(d.kind, d.name, d.feature, d.statistic, d.threshold) for d in detectors]
+
+    def open_alerts(self) -> list[AlertChange]:
+        """The latest change of each open alert, oldest alert first."""
+        return list(self._alerts.open.values())
+
+    # -- data and prediction drift windows -----------------------------------------------
+
+    def _distributions(self) -> list[DistributionDrift]:
+        return [self._prediction, *self._features.values()]
+
+    def _close_window(self, t: float) -> list[AlertChange]:
+        self._events = 0
+        self._windows += 1
+        armed = self._windows > self.config.window_warmup
+        changes: list[AlertChange] = []
+        for distribution in self._distributions():
+            changes += self._alerts.follow(distribution, distribution.update(armed), t)
+        return changes
