@@ -32,6 +32,8 @@ from pydantic import (
     ValidationError,
 )
 
+from models.drift import Kind, Severity, State
+
 # Bounds past which a value is not a business fact but a bug upstream.
 MAX_AMOUNT = 1_000_000.0
 MAX_PRICE = 100_000.0
@@ -56,6 +58,9 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp)]
 """ISO-8601 with an offset, or epoch milliseconds."""
 
 Id = Annotated[str, Field(min_length=1, max_length=200)]
+
+OutputField = Literal["score", "forecast"]
+"""Where a prediction carries its value: a classifier's ``score``, a regressor's ``forecast``."""
 
 
 class Record(BaseModel):
@@ -124,7 +129,7 @@ def prediction_json(
     scored_at: str,
     latency_ms: float,
     entity: str,
-    output_field: Literal["score", "forecast"],
+    output_field: OutputField,
     value: float,
 ) -> bytes:
     """The bytes of a :class:`Prediction`, made without building one: the scoring hot path.
@@ -168,15 +173,15 @@ class Alert(Record):
     """
 
     id: str
-    state: Literal["open", "update", "resolve"]
-    kind: Literal["concept_drift", "data_drift", "prediction_drift", "label_coverage", "promotion"]
+    state: State
+    kind: Kind | Literal["promotion"]
     model: str
     model_version: str
     feature: str | None = None
     detector: str
     statistic: float
     threshold: float
-    severity: Literal["info", "warning", "critical"]
+    severity: Severity | Literal["info"]
     window: str
     first_seen: dt.datetime
     at: dt.datetime

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 from models.pipelines import Task
 from stream import features
-from stream.records import Label, Record, Sale, SaleLabel, Transaction, TransactionLabel
+from stream.records import Label, OutputField, Record, Sale, SaleLabel, Transaction, TransactionLabel
 
 E = TypeVar("E", bound=Record)
 L = TypeVar("L", bound=Label)
@@ -65,7 +65,7 @@ class UseCase(Generic[E, L]):
     drift_exempt: frozenset[str] = frozenset()
 
     @property
-    def output_field(self) -> Literal["score", "forecast"]:
+    def output_field(self) -> OutputField:
         return "score" if self.task == "classification" else "forecast"
 
 

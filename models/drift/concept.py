@@ -29,14 +29,12 @@ the model's error is back to its pre-drift level: 1 per label over the last 2000
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 from models.drift.alerts import Detector, Kind, Signal
 from models.drift.config import MonitorConfig
+from models.pipelines import Task
 
-__all__ = ["ConceptDrift", "Task"]
-
-Task = Literal["classification", "regression"]
+__all__ = ["ConceptDrift"]
 
 
 class ConceptDrift(Detector):

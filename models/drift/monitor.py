@@ -28,10 +28,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from models.drift.alerts import AlertChange, Alerts, Detector, Kind
-from models.drift.concept import ConceptDrift, Task
+from models.drift.concept import ConceptDrift
 from models.drift.config import MonitorConfig
 from models.drift.coverage import LabelCoverage
 from models.drift.psi import DistributionDrift
+from models.pipelines import Task
 
 __all__ = ["Monitor", "Reading"]
 
