@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # not re-exported by .admin for type checkers
 
+from stream.runtime.retry import KafkaLog
 from stream.settings import Settings
 
 ADMIN_TIMEOUT_SECONDS = 15.0
@@ -20,7 +21,16 @@ ADMIN_TIMEOUT_SECONDS = 15.0
 
 def ensure_topics(settings: Settings, names: Iterable[str]) -> None:
     """Create the namespaced topics that do not exist yet (logical names given)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(
+        {"bootstrap.servers": settings.kafka_bootstrap, **KafkaLog(settings.kafka_bootstrap).options()}
+    )
+    try:
+        _create_missing(admin, settings, names)
+    finally:
+        admin.poll(0)  # hands librdkafka's log lines and errors over to Python logging
+
+
+def _create_missing(admin: AdminClient, settings: Settings, names: Iterable[str]) -> None:
     wanted = {settings.topic(name) for name in names}
     existing = set(admin.list_topics(timeout=ADMIN_TIMEOUT_SECONDS).topics)
     missing = sorted(wanted - existing)

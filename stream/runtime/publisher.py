@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from stream.runtime.retry import KafkaLog
 from stream.settings import Settings
 
 FLUSH_TIMEOUT_SECONDS = 30.0
@@ -34,6 +35,7 @@ class Publisher:
                 "enable.idempotence": True,
                 "linger.ms": 5,
                 "compression.type": "lz4",
+                **KafkaLog(settings.kafka_bootstrap).options(),
             }
         )
         self._closing = threading.Event()

@@ -1,4 +1,4 @@
-"""The error policy: one outage line per try whatever the callers, outages retried, bugs raised."""
+"""The error policy: one outage line per try whatever the callers, repeats held back, bugs raised."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import redis.exceptions
 
 from stream.runtime import retry
-from stream.runtime.retry import ErrorPolicy, Outage
+from stream.runtime.retry import ErrorPolicy, Outage, Repeats
 from stream.settings import Settings
 
 REFUSED = redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
@@ -58,6 +58,28 @@ def test_an_outage_is_logged_once_per_try_however_many_callers_meet_it(
         "redis at 127.0.0.1:6390 does not answer (ConnectionError: Error 111 connecting to "
         "127.0.0.1:6390. Connection refused.); retrying in 0.5 s",
     ]
+
+
+def test_a_repeated_warning_is_let_through_once_per_backoff_step(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = logging.getLogger("tests.repeats")
+    log.addFilter(Repeats())
+    with caplog.at_level(logging.INFO, logger=log.name):
+        for _ in range(20):  # librdkafka's pace: a line every ~50-100 ms
+            log.warning("kafka %s: Connect failed", "127.0.0.1:9")
+            log.info("not a warning: never held back")
+            clock.now += 0.125
+        clock.now += 11  # quiet for longer than the cap: a fresh start
+        log.warning("kafka %s: Connect failed", "127.0.0.1:9")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "kafka 127.0.0.1:9: Connect failed",  # t = 0
+        "kafka 127.0.0.1:9: Connect failed (3 more like it held back)",  # t = 0.5
+        "kafka 127.0.0.1:9: Connect failed (7 more like it held back)",  # t = 1.5
+        "kafka 127.0.0.1:9: Connect failed",
+    ]
+    assert lines(caplog).count("not a warning: never held back") == 20
 
 
 def test_the_policy_tells_outages_from_bugs() -> None:
