@@ -197,10 +197,10 @@ class Learner:
         if checkpoint is None:
             self.state = fresh_state(self.settings, self.use_case)
             live = await self._registry.live(self.name)
+            self.version = live or ""  # the parent of its next version (none in a Redis that lost its data)
             if live is None:
                 await self._save(force=True, reason="bootstrap")
             else:
-                self.version = live
                 await self._adopt_live()
             log.info("%s: learner starts from scratch at %s", self.name, self.version)
             return

@@ -124,3 +124,24 @@ async def test_a_learner_that_fails_lets_its_state_go_and_restores_its_checkpoin
         == (failures or 0) + 1
     )
     await client.aclose()
+
+
+async def test_a_learner_whose_registry_was_lost_starts_over(settings: Settings) -> None:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    registry = ModelRegistry(client, settings)
+
+    async def publish(records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        pass
+
+    learner = Learner(settings, FRAUD, StateStore(client, settings), registry, publish, ErrorPolicy(settings))
+    assert await registry.lease("fraud", learner._token)
+    await learner.step()
+    assert await registry.live("fraud") == "fraud.0"
+
+    # Redis comes back without its data (no persistence): the learner's state goes, as after any error.
+    await client.delete(*[key async for key in client.scan_iter(match=f"{settings.namespace}:*")])
+    learner._follow()
+    assert await registry.lease("fraud", learner._token)
+    await learner.step()
+    assert await registry.live("fraud") == "fraud.0"
+    await client.aclose()
