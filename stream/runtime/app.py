@@ -17,6 +17,7 @@ version (``refresh_models``).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from functools import partial
@@ -25,10 +26,13 @@ from typing import Any
 
 import faust
 import mode.loop
+import mode.utils.logging
 import prometheus_client
+import redis.asyncio as aioredis
 from faust.app.base import BootStrategy
 from mode.types.signals import BaseSignalT
 
+from stream.runtime.retry import ErrorPolicy
 from stream.runtime.service import ScoringService
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 PARKED_LABELS_INTERVAL_SECONDS = 1.0
 # The garbage collector's generation thresholds in a worker (Python's default: 700, 10, 10).
 GC_THRESHOLDS = (50_000, 20, 10)
+# How long a try at start waits for the broker or Redis to answer before it counts as failed.
+START_TIMEOUT_SECONDS = 2.0
 
 
 def faust_app(settings: Settings, app_id: str) -> faust.App:
@@ -92,7 +98,11 @@ def faust_datadir(settings: Settings) -> Path:
 def run_worker(settings: Settings) -> None:
     """Run a worker until it is stopped (SIGINT/SIGTERM), on uvloop's event loop."""
     mode.loop.use("uvloop")  # a faster event loop: see README Performance
-    ensure_topics(settings, all_topics())
+    mode.utils.logging.setup_logging(loglevel=settings.log_level)  # as Faust will, for the lines before it
+    try:
+        asyncio.run(wait_for_services(settings))
+    except KeyboardInterrupt:
+        return  # stopped while it waited: there is nothing to shut down yet
     if settings.model_signing_key == Settings().model_signing_key:
         log.warning("model snapshots are signed with the development key: set SCORING_MODEL_SIGNING_KEY")
     if settings.metrics_port:
@@ -106,3 +116,25 @@ def run_worker(settings: Settings) -> None:
     gc.set_threshold(*GC_THRESHOLDS)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
+
+
+async def wait_for_services(settings: Settings) -> None:
+    """Return once the broker (the worker's topics created) and Redis answer.
+
+    Until then each is tried again with the error policy's backoff, and each failed try
+    logged as one line naming the address.
+    """
+    policy = ErrorPolicy(settings)
+    cache = aioredis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=START_TIMEOUT_SECONDS, socket_timeout=START_TIMEOUT_SECONDS
+    )
+    try:
+        await asyncio.gather(
+            policy.retrying(
+                "start",
+                lambda: asyncio.to_thread(ensure_topics, settings, all_topics(), START_TIMEOUT_SECONDS),
+            ),
+            policy.retrying("start", cache.ping),
+        )
+    finally:
+        await cache.aclose()

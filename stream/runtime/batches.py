@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from stream.runtime.outbox import Message
+from stream.runtime.retry import KafkaLog
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,10 +82,11 @@ class BatchConsumer:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopped.set()  # until run starts
+        self._kafka_log = KafkaLog(settings.kafka_bootstrap)
 
     async def run(self) -> None:
         self._stopped.clear()
-        consumer = Consumer(consumer_config(self._settings), logger=log)
+        consumer = Consumer({**consumer_config(self._settings), **self._kafka_log.options()})
         consumer.subscribe(self._topics)
         in_flight: InFlight = deque()
         try:
@@ -92,7 +94,7 @@ class BatchConsumer:
                 batch = await asyncio.to_thread(
                     consumer.consume, self._settings.batch_size, self._settings.batch_window_seconds
                 )
-                messages = [_message(m) for m in batch if _usable(m)]
+                messages = [_message(m) for m in batch if _usable(m, self._kafka_log)]
                 if messages:
                     handled = asyncio.ensure_future(self._handle(messages))
                     in_flight.append((handled, _next_offsets(messages)))
@@ -122,12 +124,13 @@ async def _store_delivered(consumer: Consumer, in_flight: InFlight, keep: int) -
             log.info("consumer: offsets not stored (%s); the partitions' new owner redelivers them", exc)
 
 
-def _usable(message: KafkaMessage) -> bool:
+def _usable(message: KafkaMessage, kafka_log: KafkaLog) -> bool:
+    """Whether it is a message, not an error in its place (logged like librdkafka's own)."""
     error = message.error()
     if error is None:
         return True
     if error.code() != KafkaError._PARTITION_EOF:
-        log.warning("consumer: %s", error)
+        kafka_log.error(error)
     return False
 
 

@@ -38,6 +38,7 @@ from models.online import OnlineModel
 from stream.records import Alert
 from stream.runtime import metrics
 from stream.runtime.registry import ModelRegistry
+from stream.runtime.retry import ErrorPolicy
 from stream.runtime.served import configured_champion, configured_pipeline, version_number
 from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
@@ -100,6 +101,7 @@ class Learner:
         store: StateStore,
         registry: ModelRegistry,
         publish: Publish,
+        policy: ErrorPolicy,
     ) -> None:
         self.settings = settings
         self.use_case = use_case
@@ -107,6 +109,7 @@ class Learner:
         self._store = store
         self._registry = registry
         self._publish = publish
+        self._policy = policy
         self._token = uuid.uuid4().hex
         self._stopping = asyncio.Event()
         self._idle = asyncio.Event()  # set while no step is running
@@ -121,25 +124,35 @@ class Learner:
     async def run(self) -> None:
         """Learn while holding the lease, until :meth:`stop`.
 
-        An error never stops the worker's scoring: the learner logs it, lets its state go,
-        and after a pause restores its last checkpoint and tries again (a Redis or Kafka
-        outage thus ends in a replay, and a refused checkpoint is reported until fixed).
+        An error never stops the worker's scoring: the learner lets its state go (it may be
+        half-way through a step) and, after the error policy's pause, restores its last
+        checkpoint and tries again. A Redis or Kafka outage thus ends in a replay, and a
+        refused checkpoint or a bug is logged with its traceback at each try until fixed.
         """
+        retry = self._policy.retry(f"learner:{self.name}")
         while not self._stopping.is_set():
             try:
-                if await self._registry.lease(self.name, self._token):
-                    metrics.LEARNER_LEADER.labels(self.name).set(1)
-                    self._idle.clear()
-                    try:
-                        await self.step()
-                    finally:
-                        self._idle.set()
-                    continue
+                leading = await self._lead()
             except Exception as exc:
-                metrics.RETRIES.labels(f"learner:{self.name}", type(exc).__name__).inc()
-                log.exception("%s: learner failed; it restores its checkpoint and retries", self.name)
-            self._follow()
-            await self._sleep(self.settings.learner_lease_seconds / 4)
+                self._follow()
+                await self._sleep(retry.failed(exc))
+                continue
+            retry.succeeded()
+            if not leading:
+                self._follow()
+                await self._sleep(self.settings.learner_lease_seconds / 4)
+
+    async def _lead(self) -> bool:
+        """One step if this worker holds the lease; whether it does."""
+        if not await self._registry.lease(self.name, self._token):
+            return False
+        metrics.LEARNER_LEADER.labels(self.name).set(1)
+        self._idle.clear()
+        try:
+            await self.step()
+        finally:
+            self._idle.set()
+        return True
 
     async def stop(self) -> None:
         """Let the current step finish, checkpoint (if leading) and hand the lease over."""
@@ -185,10 +198,10 @@ class Learner:
         if checkpoint is None:
             self.state = fresh_state(self.settings, self.use_case)
             live = await self._registry.live(self.name)
+            self.version = live or ""  # the parent of its next version (none in a Redis that lost its data)
             if live is None:
                 await self._save(force=True, reason="bootstrap")
             else:
-                self.version = live
                 await self._adopt_live()
             log.info("%s: learner starts from scratch at %s", self.name, self.version)
             return

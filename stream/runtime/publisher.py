@@ -14,16 +14,17 @@ import asyncio
 import threading
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from stream.runtime.retry import KafkaLog
 from stream.settings import Settings
 
 FLUSH_TIMEOUT_SECONDS = 30.0
 POLL_SECONDS = 0.05
 
 
-class PublishError(RuntimeError):
-    """Some records were not delivered; they must be published again."""
+class PublishError(KafkaException):
+    """Some records were not delivered; they must be published again (a broker outage: transient)."""
 
 
 class Publisher:
@@ -34,6 +35,7 @@ class Publisher:
                 "enable.idempotence": True,
                 "linger.ms": 5,
                 "compression.type": "lz4",
+                **KafkaLog(settings.kafka_bootstrap).options(),
             }
         )
         self._closing = threading.Event()
@@ -90,6 +92,9 @@ def _settle(done: asyncio.Future[None], errors: list[KafkaError]) -> None:
     if done.done():
         return
     if errors:
-        done.set_exception(PublishError(f"{len(errors)} records failed: {errors[:3]}"))
+        first = errors[0]
+        done.set_exception(
+            PublishError(KafkaError(first.code(), f"{len(errors)} records not delivered: {first.str()}"))
+        )
     else:
         done.set_result(None)

@@ -20,11 +20,12 @@ from models.pipelines import CANDIDATES
 from models.snapshot import SnapshotError
 from stream.runtime import metrics
 from stream.runtime.registry import ModelRegistry, RegistryError
-from stream.runtime.retry import TRANSIENT_ERRORS
+from stream.runtime.retry import TRANSIENT_ERRORS, Repeats
 from stream.settings import Settings
 from stream.usecases import UseCase
 
 log = logging.getLogger(__name__)
+log.addFilter(Repeats())  # a refused version is met again at every poll
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ class ServedModels:
         """Load the live version of each use case, if it changed since the last call.
 
         A snapshot that fails its signature check is refused: the worker keeps scoring
-        with the version it has and logs the error on every poll until it is fixed.
+        with the version it has and logs the error until it is fixed (once per backoff
+        step, as the polls meet it again). An outage raises: the caller retries it.
         """
         for name, served in self._served.items():
             live = await self._registry.live(name)

