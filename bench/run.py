@@ -38,10 +38,10 @@ import orjson
 
 from bench import measure, traffic
 from bench.traffic import Paced, PredictionReader
+from stream.kafka import ensure_topics
 from stream.settings import Settings
 from stream.tools import localstack, simulator
 from stream.tools.demo import scrape
-from stream.topics import ensure_topics
 from stream.usecases import USE_CASES, all_topics
 
 REPO = Path(__file__).resolve().parent.parent

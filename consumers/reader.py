@@ -35,9 +35,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from stream.kafka import ensure_topics
 from stream.records import Alert, DeadLetter, Prediction, Record, Rejection, parse, payload_text
 from stream.settings import Settings
-from stream.topics import ensure_topics
 from stream.usecases import ALERTS_TOPIC, DEADLETTER_TOPIC, USE_CASES
 
 _RECORD_TYPES: dict[str, type[Record]] = {

@@ -32,10 +32,10 @@ import redis.asyncio as aioredis
 from faust.app.base import BootStrategy
 from mode.types.signals import BaseSignalT
 
+from stream.kafka import ensure_topics
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.service import ScoringService
 from stream.settings import Settings
-from stream.topics import ensure_topics
 from stream.usecases import USE_CASES, all_topics
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
+from stream.kafka import KafkaLog
 from stream.runtime.outbox import Message
-from stream.runtime.retry import KafkaLog
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from stream.runtime.retry import KafkaLog
+from stream.kafka import KafkaLog
 from stream.settings import Settings
 
 FLUSH_TIMEOUT_SECONDS = 30.0

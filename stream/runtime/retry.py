@@ -11,25 +11,23 @@
 - An outage is logged once per try, naming the service and its address, whatever the
   number of callers waiting on it (they share one :class:`Outage` and its next try), and
   once when it ends. librdkafka's own log lines and errors go through Python logging
-  (:class:`KafkaLog`), and a warning repeated by the clients' retries is let through once
-  per backoff step (:class:`Repeats`).
+  (:class:`stream.kafka.KafkaLog`), and a warning repeated by the clients' retries is let
+  through once per backoff step (:class:`stream.backoff.Repeats`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import redis.exceptions
 from confluent_kafka import KafkaError, KafkaException
 
+from stream.backoff import Backoff
 from stream.runtime import metrics
 from stream.settings import Settings
 
@@ -43,34 +41,7 @@ REDIS_OUTAGES = (
 BROKER_OUTAGES = (KafkaException,)  # the publisher's undelivered records are one too
 TRANSIENT_ERRORS = REDIS_OUTAGES + BROKER_OUTAGES
 
-FIRST_DELAY_SECONDS = 0.5
-MAX_DELAY_SECONDS = 10.0
-
 T = TypeVar("T")
-
-
-class Backoff:
-    """Exponential delays with a cap; :meth:`reset` after a success starts over.
-
-    >>> backoff = Backoff()
-    >>> [backoff.next() for _ in range(7)]
-    [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
-    >>> backoff.reset(); backoff.next()
-    0.5
-    """
-
-    def __init__(self, first: float = FIRST_DELAY_SECONDS, cap: float = MAX_DELAY_SECONDS) -> None:
-        self.first, self.cap = first, cap
-        self._next = first
-
-    def next(self) -> float:
-        """The delay before the next try: twice the previous one, at most the cap."""
-        delay = self._next
-        self._next = min(2 * delay, self.cap)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.first
 
 
 class Outage:
@@ -197,80 +168,3 @@ def redis_address(url: str) -> str:
     """
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else parts.path
-
-
-# librdkafka's log lines and errors ------------------------------------------------------------
-
-
-@dataclass
-class _Repeated:
-    last: float  # when it was last seen
-    next_at: float  # when a repeat is let through again
-    backoff: Backoff = field(default_factory=Backoff)
-    held: int = 0  # repeats held back since the last one let through
-
-
-class Repeats(logging.Filter):
-    """Lets a warning or error through, then its repeats at most once per backoff step.
-
-    The repeat let through says how many were held back before it. A line not seen for
-    longer than the backoff's cap starts over.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()  # librdkafka's callbacks come from several threads
-        self._lines: dict[str, _Repeated] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
-            return True
-        line, now = record.getMessage(), time.monotonic()
-        with self._lock:
-            seen = self._lines.get(line)
-            if seen is None or now - seen.last > MAX_DELAY_SECONDS:
-                self._lines = {k: v for k, v in self._lines.items() if now - v.last <= MAX_DELAY_SECONDS}
-                seen = self._lines[line] = _Repeated(now, now)
-            seen.last = now
-            if now < seen.next_at:
-                seen.held += 1
-                return False
-            seen.next_at = now + seen.backoff.next()
-            held, seen.held = seen.held, 0
-        if held:
-            record.msg, record.args = f"{line} ({held} more like it held back)", ()
-        return True
-
-
-KAFKA_LOG = logging.getLogger("stream.kafka")
-KAFKA_LOG.addFilter(Repeats())
-
-# Parts of librdkafka's lines that change from one repeat to the next.
-_VARYING = re.compile(r"^\[thrd:[^\]]*\]: | \(after \d+ms in state \w+[^)]*\)")
-
-
-class KafkaLog:
-    """Where the librdkafka clients of one broker send their log lines and errors.
-
-    Without it, librdkafka prints to stderr on its own: a broker that does not answer
-    gives a line per connection attempt, every ~50 ms. Through :data:`KAFKA_LOG`, each
-    line names the broker and its repeats are let through once per backoff step.
-    """
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-
-    def options(self) -> dict[str, Any]:
-        """The client options that send them here."""
-        return {"logger": self, "error_cb": self.error}
-
-    def log(self, level: int, _format: str, _facility: str, _client: str, text: str) -> None:
-        """librdkafka's log callback: ``logger.log(level, "%s [%s] %s", facility, client, text)``."""
-        self._line(level, text)
-
-    def error(self, error: KafkaError) -> None:
-        """librdkafka's error callback, and the errors a consumer gets in place of messages."""
-        self._line(logging.ERROR if error.fatal() else logging.WARNING, error.str())
-
-    def _line(self, level: int, text: str) -> None:
-        KAFKA_LOG.log(level, "kafka %s: %s", self.bootstrap, _VARYING.sub("", text))

@@ -18,9 +18,10 @@ from models.lifecycle import Pipeline
 from models.online import OnlineModel
 from models.pipelines import CANDIDATES
 from models.snapshot import SnapshotError
+from stream.backoff import Repeats
 from stream.runtime import metrics
 from stream.runtime.registry import ModelRegistry, RegistryError
-from stream.runtime.retry import TRANSIENT_ERRORS, Repeats
+from stream.runtime.retry import TRANSIENT_ERRORS
 from stream.settings import Settings
 from stream.usecases import UseCase
 

@@ -131,8 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "simulate":
         from confluent_kafka import Producer
 
+        from stream.kafka import ensure_topics
         from stream.tools import simulator
-        from stream.topics import ensure_topics
         from stream.usecases import all_topics
 
         ensure_topics(settings, all_topics())

@@ -29,10 +29,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.alerts import CAUGHT_UP_SECONDS, watch
 from consumers.audit import audit
+from stream.kafka import ensure_topics
 from stream.runtime.registry import ModelRegistry
 from stream.settings import Settings
 from stream.tools import localstack, simulator
-from stream.topics import ensure_topics
 from stream.usecases import USE_CASES, all_topics
 
 

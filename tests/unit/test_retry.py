@@ -7,8 +7,9 @@ import logging
 import pytest
 import redis.exceptions
 
+from stream.backoff import Repeats
 from stream.runtime import retry
-from stream.runtime.retry import ErrorPolicy, Outage, Repeats
+from stream.runtime.retry import ErrorPolicy, Outage
 from stream.settings import Settings
 
 REFUSED = redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")

@@ -1,0 +1,90 @@
+"""How every Kafka client the project ships is set up: its log, and the topics it needs.
+
+- librdkafka prints to stderr on its own: :class:`KafkaLog` sends its lines and errors
+  through Python logging instead, each naming the broker, repeats paced by
+  :class:`stream.backoff.Repeats`.
+- A librdkafka consumer notices a topic created after it subscribed only at its next
+  metadata refresh (5 minutes by default), and a broker's auto-created topics get the
+  broker's partition count: :func:`ensure_topics` creates them up front.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic  # not re-exported by .admin for type checkers
+
+from stream.backoff import Repeats
+from stream.settings import Settings
+
+ADMIN_TIMEOUT_SECONDS = 15.0
+
+KAFKA_LOG = logging.getLogger("stream.kafka")
+KAFKA_LOG.addFilter(Repeats())
+
+# Parts of librdkafka's lines that change from one repeat to the next.
+_VARYING = re.compile(r"^\[thrd:[^\]]*\]: | \(after \d+ms in state \w+[^)]*\)")
+
+
+class KafkaLog:
+    """Where the librdkafka clients of one broker send their log lines and errors.
+
+    Without it, librdkafka prints to stderr on its own: a broker that does not answer
+    gives a line per connection attempt, every ~50 ms. Through :data:`KAFKA_LOG`, each
+    line names the broker and its repeats are let through once per backoff step.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+
+    def options(self) -> dict[str, Any]:
+        """The client options that send them here."""
+        return {"logger": self, "error_cb": self.error}
+
+    def log(self, level: int, _format: str, _facility: str, _client: str, text: str) -> None:
+        """librdkafka's log callback: ``logger.log(level, "%s [%s] %s", facility, client, text)``."""
+        self._line(level, text)
+
+    def error(self, error: KafkaError) -> None:
+        """librdkafka's error callback, and the errors a consumer gets in place of messages."""
+        self._line(logging.ERROR if error.fatal() else logging.WARNING, error.str())
+
+    def _line(self, level: int, text: str) -> None:
+        KAFKA_LOG.log(level, "kafka %s: %s", self.bootstrap, _VARYING.sub("", text))
+
+
+def ensure_topics(settings: Settings, names: Iterable[str], timeout: float = ADMIN_TIMEOUT_SECONDS) -> None:
+    """Create the namespaced topics that do not exist yet (logical names given).
+
+    Raises :class:`KafkaException` when the broker does not answer within ``timeout`` seconds.
+    """
+    admin = AdminClient(
+        {"bootstrap.servers": settings.kafka_bootstrap, **KafkaLog(settings.kafka_bootstrap).options()}
+    )
+    try:
+        _create_missing(admin, settings, names, timeout)
+    finally:
+        admin.poll(0)  # hands librdkafka's log lines and errors over to Python logging
+
+
+def _create_missing(admin: AdminClient, settings: Settings, names: Iterable[str], timeout: float) -> None:
+    wanted = {settings.topic(name) for name in names}
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = sorted(wanted - existing)
+    if not missing:
+        return
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=-1) for name in missing],
+        operation_timeout=timeout,
+    )
+    for future in futures.values():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
