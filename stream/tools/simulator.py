@@ -56,13 +56,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from stream.usecases import DEMAND, FRAUD, UseCase
+
 if TYPE_CHECKING:
     import confluent_kafka
-
-TRANSACTIONS: Final = "transactions"
-TRANSACTION_LABELS: Final = "transactions.labels"
-SALES: Final = "sales"
-SALE_LABELS: Final = "sales.labels"
 
 SPAN_SECONDS: Final = 3 * 24 * 3600.0
 """Event time (``ts``) runs over this many seconds before the start."""
@@ -130,7 +127,7 @@ class Message:
     Attributes
     ----------
     topic
-        Logical topic: ``transactions``, ``transactions.labels``, ``sales`` or ``sales.labels``.
+        Logical topic: a use case's event or label topic (:mod:`stream.usecases`).
     key
         Entity key (account, ``store:product``) for events, event id for labels.
     value
@@ -540,11 +537,11 @@ def _malformed(config: SimulationConfig, start: float) -> Iterator[Message]:
         ts = dt.datetime.fromtimestamp(start - rng.uniform(0, SPAN_SECONDS), dt.UTC)
         base: dict[str, Any] = {"event_id": f"bad-{config.seed}-{i}", "ts": ts}
         if rng.random() < 0.5:
-            topic, number, key = TRANSACTIONS, "amount", f"acc-{rng.randrange(_N_ACCOUNTS):05d}"
+            topic, number, key = FRAUD.event_topic, "amount", f"acc-{rng.randrange(_N_ACCOUNTS):05d}"
             base |= {"account_id": key, "merchant_id": "m-00042", "amount": 12.5}
             base |= {"currency": "EUR", "channel": "online", "country": "FR"}
         else:
-            topic, number, key = SALES, "price", "store-01:p-0001"
+            topic, number, key = DEMAND.event_topic, "price", "store-01:p-0001"
             base |= {"store_id": "store-01", "product_id": "p-0001", "product_name": "Milk 1L"}
             base |= {"category": "dairy", "price": 1.19, "sale_date": ts.date()}
         if kind == "not_json":
@@ -573,6 +570,8 @@ def _malformed(config: SimulationConfig, start: float) -> Iterator[Message]:
 
 # --------------------------------------------------------------------------- the stream
 
+_LABEL_FIELD: Final = {FRAUD.name: "is_fraud", DEMAND.name: "units_sold"}  # of their label records
+
 
 def _start_seconds(start: dt.datetime | None) -> float:
     if start is None:
@@ -584,12 +583,12 @@ def _start_seconds(start: dt.datetime | None) -> float:
 
 def _interleaved(
     config: SimulationConfig, start: float, n_malformed: int
-) -> Iterator[tuple[str, bytes, dict[str, Any], Any] | Message]:
+) -> Iterator[tuple[UseCase[Any, Any], bytes, dict[str, Any], Any] | Message]:
     """Events of both kinds and malformed payloads, randomly mixed, in stream order."""
     world = _world(config.seed)
     sources = (
-        (TRANSACTIONS, _transactions(config, world, start)),
-        (SALES, _sales(config, world, start)),
+        (FRAUD, _transactions(config, world, start)),
+        (DEMAND, _sales(config, world, start)),
     )
     bad = _malformed(config, start)
     rng = random.Random(f"{config.seed}:mix")
@@ -606,9 +605,9 @@ def _interleaved(
         if i == 2:
             yield next(bad)
         else:
-            topic, source = sources[i]
+            use_case, source = sources[i]
             key, payload, label = next(source)
-            yield topic, key, payload, label
+            yield use_case, key, payload, label
 
 
 def generate(config: SimulationConfig, *, start: dt.datetime | None = None) -> Iterator[Message]:
@@ -640,15 +639,12 @@ def generate(config: SimulationConfig, *, start: dt.datetime | None = None) -> I
         if isinstance(item, Message):
             yield Message(item.topic, item.key, item.value, at, item.kind, item.expected_reason)
             continue
-        topic, key, payload, label = item
-        yield Message(topic, key, orjson.dumps(payload), at, "event")
+        use_case, key, payload, label = item
+        yield Message(use_case.event_topic, key, orjson.dumps(payload), at, "event")
         event_id = payload["event_id"]
-        if topic == TRANSACTIONS:
-            label_topic, body = TRANSACTION_LABELS, {"event_id": event_id, "is_fraud": label}
-        else:
-            label_topic, body = SALE_LABELS, {"event_id": event_id, "units_sold": label}
+        body = {"event_id": event_id, _LABEL_FIELD[use_case.name]: label}
         label_at = at + rng.uniform(low, high)
-        message = Message(label_topic, event_id.encode(), orjson.dumps(body), label_at, "label")
+        message = Message(use_case.label_topic, event_id.encode(), orjson.dumps(body), label_at, "label")
         heapq.heappush(pending, (label_at, n, message))
     while pending:
         yield heapq.heappop(pending)[2]
@@ -672,8 +668,8 @@ def labelled_events(
     """
     for item in _interleaved(config, _start_seconds(start), 0):
         if not isinstance(item, Message):
-            topic, _, payload, label = item
-            yield topic, payload, label
+            use_case, _, payload, label = item
+            yield use_case.event_topic, payload, label
 
 
 def send(
