@@ -5,12 +5,16 @@ Two use cases share one time-ordered stream:
 * **Fraud** (``transactions``): ~2,000 accounts with a home country and currency, a handful
   of usual merchants, a typical (lognormal) amount and a channel mix; legitimate spending
   follows those habits during the day. About 2.5% of transactions are fraud, arriving in
-  bursts on a compromised account. Before the drift point fraud is *card-not-present
-  abroad*: foreign country and currency, online or ATM, 4-15x the usual amount, often at a
-  few risky merchants, mostly at night (UTC), 2-6 transactions 30 s-5 min apart. After it
-  the concept flips to *domestic card testing*: home country, mostly point of sale, 10-50%
-  of the usual amount, at new domestic merchants, at ordinary daytime hours, 4-9
-  transactions 5-60 s apart; card testing comes in volume, so fraud doubles to ~5%.
+  bursts on a compromised account. Bursts start spread evenly over the stream, not at
+  random (0.5-1.5 starts are expected between two), so that every 400 consecutive
+  transactions hold fraud, whatever the hour. Before the drift point fraud is
+  *card-not-present abroad*: foreign country and currency, online or ATM, 4-15x the usual
+  amount, often at a few risky merchants, mostly at night (UTC; half of it is a floor share
+  of every hour's transactions, ~2% by day, the other half comes at night, 10-25% of the
+  night's transactions), 2-6 transactions 30 s-5 min apart. After it the concept flips to
+  *domestic card testing*: home country, mostly point of sale, 10-50% of the usual amount,
+  at new domestic merchants, at ordinary daytime hours, 4-9 transactions 5-60 s apart; card
+  testing comes in volume, so fraud doubles to ~5%.
 * **Demand** (``sales``): 20 stores x 108 products in 9 categories. Each sale event is a
   product record at a store for a business day (``sale_date``; the stream covers at least
   60 of them, so weekly seasonality shows), with the chain's data problems (missing
@@ -190,6 +194,10 @@ _LEGIT_HOURS: Final = (
     1.4, 1.3, 1.2, 1.2, 1.3, 1.4, 1.4, 1.3, 1.1, 0.8, 0.5, 0.3,
 )  # fmt: skip
 _NIGHT_HOURS: Final = tuple(1.0 if h < 5 else 0.6 if h in (5, 6, 22, 23) else 0.3 for h in range(24))
+# Of the old concept's fraud, this share is spread over every hour in proportion to legitimate
+# activity (a floor of fraud in every hour); the rest follows _NIGHT_HOURS.
+_FRAUD_FLOOR: Final = 0.5
+_BURST_SPACING: Final = (0.5, 1.5)  # burst starts are this many expected starts apart
 _OLD_BURST: Final = (2, 6)
 _NEW_BURST: Final = (4, 9)
 
@@ -378,12 +386,21 @@ def _transactions(config: SimulationConfig, world: _World, start: float) -> Iter
     n_total = config.transactions
     drift_n = _drift_index(config.drift_at, n_total)
     clock = _DiurnalClock(start - SPAN_SECONDS, start, _LEGIT_HOURS)
-    # Chance that a fresh slot starts a burst, so that ~FRAUD_RATE of all are fraud: at night
-    # for the old concept (relative to legit activity), flat for the new one.
+    # Burst starts expected per fresh slot, so that ~FRAUD_RATE of all are fraud: for the old
+    # concept a floor share of every hour's transactions plus an excess at night, flat for
+    # the new one.
     old_mean, new_mean = sum(_OLD_BURST) / 2, sum(_NEW_BURST) / 2
-    scale = FRAUD_RATE / old_mean * sum(_LEGIT_HOURS) / sum(_NIGHT_HOURS)
-    p_old = [scale * f / legit for f, legit in zip(_NIGHT_HOURS, _LEGIT_HOURS, strict=True)]
+    night = sum(_LEGIT_HOURS) / sum(_NIGHT_HOURS)
+    p_old = [
+        FRAUD_RATE / old_mean * (_FRAUD_FLOOR + (1 - _FRAUD_FLOOR) * f / legit * night)
+        for f, legit in zip(_NIGHT_HOURS, _LEGIT_HOURS, strict=True)
+    ]
     p_new = _DRIFT_FRAUD * FRAUD_RATE / new_mean
+    # A burst starts once the starts expected since the previous one reach a draw from
+    # _BURST_SPACING, not on a coin flip per slot: as frequent on average, but never more
+    # than 1.5 expected starts apart (355 transactions at the hour with the least fraud), so
+    # that every stretch of 400 transactions holds fraud, whatever the start hour.
+    expected, next_burst = 0.0, rng.uniform(*_BURST_SPACING)
     accounts, merchants = world.accounts, world.merchants
     last_ts = [0.0] * len(accounts)
     bursts: list[tuple[float, int, int, int, bool]] = []  # due, seq, account, left, new concept
@@ -395,8 +412,11 @@ def _transactions(config: SimulationConfig, world: _World, start: float) -> Iter
         else:
             new = n >= drift_n
             a = rng.randrange(len(accounts))
-            fraud = rng.random() < (p_new if new else p_old[int(t // 3600) % 24])
+            expected += p_new if new else p_old[int(t // 3600) % 24]
+            fraud = expected >= next_burst
             if fraud:
+                expected -= next_burst
+                next_burst = rng.uniform(*_BURST_SPACING)
                 low, high = _NEW_BURST if new else _OLD_BURST
                 left = rng.randint(low, high)
         account = accounts[a]
