@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
+from stream.runtime import metrics
 from stream.runtime.scoring import Message
 from stream.settings import Settings
 
@@ -85,7 +86,7 @@ class BatchConsumer:
     async def run(self) -> None:
         self._stopped.clear()
         consumer = Consumer(consumer_config(self._settings), logger=log)
-        consumer.subscribe(self._topics)
+        consumer.subscribe(self._topics, on_assign=_assigned, on_revoke=_unassigned, on_lost=_unassigned)
         in_flight: InFlight = deque()
         try:
             while not self._stopping.is_set():
@@ -120,6 +121,14 @@ async def _store_delivered(consumer: Consumer, in_flight: InFlight, keep: int) -
             consumer.store_offsets(offsets=offsets)
         except KafkaException as exc:  # revoked meanwhile: their new owner consumes them again
             log.info("consumer: offsets not stored (%s); the partitions' new owner redelivers them", exc)
+
+
+def _assigned(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    metrics.ASSIGNED_PARTITIONS.inc(len(partitions))
+
+
+def _unassigned(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    metrics.ASSIGNED_PARTITIONS.dec(len(partitions))
 
 
 def _usable(message: KafkaMessage) -> bool:
