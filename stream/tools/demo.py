@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import io
 import os
 import signal
@@ -104,8 +105,13 @@ class Progress:
         )
 
 
-def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: float = 300.0) -> int:
-    """Run the demo; returns a process exit code."""
+def run(
+    config: simulator.SimulationConfig,
+    start: dt.datetime | None = None,
+    out: TextIO = sys.stdout,
+    timeout: float = 300.0,
+) -> int:
+    """Run the demo on the stream that ends at ``start`` (default now); returns a process exit code."""
     with (
         tempfile.TemporaryDirectory(prefix="scoring-demo-") as tmp,
         localstack.running_stack(Path(tmp)) as stack,
@@ -118,6 +124,7 @@ def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: f
             heartbeat_interval_seconds=0.5,
             metrics_port=localstack.free_port(),
             state_dir=tmp,
+            max_event_age_seconds=0,  # a --start in the past makes old events, none of them late
         )
         print(
             f"broker {stack.kafka_bootstrap}, redis {stack.redis_url}, namespace {settings.namespace}",
@@ -126,7 +133,7 @@ def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: f
         ensure_topics(settings, all_topics())
         log_path = Path(tmp) / "worker.log"
         with worker_process(settings, log_path) as worker:
-            messages = list(simulator.generate(config))
+            messages = list(simulator.generate(config, start=start))
             events = sum(1 for m in messages if m.kind == "event")
             labels = sum(1 for m in messages if m.kind == "label")
             malformed = sum(1 for m in messages if m.kind == "malformed")
@@ -137,8 +144,8 @@ def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: f
             )
             producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
             started = time.monotonic()
-            for start in range(0, len(messages), 500):
-                chunk = messages[start : start + 500]
+            for first in range(0, len(messages), 500):
+                chunk = messages[first : first + 500]
                 if config.rate > 0:  # keep to the schedule a chunk at a time
                     time.sleep(max(0.0, chunk[0].at - (time.monotonic() - started)))
                 simulator.send(chunk, producer, settings.topic, realtime=False)

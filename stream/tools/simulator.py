@@ -682,7 +682,8 @@ def labelled_events(
 
     Examples
     --------
-    >>> topic, payload, label = next(labelled_events(SimulationConfig(transactions=1, sales=0)))
+    >>> start = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    >>> topic, payload, label = next(labelled_events(SimulationConfig(transactions=1, sales=0), start=start))
     >>> topic, payload["event_id"], label
     ('transactions', 'tx-0-0', False)
     """

@@ -35,7 +35,7 @@ from stream.settings import Settings
 from stream.tools import localstack, simulator
 from stream.tools.demo import scrape, worker_process
 from stream.usecases import FRAUD
-from tests.e2e.support import event_id, produce, wait_until
+from tests.e2e.support import START, event_id, produce, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +94,7 @@ def transactions(n: int, seed: int) -> tuple[list[simulator.Message], list[simul
     config = simulator.SimulationConfig(
         transactions=n, sales=0, rate=0, malformed_rate=0, label_delay=(0.0, 0.0), seed=seed
     )
-    messages = list(simulator.generate(config))
+    messages = list(simulator.generate(config, start=START))
     return [m for m in messages if m.kind == "event"], [m for m in messages if m.kind == "label"]
 
 
@@ -151,7 +151,7 @@ def test_a_killed_learner_recovers_exactly(model_settings: Settings, tmp_path: P
     config = simulator.SimulationConfig(
         transactions=8000, sales=0, rate=800, malformed_rate=0, label_delay=(0.2, 0.5), seed=5
     )
-    messages = list(simulator.generate(config))
+    messages = list(simulator.generate(config, start=START))
     labels = [m for m in messages if m.kind == "label"]
     # Every tenth label is sent twice: duplicates must not be learned twice.
     sender = threading.Thread(
@@ -225,7 +225,7 @@ def test_a_concept_drift_opens_one_alert_within_500_labels(model_settings: Setti
     config = simulator.SimulationConfig(
         transactions=6000, sales=0, rate=1000, malformed_rate=0, label_delay=(0.5, 1.5), seed=9
     )
-    messages = list(simulator.generate(config))
+    messages = list(simulator.generate(config, start=START))
     drifted = {event_id(m) for m in messages if m.kind == "event"}
     drifted = set(sorted(drifted, key=lambda e: next(m.at for m in messages if event_id(m) == e))[3000:])
     # The concept flips half-way: from then on every label says the opposite.
