@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser("simulate", help="produce simulated events and their delayed labels")
     _simulation_args(simulate, transactions=5000, sales=5000, rate=1000.0)
     demo = commands.add_parser("demo", help="everything on an embedded broker and Redis, with a summary")
-    _simulation_args(demo, transactions=6000, sales=6000, rate=2000.0)
+    _simulation_args(demo, transactions=6000, sales=6000, rate=300.0)
     evaluate = commands.add_parser(
         "evaluate", help="compare the candidate pipelines prequentially on simulated data"
     )
