@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import gc
 import os
 import sys
@@ -50,6 +51,8 @@ COMMANDS = {
     "stock_faust": ["-m", "bench.stock_faust"],
     "confluent_loop": ["-m", "bench.confluent_loop"],
 }
+START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
+"""Where the simulated streams end: every run measures the same events, whatever the hour."""
 MIN_RATE = 500.0
 """Events (or labels) per second below which a phase is called stuck: its timeout is N / MIN_RATE + 60 s."""
 
@@ -91,7 +94,7 @@ def dataset(opts: Options, n: int, seed: int) -> Dataset:
         label_delay=(0.0, 0.0),
         seed=seed,
     )
-    messages = list(simulator.generate(config))
+    messages = list(simulator.generate(config, start=START))
     labels = [m for m in messages if m.kind == "label"]
     events = [m for m in messages if m.kind != "label"]
     return Dataset(events, labels, valid=len(labels))
@@ -110,7 +113,7 @@ def offered_load(opts: Options) -> list[Paced]:
     )
     return [
         Paced(m.topic, m.key, m.value, m.at, orjson.loads(m.value)["event_id"] if m.kind == "event" else None)
-        for m in simulator.generate(config)
+        for m in simulator.generate(config, start=START)
         if m.kind != "label"
     ]
 
@@ -143,6 +146,7 @@ class Bench:
             metrics_port=localstack.free_port(),
             log_level="WARNING",
             state_dir=str(self.work),
+            max_event_age_seconds=0,  # the streams end at START, in the past
         )
 
     def say(self, text: str) -> None:
@@ -432,7 +436,7 @@ def memory(bench: Bench) -> Result:
         label_delay=(0.0, 0.0),
         seed=bench.opts.seed + 2,
     )
-    events = (m for m in simulator.generate(config) if m.kind != "label")
+    events = (m for m in simulator.generate(config, start=START) if m.kind != "label")
     bench.say(f"memory: prefilling {n:,} events")
     traffic.prefill(settings.kafka_bootstrap, events, settings.topic)
     redis_pid = bench.service_pid("redis")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from consumers.quality import QualityReport, QualityTracker
+from consumers.quality import WINDOW, QualityReport, QualityTracker
 from consumers.reader import read
 from stream.records import DeadLetter, Label, Prediction
 from stream.settings import Settings
@@ -58,7 +58,7 @@ class Audit:
         )
 
 
-def audit(settings: Settings, *, idle_timeout: float = 3.0, early: int = 500) -> Audit:
+def audit(settings: Settings, *, idle_timeout: float = 3.0, early: int = WINDOW) -> Audit:
     """Read the output and label topics of ``settings`` until idle, and tally them."""
     tracker = QualityTracker()
     predictions: Counter[str] = Counter()

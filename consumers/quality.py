@@ -25,6 +25,9 @@ from itertools import groupby
 
 from stream.records import Prediction
 
+WINDOW = 500
+"""Joined events in the first and in the last window a report measures."""
+
 
 def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
     """Exact area under the ROC curve (Mann-Whitney U), tied scores sharing their rank.
@@ -249,7 +252,7 @@ class QualityTracker:
         else:
             self._amounts[event_id] = float(value)
 
-    def report(self, early: int = 500) -> QualityReport:
+    def report(self, early: int = WINDOW) -> QualityReport:
         """Measure every model seen so far.
 
         Parameters

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from stream.kafka import KafkaLog
+from stream.runtime import metrics
 from stream.runtime.outbox import Message
 from stream.settings import Settings
 
@@ -87,7 +88,7 @@ class BatchConsumer:
     async def run(self) -> None:
         self._stopped.clear()
         consumer = Consumer({**consumer_config(self._settings), **self._kafka_log.options()})
-        consumer.subscribe(self._topics)
+        consumer.subscribe(self._topics, on_assign=_assigned, on_revoke=_unassigned, on_lost=_unassigned)
         in_flight: InFlight = deque()
         try:
             while not self._stopping.is_set():
@@ -122,6 +123,14 @@ async def _store_delivered(consumer: Consumer, in_flight: InFlight, keep: int) -
             consumer.store_offsets(offsets=offsets)
         except KafkaException as exc:  # revoked meanwhile: their new owner consumes them again
             log.info("consumer: offsets not stored (%s); the partitions' new owner redelivers them", exc)
+
+
+def _assigned(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    metrics.ASSIGNED_PARTITIONS.inc(len(partitions))
+
+
+def _unassigned(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    metrics.ASSIGNED_PARTITIONS.dec(len(partitions))
 
 
 def _usable(message: KafkaMessage, kafka_log: KafkaLog) -> bool:

@@ -55,6 +55,10 @@ END_TO_END_LATENCY = Histogram(
 BATCH_SECONDS = Histogram(
     "scoring_batch_seconds", "Time to process one batch, publishing included.", ["topic"]
 )
+ASSIGNED_PARTITIONS = Gauge(
+    "scoring_assigned_partitions",
+    "Input topic partitions assigned to this worker's consumer (0 until it has joined its group).",
+)
 RETRIES = Counter(
     "scoring_retries_total",
     "Batches retried after a Redis or Kafka error, by topic; learner restarts after an error, by "

@@ -37,9 +37,31 @@ def _simulation_args(parser: argparse.ArgumentParser, *, transactions: int, sale
         help="seconds between an event and its label (uniform; real chargebacks take days)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--start",
+        type=_start,
+        default=None,
+        help="ISO-8601 time with its UTC offset (e.g. 2026-11-30T08:00:00Z) at which the stream ends: "
+        "event times lie in the 3 days before it (default: now)",
+    )
 
 
-def _simulation_config(args: argparse.Namespace) -> SimulationConfig:
+def _start(text: str) -> dt.datetime:
+    try:
+        start = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    if start.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset (add Z or +HH:MM)")
+    if start > dt.datetime.now(dt.UTC):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is in the future: a worker refuses events from the future"
+        )
+    return start
+
+
+def simulation_config(args: argparse.Namespace) -> SimulationConfig:
+    """What the ``simulate``, ``demo`` and ``evaluate`` arguments ask to simulate."""
     return SimulationConfig(
         transactions=args.transactions,
         sales=args.sales,
@@ -63,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser("simulate", help="produce simulated events and their delayed labels")
     _simulation_args(simulate, transactions=5000, sales=5000, rate=1000.0)
     demo = commands.add_parser("demo", help="everything on an embedded broker and Redis, with a summary")
-    _simulation_args(demo, transactions=6000, sales=6000, rate=2000.0)
+    _simulation_args(demo, transactions=6000, sales=6000, rate=300.0)
     evaluate = commands.add_parser(
         "evaluate", help="compare the candidate pipelines prequentially on simulated data"
     )
@@ -137,18 +159,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         ensure_topics(settings, all_topics())
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
-        stats = simulator.send(simulator.generate(_simulation_config(args)), producer, settings.topic)
-        print(stats)
+        messages = simulator.generate(simulation_config(args), start=args.start)
+        print(simulator.send(messages, producer, settings.topic))
     elif args.command == "demo":
         from stream.tools import demo
 
-        return demo.run(_simulation_config(args))
+        return demo.run(simulation_config(args), start=args.start)
     elif args.command == "models":
         return asyncio.run(_models(settings, args))
     elif args.command == "evaluate":
         from stream.tools import evaluate
 
-        print(evaluate.report(evaluate.evaluate(settings, _simulation_config(args))))
+        print(evaluate.report(evaluate.evaluate(settings, simulation_config(args), start=args.start)))
     elif args.command == "calibrate":
         from stream.tools.calibrate import calibrate
 

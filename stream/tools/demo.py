@@ -1,8 +1,12 @@
 """``scoring demo``: the whole pipeline on an embedded broker and Redis, in one command.
 
-It starts a fresh local broker and Redis on free loopback ports, a worker process, and
-the simulator; shows progress from the worker's own metrics; and ends with a summary
-read from the output topics, as a downstream team would see them.
+It starts a fresh local broker and Redis on free loopback ports and a worker process,
+waits until the worker has joined its consumer group and its learners have published
+their first versions, then sends the simulator's stream in real time (``--rate``), so that
+the labels of earlier events are learned while later events are scored. It shows progress
+from the worker's own metrics (live bars on a terminal, a plain line every
+:data:`PLAIN_LINE_SECONDS` in a log) and ends with a summary read from the output topics,
+as a downstream team would see them.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import io
 import os
 import signal
@@ -18,14 +23,17 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
 import redis.asyncio as aioredis
+import rich.progress
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 
 from consumers.alerts import CAUGHT_UP_SECONDS, watch
 from consumers.audit import audit
@@ -79,33 +87,78 @@ def scrape(port: int) -> dict[str, float]:
 
 # Label outcomes that are not final: the label is still waiting, or was already counted.
 _PENDING_LABEL_OUTCOMES = ("outcome=parked", "outcome=redelivered")
+PLAIN_LINE_SECONDS = 10.0
+"""Without a terminal (a log, CI), progress is one line this often, and one at the end."""
+READY_TIMEOUT_SECONDS = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
 class Progress:
+    """What the worker's metrics say it has done."""
+
     predictions: float
     dead_letters: float
     labels_done: float  # joined or dead-lettered
     joined: float
     learned: float  # by the learners
+    assigned_partitions: float
+    learners: int  # use cases whose learner has published a version (.0 as it starts)
+    served: tuple[str, ...]  # the version each use case is scored with
 
     @classmethod
     def of(cls, samples: Mapping[str, float]) -> Progress:
         def total(prefix: str, keep: Callable[[str], bool] = lambda _: True) -> float:
             return sum(v for k, v in samples.items() if k.startswith(prefix) and keep(k))
 
+        def per_use_case(metric: str) -> dict[str, float]:
+            keys = {uc.name: f"{metric}{{model={uc.name}}}" for uc in USE_CASES}
+            return {name: samples[key] for name, key in keys.items() if key in samples}
+
         labels = "scoring_labels_total"
+        served = per_use_case("scoring_served_model_version")  # set from the first learned version on
         return cls(
             predictions=total("scoring_predictions_total"),
             dead_letters=total("scoring_dead_letters_total"),
             labels_done=total(labels, lambda k: not any(o in k for o in _PENDING_LABEL_OUTCOMES)),
             joined=total(labels, lambda k: "outcome=joined" in k),
             learned=total("scoring_learner_labels_learned"),
+            assigned_partitions=total("scoring_assigned_partitions"),
+            learners=len(per_use_case("scoring_published_model_version")),
+            served=tuple(f"{uc.name}.{served.get(uc.name, 0):.0f}" for uc in USE_CASES),
+        )
+
+    @property
+    def ready(self) -> bool:
+        """The worker has joined its group, and every use case's learner has published its first version."""
+        return self.assigned_partitions > 0 and self.learners == len(USE_CASES)
+
+    def caught_up(self, events: int, malformed: int, labels: int) -> bool:
+        """Every event scored, every malformed payload rejected, every label joined and learned."""
+        return (
+            self.predictions >= events
+            and self.dead_letters >= malformed
+            and self.labels_done >= labels
+            and self.learned >= self.joined
+        )
+
+    def line(self, events: int, labels: int) -> str:
+        return (
+            f"events {self.predictions + self.dead_letters:,.0f}/{events:,} scored or rejected, "
+            f"labels {self.labels_done:,.0f}/{labels:,} joined, {self.learned:,.0f} learned; "
+            f"serving {', '.join(self.served)}"
         )
 
 
-def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: float = 300.0) -> int:
-    """Run the demo; returns a process exit code."""
+def run(
+    config: simulator.SimulationConfig,
+    start: dt.datetime | None = None,
+    out: TextIO = sys.stdout,
+    timeout: float = 300.0,
+) -> int:
+    """Run the demo on the stream that ends at ``start`` (default now); returns a process exit code.
+
+    ``timeout`` bounds the wait for the worker once everything is sent.
+    """
     with (
         tempfile.TemporaryDirectory(prefix="scoring-demo-") as tmp,
         localstack.running_stack(Path(tmp)) as stack,
@@ -118,47 +171,50 @@ def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: f
             heartbeat_interval_seconds=0.5,
             metrics_port=localstack.free_port(),
             state_dir=tmp,
+            max_event_age_seconds=0,  # a --start in the past makes old events, none of them late
         )
         print(
             f"broker {stack.kafka_bootstrap}, redis {stack.redis_url}, namespace {settings.namespace}",
             file=out,
         )
         ensure_topics(settings, all_topics())
+        messages = list(simulator.generate(config, start=start))
+        kinds = Counter(m.kind for m in messages)
+        events, labels, malformed = kinds["event"], kinds["label"], kinds["malformed"]
+        duration = messages[-1].at if messages else 0.0
         log_path = Path(tmp) / "worker.log"
         with worker_process(settings, log_path) as worker:
-            messages = list(simulator.generate(config))
-            events = sum(1 for m in messages if m.kind == "event")
-            labels = sum(1 for m in messages if m.kind == "label")
-            malformed = sum(1 for m in messages if m.kind == "malformed")
+            # Sent earlier, the stream would wait for the worker and be scored at once, all of
+            # it by the untrained version .0.
+            print("waiting for the worker to join its consumer group and its learners to start", file=out)
+            ready_by = time.monotonic() + READY_TIMEOUT_SECONDS
+            while not Progress.of(scrape(settings.metrics_port)).ready:
+                if worker.poll() is not None or time.monotonic() > ready_by:
+                    print(f"the worker did not get ready; its log:\n{log_path.read_text()[-3000:]}", file=out)
+                    return 1
+                time.sleep(0.2)
             print(
-                f"simulating {events} events, {labels} labels, {malformed} malformed payloads "
-                f"at {config.rate:g} events/s",
+                f"sending {events:,} events, {malformed:,} malformed payloads and {labels:,} labels "
+                f"at {config.rate:g} events/s (~{duration:.0f} s; labels "
+                f"{config.label_delay[0]:g}-{config.label_delay[1]:g} s after their events)",
                 file=out,
             )
             producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
-            started = time.monotonic()
-            for start in range(0, len(messages), 500):
-                chunk = messages[start : start + 500]
-                if config.rate > 0:  # keep to the schedule a chunk at a time
-                    time.sleep(max(0.0, chunk[0].at - (time.monotonic() - started)))
-                simulator.send(chunk, producer, settings.topic, realtime=False)
-                _show(scrape(settings.metrics_port), events, labels, out)
-            del producer  # flushed by send(); closed before the stack stops
-            deadline = time.monotonic() + timeout
-            samples = scrape(settings.metrics_port)
-            while time.monotonic() < deadline and worker.poll() is None:
+            with (
+                ThreadPoolExecutor(max_workers=1) as pool,
+                progress_view(out, events + malformed, labels) as show,
+            ):
+                sending = pool.submit(simulator.send, messages, producer, settings.topic)
+                deadline = time.monotonic() + duration + timeout
                 samples = scrape(settings.metrics_port)
-                p = Progress.of(samples)
-                _show(samples, events, labels, out)
-                if (
-                    p.predictions >= events
-                    and p.dead_letters >= malformed
-                    and p.labels_done >= labels
-                    and p.learned >= p.joined
-                ):
-                    break
-                time.sleep(0.5)
-            print(file=out)
+                while time.monotonic() < deadline and worker.poll() is None:
+                    samples = scrape(settings.metrics_port)
+                    progress = Progress.of(samples)
+                    show(progress, time.monotonic())
+                    if sending.done() and progress.caught_up(events, malformed, labels):
+                        break
+                    time.sleep(0.5)
+            del producer  # flushed by send(); closed before the stack stops
             if worker.poll() is not None:
                 print(f"the worker stopped unexpectedly; its log:\n{log_path.read_text()[-3000:]}", file=out)
                 return 1
@@ -167,13 +223,61 @@ def run(config: simulator.SimulationConfig, out: TextIO = sys.stdout, timeout: f
     return 0
 
 
-def _show(samples: Mapping[str, float], events: int, labels: int, out: TextIO) -> None:
-    p = Progress.of(samples)
-    out.write(
-        f"\r  predictions {p.predictions:>7.0f}/{events}  dead letters {p.dead_letters:>5.0f}  "
-        f"labels joined {p.joined:>7.0f}/{labels}  learned {p.learned:>7.0f}   "
-    )
-    out.flush()
+@contextlib.contextmanager
+def progress_view(out: TextIO, events: int, labels: int) -> Iterator[Callable[[Progress, float], None]]:
+    """Shows progress: ``show(progress, now)``.
+
+    On a terminal, live bars; otherwise (a log, CI) a plain line every
+    :data:`PLAIN_LINE_SECONDS` and one at the end, never carriage-return frames.
+    """
+    console = Console(file=out)
+    if console.is_terminal:
+        bars = rich.progress.Progress(
+            rich.progress.TextColumn("{task.description:<36}"),
+            rich.progress.BarColumn(),
+            rich.progress.MofNCompleteColumn(),
+            rich.progress.TimeElapsedColumn(),
+            console=console,
+        )
+        scored = bars.add_task("events scored or rejected", total=events)
+        joined = bars.add_task("labels joined", total=labels)
+        learned = bars.add_task("labels learned", total=labels)
+
+        def update(p: Progress, _now: float) -> None:
+            bars.update(scored, completed=p.predictions + p.dead_letters)
+            bars.update(joined, completed=p.labels_done)
+            bars.update(learned, completed=p.learned, description=f"labels learned ({', '.join(p.served)})")
+
+        with bars:
+            yield update
+        return
+    lines = _PlainLines(out, events, labels)
+    yield lines.show
+    lines.close()
+
+
+class _PlainLines:
+    """Progress as a line every :data:`PLAIN_LINE_SECONDS`, and the latest one when it closes."""
+
+    def __init__(self, out: TextIO, events: int, labels: int) -> None:
+        self._out = out
+        self._events, self._labels = events, labels
+        self._began: float | None = None
+        self._due = 0.0  # seconds after the first line
+        self._unprinted = ""
+
+    def show(self, p: Progress, now: float) -> None:
+        self._began = now if self._began is None else self._began
+        elapsed = now - self._began
+        self._unprinted = f"{elapsed:4.0f} s  {p.line(self._events, self._labels)}"
+        if elapsed >= self._due:
+            self._due = elapsed + PLAIN_LINE_SECONDS
+            self.close()
+
+    def close(self) -> None:
+        if self._unprinted:
+            print(self._unprinted, file=self._out, flush=True)
+            self._unprinted = ""
 
 
 def summary(settings: Settings, samples: Mapping[str, float]) -> str:

@@ -5,12 +5,16 @@ Two use cases share one time-ordered stream:
 * **Fraud** (``transactions``): ~2,000 accounts with a home country and currency, a handful
   of usual merchants, a typical (lognormal) amount and a channel mix; legitimate spending
   follows those habits during the day. About 2.5% of transactions are fraud, arriving in
-  bursts on a compromised account. Before the drift point fraud is *card-not-present
-  abroad*: foreign country and currency, online or ATM, 4-15x the usual amount, often at a
-  few risky merchants, mostly at night (UTC), 2-6 transactions 30 s-5 min apart. After it
-  the concept flips to *domestic card testing*: home country, mostly point of sale, 10-50%
-  of the usual amount, at new domestic merchants, at ordinary daytime hours, 4-9
-  transactions 5-60 s apart; card testing comes in volume, so fraud doubles to ~5%.
+  bursts on a compromised account. Bursts start spread evenly over the stream, not at
+  random (0.5-1.5 starts are expected between two), so that every 400 consecutive
+  transactions hold fraud, whatever the hour. Before the drift point fraud is
+  *card-not-present abroad*: foreign country and currency, online or ATM, 4-15x the usual
+  amount, often at a few risky merchants, mostly at night (UTC; half of it is a floor share
+  of every hour's transactions, ~2% by day, the other half comes at night, 10-25% of the
+  night's transactions), 2-6 transactions 30 s-5 min apart. After it the concept flips to
+  *domestic card testing*: home country, mostly point of sale, 10-50% of the usual amount,
+  at new domestic merchants, at ordinary daytime hours, 4-9 transactions 5-60 s apart; card
+  testing comes in volume, so fraud doubles to ~5%.
 * **Demand** (``sales``): 20 stores x 108 products in 9 categories. Each sale event is a
   product record at a store for a business day (``sale_date``; the stream covers at least
   60 of them, so weekly seasonality shows), with the chain's data problems (missing
@@ -56,13 +60,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from stream.usecases import DEMAND, FRAUD, UseCase
+
 if TYPE_CHECKING:
     import confluent_kafka
-
-TRANSACTIONS: Final = "transactions"
-TRANSACTION_LABELS: Final = "transactions.labels"
-SALES: Final = "sales"
-SALE_LABELS: Final = "sales.labels"
 
 SPAN_SECONDS: Final = 3 * 24 * 3600.0
 """Event time (``ts``) runs over this many seconds before the start."""
@@ -130,7 +131,7 @@ class Message:
     Attributes
     ----------
     topic
-        Logical topic: ``transactions``, ``transactions.labels``, ``sales`` or ``sales.labels``.
+        Logical topic: a use case's event or label topic (:mod:`stream.usecases`).
     key
         Entity key (account, ``store:product``) for events, event id for labels.
     value
@@ -193,6 +194,10 @@ _LEGIT_HOURS: Final = (
     1.4, 1.3, 1.2, 1.2, 1.3, 1.4, 1.4, 1.3, 1.1, 0.8, 0.5, 0.3,
 )  # fmt: skip
 _NIGHT_HOURS: Final = tuple(1.0 if h < 5 else 0.6 if h in (5, 6, 22, 23) else 0.3 for h in range(24))
+# Of the old concept's fraud, this share is spread over every hour in proportion to legitimate
+# activity (a floor of fraud in every hour); the rest follows _NIGHT_HOURS.
+_FRAUD_FLOOR: Final = 0.5
+_BURST_SPACING: Final = (0.5, 1.5)  # burst starts are this many expected starts apart
 _OLD_BURST: Final = (2, 6)
 _NEW_BURST: Final = (4, 9)
 
@@ -381,12 +386,21 @@ def _transactions(config: SimulationConfig, world: _World, start: float) -> Iter
     n_total = config.transactions
     drift_n = _drift_index(config.drift_at, n_total)
     clock = _DiurnalClock(start - SPAN_SECONDS, start, _LEGIT_HOURS)
-    # Chance that a fresh slot starts a burst, so that ~FRAUD_RATE of all are fraud: at night
-    # for the old concept (relative to legit activity), flat for the new one.
+    # Burst starts expected per fresh slot, so that ~FRAUD_RATE of all are fraud: for the old
+    # concept a floor share of every hour's transactions plus an excess at night, flat for
+    # the new one.
     old_mean, new_mean = sum(_OLD_BURST) / 2, sum(_NEW_BURST) / 2
-    scale = FRAUD_RATE / old_mean * sum(_LEGIT_HOURS) / sum(_NIGHT_HOURS)
-    p_old = [scale * f / legit for f, legit in zip(_NIGHT_HOURS, _LEGIT_HOURS, strict=True)]
+    night = sum(_LEGIT_HOURS) / sum(_NIGHT_HOURS)
+    p_old = [
+        FRAUD_RATE / old_mean * (_FRAUD_FLOOR + (1 - _FRAUD_FLOOR) * f / legit * night)
+        for f, legit in zip(_NIGHT_HOURS, _LEGIT_HOURS, strict=True)
+    ]
     p_new = _DRIFT_FRAUD * FRAUD_RATE / new_mean
+    # A burst starts once the starts expected since the previous one reach a draw from
+    # _BURST_SPACING, not on a coin flip per slot: as frequent on average, but never more
+    # than 1.5 expected starts apart (355 transactions at the hour with the least fraud), so
+    # that every stretch of 400 transactions holds fraud, whatever the start hour.
+    expected, next_burst = 0.0, rng.uniform(*_BURST_SPACING)
     accounts, merchants = world.accounts, world.merchants
     last_ts = [0.0] * len(accounts)
     bursts: list[tuple[float, int, int, int, bool]] = []  # due, seq, account, left, new concept
@@ -398,8 +412,11 @@ def _transactions(config: SimulationConfig, world: _World, start: float) -> Iter
         else:
             new = n >= drift_n
             a = rng.randrange(len(accounts))
-            fraud = rng.random() < (p_new if new else p_old[int(t // 3600) % 24])
+            expected += p_new if new else p_old[int(t // 3600) % 24]
+            fraud = expected >= next_burst
             if fraud:
+                expected -= next_burst
+                next_burst = rng.uniform(*_BURST_SPACING)
                 low, high = _NEW_BURST if new else _OLD_BURST
                 left = rng.randint(low, high)
         account = accounts[a]
@@ -540,11 +557,11 @@ def _malformed(config: SimulationConfig, start: float) -> Iterator[Message]:
         ts = dt.datetime.fromtimestamp(start - rng.uniform(0, SPAN_SECONDS), dt.UTC)
         base: dict[str, Any] = {"event_id": f"bad-{config.seed}-{i}", "ts": ts}
         if rng.random() < 0.5:
-            topic, number, key = TRANSACTIONS, "amount", f"acc-{rng.randrange(_N_ACCOUNTS):05d}"
+            topic, number, key = FRAUD.event_topic, "amount", f"acc-{rng.randrange(_N_ACCOUNTS):05d}"
             base |= {"account_id": key, "merchant_id": "m-00042", "amount": 12.5}
             base |= {"currency": "EUR", "channel": "online", "country": "FR"}
         else:
-            topic, number, key = SALES, "price", "store-01:p-0001"
+            topic, number, key = DEMAND.event_topic, "price", "store-01:p-0001"
             base |= {"store_id": "store-01", "product_id": "p-0001", "product_name": "Milk 1L"}
             base |= {"category": "dairy", "price": 1.19, "sale_date": ts.date()}
         if kind == "not_json":
@@ -573,6 +590,8 @@ def _malformed(config: SimulationConfig, start: float) -> Iterator[Message]:
 
 # --------------------------------------------------------------------------- the stream
 
+_LABEL_FIELD: Final = {FRAUD.name: "is_fraud", DEMAND.name: "units_sold"}  # of their label records
+
 
 def _start_seconds(start: dt.datetime | None) -> float:
     if start is None:
@@ -584,12 +603,12 @@ def _start_seconds(start: dt.datetime | None) -> float:
 
 def _interleaved(
     config: SimulationConfig, start: float, n_malformed: int
-) -> Iterator[tuple[str, bytes, dict[str, Any], Any] | Message]:
+) -> Iterator[tuple[UseCase[Any, Any], bytes, dict[str, Any], Any] | Message]:
     """Events of both kinds and malformed payloads, randomly mixed, in stream order."""
     world = _world(config.seed)
     sources = (
-        (TRANSACTIONS, _transactions(config, world, start)),
-        (SALES, _sales(config, world, start)),
+        (FRAUD, _transactions(config, world, start)),
+        (DEMAND, _sales(config, world, start)),
     )
     bad = _malformed(config, start)
     rng = random.Random(f"{config.seed}:mix")
@@ -606,9 +625,9 @@ def _interleaved(
         if i == 2:
             yield next(bad)
         else:
-            topic, source = sources[i]
+            use_case, source = sources[i]
             key, payload, label = next(source)
-            yield topic, key, payload, label
+            yield use_case, key, payload, label
 
 
 def generate(config: SimulationConfig, *, start: dt.datetime | None = None) -> Iterator[Message]:
@@ -640,15 +659,12 @@ def generate(config: SimulationConfig, *, start: dt.datetime | None = None) -> I
         if isinstance(item, Message):
             yield Message(item.topic, item.key, item.value, at, item.kind, item.expected_reason)
             continue
-        topic, key, payload, label = item
-        yield Message(topic, key, orjson.dumps(payload), at, "event")
+        use_case, key, payload, label = item
+        yield Message(use_case.event_topic, key, orjson.dumps(payload), at, "event")
         event_id = payload["event_id"]
-        if topic == TRANSACTIONS:
-            label_topic, body = TRANSACTION_LABELS, {"event_id": event_id, "is_fraud": label}
-        else:
-            label_topic, body = SALE_LABELS, {"event_id": event_id, "units_sold": label}
+        body = {"event_id": event_id, _LABEL_FIELD[use_case.name]: label}
         label_at = at + rng.uniform(low, high)
-        message = Message(label_topic, event_id.encode(), orjson.dumps(body), label_at, "label")
+        message = Message(use_case.label_topic, event_id.encode(), orjson.dumps(body), label_at, "label")
         heapq.heappush(pending, (label_at, n, message))
     while pending:
         yield heapq.heappop(pending)[2]
@@ -666,14 +682,15 @@ def labelled_events(
 
     Examples
     --------
-    >>> topic, payload, label = next(labelled_events(SimulationConfig(transactions=1, sales=0)))
+    >>> start = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    >>> topic, payload, label = next(labelled_events(SimulationConfig(transactions=1, sales=0), start=start))
     >>> topic, payload["event_id"], label
     ('transactions', 'tx-0-0', False)
     """
     for item in _interleaved(config, _start_seconds(start), 0):
         if not isinstance(item, Message):
-            topic, _, payload, label = item
-            yield topic, payload, label
+            use_case, _, payload, label = item
+            yield use_case.event_topic, payload, label
 
 
 def send(

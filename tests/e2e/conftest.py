@@ -14,6 +14,12 @@ from stream.tools.demo import worker_process
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The session's settings, with a worker that scores the simulated streams' old events."""
+    return settings.replace(max_event_age_seconds=0)  # they end at support.START, in the past
+
+
+@pytest.fixture
 def worker_settings(settings: Settings) -> Settings:
     return settings.replace(metrics_port=localstack.free_port())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 
@@ -11,6 +12,9 @@ from confluent_kafka import Producer
 from stream.settings import Settings
 from stream.tools import simulator
 from stream.tools.demo import scrape
+
+START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
+"""Where every simulated stream of these tests ends: the same events whatever the clock says."""
 
 
 def produce(settings: Settings, messages: list[simulator.Message], realtime: bool = False) -> None:

@@ -22,7 +22,8 @@ from stream.runtime.keys import encode
 from stream.settings import Settings
 from stream.tools import simulator
 from stream.tools.demo import worker_process
-from tests.e2e.support import event_id, produce, total, wait_until
+from stream.usecases import DEMAND, FRAUD
+from tests.e2e.support import START, event_id, produce, total, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +34,7 @@ CONFIG = simulator.SimulationConfig(
 
 def test_events_to_predictions_labels_to_learning(worker_settings: Settings, worker: Popen[bytes]) -> None:
     settings = worker_settings
-    messages = list(simulator.generate(CONFIG))
+    messages = list(simulator.generate(CONFIG, start=START))
     events = [m for m in messages if m.kind == "event"]
     labels = {event_id(m): m for m in messages if m.kind == "label"}
     malformed = [m for m in messages if m.kind == "malformed"]
@@ -76,7 +77,7 @@ def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(
     config = simulator.SimulationConfig(
         transactions=1500, sales=1500, rate=400, label_delay=(0.5, 1.0), seed=3
     )
-    messages = list(simulator.generate(config))
+    messages = list(simulator.generate(config, start=START))
     events = {event_id(m) for m in messages if m.kind == "event"}
     labels = [m for m in messages if m.kind == "label"]
     sender = threading.Thread(target=produce, args=(settings, messages), kwargs={"realtime": True})
@@ -101,4 +102,4 @@ def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(
 
 
 def _model(label: simulator.Message) -> str:
-    return "fraud" if label.topic == "transactions.labels" else "demand"
+    return FRAUD.name if label.topic == FRAUD.label_topic else DEMAND.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import statistics
@@ -12,7 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
+from consumers.quality import WINDOW
 from stream.records import Record, Rejection, Sale, SaleLabel, Transaction, TransactionLabel, parse
+from stream.tools.cli import build_parser, simulation_config
 from stream.tools.simulator import (
     MALFORMED_KINDS,
     Message,
@@ -21,6 +24,7 @@ from stream.tools.simulator import (
     generate,
     labelled_events,
 )
+from tests.e2e.test_worker import CONFIG as WORKER_CONFIG
 
 START = dt.datetime(2026, 3, 4, 12, 30, tzinfo=dt.UTC)
 CONFIG = SimulationConfig(transactions=3000, sales=3000, malformed_rate=0.03, drift_at=0.5, seed=11)
@@ -166,6 +170,12 @@ def test_default_start_is_now() -> None:
             assert now - dt.timedelta(days=4) < record.ts <= now + dt.timedelta(seconds=5)
 
 
+def test_a_use_cases_events_do_not_depend_on_the_others() -> None:
+    alone = list(labelled_events(SimulationConfig(transactions=300, sales=0, seed=2), start=START))
+    mixed = labelled_events(SimulationConfig(transactions=300, sales=300, seed=2), start=START)
+    assert [e for e in mixed if e[0] == "transactions"] == alone
+
+
 def test_labelled_events_are_the_generated_events() -> None:
     config = SimulationConfig(transactions=300, sales=300, seed=2)
     events = [m for m in generate(config, start=START) if m.kind == "event"]
@@ -251,6 +261,33 @@ def test_fraud_concept_changes_after_drift(transactions: list[tuple[dict[str, An
     assert share(p["channel"] == "pos" for p in before) < 0.05
     assert share(p["channel"] == "pos" for p in after) > 0.7
     assert statistics.median(p["amount"] for p in after) < statistics.median(p["amount"] for p in before) / 5
+
+
+# The configurations whose fraud quality a test or the demo measures over the first and the
+# last WINDOW labelled events (consumers.quality): the demo's, with its defaults and as README
+# runs it with a drift, and the end-to-end test's.
+SUMMARISED = {
+    "scoring demo": simulation_config(build_parser().parse_args(["demo"])),
+    "scoring demo with a drift": simulation_config(
+        build_parser().parse_args(
+            ["demo", "--transactions", "30000", "--sales", "2000", "--rate", "4000", "--drift-at", "0.5"]
+        )
+    ),
+    "tests/e2e/test_worker.py": WORKER_CONFIG,
+}
+FRAUD_FREE_AT_MOST = 400  # transactions in a row: a window shifted by 100 at its ends still holds fraud
+
+
+@pytest.mark.parametrize("name", SUMMARISED)
+def test_every_summarised_window_holds_both_classes_at_every_start_hour(name: str) -> None:
+    config = dataclasses.replace(SUMMARISED[name], sales=0)  # the same transactions, faster
+    for hour in range(24):
+        start = dt.datetime(2026, 3, 4, hour, tzinfo=dt.UTC)
+        flags = [bool(label) for _, _, label in labelled_events(config, start=start)]
+        for window in (flags[:WINDOW], flags[-WINDOW:]):
+            assert 0 < sum(window) < len(window), (hour, sum(window))
+        fraud_free = max(len(list(run)) for fraud, run in itertools.groupby(flags) if not fraud)
+        assert fraud_free <= FRAUD_FREE_AT_MOST, (hour, fraud_free)
 
 
 # ------------------------------------------------------------------ sales
