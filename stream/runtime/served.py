@@ -70,6 +70,8 @@ class ServedModels:
     ) -> None:
         self._registry = registry
         self._served = {uc.name: Served(f"{uc.name}.0", untrained(settings, uc)) for uc in use_cases}
+        for name in self._served:
+            metrics.SERVED_VERSION.labels(name).set(0)  # exported from the start: a worker serves .0
 
     def __getitem__(self, use_case: str) -> Served:
         return self._served[use_case]
