@@ -27,7 +27,7 @@ from stream.runtime.learner import Learner
 from stream.runtime.outbox import Message, Outbox
 from stream.runtime.publisher import Publisher
 from stream.runtime.registry import ModelRegistry
-from stream.runtime.retry import TRANSIENT_ERRORS, ErrorPolicy
+from stream.runtime.retry import TRANSIENT_ERRORS, ErrorPolicy, reason
 from stream.runtime.scoring import Scorer
 from stream.runtime.served import ServedModels
 from stream.runtime.state import StateStore
@@ -128,6 +128,6 @@ class ScoringService:
                 return outbox
             log.exception("internal error on %s", batch[0].source)
             outbox = Outbox()
-            detail = f"{type(exc).__name__}: {exc}"  # a Redis error's repr hides its message
-            outbox.dead_letter(self.settings.topic(DEADLETTER_TOPIC), batch[0], "internal_error", detail)
+            # reason(), not repr(): a Redis error's repr hides its message (WRONGTYPE, ...).
+            outbox.dead_letter(self.settings.topic(DEADLETTER_TOPIC), batch[0], "internal_error", reason(exc))
             return outbox

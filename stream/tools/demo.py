@@ -115,7 +115,7 @@ class Progress:
             return {name: samples[key] for name, key in keys.items() if key in samples}
 
         labels = "scoring_labels_total"
-        served = per_use_case("scoring_served_model_version")  # set from the first learned version on
+        served = per_use_case("scoring_served_model_version")
         return cls(
             predictions=total("scoring_predictions_total"),
             dead_letters=total("scoring_dead_letters_total"),
