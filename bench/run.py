@@ -137,7 +137,7 @@ class Bench:
     began: float = dataclasses.field(default_factory=time.monotonic)
 
     def settings(self, namespace: str) -> Settings:
-        return Settings().replace(
+        return Settings.defaults().replace(
             kafka_bootstrap=self.stack.kafka_bootstrap,
             redis_url=self.stack.redis_url,
             namespace=namespace,

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     ('t1.predictions.fraud', 50)
     >>> s.key("entity", "acc-1")
     't1:entity:acc-1'
+    >>> Settings.defaults() == Settings.from_env({})
+    True
     >>> problems(lambda: Settings.from_env({"SCORING_CHALLENGERS": "fraud=nope"}))[0][:52]
     'SCORING_CHALLENGERS: fraud: unknown pipeline "nope" '
     """
@@ -126,12 +128,19 @@ class Settings(BaseSettings):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Settings from ``SCORING_<FIELD>`` variables (``os.environ`` by default), defaults for the rest."""
+        """Settings from ``SCORING_<FIELD>`` variables (``os.environ`` by default), defaults for the rest.
+
+        With ``environ`` given, ``os.environ`` is not read at all.
+        """
         if environ is None:
             return cls()
-        return cls.model_validate(
-            {name: environ[env_name(name)] for name in cls.model_fields if env_name(name) in environ}
-        )
+        given = {name: environ[env_name(name)] for name in cls.model_fields if env_name(name) in environ}
+        return cls(**{**_DEFAULTS, **given})  # every field given: nothing comes from os.environ
+
+    @classmethod
+    def defaults(cls) -> Settings:
+        """Every setting at its default, whatever the environment says."""
+        return cls.from_env({})
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied, validated like the environment's values."""
@@ -189,6 +198,10 @@ def _choose(role: str, value: str) -> dict[str, str | None]:
         known = ", ".join(uc.name for uc in USE_CASES)
         raise ValueError(f"unknown use case {', '.join(overrides)} (one of: {known})")
     return chosen
+
+
+_DEFAULTS: dict[str, Any] = {name: f.default for name, f in Settings.model_fields.items()}
+DEVELOPMENT_SIGNING_KEY: str = _DEFAULTS["model_signing_key"]
 
 
 def env_name(field_name: str) -> str:

@@ -87,7 +87,7 @@ def namespace(services: tuple[str, str]) -> Iterator[str]:
 def settings(services: tuple[str, str], namespace: str, tmp_path: Path) -> Settings:
     """Settings of the shared services in the test's namespace, tuned for fast groups."""
     kafka, redis_url = services
-    return Settings().replace(
+    return Settings.defaults().replace(
         kafka_bootstrap=kafka,
         redis_url=redis_url,
         namespace=namespace,

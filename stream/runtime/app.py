@@ -35,7 +35,7 @@ from mode.types.signals import BaseSignalT
 from stream.kafka import ensure_topics
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.service import ScoringService
-from stream.settings import Settings
+from stream.settings import DEVELOPMENT_SIGNING_KEY, Settings
 from stream.usecases import USE_CASES, all_topics
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def run_worker(settings: Settings) -> None:
         asyncio.run(wait_for_services(settings))
     except KeyboardInterrupt:
         return  # stopped while it waited: there is nothing to shut down yet
-    if settings.model_signing_key == Settings().model_signing_key:
+    if settings.model_signing_key == DEVELOPMENT_SIGNING_KEY:
         log.warning("model snapshots are signed with the development key: set SCORING_MODEL_SIGNING_KEY")
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port)

@@ -186,7 +186,7 @@ def running_stack(
         If a service exits (its port is taken, say), or does not answer within
         ``START_TIMEOUT_SECONDS``.
     """
-    settings = Settings().replace(
+    settings = Settings.defaults().replace(
         kafka_bootstrap=f"127.0.0.1:{kafka_port or free_port()}",
         redis_url=f"redis://127.0.0.1:{redis_port or free_port()}/0",
         state_dir=str(state_dir),

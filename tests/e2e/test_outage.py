@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 
 def test_a_worker_waits_for_its_broker_and_redis_then_scores(tmp_path: Path) -> None:
     kafka_port, redis_port = localstack.free_port(), localstack.free_port()
-    settings = Settings().replace(
+    settings = Settings.defaults().replace(
         kafka_bootstrap=f"127.0.0.1:{kafka_port}",
         redis_url=f"redis://127.0.0.1:{redis_port}/0",
         session_timeout_seconds=2.0,

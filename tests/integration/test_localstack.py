@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 def _settings(state_dir: Path, kafka_bootstrap: str = "", redis_url: str = "") -> Settings:
     """Settings for the stack in ``state_dir``; free loopback ports where none is given."""
-    return Settings().replace(
+    return Settings.defaults().replace(
         kafka_bootstrap=kafka_bootstrap or f"127.0.0.1:{free_port()}",
         redis_url=redis_url or f"redis://127.0.0.1:{free_port()}/0",
         state_dir=str(state_dir),

@@ -29,7 +29,7 @@ def test_calibrate_prints_one_row_per_use_case_and_seed(tmp_path: Path) -> None:
         for name, rows in (("fraud", fraud), ("demand", demand)):
             (tmp_path / f"rows-{name}-{n}-7-{drift}.pkl").write_bytes(pickle.dumps(rows))
     out = io.StringIO()
-    results = calibrate(Settings(), n, [7], 100.0, tmp_path, out=out)
+    results = calibrate(Settings.defaults(), n, [7], 100.0, tmp_path, out=out)
     lines = out.getvalue().splitlines()
     assert len(lines) == 4 and lines[0].startswith("| model | seed | stationary")
     assert [r.cells["model"] for r in results] == ["fraud", "demand"]

@@ -287,12 +287,12 @@ def test_prometheus_scrapes_every_worker_on_the_metrics_port_every_5s() -> None:
     assert _yaml_value(text, "scrape_interval") == "5s"
     assert re.search(r"^\s*- names: \[worker\]$", text, re.MULTILINE)
     assert _yaml_value(text, "type") == "A"
-    assert _yaml_value(text, "port") == str(Settings().metrics_port)
+    assert _yaml_value(text, "port") == str(Settings.defaults().metrics_port)
     assert _yaml_value(text, "metrics_path") == "/metrics"
     worker = _service("worker")
-    assert re.search(rf'^\s+expose:\n\s+- "{Settings().metrics_port}"', worker, re.MULTILINE)
+    assert re.search(rf'^\s+expose:\n\s+- "{Settings.defaults().metrics_port}"', worker, re.MULTILINE)
     for value in re.findall(r"^\s+SCORING_METRICS_PORT:\s*\"?(\w+)", COMPOSE.read_text(), re.MULTILINE):
-        assert value == str(Settings().metrics_port)  # the port scraped is the one served
+        assert value == str(Settings.defaults().metrics_port)  # the port scraped is the one served
 
 
 def test_compose_mounts_the_configuration_and_the_provisioning_points_at_the_dashboard() -> None:
@@ -328,7 +328,7 @@ def test_the_yaml_files_parse_to_the_same_wiring() -> None:
 
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
-    assert str(Settings().metrics_port) in [str(port) for port in services["worker"]["expose"]]
+    assert str(Settings.defaults().metrics_port) in [str(port) for port in services["worker"]["expose"]]
     assert (
         "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
         in (services["prometheus"]["volumes"])
@@ -344,5 +344,5 @@ def test_the_yaml_files_parse_to_the_same_wiring() -> None:
         if job["job_name"] == "scoring"
     ]
     assert scoring["dns_sd_configs"] == [
-        {"names": ["worker"], "type": "A", "port": Settings().metrics_port, "refresh_interval": "5s"}
+        {"names": ["worker"], "type": "A", "port": Settings.defaults().metrics_port, "refresh_interval": "5s"}
     ]
