@@ -38,7 +38,10 @@ class Settings(BaseSettings):
     't1:entity:acc-1'
     >>> Settings.defaults() == Settings.from_env({})
     True
-    >>> problems(lambda: Settings.from_env({"SCORING_CHALLENGERS": "fraud=nope"}))[0][:52]
+    >>> try:
+    ...     Settings.from_env({"SCORING_CHALLENGERS": "fraud=nope"})
+    ... except ValidationError as refused:
+    ...     problems(refused)[0][:52]
     'SCORING_CHALLENGERS: fraud: unknown pipeline "nope" '
     """
 
@@ -213,17 +216,13 @@ def documented_settings() -> list[tuple[str, Any, str]]:
     return [(env_name(name), f.default, f.description or "") for name, f in Settings.model_fields.items()]
 
 
-def problems(make: Any) -> list[str]:
-    """The lines that say why ``make()`` (a settings constructor) refuses its values; ``[]`` if none."""
-    try:
-        make()
-    except ValidationError as exc:
-        lines = []
-        for error in exc.errors(include_url=False):
-            where = env_name(str(error["loc"][0])) if error["loc"] else "settings"
-            message = str(error["msg"]).removeprefix("Value error, ")
-            if error["loc"] and "input" in error:
-                message += f" (got {error['input']!r})"
-            lines.append(f"{where}: {message}")
-        return lines
-    return []
+def problems(refused: ValidationError) -> list[str]:
+    """One line per setting the settings refused, naming its variable and the value given."""
+    lines = []
+    for error in refused.errors(include_url=False):
+        where = env_name(str(error["loc"][0])) if error["loc"] else "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"] and "input" in error:
+            message += f" (got {error['input']!r})"
+        lines.append(f"{where}: {message}")
+    return lines

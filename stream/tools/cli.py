@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from stream.settings import Settings, problems
 from stream.tools.simulator import SimulationConfig
 from stream.usecases import DEADLETTER_TOPIC, USE_CASES
@@ -135,12 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    refused = problems(Settings.from_env)
-    if refused:
-        for line in refused:
+    try:
+        settings = Settings.from_env()
+    except ValidationError as refused:
+        for line in problems(refused):
             print(f"scoring: invalid setting {line}", file=sys.stderr)
         return 2
-    settings = Settings.from_env()
     if args.command in ("up", "down", "status"):
         from stream.tools import localstack
 

@@ -77,7 +77,9 @@ def evaluate(
     settings: Settings, config: SimulationConfig, *, start: dt.datetime | None = None
 ) -> dict[str, Sequence[EvaluationResult]]:
     """Every candidate of every use case, on the simulated stream of ``config`` ending at ``start``."""
-    scratch = Settings(redis_url=settings.redis_url, namespace=f"eval{uuid.uuid4().hex[:8]}")
+    scratch = Settings.defaults().replace(
+        redis_url=settings.redis_url, namespace=f"eval{uuid.uuid4().hex[:8]}"
+    )
     results: dict[str, Sequence[EvaluationResult]] = {}
     for use_case in USE_CASES:
         rows = asyncio.run(feature_stream(scratch, use_case, config, start=start))

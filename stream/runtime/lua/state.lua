@@ -10,9 +10,10 @@
 -- (merchants, countries). A label whose event is not scored yet is parked (hash of
 -- labels, sorted set of deadlines) until it is.
 --
--- Ids arrive encoded (stream/runtime/keys.py): they never hold ':', so `<kind>:<id>` is
--- always one kind and one id, and the kinds (event, pending, entity, seen:<member>) are
--- distinct prefixes: no id can name another id's key, or another kind of key.
+-- Ids arrive encoded (stream/runtime/keys.py): an encoded id never holds ':', and an entity
+-- joins its encoded ids with ':' (as many as its use case declares), so a key is one kind
+-- followed by one event id or one entity, and the kinds (event, pending, entity,
+-- seen:<member>) are distinct prefixes: no id can name another id's key, or another kind.
 --
 -- The journal (a stream, `<prefix>journal`) is what the learner reads,
 -- in its order: one entry per scored event (k=s, p=pending) and one per label joined to
