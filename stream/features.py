@@ -27,14 +27,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from stream.records import Sale, Transaction
+from stream.records import COST_OUTLIER_RATIO, Sale, Transaction
 
 Features = dict[str, float | str]
 
 # Decay of the exponentially weighted statistics: about the last 1/ALPHA observations count.
 ALPHA = 0.1
-# A cost above this multiple of the price is a data-entry outlier, not a margin.
-COST_OUTLIER_RATIO = 5.0
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
