@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.pipelines import CANDIDATES
-from stream.usecases import USE_CASES
+from stream.usecases import UseCase, declared
 
 PREFIX = "SCORING_"
 NO_CHALLENGER = "none"
@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         "Prefix of every topic (`X.<topic>`), the consumer group and every Redis key (`X:`).",
         pattern=r"^[A-Za-z0-9_-]*$",
     )
+    use_cases_file: str = _setting(
+        "",
+        "TOML file declaring use cases' features, label policy and pipelines; each use case "
+        "it declares replaces the built-in declaration (README: Declaring a use case).",
+    )
     label_ttl_seconds: int = _setting(7 * 24 * 3600, "How long a scored event waits for its label.", gt=0)
     label_wait_seconds: int = _setting(
         300, "How long a label whose event is not scored yet waits before it is `unknown_event`.", ge=0
@@ -83,7 +88,7 @@ class Settings(BaseSettings):
     champions: str = _setting(
         "",
         "Overrides of the pipeline each use case starts serving (`use case=pipeline,...`; "
-        "default: the use case's declaration, see README: Use cases).",
+        "default: the use case's declaration, see README: Declaring a use case).",
     )
     challengers: str = _setting(
         "",
@@ -123,11 +128,29 @@ class Settings(BaseSettings):
         ".scoring", "Folder of the local stack (`scoring up`): data, logs, pids.", min_length=1
     )
 
+    @field_validator("use_cases_file")
+    @classmethod
+    def _declarations_valid(cls, value: str) -> str:
+        declared(value)  # a DeclarationError (a ValueError) says every problem
+        return value
+
     @field_validator("champions", "challengers")
     @classmethod
     def _pipelines_exist(cls, value: str, info: ValidationInfo) -> str:
-        _choose(str(info.field_name), value)
+        if "use_cases_file" in info.data:  # else the file was refused: that is the problem to show
+            _choose(str(info.field_name), value, declared(info.data["use_cases_file"]))
         return value
+
+    @model_validator(mode="after")
+    def _labels_wait_for_maturity(self) -> Settings:
+        for use_case in self.use_cases:
+            maturity = use_case.labels.maturity_seconds
+            if maturity is not None and maturity > self.label_ttl_seconds:
+                raise ValueError(
+                    f"{use_case.name} matures events after {maturity:g} s, past SCORING_LABEL_TTL_SECONDS "
+                    f"({self.label_ttl_seconds} s): its scored events would be forgotten first"
+                )
+        return self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -163,6 +186,11 @@ class Settings(BaseSettings):
         return f"{self.namespace}:{joined}" if self.namespace else joined
 
     @property
+    def use_cases(self) -> tuple[UseCase[Any, Any], ...]:
+        """The use cases as this deployment declares them (``use_cases_file``, else the built-in)."""
+        return declared(self.use_cases_file)
+
+    @property
     def consumer_group(self) -> str:
         return self.topic(self.group_id)
 
@@ -179,16 +207,16 @@ class Settings(BaseSettings):
         >>> Settings(challengers="demand=none").pipelines("challengers")["demand"] is None
         True
         """
-        return _choose(role, getattr(self, role))
+        return _choose(role, getattr(self, role), self.use_cases)
 
 
-def _choose(role: str, value: str) -> dict[str, str | None]:
+def _choose(role: str, value: str, use_cases: tuple[UseCase[Any, Any], ...]) -> dict[str, str | None]:
     pairs = [item.split("=", 1) for item in value.replace(" ", "").split(",") if item]
     if any(len(pair) != 2 for pair in pairs):
         raise ValueError("expected `use case=pipeline,...`")
     overrides = dict(pairs)
     chosen: dict[str, str | None] = {}
-    for use_case in USE_CASES:
+    for use_case in use_cases:
         default = use_case.champion if role == "champions" else use_case.challenger
         name = overrides.pop(use_case.name, default)
         if name == NO_CHALLENGER and role == "challengers":
@@ -198,7 +226,7 @@ def _choose(role: str, value: str) -> dict[str, str | None]:
             raise ValueError(f'{use_case.name}: unknown pipeline "{name}" (one of: {known})')
         chosen[use_case.name] = name
     if overrides:
-        known = ", ".join(uc.name for uc in USE_CASES)
+        known = ", ".join(uc.name for uc in use_cases)
         raise ValueError(f"unknown use case {', '.join(overrides)} (one of: {known})")
     return chosen
 
@@ -224,5 +252,5 @@ def problems(refused: ValidationError) -> list[str]:
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["loc"] and "input" in error:
             message += f" (got {error['input']!r})"
-        lines.append(f"{where}: {message}")
+        lines += [f"{where}: {line}" for line in message.splitlines()]  # a declaration file: one per problem
     return lines

@@ -1,24 +1,84 @@
-"""The use cases the service scores: each one declared once, here.
+"""The use cases the service scores: each one declared once.
 
-A declaration names everything about a use case that the runtime, the tools and
-``consumers/`` need: its topics, records, learning task, entity, features, target, the
-pipelines it serves and challenges with by default, and the features its drift monitor
-leaves alone. Nothing else repeats those names: adding a use case means declaring its
-records and features, then one more :class:`UseCase` here.
+A use case has two halves. Its *contract* is code, here: its topics, the records on them,
+its learning task, the ids naming its entity and the target a label teaches. Its
+*declaration* is data (:class:`Declaration`, in ``usecases.toml``): the pipelines it
+serves and challenges with, its label policy and its features. A deployment may replace
+the declarations by a file of the same shape (``SCORING_USE_CASES_FILE``, see
+:func:`declared`) without touching the code; every model version records the
+fingerprint of the declaration it was trained with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+import functools
+import hashlib
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
 
-from models.pipelines import Task
-from stream import features
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from models.pipelines import CANDIDATES, Task
+from stream.features import Feature, FeatureSet
 from stream.records import Label, OutputField, Record, Sale, SaleLabel, Transaction, TransactionLabel
 
 E = TypeVar("E", bound=Record)
 L = TypeVar("L", bound=Label)
+
+IMPLICIT_SOURCE = "implicit"
+"""The label source of a target learned because no label came within the maturity window."""
+
+
+class LabelPolicy(BaseModel):
+    """When an event is learned: when its label comes (``explicit``), or also without one.
+
+    Under ``implicit``, an event whose label has not come ``maturity_seconds`` after it was
+    scored is learned once with ``implicit_target`` (a card issuer sends chargebacks for
+    fraud, nobody sends "this one was fine"); a label that comes later is dead-lettered as
+    ``matured_event``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    policy: Literal["explicit", "implicit"] = "explicit"
+    maturity_seconds: float | None = Field(default=None, gt=0)
+    implicit_target: float | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> LabelPolicy:
+        given = self.maturity_seconds is not None, self.implicit_target is not None
+        if self.policy == "implicit" and not all(given):
+            raise ValueError("an implicit label policy needs maturity_seconds and implicit_target")
+        if self.policy == "explicit" and any(given):
+            raise ValueError("maturity_seconds and implicit_target apply to the implicit policy only")
+        return self
+
+
+class Declaration(BaseModel):
+    """The data half of a use case: pipelines, label policy, features (see ``usecases.toml``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    champion: str
+    challenger: str | None = None
+    decay: float = Field(default=0.1, gt=0, le=1)
+    labels: LabelPolicy = LabelPolicy()
+    features: dict[str, Feature] = Field(min_length=1)
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of what decides a model's inputs and targets: features, decay, label policy.
+
+        The pipelines are left out: a version trained under another champion serves the
+        same features.
+        """
+        meaning = self.model_dump(include={"decay", "labels", "features"})
+        return hashlib.sha256(orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -38,15 +98,8 @@ class UseCase(Generic[E, L]):
         and key, so that one entity's predictions keep their order.
     target
         The value a label teaches the model.
-    champion, challenger
-        Pipelines (names in :data:`models.pipelines.CANDIDATES` for the task) served at first
-        and learning in shadow; ``SCORING_CHAMPIONS`` / ``SCORING_CHALLENGERS`` override them.
-    drift_exempt
-        Features the drift monitor does not watch for data drift, because they move by
-        construction on a stationary stream: the clock and the calendar (a window shorter
-        than a day or a week sees only part of the cycle), how much history an entity has
-        (it grows as entities age), the time since an entity's last event (it follows the
-        daily cycle of activity).
+    declaration, features
+        The declaration, and its features compiled against ``event_type``.
     """
 
     name: str
@@ -57,53 +110,137 @@ class UseCase(Generic[E, L]):
     event_type: type[E]
     label_type: type[L]
     entity: Callable[[E], tuple[str, ...]]
-    observe: Callable[[E], features.Observation]
-    features: Callable[[E, features.Prior], features.Features]
     target: Callable[[L], Any]
-    champion: str
-    challenger: str | None
-    drift_exempt: frozenset[str] = frozenset()
+    declaration: Declaration
+    features: FeatureSet
 
     @property
     def output_field(self) -> OutputField:
         return "score" if self.task == "classification" else "forecast"
 
+    @property
+    def champion(self) -> str:
+        return self.declaration.champion
 
-FRAUD: UseCase[Transaction, TransactionLabel] = UseCase(
-    name="fraud",
-    task="classification",
-    event_topic="transactions",
-    label_topic="transactions.labels",
-    prediction_topic="predictions.fraud",
-    event_type=Transaction,
-    label_type=TransactionLabel,
+    @property
+    def challenger(self) -> str | None:
+        return self.declaration.challenger
+
+    @property
+    def labels(self) -> LabelPolicy:
+        return self.declaration.labels
+
+    @property
+    def fingerprint(self) -> str:
+        return self.declaration.fingerprint
+
+    def declare(self, table: Mapping[str, Any]) -> UseCase[E, L]:
+        """This use case with the declaration ``table``, validated (:class:`ValueError` if not)."""
+        declaration = Declaration.model_validate(table)
+        known = CANDIDATES[self.task]
+        for pipeline in (declaration.champion, declaration.challenger):
+            if pipeline is not None and pipeline not in known:
+                raise ValueError(f'unknown pipeline "{pipeline}" (one of: {", ".join(known)})')
+        features = FeatureSet.of_record(self.event_type, declaration.features, declaration.decay)
+        return replace(self, declaration=declaration, features=features)
+
+
+def _contract(
+    name: str,
+    task: Task,
+    event_type: type[E],
+    label_type: type[L],
+    entity: Callable[[E], tuple[str, ...]],
+    target: Callable[[L], Any],
+    topic: str,
+) -> UseCase[E, L]:
+    """A use case's contract, declared by ``usecases.toml``'s table of its name."""
+    undeclared = UseCase(
+        name,
+        task,
+        event_topic=topic,
+        label_topic=f"{topic}.labels",
+        prediction_topic=f"predictions.{name}",
+        event_type=event_type,
+        label_type=label_type,
+        entity=entity,
+        target=target,
+        declaration=Declaration.model_construct(),
+        features=FeatureSet({}, 0.1),
+    )
+    return undeclared.declare(_BUILT_IN[name])
+
+
+_BUILT_IN: dict[str, Any] = tomllib.loads(resources.files("stream").joinpath("usecases.toml").read_text())
+
+FRAUD: UseCase[Transaction, TransactionLabel] = _contract(
+    "fraud",
+    "classification",
+    Transaction,
+    TransactionLabel,
     entity=lambda tx: (tx.account_id,),
-    observe=features.transaction_observation,
-    features=features.transaction_features,
     target=lambda label: label.is_fraud,
-    champion="logistic_regression_adam",
-    challenger="hoeffding_tree_mc",
-    drift_exempt=frozenset({"hour_sin", "hour_cos", "history_log_n", "log_gap_seconds"}),
+    topic="transactions",
 )
 
-DEMAND: UseCase[Sale, SaleLabel] = UseCase(
-    name="demand",
-    task="regression",
-    event_topic="sales",
-    label_topic="sales.labels",
-    prediction_topic="predictions.demand",
-    event_type=Sale,
-    label_type=SaleLabel,
+DEMAND: UseCase[Sale, SaleLabel] = _contract(
+    "demand",
+    "regression",
+    Sale,
+    SaleLabel,
     entity=lambda sale: (sale.store_id, sale.product_id),
-    observe=features.sale_observation,
-    features=features.sale_features,
     target=lambda label: label.units_sold,
-    champion="log_linear_regression",
-    challenger="target_scaled_linear_regression",
-    drift_exempt=frozenset({"dow", "weekend", "recent_units_log_n"}),
+    topic="sales",
 )
 
 USE_CASES: tuple[UseCase[Any, Any], ...] = (FRAUD, DEMAND)
+"""The use cases with their built-in declarations."""
+
+
+class DeclarationError(ValueError):
+    """A declaration file that cannot be used: every problem, one per line."""
+
+
+@functools.cache
+def declared(path: str) -> tuple[UseCase[Any, Any], ...]:
+    """The use cases as the declaration file at ``path`` declares them (``""``: the built-in).
+
+    A use case the file declares takes the file's declaration as a whole; the others keep
+    the built-in one. Read once per process: a deployment's declarations do not change
+    while it runs.
+    """
+    if not path:
+        return USE_CASES
+    try:
+        tables = tomllib.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise DeclarationError(f"{path}: {exc}") from None
+    unknown = set(tables) - {uc.name for uc in USE_CASES}
+    if unknown:
+        known = ", ".join(uc.name for uc in USE_CASES)
+        raise DeclarationError(f"{path}: unknown use case {', '.join(sorted(unknown))} (one of: {known})")
+    problems, use_cases = [], []
+    for use_case in USE_CASES:
+        if use_case.name not in tables:
+            use_cases.append(use_case)
+            continue
+        try:
+            use_cases.append(use_case.declare(tables[use_case.name]))
+        except ValidationError as refused:
+            problems += [
+                f"{path}: {use_case.name}.{_where(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                for e in refused.errors()
+            ]
+        except ValueError as exc:
+            problems.append(f"{path}: {use_case.name}: {exc}")
+    if problems:
+        raise DeclarationError("\n".join(problems))
+    return tuple(use_cases)
+
+
+def _where(loc: Sequence[int | str]) -> str:
+    return ".".join(str(part) for part in loc) or "declaration"
+
 
 DEADLETTER_TOPIC = "deadletter"
 ALERTS_TOPIC = "alerts.drift"
@@ -115,12 +252,12 @@ def all_topics() -> list[str]:
     return [*names, ALERTS_TOPIC, DEADLETTER_TOPIC]
 
 
-def use_case(name: str) -> UseCase[Any, Any]:
-    """The use case called ``name``."""
-    for declared in USE_CASES:
-        if declared.name == name:
-            return declared
-    raise KeyError(f"no use case {name!r} (one of: {', '.join(uc.name for uc in USE_CASES)})")
+def use_case(name: str, use_cases: Sequence[UseCase[Any, Any]] = USE_CASES) -> UseCase[Any, Any]:
+    """The use case called ``name`` (among ``use_cases``)."""
+    for candidate in use_cases:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"no use case {name!r} (one of: {', '.join(uc.name for uc in use_cases)})")
 
 
 def entity_name(ids: tuple[str, ...]) -> str:

@@ -36,12 +36,12 @@ from stream.kafka import ensure_topics
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.service import ScoringService
 from stream.settings import DEVELOPMENT_SIGNING_KEY, Settings
-from stream.usecases import USE_CASES, all_topics
+from stream.usecases import all_topics
 
 log = logging.getLogger(__name__)
 
-# How often labels that arrived before their event are tried again.
-PARKED_LABELS_INTERVAL_SECONDS = 1.0
+# How often labels that arrived before their event are tried again, and matured events learned.
+WAITING_LABELS_INTERVAL_SECONDS = 1.0
 # The garbage collector's generation thresholds in a worker (Python's default: 700, 10, 10).
 GC_THRESHOLDS = (50_000, 20, 10)
 # How long a try at start waits for the broker or Redis to answer before it counts as failed.
@@ -75,9 +75,9 @@ def create_app(settings: Settings) -> faust.App:
     service = ScoringService(settings)
 
     app.task(service.consumer.run)
-    for use_case in USE_CASES:
-        app.timer(PARKED_LABELS_INTERVAL_SECONDS, name=f"unpark_{use_case.name}")(
-            partial(service.handle_parked_labels, use_case)
+    for use_case in settings.use_cases:
+        app.timer(WAITING_LABELS_INTERVAL_SECONDS, name=f"waiting_labels_{use_case.name}")(
+            partial(service.handle_waiting_labels, use_case)
         )
     app.timer(settings.model_poll_seconds, name="refresh_models")(service.refresh_models)
     for learner in service.learners:

@@ -6,6 +6,10 @@ scored is joined and goes to the use case's journal, where the learner learns it
 that comes before its event is scored waits (parked) until it is, or until
 ``label_wait_seconds`` pass. A redelivered label is recognised by its source and changes
 nothing; any other second label for an event is a dead letter.
+
+Under a use case's implicit label policy, an event that no label reached within its
+maturity window is learned with the implicit target (:meth:`LabelJoiner.mature`), through
+the same journal, once; a label that comes after that is a dead letter (``matured_event``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ _KEPT: frozenset[Outcome] = frozenset({"learn", "parked", "redelivered"})
 
 _DETAIL: dict[Outcome, str] = {
     "duplicate_label": "event {} has already been learned from another label",
+    "matured_event": "event {} matured without a label and was learned with the implicit target",
     "unknown_event": "no event with id {} was scored within {} s of its label",
     "expired_event": "event {} waited longer than the label TTL",
 }
@@ -76,6 +81,20 @@ class LabelJoiner:
         await self._conclude(use_case, outbox, [m for m, _ in concluded], [s for _, s in concluded])
         return outbox
 
+    async def mature(self, use_case: UseCase[Any, Any], limit: int = 1000) -> None:
+        """Learn the events that matured without a label, with the implicit target; count them."""
+        target = use_case.labels.implicit_target
+        if target is None:
+            return
+        matured = [
+            (s.pending["entity"], target)
+            for s in await self.state.mature(use_case, time.time(), limit)
+            if s.outcome == "learn" and s.pending is not None
+        ]
+        if matured:
+            metrics.LABELS.labels(use_case.name, "matured").inc(len(matured))
+            await self.state.learn_labels(use_case, matured)
+
     async def _conclude(
         self,
         use_case: UseCase[Any, Any],
@@ -102,7 +121,7 @@ class LabelJoiner:
         for outcome, count in outcomes.items():
             metrics.LABELS.labels(use_case.name, outcome).inc(count)
         if joined:
-            await self.state.update(use_case.name, "label", joined)
+            await self.state.learn_labels(use_case, joined)
 
 
 def _parked(message: Message, y: float) -> bytes:

@@ -37,12 +37,12 @@ from models.lifecycle import ModelLifecycle
 from models.online import OnlineModel
 from stream.records import Alert
 from stream.runtime import metrics
-from stream.runtime.registry import ModelRegistry
+from stream.runtime.registry import DeclarationMismatch, ModelRegistry, check_declaration
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.served import configured_champion, configured_pipeline, version_number
 from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
-from stream.usecases import ALERTS_TOPIC, UseCase
+from stream.usecases import ALERTS_TOPIC, IMPLICIT_SOURCE, UseCase
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ class LearnerState:
     """What a checkpoint holds: the lifecycle and how far into the journal it has read."""
 
     lifecycle: ModelLifecycle
+    declaration: str
+    """Fingerprint of the declaration the lifecycle learned under (``Declaration.fingerprint``)."""
     position: str = "0-0"
     label_offsets: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> offset
 
@@ -69,7 +71,7 @@ class LearnerState:
         self.position = entry.id
         if entry.y is None:
             return self.lifecycle.scored(x, y_pred, entry.time), False
-        if entry.source is not None:
+        if entry.source is not None and entry.source != IMPLICIT_SOURCE:
             where, _, offset = entry.source.rpartition("/")
             self.label_offsets[where] = max(int(offset), self.label_offsets.get(where, -1))
         outcome = self.lifecycle.learned(x, y_pred, entry.y, entry.time)
@@ -86,8 +88,9 @@ def fresh_state(settings: Settings, use_case: UseCase[Any, Any]) -> LearnerState
             configured_pipeline(settings, use_case, "challengers"),
             alpha=settings.promotion_alpha,
             min_labels=settings.promotion_min_labels,
-            drift_exempt=use_case.drift_exempt,
-        )
+            drift_exempt=use_case.features.drift_exempt,
+        ),
+        declaration=use_case.fingerprint,
     )
 
 
@@ -210,6 +213,10 @@ class Learner:
         state = snapshot.loads(checkpoint.state, self.settings.signing_key)
         if not isinstance(state, LearnerState):
             raise snapshot.SnapshotError(f"{self.name}: checkpoint holds a {type(state).__name__}")
+        if state.declaration != self.use_case.fingerprint:
+            raise DeclarationMismatch(
+                self.name, "the learner's checkpoint", state.declaration, self.use_case.fingerprint
+            )
         self.state, self.version = state, checkpoint.version
         self._published_position = state.position
         log.info("%s: learner restored %s at journal %s", self.name, self.version, state.position)
@@ -222,6 +229,7 @@ class Learner:
         assert self.state is not None and live is not None
         model = await self._registry.load(live)
         record = await self._registry.record(live)
+        check_declaration(self.use_case, live, record)
         self.state.lifecycle.adopt(model, record["pipeline"])
         log.warning("%s: learner adopts %s (was %s)", self.name, live, self.version)
         self.version = live
@@ -272,6 +280,7 @@ class Learner:
         return {
             "model": self.name,
             "reason": reason,
+            "declaration": self.use_case.fingerprint,
             "pipeline": contest.champion_name,
             "challenger": contest.challenger_name,
             "labels_learned": lifecycle.champion.labels_learned,

@@ -30,8 +30,9 @@ OUT_OF_ORDER = Counter(
 )
 LABELS = Counter(
     "scoring_labels_total",
-    "Labels consumed, by model and outcome: joined, redelivered, parked, or a dead-letter reason "
-    "(duplicate_label, unknown_event = orphaned, expired_event, or a validation reason).",
+    "Labels consumed, by model and outcome: joined, redelivered, parked, matured (an event learned "
+    "with the implicit target, no label consumed), or a dead-letter reason (duplicate_label, "
+    "matured_event, unknown_event = orphaned, expired_event, or a validation reason).",
     ["model", "outcome"],
 )
 LABEL_DELAY = Histogram(

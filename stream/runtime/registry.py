@@ -33,12 +33,31 @@ import redis.asyncio as aioredis
 from models import snapshot
 from models.online import OnlineModel
 from stream.settings import Settings
+from stream.usecases import UseCase
 
 _SCRIPT = resources.files("stream.runtime").joinpath("lua/registry.lua").read_text()
 
 
 class RegistryError(RuntimeError):
     """A registry request that cannot be carried out (unknown version, wrong model...)."""
+
+
+class DeclarationMismatch(RegistryError):
+    """A version or checkpoint trained under another declaration than this worker's."""
+
+    def __init__(self, model: str, what: str, theirs: str, ours: str) -> None:
+        super().__init__(
+            f"{model}: {what} was trained under declaration {theirs}, this worker declares {ours}: "
+            "its features would not mean what the model learned (publish a version under this "
+            "declaration, e.g. with `scoring bootstrap`, or deploy the declaration it was trained with)"
+        )
+
+
+def check_declaration(use_case: UseCase[Any, Any], version: str, record: dict[str, Any]) -> None:
+    """Refuse (:class:`DeclarationMismatch`) a version whose record names another declaration."""
+    theirs = record.get("declaration")
+    if theirs != use_case.fingerprint:
+        raise DeclarationMismatch(use_case.name, f"version {version}", str(theirs), use_case.fingerprint)
 
 
 @dataclass(frozen=True)

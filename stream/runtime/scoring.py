@@ -66,11 +66,11 @@ class Scorer:
                 valid.append((message, event, use_case.entity(event)))
 
         arrivals = [
-            Arrival(event.event_id, entity_key(ids), m.source, use_case.observe(event))
+            Arrival(event.event_id, entity_key(ids), m.source, use_case.features.observe(event))
             for m, event, ids in valid
         ]
         async with self._order.of(batch):
-            claims = await self.state.observe(use_case.name, arrivals)
+            claims = await self.state.observe(use_case, arrivals)
         to_score = []
         prediction_topic = self.settings.topic(use_case.prediction_topic)
         for (message, event, ids), arrival, claim in zip(valid, arrivals, claims, strict=True):
@@ -89,7 +89,7 @@ class Scorer:
                 if claim.prior.is_out_of_order(event.ts.timestamp()):
                     metrics.OUT_OF_ORDER.labels(use_case.name).inc()
                     log.debug("out-of-order event %s at %s", event.event_id, message.source)
-                x = use_case.features(event, claim.prior)
+                x = use_case.features.compute(event, claim.prior)
                 to_score.append((message, event, entity_name(ids), arrival.entity, x))
 
         if not to_score:
@@ -118,7 +118,7 @@ class Scorer:
             outbox.add(prediction_topic, name, prediction)
             if message.timestamp:
                 outbox.predicted.append((use_case.name, message.timestamp))
-        await self.state.record(use_case.name, records)
+        await self.state.record(use_case, records, scored_ts)
         metrics.PREDICTIONS.labels(use_case.name).inc(len(records))
         metrics.EVENTS.labels(batch[0].topic, "scored").inc(len(records))
         return outbox

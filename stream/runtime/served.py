@@ -20,7 +20,7 @@ from models.pipelines import CANDIDATES
 from models.snapshot import SnapshotError
 from stream.backoff import Repeats
 from stream.runtime import metrics
-from stream.runtime.registry import ModelRegistry, RegistryError
+from stream.runtime.registry import ModelRegistry, RegistryError, check_declaration
 from stream.runtime.retry import TRANSIENT_ERRORS
 from stream.settings import Settings
 from stream.usecases import UseCase
@@ -69,6 +69,7 @@ class ServedModels:
         self, settings: Settings, registry: ModelRegistry, use_cases: Iterable[UseCase[Any, Any]]
     ) -> None:
         self._registry = registry
+        self._use_cases = {uc.name: uc for uc in use_cases}
         self._served = {uc.name: Served(f"{uc.name}.0", untrained(settings, uc)) for uc in use_cases}
         for name in self._served:
             metrics.SERVED_VERSION.labels(name).set(0)  # exported from the start: a worker serves .0
@@ -79,15 +80,17 @@ class ServedModels:
     async def refresh(self) -> None:
         """Load the live version of each use case, if it changed since the last call.
 
-        A snapshot that fails its signature check is refused: the worker keeps scoring
-        with the version it has and logs the error until it is fixed (once per backoff
-        step, as the polls meet it again). An outage raises: the caller retries it.
+        A snapshot that fails its signature check, or a version trained under another
+        declaration than the worker's, is refused: the worker keeps scoring with the
+        version it has and logs the error until it is fixed (once per backoff step, as the
+        polls meet it again). An outage raises: the caller retries it.
         """
         for name, served in self._served.items():
             live = await self._registry.live(name)
             if live is None or live == served.version:
                 continue
             try:
+                check_declaration(self._use_cases[name], live, await self._registry.record(live))
                 model = await self._registry.load(live)
             except (SnapshotError, RegistryError) as exc:
                 log.error("%s: refusing live version %s: %s", name, live, exc)

@@ -32,7 +32,7 @@ from stream.runtime.scoring import Scorer
 from stream.runtime.served import ServedModels
 from stream.runtime.state import StateStore
 from stream.settings import Settings
-from stream.usecases import ALERTS_TOPIC, DEADLETTER_TOPIC, USE_CASES, UseCase
+from stream.usecases import ALERTS_TOPIC, DEADLETTER_TOPIC, UseCase
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class ScoringService:
         self.redis = aioredis.Redis.from_url(settings.redis_url)
         state = StateStore(self.redis, settings)
         registry = ModelRegistry(self.redis, settings)
-        self.models = ServedModels(settings, registry, USE_CASES)
+        self.models = ServedModels(settings, registry, settings.use_cases)
         self.scorer = Scorer(settings, state, self.models)
         self.joiner = LabelJoiner(settings, state)
         self.publisher = Publisher(settings)
@@ -62,10 +62,10 @@ class ScoringService:
                 lambda records: self.policy.retrying(alerts, lambda: self.publisher.publish(records)),
                 self.policy,
             )
-            for uc in USE_CASES
+            for uc in settings.use_cases
         ]
         self._steps: dict[str, Step] = {}
-        for uc in USE_CASES:
+        for uc in settings.use_cases:
             self._steps[settings.topic(uc.event_topic)] = partial(self.scorer.score, uc)
             self._steps[settings.topic(uc.label_topic)] = partial(self.joiner.join, uc)
         self.consumer = BatchConsumer(settings, list(self._steps), self.handle)
@@ -83,10 +83,12 @@ class ScoringService:
         outboxes = await asyncio.gather(*(self._process(group) for group in groups.values()))
         await self._publish("publish", outboxes)
 
-    async def handle_parked_labels(self, use_case: UseCase[Any, Any]) -> None:
+    async def handle_waiting_labels(self, use_case: UseCase[Any, Any]) -> None:
+        """Join the parked labels whose event is scored now, and learn the events that matured."""
         topic = self.settings.topic(use_case.label_topic)
         outbox = await self.policy.retrying(topic, lambda: self.joiner.unpark(use_case))
         await self._publish(topic, [outbox])
+        await self.policy.retrying(topic, lambda: self.joiner.mature(use_case))
 
     async def refresh_models(self) -> None:
         await self.policy.retrying("models", self.models.refresh)

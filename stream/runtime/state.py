@@ -16,11 +16,15 @@ data, never key syntax. Keys (all under the namespace prefix; ``<id>`` is an enc
 - ``<use case>:pending:<id>``: the :class:`Pending` record a label needs; lives
   ``label_ttl_seconds``.
 - ``<use case>:entity:<entity>``: the entity's state, one JSON document (count, last
-  time seen, ``{statistic: [n, mean, var]}``), and ``<use case>:seen:<member>:<entity>``
-  sets of the values it was seen with; forgotten after ``entity_ttl_seconds`` idle.
+  time seen, ``{"stats": {field: [n, mean, var]}}``), and ``<use case>:seen:<field>:<entity>``
+  sets of the values it was seen with, as the use case's features declare them
+  (:class:`stream.features.FeatureSet`); forgotten after ``entity_ttl_seconds`` idle.
 - ``<use case>:parked:labels`` hash and ``<use case>:parked:due`` sorted set, both by
   encoded event id: labels that arrived before their event was scored, waiting at most
   ``label_wait_seconds``.
+- ``<use case>:maturing`` sorted set, by encoded event id: under an implicit label
+  policy, when each scored event matures (is learned with the implicit target unless
+  a label came first).
 - ``<use case>:journal`` stream: what the learner reads, in order: one entry per scored
   event and one per label joined to its event (see :class:`JournalEntry`).
 """
@@ -28,7 +32,7 @@ data, never key syntax. Keys (all under the namespace prefix; ``<id>`` is an enc
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal, NamedTuple, TypedDict, cast, get_args
@@ -36,9 +40,10 @@ from typing import Any, Literal, NamedTuple, TypedDict, cast, get_args
 import orjson
 import redis.asyncio as aioredis
 
-from stream.features import ALPHA, Features, Observation, Prior, Stat
+from stream.features import LABEL, EntityState, Features, Observation, Prior, Stat
 from stream.runtime.keys import EntityKey, encode
 from stream.settings import Settings
+from stream.usecases import UseCase
 
 _SCRIPT = resources.files("stream.runtime").joinpath("lua/state.lua").read_text()
 
@@ -47,12 +52,22 @@ ClaimStatus = Literal["claimed", "scored", "learned"]
 and pending record stored), learned (its label joined)."""
 
 Outcome = Literal[
-    "learn", "parked", "redelivered", "duplicate_label", "expired_event", "unknown_event", "waiting", "gone"
+    "learn",
+    "parked",
+    "redelivered",
+    "duplicate_label",
+    "matured_event",
+    "expired_event",
+    "unknown_event",
+    "waiting",
+    "gone",
 ]
 """What became of a label: ``learn`` (joined to its event, in the journal), ``parked`` (its
 event is not scored yet), ``redelivered`` (the same label message again), the dead-letter
-reasons ``duplicate_label``, ``expired_event`` and ``unknown_event``; and, for a parked
-label tried again, ``waiting`` (still) or ``gone`` (settled by another worker)."""
+reasons ``duplicate_label``, ``matured_event`` (learned with the implicit target already),
+``expired_event`` and ``unknown_event``; for a parked label tried again, ``waiting``
+(still) or ``gone`` (settled by another worker). A maturing event is ``learn`` (with the
+implicit target) or ``gone`` (a label came first)."""
 
 _OUTCOMES = frozenset(get_args(Outcome))
 _STATUSES = frozenset(get_args(ClaimStatus))
@@ -187,13 +202,13 @@ def _settlements(replies: Sequence[bytes]) -> list[Settlement]:
 
 def _decode_prior(raw: bytes, members: Sequence[str]) -> Prior:
     doc = orjson.loads(raw)
-    state = doc["state"]  # {"n": 3, "last_ts": "<float>", "<stat>": [n, mean, var]}
+    state = doc["state"]  # {"n": 3, "last_ts": "<float>", "stats": {"<field>": [n, mean, var]}}
     last_ts = state.get("last_ts")
     seen = doc["seen"]  # a list, or {} for an empty one (cjson cannot tell them apart)
     return Prior(
         state.get("n", 0),
         float(last_ts) if last_ts is not None else None,
-        {name: Stat(*value) for name, value in state.items() if isinstance(value, list)},
+        {name: Stat(*value) for name, value in state.get("stats", {}).items()},
         dict(zip(members, seen, strict=False)) if isinstance(seen, list) else {},
     )
 
@@ -213,22 +228,21 @@ class StateStore:
         prefix = self._settings.key(use_case, "")
         return cast(list[Any], await self._script(args=[command, prefix, orjson.dumps(params), *blobs]))
 
-    async def observe(self, use_case: str, events: Sequence[Arrival]) -> list[Claim]:
+    async def observe(self, use_case: UseCase[Any, Any], events: Sequence[Arrival]) -> list[Claim]:
         """Claim each event and apply its observation to its entity.
 
         An event id already claimed is left untouched: its claim is returned as it was.
-        The observations of one call must name the same statistics and members.
         """
         if not events:
             return []
-        names, members = list(events[0].observation.stats), list(events[0].observation.members)
+        names, members = use_case.features.stats, use_case.features.members
         replies = await self._call(
             "observe",
-            use_case,
+            use_case.name,
             {
                 "event_ttl": self._event_ttl,
                 "entity_ttl": self._settings.entity_ttl_seconds,
-                "alpha": ALPHA,
+                "decay": use_case.features.decay,
                 "stats": names,
                 "members": members,
                 "events": [
@@ -254,16 +268,21 @@ class StateStore:
             for i in range(0, len(replies), 4)
         ]
 
-    async def record(self, use_case: str, scored: Sequence[Scored]) -> None:
-        """Store the published prediction and the pending record of each scored event."""
+    async def record(self, use_case: UseCase[Any, Any], scored: Sequence[Scored], at: float) -> None:
+        """Store the published prediction and the pending record of each event scored at ``at``.
+
+        Under an implicit label policy each event also starts maturing.
+        """
         if not scored:
             return
+        maturity = use_case.labels.maturity_seconds
         await self._call(
             "record",
-            use_case,
+            use_case.name,
             {
                 "label_ttl": self._settings.label_ttl_seconds,
                 "journal_max": self._settings.journal_max_entries,
+                "matures_at": None if maturity is None else at + maturity,
                 "event_ids": [encode(event_id) for event_id, _, _ in scored],
             },
             [blob for _, prediction, pending in scored for blob in (prediction, pending)],
@@ -301,6 +320,23 @@ class StateStore:
         }
         return _settlements(await self._call("unpark", use_case, params))
 
+    async def mature(self, use_case: UseCase[Any, Any], now: float, limit: int) -> list[Settlement]:
+        """Learn, with the implicit target, the oldest events that matured by ``now`` without a label."""
+        target = use_case.labels.implicit_target
+        if target is None:
+            return []
+        maturing = self._settings.key(use_case.name, "maturing")
+        due = cast(list[bytes], await self._redis.zrangebyscore(maturing, "-inf", now, start=0, num=limit))
+        if not due:
+            return []
+        params = {
+            "journal_max": self._settings.journal_max_entries,
+            "target": target,
+            "event_ids": [raw.decode() for raw in due],
+        }
+        replies = await self._call("mature", use_case.name, params)
+        return _settlements(replies)
+
     def journal_key(self, use_case: str) -> str:
         return self._settings.key(use_case, "journal")
 
@@ -324,21 +360,46 @@ class StateStore:
         """Forget the journal entries older than ``before`` (epoch seconds)."""
         await self._redis.xtrim(self.journal_key(use_case), minid=str(int(before * 1000)), approximate=True)
 
+    async def restore_entities(
+        self, use_case: UseCase[Any, Any], states: Iterable[tuple[EntityKey, EntityState]], chunk: int = 2000
+    ) -> int:
+        """Write entity states an offline replay reached, as ``state.lua`` keeps them: the
+        stream's features continue from them. Returns how many entities were written."""
+        ttl, written = self._settings.entity_ttl_seconds, 0
+        pipe = self._redis.pipeline(transaction=False)
+        for entity, state in states:
+            pipe.set(
+                self._settings.key(use_case.name, "entity", entity), orjson.dumps(state.document()), ex=ttl
+            )
+            for field, values in state.seen.items():
+                key = self._settings.key(use_case.name, "seen", field, entity)
+                pipe.delete(key)
+                if values:
+                    pipe.sadd(key, *values)
+                    pipe.expire(key, ttl)
+            written += 1
+            if written % chunk == 0:
+                await pipe.execute()
+        await pipe.execute()
+        return written
+
     async def entity(self, use_case: str, entity: EntityKey) -> dict[str, Any]:
-        """An entity's state as stored: ``{"n": ..., "last_ts": ..., statistic: [n, mean, var]}``."""
+        """An entity's state as stored: ``{"n": ..., "last_ts": ..., "stats": {field: [n, mean, var]}}``."""
         raw = await self._redis.get(self._settings.key(use_case, "entity", entity))
         return cast(dict[str, Any], orjson.loads(raw)) if raw else {}
 
-    async def update(self, use_case: str, stat: str, values: Sequence[tuple[EntityKey, float]]) -> None:
-        """Fold each (entity, value) into the entity's statistic ``stat``."""
+    async def learn_labels(
+        self, use_case: UseCase[Any, Any], values: Sequence[tuple[EntityKey, float]]
+    ) -> None:
+        """Fold each (entity, target) into the entity's label statistic."""
         if not values:
             return
         await self._call(
             "update",
-            use_case,
+            use_case.name,
             {
-                "stat": stat,
-                "alpha": ALPHA,
+                "stat": LABEL,
+                "decay": use_case.features.decay,
                 "entity_ttl": self._settings.entity_ttl_seconds,
                 "entities": [entity for entity, _ in values],
                 "values": [value for _, value in values],

@@ -173,7 +173,9 @@ def run(
     """
     declared = declared_use_case(use_case)
     config = config or MonitorConfig()
-    monitor = Monitor(use_case, declared.task, replace(config, exempt=config.exempt | declared.drift_exempt))
+    monitor = Monitor(
+        use_case, declared.task, replace(config, exempt=config.exempt | declared.features.drift_exempt)
+    )
     result = Run()
     events = labels = 0
     clock = time.perf_counter

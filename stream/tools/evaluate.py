@@ -55,16 +55,18 @@ async def feature_stream(
         for first in range(0, len(events), BATCH):
             batch = events[first : first + BATCH]
             claims = await store.observe(
-                use_case.name,
+                use_case,
                 [
-                    Arrival(e.event_id, entity_key(use_case.entity(e)), f"eval/{i}", use_case.observe(e))
+                    Arrival(
+                        e.event_id, entity_key(use_case.entity(e)), f"eval/{i}", use_case.features.observe(e)
+                    )
                     for i, (e, _) in enumerate(batch)
                 ],
             )
-            rows += [(use_case.features(e, c.prior), y) for (e, y), c in zip(batch, claims, strict=True)]
-            await store.update(
-                use_case.name, "label", [(entity_key(use_case.entity(e)), y) for e, y in batch]
-            )
+            rows += [
+                (use_case.features.compute(e, c.prior), y) for (e, y), c in zip(batch, claims, strict=True)
+            ]
+            await store.learn_labels(use_case, [(entity_key(use_case.entity(e)), y) for e, y in batch])
     finally:
         keys = [k async for k in client.scan_iter(match=f"{settings.namespace}:*", count=1000)]
         if keys:

@@ -46,7 +46,8 @@ async def test_a_better_challenger_is_promoted_published_and_alerted(settings: S
             ("logistic_regression_adam", logistic_regression_adam),
             min_labels=200,
             warmup=0,
-        )
+        ),
+        FRAUD.fingerprint,
     )
     rng = random.Random(1)
     for i in range(600):

@@ -34,10 +34,19 @@ def demand_model(labels: int) -> OnlineModel:
 
 
 async def publish(
-    registry: ModelRegistry, parent: str, model: OnlineModel, token: str = "a"
+    registry: ModelRegistry,
+    parent: str,
+    model: OnlineModel,
+    token: str = "a",
+    declaration: str = DEMAND.fingerprint,
 ) -> tuple[str, str]:
     assert await registry.lease("demand", token)
-    record = {"reason": "learned", "pipeline": "linear_regression", "labels_learned": model.labels_learned}
+    record = {
+        "reason": "learned",
+        "pipeline": "linear_regression",
+        "labels_learned": model.labels_learned,
+        "declaration": declaration,
+    }
     return await registry.publish("demand", token, parent, model, record, b"state")
 
 
@@ -118,3 +127,20 @@ async def test_a_tampered_snapshot_is_refused_and_workers_keep_their_version(
     other = ModelRegistry(registry._redis, settings.replace(model_signing_key="other"))
     with pytest.raises(snapshot.SnapshotError, match="another key"):
         await other.load("demand.1")
+
+
+async def test_a_version_trained_under_another_declaration_is_refused(
+    registry: ModelRegistry, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    await publish(registry, "", demand_model(3))
+    served = ServedModels(settings, registry, [DEMAND])
+    await served.refresh()
+    assert served["demand"].version == "demand.0"
+    await publish(registry, "demand.0", demand_model(4), declaration="0123456789abcdef")
+    with caplog.at_level(logging.ERROR):
+        await served.refresh()
+    assert served["demand"].version == "demand.0"
+    assert (
+        f"refusing live version demand.1: demand: version demand.1 was trained under declaration "
+        f"0123456789abcdef, this worker declares {DEMAND.fingerprint}"
+    ) in caplog.text

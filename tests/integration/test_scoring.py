@@ -135,7 +135,7 @@ async def test_labels_are_joined_exactly_once(steps: Steps, settings: Settings) 
     assert await joined(steps) == [("transactions.labels/0/0", 1.0), ("transactions.labels/0/4", 0.0)]
     reasons = [d["reason"] for d in published(outbox, settings, "deadletter")]
     assert reasons == ["bad_type", "duplicate_label"]  # the label of "nope" waits for its event
-    _, fraud_rate, _ = (await steps.state.entity("fraud", ACC_1))["label"]
+    _, fraud_rate, _ = (await steps.state.entity("fraud", ACC_1))["stats"]["label"]
     assert 0 < fraud_rate < 1
 
 
@@ -237,7 +237,7 @@ async def test_two_workers_never_corrupt_one_entity(settings: Settings) -> None:
         )
     )
     state = await workers[0].state.entity("fraud", ACC_1)
-    assert state["n"] == 400 and state["amount"][0] == 400
+    assert state["n"] == 400 and state["stats"]["amount"][0] == 400
     for c in clients:
         await c.aclose()
 
@@ -300,7 +300,7 @@ async def test_crafted_ids_are_scored_and_never_share_state(steps: Steps, settin
     assert {p.entity for p in predictions(outbox, settings)} == set(CRAFTED_IDS)
     for account in CRAFTED_IDS:
         state = await steps.state.entity("fraud", entity_key((account,)))
-        assert (state["n"], state["amount"][0]) == (2, 2), account
+        assert (state["n"], state["stats"]["amount"][0]) == (2, 2), account
     # Labels by crafted event ids join their own event only.
     labels = [
         message(

@@ -29,5 +29,12 @@ def test_without_overrides_each_use_case_serves_what_it_declares() -> None:
 
 def test_the_drift_monitor_leaves_alone_the_features_each_use_case_declares_exempt() -> None:
     for use_case in (FRAUD, DEMAND):
-        assert use_case.drift_exempt
-        assert fresh_state(Settings(), use_case).lifecycle.monitor.config.exempt == use_case.drift_exempt
+        assert use_case.features.drift_exempt
+        assert (
+            fresh_state(Settings(), use_case).lifecycle.monitor.config.exempt
+            == use_case.features.drift_exempt
+        )
+
+
+def test_a_fresh_state_remembers_the_declaration_it_learns_under() -> None:
+    assert fresh_state(Settings(), FRAUD).declaration == FRAUD.fingerprint != DEMAND.fingerprint

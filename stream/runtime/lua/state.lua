@@ -1,14 +1,18 @@
--- Per-event and per-entity state, changed atomically: one script, five commands (ARGV[1]).
+-- Per-event and per-entity state, changed atomically: one script, six commands (ARGV[1]).
 -- Each call handles a whole batch, one item after the other, in one round trip.
 --
 -- An event hash remembers an event id: where it was read from, the entity state it was
 -- scored against, its status (claimed -> scored -> learned) and the prediction published
 -- for it. A pending key holds the features and prediction a label needs. An entity key
 -- holds its count, last time seen and exponentially weighted statistics as one JSON
--- document (`{"n": 3, "last_ts": "<%.17g>", "<stat>": [n, mean, var]}`: one read and one
--- write, cheaper in a script than a hash's fields); entity sets remember values seen
--- (merchants, countries). A label whose event is not scored yet is parked (hash of
--- labels, sorted set of deadlines) until it is.
+-- document (`{"n": 3, "last_ts": "<%.17g>", "stats": {"<field>": [n, mean, var]}}`: one
+-- read and one write, cheaper in a script than a hash's fields); entity sets remember the
+-- values seen of the fields the use case declares (merchants, countries). Which
+-- statistics and sets there are comes from the use case's declared features
+-- (stream/features.py, whose EntityState makes the same updates offline). A label whose
+-- event is not scored yet is parked (hash of labels, sorted set of deadlines) until it is.
+-- Under an implicit label policy, a scored event also waits in a sorted set of maturity
+-- times: one that no label reached by then is learned with the implicit target.
 --
 -- Ids arrive encoded (stream/runtime/keys.py): an encoded id never holds ':', and an entity
 -- joins its encoded ids with ':' (as many as its use case declares), so a key is one kind
@@ -35,6 +39,7 @@ end
 local JOURNAL = prefix .. 'journal'
 local PARKED = prefix .. 'parked:labels'
 local DUE = prefix .. 'parked:due'
+local MATURING = prefix .. 'maturing'
 
 local format = string.format
 
@@ -50,14 +55,22 @@ local function append(out, values)
 end
 
 -- Folds `value` into the exponentially weighted statistic `name` ({n, mean, var}) of the
--- entity state `state`.
-local function add_stat(state, name, value, alpha)
-  local stat = state[name]
+-- entity state `state`; a missing value (JSON null) changes nothing. features.fold in Python.
+local function add_stat(state, name, value, decay)
+  if value == cjson.null then
+    return
+  end
+  local stats = state.stats
+  if not stats then
+    stats = {}
+    state.stats = stats
+  end
+  local stat = stats[name]
   if stat then
     local d = value - stat[2]
-    stat[1], stat[2], stat[3] = stat[1] + 1, stat[2] + alpha * d, (1 - alpha) * (stat[3] + alpha * d * d)
+    stat[1], stat[2], stat[3] = stat[1] + 1, stat[2] + decay * d, (1 - decay) * (stat[3] + decay * d * d)
   else
-    state[name] = {1, value, 0}
+    stats[name] = {1, value, 0}
   end
 end
 
@@ -73,6 +86,14 @@ end
 
 local function journal(fields)
   redis.call('XADD', JOURNAL, 'MAXLEN', '~', p.journal_max, '*', unpack(fields))
+end
+
+-- A label for an event already learned: the same message again, or a dead letter.
+local function already_learned(source, learned_from)
+  if learned_from == source then
+    return 'redelivered'
+  end
+  return learned_from == 'implicit' and 'matured_event' or 'duplicate_label'
 end
 
 -- The one way an event is learned: scored -> learned, handing its pending record and
@@ -91,7 +112,7 @@ end
 local out = {}
 
 if command == 'observe' then
-  -- p: event_ttl, entity_ttl, alpha, stats (names), members (names), events: [event id,
+  -- p: event_ttl, entity_ttl, decay, stats (names), members (names), events: [event id,
   -- entity id, source, ts, {stat values}, {member values}].
   -- Replies per event: source, prior, status, prediction.
   local names, member_names = p.stats, p.members
@@ -116,7 +137,7 @@ if command == 'observe' then
         state.last_ts = fmt(ts)  -- a string: cjson writes numbers with 14 digits only
       end
       for j, name in ipairs(names) do
-        add_stat(state, name, values[j], p.alpha)
+        add_stat(state, name, values[j], p.decay)
       end
       set_entity(entity_key, state, p.entity_ttl)
       redis.call('HSET', event_key, 'source', source, 'prior', prior, 'status', 'claimed')
@@ -126,14 +147,18 @@ if command == 'observe' then
   end
 
 elseif command == 'record' then
-  -- p: label_ttl, journal_max, event_ids. ARGV[4 + 2i], ARGV[5 + 2i]: the prediction and
-  -- pending record of event i (0-based), as they are: no JSON to unescape.
+  -- p: label_ttl, journal_max, matures_at (under an implicit label policy: when the events
+  -- mature, else null), event_ids. ARGV[4 + 2i], ARGV[5 + 2i]: the prediction and pending
+  -- record of event i (0-based), as they are: no JSON to unescape.
   for i, event_id in ipairs(p.event_ids) do
     local event_key = key('event', event_id)
     if redis.call('HGET', event_key, 'status') == 'claimed' then
       local pending = ARGV[3 + 2 * i]
       redis.call('HSET', event_key, 'status', 'scored', 'prediction', ARGV[2 + 2 * i])
       redis.call('SET', key('pending', event_id), pending, 'EX', p.label_ttl)
+      if p.matures_at ~= cjson.null then
+        redis.call('ZADD', MATURING, p.matures_at, event_id)
+      end
       journal({'k', 's', 'p', pending})
     end
   end
@@ -146,7 +171,7 @@ elseif command == 'settle' then
     local event_key = key('event', event_id)
     local e = redis.call('HMGET', event_key, 'status', 'label_source')
     if e[1] == 'learned' then
-      append(out, {e[2] == source and 'redelivered' or 'duplicate_label', '', ''})
+      append(out, {already_learned(source, e[2]), '', ''})
     elseif e[1] == 'scored' then
       append(out, learn(event_key, key('pending', event_id), source, label[4]))
     else
@@ -169,14 +194,17 @@ elseif command == 'unpark' then
     local event_key = key('event', event_id)
     local parked = redis.call('HGET', PARKED, event_id)
     local deadline = tonumber(redis.call('ZSCORE', DUE, event_id))
-    local scored = redis.call('HGET', event_key, 'status') == 'scored'
-    if parked and not scored and deadline and deadline > now then
+    local e = redis.call('HMGET', event_key, 'status', 'label_source')
+    local scored = e[1] == 'scored'
+    if parked and not scored and e[1] ~= 'learned' and deadline and deadline > now then
       append(out, {'waiting', '', ''})
     else
       redis.call('HDEL', PARKED, event_id)
       redis.call('ZREM', DUE, event_id)
       if not parked then
         append(out, {'gone', '', ''})
+      elseif e[1] == 'learned' then
+        append(out, {already_learned(cjson.decode(parked).source, e[2]), '', parked})
       elseif not scored then
         append(out, {'unknown_event', '', parked})
       else
@@ -188,12 +216,26 @@ elseif command == 'unpark' then
     end
   end
 
+elseif command == 'mature' then
+  -- p: journal_max, target, event_ids (due to mature). Replies per event id: outcome, pending,
+  -- '' ('learn' when it is learned with the implicit target now, 'gone' when a label came first).
+  for _, event_id in ipairs(p.event_ids) do
+    local event_key = key('event', event_id)
+    redis.call('ZREM', MATURING, event_id)
+    if redis.call('HGET', event_key, 'status') == 'scored' then
+      -- 'implicit' is the label source of stream.usecases.IMPLICIT_SOURCE.
+      append(out, learn(event_key, key('pending', event_id), 'implicit', p.target))
+    else
+      append(out, {'gone', '', ''})
+    end
+  end
+
 elseif command == 'update' then
-  -- p: stat (name), alpha, entity_ttl, entities, values (one per entity).
+  -- p: stat (name), decay, entity_ttl, entities, values (one per entity).
   for i, value in ipairs(p.values) do
     local entity_key = key('entity', p.entities[i])
     local state = get_entity(entity_key)
-    add_stat(state, p.stat, value, p.alpha)
+    add_stat(state, p.stat, value, p.decay)
     set_entity(entity_key, state, p.entity_ttl)
   end
 
