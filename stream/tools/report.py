@@ -488,9 +488,10 @@ def _plot_metric_over_time(path: Path, runs: Sequence[Run], summaries: Sequence[
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("stream time (UTC)")
     handles = [Line2D([], [], color=_COLORS[r], marker=".", label=r) for r in ROLES if r in drawn]
-    handles.append(
-        Line2D([], [], color="black", marker="|", linestyle="", markersize=8, label="version published")
-    )
+    if any(run.publications for run in runs):
+        handles.append(
+            Line2D([], [], color="black", marker="|", linestyle="", markersize=8, label="version published")
+        )
     handles += [Line2D([], [], color=colors[k], label=f"{k} opens") for k in kinds]
     if resolved:
         handles.append(Line2D([], [], color="black", linestyle=":", label="alert resolves"))
