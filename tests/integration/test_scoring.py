@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from stream.runtime.scoring import Scorer
 from stream.runtime.served import ServedModels
 from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
-from stream.usecases import DEMAND, FRAUD, USE_CASES
+from stream.usecases import DEMAND, FRAUD, USE_CASES, UseCase
 
 pytestmark = pytest.mark.integration
 
@@ -70,9 +70,11 @@ class Steps:
     state: StateStore
 
 
-def new_steps(settings: Settings, client: aioredis.Redis) -> Steps:
+def new_steps(
+    settings: Settings, client: aioredis.Redis, use_cases: Sequence[UseCase[Any, Any]] = USE_CASES
+) -> Steps:
     state = StateStore(client, settings)
-    served = ServedModels(settings, ModelRegistry(client, settings), USE_CASES)
+    served = ServedModels(settings, ModelRegistry(client, settings), use_cases)
     return Steps(Scorer(settings, state, served), LabelJoiner(settings, state), state)
 
 
