@@ -369,6 +369,36 @@ def _drift_index(drift_at: float | None, n: int) -> int:
     return n if drift_at is None else math.ceil(drift_at * n)
 
 
+@dataclass(frozen=True)
+class _Stretch:
+    """Which events a generator makes: how many, over which event time, under which concept.
+
+    Attributes
+    ----------
+    n
+        Number of events.
+    end, seconds
+        Event time (``ts``) runs over the ``seconds`` before ``end``.
+    drift_n
+        Events from this index on follow the drifted concept (``n``: none does).
+    history
+        Events of a history file: random draws and event ids of their own, so that they
+        are not a replay of the live stream's.
+    """
+
+    n: int
+    end: float
+    seconds: float
+    drift_n: int
+    history: bool = False
+
+    def rng(self, seed: int, what: str) -> random.Random:
+        return random.Random(f"{seed}:{what}:history" if self.history else f"{seed}:{what}")
+
+    def event_id(self, prefix: str, seed: int, n: int) -> str:
+        return f"{prefix}-{seed}-h{n}" if self.history else f"{prefix}-{seed}-{n}"
+
+
 def _extra_fields(rng: random.Random, payload: dict[str, Any], n: int) -> None:
     """Unknown fields some producers add: valid, to be ignored."""
     if rng.random() < EXTRA_FIELD_SHARE:
@@ -381,11 +411,10 @@ def _extra_fields(rng: random.Random, payload: dict[str, Any], n: int) -> None:
 _Labelled = tuple[bytes, dict[str, Any], Any]  # key, event payload, label value
 
 
-def _transactions(config: SimulationConfig, world: _World, start: float) -> Iterator[_Labelled]:
-    rng = random.Random(f"{config.seed}:transactions")
-    n_total = config.transactions
-    drift_n = _drift_index(config.drift_at, n_total)
-    clock = _DiurnalClock(start - SPAN_SECONDS, start, _LEGIT_HOURS)
+def _transactions(seed: int, world: _World, stretch: _Stretch) -> Iterator[_Labelled]:
+    rng = stretch.rng(seed, "transactions")
+    n_total, drift_n = stretch.n, stretch.drift_n
+    clock = _DiurnalClock(stretch.end - stretch.seconds, stretch.end, _LEGIT_HOURS)
     # Burst starts expected per fresh slot, so that ~FRAUD_RATE of all are fraud: for the old
     # concept a floor share of every hour's transactions plus an excess at night, flat for
     # the new one.
@@ -456,7 +485,7 @@ def _transactions(config: SimulationConfig, world: _World, start: float) -> Iter
             amount = account.typical * rng.lognormvariate(0.0, 0.5)
         amount = max(20.0, round(amount / 20.0) * 20.0) if channel == "atm" else max(0.5, amount)
         payload: dict[str, Any] = {
-            "event_id": f"tx-{config.seed}-{n}",
+            "event_id": stretch.event_id("tx", seed, n),
             "ts": _timestamp(rng, t),
             "account_id": account.id,
             "merchant_id": merchant,
@@ -472,21 +501,27 @@ def _transactions(config: SimulationConfig, world: _World, start: float) -> Iter
 # --------------------------------------------------------------------------- sales
 
 
-def _sales(config: SimulationConfig, world: _World, start: float) -> Iterator[_Labelled]:
-    rng = random.Random(f"{config.seed}:sales")
-    n_total = config.sales
-    drift_n = _drift_index(config.drift_at, n_total)
+def _live_sale_days(world: _World, n_sales: int, start: float) -> tuple[dt.date, int]:
+    """The first business day (``sale_date``) of the live stream's sales, and how many there are.
+
+    The days end the day before ``start``; there are enough for every sale to be a distinct
+    store-product pair of its day, and at least :data:`MIN_BUSINESS_DAYS`.
+    """
+    n_days = max(MIN_BUSINESS_DAYS, -(-n_sales // (len(world.stores) * len(world.products))))
+    return dt.datetime.fromtimestamp(start, dt.UTC).date() - dt.timedelta(days=n_days), n_days
+
+
+def _sales(
+    seed: int, world: _World, stretch: _Stretch, first_day: dt.date, n_days: int
+) -> Iterator[_Labelled]:
+    rng = stretch.rng(seed, "sales")
+    n_total, drift_n = stretch.n, stretch.drift_n
     products, stores = world.products, world.stores
     n_products = len(products)
     n_combos = len(stores) * n_products
     # The stores a competitor opens next to at the drift point (an rng of its own, so the
     # events before the drift do not depend on it).
-    competitor = frozenset(
-        random.Random(f"{config.seed}:competitor").sample(range(len(stores)), len(stores) // 2)
-    )
-    n_days = max(MIN_BUSINESS_DAYS, -(-n_total // n_combos))
-    last_day = dt.datetime.fromtimestamp(start, dt.UTC).date() - dt.timedelta(days=1)
-    first_day = last_day - dt.timedelta(days=n_days - 1)
+    competitor = frozenset(random.Random(f"{seed}:competitor").sample(range(len(stores)), len(stores) // 2))
     n = 0
     for d in range(n_days):
         # this day's records: distinct store-product pairs, in random order
@@ -527,8 +562,8 @@ def _sales(config: SimulationConfig, world: _World, start: float) -> Iterator[_L
             elif u < 0.09:  # typos: a cost in cents, or the price with three extra digits
                 cost = round(true_cost * 100 if rng.random() < 0.5 else price * 1000, 2)
             payload: dict[str, Any] = {
-                "event_id": f"sale-{config.seed}-{n}",
-                "ts": _timestamp(rng, start - SPAN_SECONDS * (1 - (n + rng.random()) / n_total)),
+                "event_id": stretch.event_id("sale", seed, n),
+                "ts": _timestamp(rng, stretch.end - stretch.seconds * (1 - (n + rng.random()) / n_total)),
                 "store_id": store_id,
                 "product_id": product.id,
                 "product_name": product.name,
@@ -606,9 +641,12 @@ def _interleaved(
 ) -> Iterator[tuple[UseCase[Any, Any], bytes, dict[str, Any], Any] | Message]:
     """Events of both kinds and malformed payloads, randomly mixed, in stream order."""
     world = _world(config.seed)
+    n_tx, n_sales = config.transactions, config.sales
+    tx_stretch = _Stretch(n_tx, start, SPAN_SECONDS, _drift_index(config.drift_at, n_tx))
+    sale_stretch = _Stretch(n_sales, start, SPAN_SECONDS, _drift_index(config.drift_at, n_sales))
     sources = (
-        (FRAUD, _transactions(config, world, start)),
-        (DEMAND, _sales(config, world, start)),
+        (FRAUD, _transactions(config.seed, world, tx_stretch)),
+        (DEMAND, _sales(config.seed, world, sale_stretch, *_live_sale_days(world, n_sales, start))),
     )
     bad = _malformed(config, start)
     rng = random.Random(f"{config.seed}:mix")
