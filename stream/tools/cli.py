@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stream.settings import Settings, problems
-from stream.tools.simulator import SimulationConfig
+from stream.tools.simulator import HISTORY_ROWS_PER_DAY, SimulationConfig
 from stream.usecases import DEADLETTER_TOPIC, USE_CASES
 
 
@@ -75,6 +75,45 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
     )
 
 
+def _history_args(parser: argparse.ArgumentParser) -> None:
+    history = parser.add_argument_group(
+        "history files", "write labelled history files instead of sending to Kafka"
+    )
+    history.add_argument(
+        "--history",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="one file per use case, its name before the suffix (data/h.csv: data/h.fraud.csv, "
+        "data/h.demand.csv); Parquet if FILE ends in .parquet, else CSV",
+    )
+    # None unless given, so that one given without --history is refused rather than ignored
+    history.add_argument(
+        "--days",
+        type=int,
+        default=None,
+        help="days of history, ending where the live stream of the same --start, --seed and "
+        "--sales begins (default 30)",
+    )
+    history.add_argument(
+        "--rows-per-day",
+        type=int,
+        default=None,
+        help=f"rows a day of each use case (default {HISTORY_ROWS_PER_DAY}; at most 2160 sales)",
+    )
+    history.add_argument(
+        "--labels",
+        choices=("all", "frauds-only"),
+        default=None,
+        help="frauds-only leaves is_fraud empty but for frauds, like a chargeback feed (default all)",
+    )
+    history.add_argument(
+        "--sale-ids",
+        action="store_true",
+        help="write sales with event_id and ts (the raw export has neither)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scoring", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="run a scoring worker")
     simulate = commands.add_parser("simulate", help="produce simulated events and their delayed labels")
     _simulation_args(simulate, transactions=5000, sales=5000, rate=1000.0)
+    _history_args(simulate)
     demo = commands.add_parser("demo", help="everything on an embedded broker and Redis, with a summary")
     _simulation_args(demo, transactions=6000, sales=6000, rate=300.0)
     evaluate = commands.add_parser(
@@ -152,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.runtime.app import run_worker
 
         run_worker(settings)
+    elif args.command == "simulate" and (args.history is not None or _history_options(args)):
+        return _write_history(args)
     elif args.command == "simulate":
         from confluent_kafka import Producer
 
@@ -187,6 +229,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         with contextlib.suppress(KeyboardInterrupt):
             tail(settings, args.topics)
+    return 0
+
+
+def _history_options(args: argparse.Namespace) -> list[str]:
+    """The history options given."""
+    given = [args.days is not None, args.rows_per_day is not None, args.labels is not None, args.sale_ids]
+    names = ["--days", "--rows-per-day", "--labels", "--sale-ids"]
+    return [name for name, on in zip(names, given, strict=True) if on]
+
+
+def _write_history(args: argparse.Namespace) -> int:
+    from stream.tools.simulator import write_history
+
+    if args.history is None:
+        print(f"scoring simulate: {', '.join(_history_options(args))} needs --history FILE", file=sys.stderr)
+        return 2
+    start = args.start or dt.datetime.now(dt.UTC)
+    try:
+        files = write_history(
+            args.history,
+            simulation_config(args),
+            start=start,
+            days=30 if args.days is None else args.days,
+            rows_per_day=HISTORY_ROWS_PER_DAY if args.rows_per_day is None else args.rows_per_day,
+            labels=args.labels or "all",
+            sale_ids=args.sale_ids,
+        )
+    except ValueError as refused:
+        print(f"scoring simulate: {refused}", file=sys.stderr)
+        return 2
+    print(f"history before the live stream of --start {start.isoformat()} --seed {args.seed}:")
+    for written in files:
+        problems = ", ".join(f"{kind} {n}" for kind, n in written.problems.items())
+        print(f"{written.path}: {written.rows} rows ({problems})")
     return 0
 
 

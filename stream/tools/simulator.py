@@ -30,6 +30,11 @@ Labels follow their event after ``label_delay`` seconds. Malformed payloads
 :func:`stream.records.parse` must give it. Event timestamps (``ts``) lie in the three days
 before ``start``; ~20% are epoch milliseconds, the rest ISO-8601 in UTC.
 
+:func:`write_history` writes the days before that stream as labelled history files (CSV
+or Parquet), one per use case, to bootstrap models from: the same world and the concept
+the stream starts with, and the data problems of a real export (duplicate rows, bad and
+missing values, impossible dates), counted by kind.
+
 Examples
 --------
 >>> import datetime as dt
@@ -48,6 +53,7 @@ True
 from __future__ import annotations
 
 import bisect
+import csv
 import datetime as dt
 import heapq
 import math
@@ -56,10 +62,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 
+from stream.records import COST_OUTLIER_RATIO
 from stream.usecases import DEMAND, FRAUD, UseCase
 
 if TYPE_CHECKING:
@@ -369,6 +377,36 @@ def _drift_index(drift_at: float | None, n: int) -> int:
     return n if drift_at is None else math.ceil(drift_at * n)
 
 
+@dataclass(frozen=True)
+class _Stretch:
+    """Which events a generator makes: how many, over which event time, under which concept.
+
+    Attributes
+    ----------
+    n
+        Number of events.
+    end, seconds
+        Event time (``ts``) runs over the ``seconds`` before ``end``.
+    drift_n
+        Events from this index on follow the drifted concept (``n``: none does).
+    history
+        Events of a history file: random draws and event ids of their own, so that they
+        are not a replay of the live stream's.
+    """
+
+    n: int
+    end: float
+    seconds: float
+    drift_n: int
+    history: bool = False
+
+    def rng(self, seed: int, what: str) -> random.Random:
+        return random.Random(f"{seed}:{what}:history" if self.history else f"{seed}:{what}")
+
+    def event_id(self, prefix: str, seed: int, n: int) -> str:
+        return f"{prefix}-{seed}-h{n}" if self.history else f"{prefix}-{seed}-{n}"
+
+
 def _extra_fields(rng: random.Random, payload: dict[str, Any], n: int) -> None:
     """Unknown fields some producers add: valid, to be ignored."""
     if rng.random() < EXTRA_FIELD_SHARE:
@@ -381,11 +419,10 @@ def _extra_fields(rng: random.Random, payload: dict[str, Any], n: int) -> None:
 _Labelled = tuple[bytes, dict[str, Any], Any]  # key, event payload, label value
 
 
-def _transactions(config: SimulationConfig, world: _World, start: float) -> Iterator[_Labelled]:
-    rng = random.Random(f"{config.seed}:transactions")
-    n_total = config.transactions
-    drift_n = _drift_index(config.drift_at, n_total)
-    clock = _DiurnalClock(start - SPAN_SECONDS, start, _LEGIT_HOURS)
+def _transactions(seed: int, world: _World, stretch: _Stretch) -> Iterator[_Labelled]:
+    rng = stretch.rng(seed, "transactions")
+    n_total, drift_n = stretch.n, stretch.drift_n
+    clock = _DiurnalClock(stretch.end - stretch.seconds, stretch.end, _LEGIT_HOURS)
     # Burst starts expected per fresh slot, so that ~FRAUD_RATE of all are fraud: for the old
     # concept a floor share of every hour's transactions plus an excess at night, flat for
     # the new one.
@@ -456,7 +493,7 @@ def _transactions(config: SimulationConfig, world: _World, start: float) -> Iter
             amount = account.typical * rng.lognormvariate(0.0, 0.5)
         amount = max(20.0, round(amount / 20.0) * 20.0) if channel == "atm" else max(0.5, amount)
         payload: dict[str, Any] = {
-            "event_id": f"tx-{config.seed}-{n}",
+            "event_id": stretch.event_id("tx", seed, n),
             "ts": _timestamp(rng, t),
             "account_id": account.id,
             "merchant_id": merchant,
@@ -472,21 +509,27 @@ def _transactions(config: SimulationConfig, world: _World, start: float) -> Iter
 # --------------------------------------------------------------------------- sales
 
 
-def _sales(config: SimulationConfig, world: _World, start: float) -> Iterator[_Labelled]:
-    rng = random.Random(f"{config.seed}:sales")
-    n_total = config.sales
-    drift_n = _drift_index(config.drift_at, n_total)
+def _live_sale_days(world: _World, n_sales: int, start: float) -> tuple[dt.date, int]:
+    """The first business day (``sale_date``) of the live stream's sales, and how many there are.
+
+    The days end the day before ``start``; there are enough for every sale to be a distinct
+    store-product pair of its day, and at least :data:`MIN_BUSINESS_DAYS`.
+    """
+    n_days = max(MIN_BUSINESS_DAYS, -(-n_sales // (len(world.stores) * len(world.products))))
+    return dt.datetime.fromtimestamp(start, dt.UTC).date() - dt.timedelta(days=n_days), n_days
+
+
+def _sales(
+    seed: int, world: _World, stretch: _Stretch, first_day: dt.date, n_days: int
+) -> Iterator[_Labelled]:
+    rng = stretch.rng(seed, "sales")
+    n_total, drift_n = stretch.n, stretch.drift_n
     products, stores = world.products, world.stores
     n_products = len(products)
     n_combos = len(stores) * n_products
     # The stores a competitor opens next to at the drift point (an rng of its own, so the
     # events before the drift do not depend on it).
-    competitor = frozenset(
-        random.Random(f"{config.seed}:competitor").sample(range(len(stores)), len(stores) // 2)
-    )
-    n_days = max(MIN_BUSINESS_DAYS, -(-n_total // n_combos))
-    last_day = dt.datetime.fromtimestamp(start, dt.UTC).date() - dt.timedelta(days=1)
-    first_day = last_day - dt.timedelta(days=n_days - 1)
+    competitor = frozenset(random.Random(f"{seed}:competitor").sample(range(len(stores)), len(stores) // 2))
     n = 0
     for d in range(n_days):
         # this day's records: distinct store-product pairs, in random order
@@ -527,8 +570,8 @@ def _sales(config: SimulationConfig, world: _World, start: float) -> Iterator[_L
             elif u < 0.09:  # typos: a cost in cents, or the price with three extra digits
                 cost = round(true_cost * 100 if rng.random() < 0.5 else price * 1000, 2)
             payload: dict[str, Any] = {
-                "event_id": f"sale-{config.seed}-{n}",
-                "ts": _timestamp(rng, start - SPAN_SECONDS * (1 - (n + rng.random()) / n_total)),
+                "event_id": stretch.event_id("sale", seed, n),
+                "ts": _timestamp(rng, stretch.end - stretch.seconds * (1 - (n + rng.random()) / n_total)),
                 "store_id": store_id,
                 "product_id": product.id,
                 "product_name": product.name,
@@ -606,9 +649,12 @@ def _interleaved(
 ) -> Iterator[tuple[UseCase[Any, Any], bytes, dict[str, Any], Any] | Message]:
     """Events of both kinds and malformed payloads, randomly mixed, in stream order."""
     world = _world(config.seed)
+    n_tx, n_sales = config.transactions, config.sales
+    tx_stretch = _Stretch(n_tx, start, SPAN_SECONDS, _drift_index(config.drift_at, n_tx))
+    sale_stretch = _Stretch(n_sales, start, SPAN_SECONDS, _drift_index(config.drift_at, n_sales))
     sources = (
-        (FRAUD, _transactions(config, world, start)),
-        (DEMAND, _sales(config, world, start)),
+        (FRAUD, _transactions(config.seed, world, tx_stretch)),
+        (DEMAND, _sales(config.seed, world, sale_stretch, *_live_sale_days(world, n_sales, start))),
     )
     bad = _malformed(config, start)
     rng = random.Random(f"{config.seed}:mix")
@@ -746,3 +792,267 @@ def send(
             producer.poll(0)
     producer.flush()
     return SendStats(counts=dict(counts), failed=failed, seconds=time.monotonic() - begin)
+
+
+# --------------------------------------------------------------------------- history files
+
+HISTORY_ROWS_PER_DAY: Final = 1500
+"""Rows a day in each history file by default: about the live stream's own density (its
+default 5,000 transactions in 3 days), so 30 days give 45,000 rows of each use case."""
+
+HISTORY_PROBLEMS: Final[Mapping[str, Mapping[str, float]]] = {
+    FRAUD.name: {"duplicate": 0.005, "bad_value": 0.005, "missing_field": 0.003},
+    DEMAND.name: {
+        "duplicate": 0.004,
+        "impossible_dates": 0.004,
+        "unparseable": 0.004,
+        "missing_required": 0.003,
+    },
+}
+"""Share of a history file's events spoiled with each data problem, by use case (at most one each)."""
+
+HistoryLabels = Literal["all", "frauds-only"]
+"""``frauds-only`` leaves ``is_fraud`` empty but for frauds, as a chargeback feed labels only those."""
+
+_DAY: Final = 86400.0
+
+
+@dataclass(frozen=True)
+class HistoryFile:
+    """One history file :func:`write_history` wrote.
+
+    Attributes
+    ----------
+    use_case
+        The use case's name.
+    path
+        Where it is.
+    rows
+        Data rows (not counting the header), duplicates included.
+    problems
+        Events by data problem. :data:`HISTORY_PROBLEMS`'s kinds (a ``duplicate`` is an event
+        written twice), and for sales the chain's own problems, as the live stream has them:
+        ``missing_cost``, ``cost_outlier`` (cost above
+        :data:`stream.records.COST_OUTLIER_RATIO` times the price), ``missing_purchase_date``
+        and ``null_expiry_date`` (products without a shelf life, and some that lost theirs).
+    """
+
+    use_case: str
+    path: Path
+    rows: int
+    problems: Mapping[str, int]
+
+
+def history_path(path: Path, use_case: UseCase[Any, Any]) -> Path:
+    """Where a use case's history goes: its name before the suffix of ``path``.
+
+    >>> history_path(Path("data/history.csv"), FRAUD).as_posix()
+    'data/history.fraud.csv'
+    """
+    return path.with_name(f"{path.stem}.{use_case.name}{path.suffix}")
+
+
+def write_history(
+    path: Path,
+    config: SimulationConfig,
+    *,
+    start: dt.datetime,
+    days: int,
+    rows_per_day: int = HISTORY_ROWS_PER_DAY,
+    labels: HistoryLabels = "all",
+    sale_ids: bool = False,
+) -> tuple[HistoryFile, ...]:
+    """Write a labelled history file for each use case, which the live stream from ``start`` continues.
+
+    The history covers the ``days`` before the live stream of the same ``start``, seed and
+    number of sales begins: transaction times end :data:`SPAN_SECONDS` before ``start``, sale
+    dates the day before the live stream's first one. It holds the same world (accounts,
+    merchants, stores, products) under the concept the live stream starts with (no drift
+    within it), and the data problems of :data:`HISTORY_PROBLEMS` and :class:`HistoryFile`.
+
+    Parameters
+    ----------
+    path
+        The files are ``path`` with the use case's name before its suffix
+        (:func:`history_path`): Parquet if it ends in ``.parquet``, else CSV.
+    config
+        Its seed, its number of sales (where the live sales begin) and ``drift_at`` (0: the
+        live stream starts drifted, so does the history) are used.
+    start
+        Aware start of the live stream: the files are a function of it and the arguments.
+    days
+        Days of history.
+    rows_per_day
+        Events a day of each use case (at most one per store and product for sales).
+    labels
+        ``all`` labels every row; ``frauds-only`` leaves ``is_fraud`` empty but for frauds.
+    sale_ids
+        Write sales with ``event_id`` and ``ts``; without them (the default) they are the
+        chain's raw export.
+
+    Returns
+    -------
+    tuple of HistoryFile
+        The files written, fraud then demand.
+
+    Notes
+    -----
+    Columns are the event record's fields then the label's (``is_fraud``, ``units_sold``).
+    In CSV, an empty cell is a null, booleans are ``true``/``false``, ``ts`` is ISO-8601 with
+    its offset and dates ``YYYY-MM-DD``; Parquet holds the same cells as text columns (so
+    that ``"12,50"`` in a price survives), nulls for empty cells.
+    """
+    if days < 1 or rows_per_day < 1:
+        raise ValueError("days and rows_per_day must be >= 1")
+    if labels not in ("all", "frauds-only"):
+        raise ValueError(f"labels must be 'all' or 'frauds-only', not {labels!r}")
+    world = _world(config.seed)
+    if rows_per_day > len(world.stores) * len(world.products):
+        raise ValueError(f"rows_per_day must be <= {len(world.stores) * len(world.products)} (sales a day)")
+    written = []
+    for use_case, events in _history_events(config, world, _start_seconds(start), days, rows_per_day):
+        columns = _history_columns(use_case, sale_ids)
+        counts: Counter[str] = Counter()
+        problems = random.Random(f"{config.seed}:history-problems:{use_case.name}")
+        rows = _history_rows(use_case, events, problems, counts, labels)
+        target = history_path(path, use_case)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        n_rows = _write_table(target, columns, ([_cell(row.get(c)) for c in columns] for row in rows))
+        written.append(HistoryFile(use_case.name, target, n_rows, dict(sorted(counts.items()))))
+    return tuple(written)
+
+
+def _history_events(
+    config: SimulationConfig, world: _World, start: float, days: int, rows_per_day: int
+) -> tuple[tuple[UseCase[Any, Any], Iterator[_Labelled]], ...]:
+    """Each use case's events over the ``days`` before the live stream from ``start`` begins."""
+    n = days * rows_per_day
+    # The concept the live stream starts with: the drifted one only if it drifts at once.
+    drift_n = 0 if config.drift_at == 0 else n
+    transactions = _Stretch(n, start - SPAN_SECONDS, days * _DAY, drift_n, history=True)
+    live_day, _ = _live_sale_days(world, config.sales, start)
+    live_midnight = dt.datetime.combine(live_day, dt.time(), dt.UTC).timestamp()
+    sales = _Stretch(n, live_midnight, days * _DAY, drift_n, history=True)
+    return (
+        (FRAUD, _transactions(config.seed, world, transactions)),
+        (DEMAND, _sales(config.seed, world, sales, live_day - dt.timedelta(days=days), days)),
+    )
+
+
+def _history_columns(use_case: UseCase[Any, Any], sale_ids: bool) -> list[str]:
+    """The event record's fields, but a raw sale export's ``event_id`` and ``ts``, then the label."""
+    fields = list(use_case.event_type.model_fields)
+    if use_case is DEMAND and not sale_ids:
+        fields = [f for f in fields if f not in ("event_id", "ts")]
+    return [*fields, _LABEL_FIELD[use_case.name]]
+
+
+def _history_rows(
+    use_case: UseCase[Any, Any],
+    events: Iterator[_Labelled],
+    rng: random.Random,
+    counts: Counter[str],
+    labels: HistoryLabels,
+) -> Iterator[dict[str, Any]]:
+    """Each event with its label as a row, some spoiled or doubled; ``counts`` the problems."""
+    shares = HISTORY_PROBLEMS[use_case.name]
+    label_field = _LABEL_FIELD[use_case.name]
+    spoil = _spoil_transaction if use_case is FRAUD else _spoil_sale
+    for _, payload, label in events:
+        row = payload | {label_field: None if labels == "frauds-only" and label is False else label}
+        if isinstance(row["ts"], int):  # epoch milliseconds: the file has one format
+            row["ts"] = dt.datetime.fromtimestamp(row["ts"] // 1000, dt.UTC) + dt.timedelta(
+                milliseconds=row["ts"] % 1000
+            )
+        if use_case is DEMAND:
+            counts.update(_sale_findings(row))
+        kind = _problem(rng, shares)
+        if kind is not None:
+            counts[kind] += 1
+            if kind == "duplicate":
+                yield row
+            else:
+                spoil(rng, row, kind)
+        yield row
+
+
+def _problem(rng: random.Random, shares: Mapping[str, float]) -> str | None:
+    """A data problem drawn with its share, or ``None`` (most of the time)."""
+    u = rng.random()
+    for kind, share in shares.items():
+        if u < share:
+            return kind
+        u -= share
+    return None
+
+
+def _spoil_transaction(rng: random.Random, row: dict[str, Any], kind: str) -> None:
+    if kind == "bad_value":
+        field, value = rng.choice((("amount", "abc"), ("amount", -row["amount"]), ("currency", "euro")))
+        row[field] = value
+    else:  # missing_field: any of them is required
+        row[rng.choice(list(FRAUD.event_type.model_fields))] = None
+
+
+def _spoil_sale(rng: random.Random, row: dict[str, Any], kind: str) -> None:
+    sale_date: dt.date = row["sale_date"]
+    if kind == "impossible_dates":
+        purchase: dt.date = row["purchase_date"] or sale_date - dt.timedelta(days=1)
+        if row["expiry_date"] is not None and rng.random() < 0.5:  # expired before it was bought
+            row["purchase_date"] = purchase
+            row["expiry_date"] = purchase - dt.timedelta(days=rng.randint(1, 30))
+        else:  # sold before it was bought
+            row["purchase_date"] = sale_date + dt.timedelta(days=rng.randint(1, 30))
+    elif kind == "unparseable":
+        what = rng.randrange(3)
+        if what == 0:  # a decimal comma
+            row["price"] = f"{row['price']:.2f}".replace(".", ",")
+        elif what == 1:
+            row[rng.choice(("price", "cost"))] = "n/a"
+        else:  # day first, and no such day
+            row[rng.choice(("purchase_date", "sale_date", "expiry_date"))] = f"31/02/{sale_date.year}"
+    else:  # missing_required
+        row[rng.choice(("product_id", "sale_date"))] = None
+
+
+def _sale_findings(row: Mapping[str, Any]) -> Iterator[str]:
+    """The chain's own data problems in a sale, as the live stream has them."""
+    if row["cost"] is None:
+        yield "missing_cost"
+    elif row["cost"] > COST_OUTLIER_RATIO * row["price"]:
+        yield "cost_outlier"
+    if row["purchase_date"] is None:
+        yield "missing_purchase_date"
+    if row["expiry_date"] is None:
+        yield "null_expiry_date"
+
+
+def _cell(value: Any) -> str | None:
+    """A value as the text of a history file's cell (``None``: empty)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="milliseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def _write_table(path: Path, columns: list[str], rows: Iterable[list[str | None]]) -> int:
+    """Write ``rows`` under a header, as Parquet text columns or CSV; return how many there are."""
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        table = pd.DataFrame(list(rows), columns=columns, dtype="string")
+        table.to_parquet(path, index=False)
+        return len(table)
+    n = 0
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out, lineterminator="\n")  # streams through the file's buffer
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(row)
+            n += 1
+    return n
