@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import statistics
-import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,7 +45,6 @@ Rows = list[dict[str, str]]
 class Written:
     files: dict[str, HistoryFile]
     rows: dict[str, Rows]
-    seconds: float
 
 
 def read(path: Path) -> Rows:
@@ -67,11 +65,9 @@ def write(
     start: dt.datetime = START,
     **options: Any,
 ) -> Written:
-    began = time.perf_counter()
     files = write_history(path, config, start=start, days=days, **options)
-    seconds = time.perf_counter() - began
     by_name = {f.use_case: f for f in files}
-    return Written(by_name, {name: read(f.path) for name, f in by_name.items()}, seconds)
+    return Written(by_name, {name: read(f.path) for name, f in by_name.items()})
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +143,9 @@ def test_columns_are_the_records_fields_and_the_label(history: Written, tmp_path
     assert list(with_ids.rows["demand"][0]) == ["event_id", "ts", *SALE_COLUMNS, "units_sold"]
 
 
-def test_thirty_days_are_tens_of_thousands_of_rows_in_seconds(history: Written) -> None:
+def test_thirty_days_are_tens_of_thousands_of_rows(history: Written) -> None:
     for name, rows in history.rows.items():
         assert 30_000 <= len(rows) == history.files[name].rows <= 60_000
-    assert history.seconds < 20  # about 1 s on an idle machine
 
 
 def test_cells_are_written_as_documented(history: Written) -> None:
