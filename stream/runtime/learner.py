@@ -188,11 +188,14 @@ class Learner:
                 await self._raise(alerts)
                 alerts = []
                 await self._save(force=True, reason="promotion")
+                if self.state is None:
+                    return  # the lease or the live version moved: the next step restores
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)  # let the scoring agents of this worker run
         await self._raise(alerts)
         await self._save()
-        await self._export_metrics()
+        if self.state is not None:
+            await self._export_metrics()
 
     # Checkpoints and publications --------------------------------------------------------
 
@@ -249,7 +252,12 @@ class Learner:
         blob = snapshot.dumps(state, self.settings.signing_key)
         if self._changed or reason != "learned":
             outcome, version = await self._registry.publish(
-                self.name, self._token, self.version, state.lifecycle.champion, self._record(reason), blob
+                self.name,
+                self._token,
+                self.version,
+                state.lifecycle.champion,
+                version_record(self.settings, self.use_case, state, reason),
+                blob,
             )
             if outcome == "published":
                 metrics.PUBLICATIONS.labels(self.name, reason).inc()
@@ -258,7 +266,10 @@ class Learner:
         else:
             outcome, version = await self._registry.checkpoint(self.name, self._token, self.version, blob)
         if outcome == "conflict":
-            await self._adopt_live()
+            # The live version moved (a rollback, a bootstrap): start again from the
+            # checkpoint, which adopts the live version or is the bootstrapped state.
+            log.warning("%s: live version is now %s; the learner restores its checkpoint", self.name, version)
+            self._follow()
         elif outcome == "lost_lease":
             log.warning("%s: learner lost its lease to another worker", self.name)
             self._follow()
@@ -273,30 +284,6 @@ class Learner:
         if self.state.position != "0-0":
             kept_since = _entry_ms(self.state.position) / 1000 - self.settings.journal_retention_seconds
             await self._store.trim_journal(self.name, kept_since)
-
-    def _record(self, reason: str) -> dict[str, Any]:
-        assert self.state is not None
-        lifecycle, contest = self.state.lifecycle, self.state.lifecycle.contest
-        return {
-            "model": self.name,
-            "reason": reason,
-            "declaration": self.use_case.fingerprint,
-            "pipeline": contest.champion_name,
-            "challenger": contest.challenger_name,
-            "labels_learned": lifecycle.champion.labels_learned,
-            "learner_labels": lifecycle.labels_learned,
-            "metrics": {
-                f"{role}_{type(metric).__name__}": float(metric.get())
-                for role, _, _, metric in _roles(lifecycle)
-            },
-            "journal_position": self.state.position,
-            "label_offsets": self.state.label_offsets,
-            "config": {
-                "champion": repr(lifecycle.champion.estimator),
-                "promotion_min_labels": self.settings.promotion_min_labels,
-                "promotion_alpha": self.settings.promotion_alpha,
-            },
-        }
 
     def _follow(self) -> None:
         """Not the leader (any more): forget the state, the next leadership restores it."""
@@ -398,6 +385,32 @@ class Learner:
         if head is not None and self.state.position != "0-0":
             lag = (_entry_ms(head) - _entry_ms(self.state.position)) / 1000
             metrics.LEARNER_LAG.labels(name).set(max(0.0, lag))
+
+
+def version_record(
+    settings: Settings, use_case: UseCase[Any, Any], state: LearnerState, reason: str
+) -> dict[str, Any]:
+    """The registry record of the version a learner in ``state`` publishes, for ``reason``."""
+    lifecycle, contest = state.lifecycle, state.lifecycle.contest
+    return {
+        "model": use_case.name,
+        "reason": reason,
+        "declaration": use_case.fingerprint,
+        "pipeline": contest.champion_name,
+        "challenger": contest.challenger_name,
+        "labels_learned": lifecycle.champion.labels_learned,
+        "learner_labels": lifecycle.labels_learned,
+        "metrics": {
+            f"{role}_{type(metric).__name__}": float(metric.get()) for role, _, _, metric in _roles(lifecycle)
+        },
+        "journal_position": state.position,
+        "label_offsets": state.label_offsets,
+        "config": {
+            "champion": repr(lifecycle.champion.estimator),
+            "promotion_min_labels": settings.promotion_min_labels,
+            "promotion_alpha": settings.promotion_alpha,
+        },
+    }
 
 
 def _roles(lifecycle: ModelLifecycle) -> list[tuple[str, str, OnlineModel, Metric]]:

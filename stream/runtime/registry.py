@@ -128,6 +128,36 @@ class ModelRegistry:
         outcome, version = await self._call("publish", model, params, blob, state)
         return outcome.decode(), version.decode()
 
+    async def bootstrap(
+        self,
+        model: str,
+        parent: str,
+        served: OnlineModel,
+        record: dict[str, Any],
+        state: bytes,
+        *,
+        labels_learned_max: int,
+    ) -> tuple[str, str]:
+        """Publish a version learned offline (``scoring bootstrap``) with its learner ``state``.
+
+        Needs no lease: the learner that holds it finds the live version moved and restores
+        this checkpoint. Returns ``("published", version)``; ``("conflict", live)`` when the
+        live version is no longer ``parent``; ``("learned", live)`` when the live version's
+        lineage learned more than ``labels_learned_max`` labels (``-1``: allow any). Nothing
+        is written in those cases.
+        """
+        params = {
+            "model": model,
+            "parent": parent,
+            "record": record,
+            "keep": max(1, self._settings.model_versions_kept),
+            "at": time.time(),
+            "labels_learned_max": labels_learned_max,
+        }
+        blob = snapshot.dumps(served, self._settings.signing_key)
+        outcome, version = await self._call("bootstrap", model, params, blob, state)
+        return outcome.decode(), version.decode()
+
     async def checkpoint(self, model: str, token: str, version: str, state: bytes) -> tuple[str, str]:
         """Store the learner ``state`` with the live ``version`` it goes with (see :meth:`publish`)."""
         params = {"token": token, "version": version, "at": time.time()}

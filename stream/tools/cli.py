@@ -144,6 +144,30 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--use-cases", nargs="+", default=[uc.name for uc in USE_CASES], choices=[uc.name for uc in USE_CASES]
     )
+    use_case_names = [uc.name for uc in USE_CASES]
+    bootstrap = commands.add_parser(
+        "bootstrap", help="learn a use case from a labelled history file and publish it live (needs Redis)"
+    )
+    bootstrap.add_argument("use_case", choices=use_case_names)
+    bootstrap.add_argument("file", type=Path, help="CSV, or Parquet (.parquet): README: History files")
+    bootstrap.add_argument(
+        "--force", action="store_true", help="start a new lineage over one that has learned labels"
+    )
+    backtest = commands.add_parser(
+        "backtest", help="replay a labelled history offline and write a report (no broker, no Redis)"
+    )
+    backtest.add_argument("use_case", choices=use_case_names)
+    backtest.add_argument("file", type=Path, help="CSV, or Parquet (.parquet): README: History files")
+    backtest.add_argument(
+        "--label-delay", type=float, default=0.0, help="seconds between an event and its label (default 0)"
+    )
+    backtest.add_argument(
+        "--compare", type=Path, default=None, metavar="DECLARATION", help="a declaration file to run beside"
+    )
+    backtest.add_argument(
+        "--out", type=Path, default=None, help="report folder (default: <file>.backtest next to the file)"
+    )
+    backtest.add_argument("--window", type=int, default=500, help="labels per window of the report's metrics")
     models = commands.add_parser("models", help="the model registry: versions, rollback, export")
     actions = models.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="kept versions, newest first (* = live)")
@@ -209,6 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.tools import demo
 
         return demo.run(simulation_config(args), start=args.start)
+    elif args.command == "bootstrap":
+        return _bootstrap(settings, args)
+    elif args.command == "backtest":
+        return _backtest(settings, args)
     elif args.command == "models":
         return asyncio.run(_models(settings, args))
     elif args.command == "evaluate":
@@ -229,6 +257,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         with contextlib.suppress(KeyboardInterrupt):
             tail(settings, args.topics)
+    return 0
+
+
+def _bootstrap(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.tools.bootstrap import BootstrapRefused, bootstrap
+    from stream.tools.history import HistoryError
+
+    use_case = next(uc for uc in settings.use_cases if uc.name == args.use_case)
+    try:
+        outcome = asyncio.run(bootstrap(settings, use_case, args.file, force=args.force))
+    except (OSError, HistoryError, BootstrapRefused) as refused:
+        print(f"scoring bootstrap: {refused}", file=sys.stderr)
+        return 1
+    print("\n".join(outcome.lines))
+    return 0
+
+
+def _backtest(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.tools.backtest import backtest
+    from stream.tools.history import HistoryError
+
+    try:
+        index, lines = backtest(
+            settings,
+            args.use_case,
+            args.file,
+            label_delay=args.label_delay,
+            compare=args.compare,
+            out=args.out or args.file.with_name(f"{args.file.name}.backtest"),
+            window=args.window,
+        )
+    except ValidationError as refused:  # the --compare declaration
+        for line in problems(refused):
+            print(f"scoring backtest: --compare: {line}", file=sys.stderr)
+        return 2
+    except (OSError, HistoryError) as refused:
+        print(f"scoring backtest: {refused}", file=sys.stderr)
+        return 1
+    print("\n".join([*lines, f"report: {index}"]))
     return 0
 
 

@@ -1,4 +1,4 @@
--- The model registry's changes, each atomic: learner lease, publish, checkpoint, rollback.
+-- The model registry's changes, each atomic: learner lease, publish, bootstrap, checkpoint, rollback.
 -- ARGV[1] is the command, ARGV[2] its parameters as JSON; blobs follow as ARGV[3..].
 --
 -- KEYS (every command gets all of them): 1 lease, 2 live version, 3 version sequence,
@@ -17,6 +17,27 @@ end
 
 local function live_version()
   return redis.call('GET', live) or ''
+end
+
+-- A new live version: its snapshot, record and the learner checkpoint that goes with it.
+local function add_version()
+  local n = redis.call('INCR', seq) - 1
+  local version = p.model .. '.' .. n
+  local record = p.record
+  record.version, record.seq, record.parent, record.created_at = version, n, p.parent, p.at
+  redis.call('SET', p.snapshots .. version, ARGV[3])
+  redis.call('HSET', records, version, cjson.encode(record))
+  redis.call('ZADD', order, n, version)
+  redis.call('SET', live, version)
+  redis.call('HSET', checkpoint, 'state', ARGV[4], 'version', version, 'at', p.at)
+  -- Keep the newest p.keep versions (and always the live one).
+  while redis.call('ZCARD', order) > p.keep do
+    local oldest = redis.call('ZRANGE', order, 0, 0)[1]
+    redis.call('ZREM', order, oldest)
+    redis.call('HDEL', records, oldest)
+    redis.call('DEL', p.snapshots .. oldest)
+  end
+  return version
 end
 
 if command == 'lease' then
@@ -47,23 +68,23 @@ elseif command == 'publish' then
   if live_version() ~= p.parent then
     return {'conflict', live_version()}
   end
-  local n = redis.call('INCR', seq) - 1
-  local version = p.model .. '.' .. n
-  local record = p.record
-  record.version, record.seq, record.parent, record.created_at = version, n, p.parent, p.at
-  redis.call('SET', p.snapshots .. version, ARGV[3])
-  redis.call('HSET', records, version, cjson.encode(record))
-  redis.call('ZADD', order, n, version)
-  redis.call('SET', live, version)
-  redis.call('HSET', checkpoint, 'state', ARGV[4], 'version', version, 'at', p.at)
-  -- Keep the newest p.keep versions (and always the live one).
-  while redis.call('ZCARD', order) > p.keep do
-    local oldest = redis.call('ZRANGE', order, 0, 0)[1]
-    redis.call('ZREM', order, oldest)
-    redis.call('HDEL', records, oldest)
-    redis.call('DEL', p.snapshots .. oldest)
+  return {'published', add_version()}
+
+elseif command == 'bootstrap' then
+  -- p: as publish, without token; labels_learned_max: the most labels the live version's
+  -- lineage may have learned (-1: any, a forced new lineage). ARGV[3]: snapshot, ARGV[4]:
+  -- checkpoint. No lease: the learner that holds it finds the live version moved, restores
+  -- this checkpoint and goes on learning from it.
+  if live_version() ~= p.parent then
+    return {'conflict', live_version()}
   end
-  return {'published', version}
+  if p.parent ~= '' and p.labels_learned_max >= 0 then
+    local live_record = cjson.decode(redis.call('HGET', records, p.parent) or '{}')
+    if (live_record.learner_labels or 0) > p.labels_learned_max then
+      return {'learned', p.parent}
+    end
+  end
+  return {'published', add_version()}
 
 elseif command == 'checkpoint' then
   -- p: token, version (the learner's live version), at. ARGV[3]: checkpoint.
