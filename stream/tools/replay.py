@@ -42,7 +42,7 @@ from __future__ import annotations
 import heapq
 import pickle
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,9 @@ class Replay:
     publish_seconds
         Stream seconds between two versions published (``None``: the champion serves
         itself, as in a bootstrap, where nothing is served while it learns).
+    on_scored
+        Called with each event, its pending record (features, prediction) and its row's
+        target, as it is scored: what an offline evaluation compares.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class Replay:
         *,
         label_delay: float = 0.0,
         publish_seconds: float | None = None,
+        on_scored: Callable[[Any, Pending, float | None], None] | None = None,
     ) -> None:
         self.use_case = use_case
         self.features = use_case.features
@@ -111,6 +115,7 @@ class Replay:
         self.entities: dict[EntityKey, EntityState] = {}
         self.label_delay = label_delay
         self.publish_seconds = publish_seconds
+        self._on_scored = on_scored
         self.labels: list[LearnedLabel] = []
         self.publications: list[tuple[float, str]] = []
         self.alerts: list[AlertChange] = []
@@ -147,6 +152,8 @@ class Replay:
         pending = Pending(x=x, y_pred=y_pred, entity=key, model_version=self.version, scored_at=t)
         self._learn_entry(JournalEntry(self._entry_id(t), pending))
         self.counts["scored"] += 1
+        if self._on_scored is not None:
+            self._on_scored(event, pending, target)
         order = self._seq
         implicit = self._implicit is not None and (target is None or target == self._implicit)
         if target is not None and not implicit:

@@ -1,0 +1,117 @@
+"""The offline replay agrees with River's own prequential evaluation, and applies the label policy."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from river import evaluate, metrics
+
+from models.pipelines import CANDIDATES
+from stream.records import parse
+from stream.runtime.state import Pending
+from stream.settings import Settings
+from stream.tools.replay import Replay
+from stream.tools.report import prequential
+from stream.tools.simulator import SimulationConfig, labelled_events
+from stream.usecases import DEMAND, FRAUD, UseCase
+
+START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
+LABEL_DELAY = 600.0
+
+
+def history(use_case: UseCase[Any, Any], n: int, seed: int = 1) -> list[tuple[Any, float]]:
+    """A simulated stream of ``use_case``, its events as records with targets, in event-time order."""
+    config = SimulationConfig(
+        transactions=n if use_case is FRAUD else 0, sales=n if use_case is DEMAND else 0, seed=seed
+    )
+    rows = []
+    for topic, payload, label in labelled_events(config, start=START):
+        assert topic == use_case.event_topic
+        event = parse(use_case.event_type, orjson.dumps(payload))
+        assert not hasattr(event, "reason"), event
+        rows.append((event, float(label)))
+    return sorted(rows, key=lambda row: row[0].ts)
+
+
+def without_challenger(use_case: UseCase[Any, Any]) -> Settings:
+    return Settings.from_env({"SCORING_CHALLENGERS": f"{use_case.name}=none"})
+
+
+@pytest.mark.parametrize(("use_case", "tolerance"), [(FRAUD, 0.005), (DEMAND, 0.01)])
+def test_the_replay_agrees_with_rivers_progressive_validation(
+    use_case: UseCase[Any, Any], tolerance: float
+) -> None:
+    scored: list[tuple[dict[str, Any], float, float]] = []
+
+    def keep(event: Any, pending: Pending, target: float | None) -> None:
+        assert target is not None
+        scored.append((dict(pending["x"]), target, event.ts.timestamp()))
+
+    replay = Replay(without_challenger(use_case), use_case, label_delay=LABEL_DELAY, on_scored=keep)
+    replay.add_all(history(use_case, 4000))
+    replay.finish(flush=False)
+    ours = prequential(
+        use_case.task,
+        np.array([label.y for label in replay.labels]),
+        np.array([label.served for label in replay.labels]),
+    )
+
+    # River, on the same features and delay: its own arrival order, model and metric.
+    classifier = use_case.task == "classification"
+    moments = {id(x): t for x, _, t in scored}
+    river = evaluate.progressive_val_score(
+        dataset=((x, bool(y) if classifier else y) for x, y, _ in scored),
+        model=CANDIDATES[use_case.task][use_case.champion](),
+        metric=metrics.ROCAUC() if classifier else metrics.MAE(),
+        moment=lambda x: moments[id(x)],
+        delay=LABEL_DELAY,
+    ).get()
+    assert ours is not None and len(replay.labels) < len(scored)  # the last labels were not due
+    if classifier:
+        assert abs(ours - river) <= tolerance, (ours, river)
+        assert ours > 0.85
+    else:
+        assert abs(ours - river) <= tolerance * river, (ours, river)
+
+
+def test_an_implicit_policy_learns_every_unlabelled_event_once_as_the_implicit_target() -> None:
+    implicit = FRAUD.declare(
+        {
+            **FRAUD.declaration.model_dump(),
+            "labels": {"policy": "implicit", "maturity_seconds": 3600, "implicit_target": 0},
+        }
+    )
+    rows = history(FRAUD, 3000)
+    frauds_only = [(event, target if target else None) for event, target in rows]
+    replay = Replay(Settings.defaults(), implicit, label_delay=60.0)
+    replay.add_all(frauds_only)
+    replay.finish(flush=True)
+    frauds = sum(1 for _, target in rows if target)
+    assert replay.counts["matured"] == len(rows) - frauds
+    assert replay.counts["learned"] == frauds and replay.counts["matured_event"] == 0
+    assert sorted(label.y for label in replay.labels) == sorted(target for _, target in rows)
+
+    # A chargeback slower than the maturity window comes too late: the stream dead-letters it.
+    slow = Replay(Settings.defaults(), implicit, label_delay=7200.0)
+    slow.add_all(frauds_only)
+    slow.finish(flush=True)
+    assert slow.counts["matured"] == len(rows) and slow.counts["matured_event"] == frauds
+    assert slow.counts["learned"] == 0
+
+
+def test_versions_are_published_in_stream_time_and_serve_the_events_after_them() -> None:
+    rows = history(DEMAND, 1500)
+    replay = Replay(Settings.defaults(), DEMAND, label_delay=0.0, publish_seconds=3600.0)
+    replay.add_all(rows)
+    replay.finish(flush=False)
+    times = [t for t, _ in replay.publications]
+    assert replay.publications and [v for _, v in replay.publications] == [
+        f"demand.{n}" for n in range(1, len(times) + 1)
+    ]
+    assert all(b - a >= 3600.0 for a, b in zip(times, times[1:], strict=False))
+    # The first events are served by the untrained champion; later ones by a published version.
+    assert replay.labels[0].served != replay.labels[-1].served
