@@ -222,6 +222,7 @@ class Learner:
             )
         self.state, self.version = state, checkpoint.version
         self._published_position = state.position
+        metrics.PUBLISHED_VERSION.labels(self.name).set(version_number(self.version))
         log.info("%s: learner restored %s at journal %s", self.name, self.version, state.position)
         if await self._registry.live(self.name) != checkpoint.version:
             await self._adopt_live()

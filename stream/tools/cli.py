@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     _history_args(simulate)
     demo = commands.add_parser("demo", help="everything on an embedded broker and Redis, with a summary")
     _simulation_args(demo, transactions=6000, sales=6000, rate=300.0)
+    demo.add_argument(
+        "--history-days",
+        type=int,
+        default=None,
+        help="days of simulated history both use cases are bootstrapped from first (default 30; 0: untrained)",
+    )
     evaluate = commands.add_parser(
         "evaluate", help="compare the candidate pipelines prequentially on simulated data"
     )
@@ -232,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "demo":
         from stream.tools import demo
 
-        return demo.run(simulation_config(args), start=args.start)
+        days = demo.HISTORY_DAYS if args.history_days is None else args.history_days
+        return demo.run(simulation_config(args), start=args.start, history_days=days)
     elif args.command == "bootstrap":
         return _bootstrap(settings, args)
     elif args.command == "backtest":

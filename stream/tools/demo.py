@@ -1,7 +1,8 @@
 """``scoring demo``: the whole pipeline on an embedded broker and Redis, in one command.
 
-It starts a fresh local broker and Redis on free loopback ports and a worker process,
-waits until the worker has joined its consumer group and its learners have published
+It starts a fresh local broker and Redis on free loopback ports, bootstraps both use cases
+from 30 days of simulated history before the stream (``scoring bootstrap``), starts a worker
+process, waits until the worker has joined its consumer group and its learners have published
 their first versions, then sends the simulator's stream in real time (``--rate``), so that
 the labels of earlier events are learned while later events are scored. It shows progress
 from the worker's own metrics (live bars on a terminal, a plain line every
@@ -41,7 +42,8 @@ from stream.kafka import ensure_topics
 from stream.runtime.registry import ModelRegistry
 from stream.settings import Settings
 from stream.tools import localstack, simulator
-from stream.usecases import USE_CASES, all_topics
+from stream.tools.bootstrap import bootstrap
+from stream.usecases import USE_CASES, all_topics, use_case
 
 
 @contextlib.contextmanager
@@ -90,6 +92,8 @@ _PENDING_LABEL_OUTCOMES = ("outcome=parked", "outcome=redelivered")
 PLAIN_LINE_SECONDS = 10.0
 """Without a terminal (a log, CI), progress is one line this often, and one at the end."""
 READY_TIMEOUT_SECONDS = 60.0
+HISTORY_DAYS = 30
+"""Days of simulated history the demo bootstraps both use cases from, before its stream."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,10 +158,13 @@ def run(
     start: dt.datetime | None = None,
     out: TextIO = sys.stdout,
     timeout: float = 300.0,
+    history_days: int = HISTORY_DAYS,
 ) -> int:
     """Run the demo on the stream that ends at ``start`` (default now); returns a process exit code.
 
-    ``timeout`` bounds the wait for the worker once everything is sent.
+    Both use cases are first bootstrapped from ``history_days`` of simulated history before
+    the stream (0: they start untrained). ``timeout`` bounds the wait for the worker once
+    everything is sent.
     """
     with (
         tempfile.TemporaryDirectory(prefix="scoring-demo-") as tmp,
@@ -178,6 +185,9 @@ def run(
             file=out,
         )
         ensure_topics(settings, all_topics())
+        start = start or dt.datetime.now(dt.UTC)
+        if history_days:
+            _bootstrap_from_history(settings, config, start, history_days, Path(tmp), out)
         messages = list(simulator.generate(config, start=start))
         kinds = Counter(m.kind for m in messages)
         events, labels, malformed = kinds["event"], kinds["label"], kinds["malformed"]
@@ -221,6 +231,24 @@ def run(
         print(f"\nsent {events} events, {malformed} malformed payloads and {labels} labels", file=out)
         print(summary(settings, samples), file=out)
     return 0
+
+
+def _bootstrap_from_history(
+    settings: Settings,
+    config: simulator.SimulationConfig,
+    start: dt.datetime,
+    days: int,
+    folder: Path,
+    out: TextIO,
+) -> None:
+    """Write the history before the stream and bootstrap each use case from it."""
+    files = simulator.write_history(folder / "history.csv", config, start=start, days=days)
+    print(f"bootstrapping from {days} days of history before the stream", file=out)
+    for written in files:
+        outcome = asyncio.run(
+            bootstrap(settings, use_case(written.use_case, settings.use_cases), written.path, out=out)
+        )
+        print(*outcome.lines[-3:], sep="\n", file=out)
 
 
 @contextlib.contextmanager
