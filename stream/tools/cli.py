@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--history-days",
         type=int,
         default=None,
-        help="days of simulated history both use cases are bootstrapped from first (default 30; 0: untrained)",
+        help="days of simulated history both use cases learn first (default 30; 0: start untrained)",
     )
     evaluate = commands.add_parser(
         "evaluate", help="compare the candidate pipelines prequentially on simulated data"
