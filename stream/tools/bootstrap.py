@@ -158,16 +158,18 @@ async def bootstrap(
                 f"{use_case.name}: the live version {live} has learned {learned} labels; bootstrapping "
                 "would start its lineage over: run again with --force to start a new lineage"
             )
-        history = History(use_case, path)
         replay = Replay(settings, use_case)
         began = time.perf_counter()
-        with _progress(out, f"{use_case.name}: {path.name}") as advance:
-            for batch in history.batches():
-                replay.add_all(batch)
-                advance(len(batch))
+        with History(use_case, path) as history:
+            with _progress(out, f"{use_case.name}: cleaning {path.name}", None) as advance:
+                history.on_rows = advance
+                report = history.clean()
+            with _progress(out, f"{use_case.name}: learning", report.accepted) as advance:
+                for batch in history.batches():
+                    replay.add_all(batch)
+                    advance(len(batch))
         replay.finish(flush=True)
         seconds = time.perf_counter() - began
-        report = history.report
         written = await store.restore_entities(use_case, replay.entities.items())
         state = replay.learner
         state.position = await store.journal_head(use_case.name) or "0-0"
@@ -231,35 +233,43 @@ async def bootstrap(
 
 
 @contextlib.contextmanager
-def _progress(out: TextIO | None, description: str) -> Iterator[Callable[[int], None]]:
-    """Rows replayed, with their rate: live on a terminal, a line every few seconds otherwise."""
+def _progress(out: TextIO | None, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """Rows done, their rate and the rows left (of ``total``, if known): live bars on a
+    terminal, else a line every :data:`PLAIN_LINE_SECONDS` and one at the end."""
     console = Console(file=out)
     if console.is_terminal:
         bar = rich.progress.Progress(
-            rich.progress.TextColumn("{task.description}"),
-            rich.progress.TextColumn("{task.completed:,.0f} rows"),
-            rich.progress.TextColumn("{task.fields[rate]:,.0f} rows/s"),
-            rich.progress.TimeElapsedColumn(),
+            rich.progress.TextColumn("{task.description:<32}"),
+            rich.progress.BarColumn(),
+            rich.progress.TextColumn("{task.completed:>10,.0f} rows"),
+            rich.progress.TextColumn("{task.fields[rate]:>8,.0f} rows/s"),
+            rich.progress.TimeRemainingColumn(),
             console=console,
         )
-        task = bar.add_task(description, total=None, rate=0.0)
+        task = bar.add_task(description, total=total, rate=0.0)
         began = time.perf_counter()
+
+        def show(n: int) -> None:
+            bar.update(task, advance=n)
+            bar.update(task, rate=bar.tasks[0].completed / max(time.perf_counter() - began, 1e-9))
+
         with bar:
-            yield lambda n: bar.update(
-                task,
-                advance=n,
-                rate=(bar.tasks[0].completed + n) / max(time.perf_counter() - began, 1e-9),
-            )
+            yield show
         return
     began = due = time.perf_counter()
     done = 0
 
+    def line() -> str:
+        rate = done / max(time.perf_counter() - began, 1e-9)
+        left = "" if total is None else f", {total - done:,} left"
+        return f"{description}: {done:,} rows, {rate:,.0f} rows/s{left}"
+
     def advance(n: int) -> None:
         nonlocal done, due
         done += n
-        now = time.perf_counter()
-        if now >= due:
-            due = now + PLAIN_LINE_SECONDS
-            console.print(f"{description}: {done:,} rows, {done / max(now - began, 1e-9):,.0f} rows/s")
+        if time.perf_counter() >= due:
+            due = time.perf_counter() + PLAIN_LINE_SECONDS
+            console.print(line(), highlight=False)
 
     yield advance
+    console.print(line(), highlight=False)
