@@ -26,12 +26,12 @@ from stream.usecases import use_case as named
 def replay_run(settings: Settings, use_case_name: str, path: Path, *, label_delay: float, name: str) -> Run:
     """One replay of the history at ``path`` under ``settings``' declaration of the use case."""
     use_case = named(use_case_name, settings.use_cases)
-    history = History(use_case, path)
     replay = Replay(
         settings, use_case, label_delay=label_delay, publish_seconds=settings.model_publish_seconds
     )
-    for batch in history.batches():
-        replay.add_all(batch)
+    with History(use_case, path) as history:
+        for batch in history.batches():
+            replay.add_all(batch)
     replay.finish(flush=False)
     labels = pd.DataFrame(
         {
