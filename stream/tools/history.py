@@ -65,6 +65,7 @@ import heapq
 import io
 import itertools
 import json
+import math
 import pickle
 import tempfile
 import types
@@ -88,7 +89,6 @@ from stream.records import COST_OUTLIER_RATIO, Label, Record, Rejection, Sale, p
 from stream.usecases import UseCase
 
 E = TypeVar("E", bound=Record)
-R = TypeVar("R", bound=Record)
 
 REASONS: Final = (
     "invalid_json",
@@ -121,8 +121,6 @@ LABEL_CACHE: Final = 10_000
 Kind = Literal["bool", "number", "timestamp", "text"]
 _TRUE: Final = frozenset({"true", "1"})
 _FALSE: Final = frozenset({"false", "0"})
-_NAN: Final = frozenset({"nan", "NaN", "NAN"})
-_Mask = npt.NDArray[np.bool_]
 
 
 _RunRow = tuple[float, int, float | None, bytes]
@@ -360,85 +358,100 @@ def _file_digest(path: Path) -> tuple[int, str]:
     return size, sha256.hexdigest()
 
 
-# --------------------------------------------------------------------------- cells to JSON values
+# --------------------------------------------------------------------------- cells to JSON
 
 
-def _json_values(cells: pd.Series, kind: Kind) -> tuple[list[Any], _Mask]:
-    """The JSON values of a column's cells, and which of them are NaN or infinite numbers.
+def json_value(text: str, kind: Kind) -> Any:
+    """The JSON value a cell stands for, as the stream would receive it.
 
-    >>> _json_values(pd.Series(["1.5", "", "abc", "nan"]), "number")
-    ([1.5, None, 'abc', nan], array([False, False, False,  True]))
-    >>> _json_values(pd.Series(["TRUE", "0", "yes"]), "bool")[0]
+    An empty cell is null. A number field's cell that parses as a number is a number (NaN
+    and infinities too: the record says ``out_of_range``), else it stays a string (the record
+    says ``bad_type``); so is ``ts``, which may be epoch milliseconds. A boolean is
+    ``true``/``false`` or ``1``/``0``, in any case. Anything else is its text.
+
+    >>> [json_value(text, "number") for text in ["1.5", "", "12,50", "nan", "1e400"]]
+    [1.5, None, '12,50', nan, inf]
+    >>> [json_value(text, "bool") for text in ["TRUE", "0", "yes"]]
     [True, False, 'yes']
+    >>> [json_value(text, "timestamp") for text in ["1767571200000", "2026-01-05T00:00:00Z"]]
+    [1767571200000.0, '2026-01-05T00:00:00Z']
     """
-    values = cells.to_numpy(dtype=object, copy=True)
-    special = np.zeros(len(values), dtype=bool)
-    if kind == "number":
-        numbers = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=float)
-        # to_numeric says NaN for "nan" and for "abc": only the first is a number
-        number = ~np.isnan(numbers) | cells.isin(_NAN).to_numpy()
-        values[number] = numbers[number]
-        special = number & ~np.isfinite(numbers)
-    elif kind == "timestamp":
-        # Epoch milliseconds are numbers. ISO text, the common case, has a colon (and is slow
-        # for to_numeric to refuse). A NaN or infinite time is bad_format as text or number.
-        maybe = ~cells.str.contains(":", regex=False).to_numpy()
-        numbers = pd.to_numeric(cells[maybe], errors="coerce").to_numpy(dtype=float)
-        number = np.zeros(len(values), dtype=bool)
-        number[maybe] = np.isfinite(numbers)
-        values[number] = numbers[np.isfinite(numbers)]
-    elif kind == "bool":
-        lower = cells.str.lower()
-        values[lower.isin(_TRUE).to_numpy()] = True
-        values[lower.isin(_FALSE).to_numpy()] = False
-    values[(cells == "").to_numpy()] = None
-    return values.tolist(), special
+    if text == "":
+        return None
+    if kind == "bool":
+        lower = text.lower()
+        return True if lower in _TRUE else False if lower in _FALSE else text
+    # ISO times have a colon, and a failed float() is slow; Python's float() also reads
+    # "1_000" and non-ASCII digits, which are no numbers in a file
+    if kind == "text" or (kind == "timestamp" and ":" in text) or "_" in text or not text.isascii():
+        return text
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if kind == "number" or math.isfinite(number) else text
 
 
-def content_id(cells: Sequence[str]) -> str | None:
+def _json(value: Any) -> bytes:
+    """``value`` as JSON: NaN and infinities as numbers, text that was not UTF-8 as its bytes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return json.dumps(value).encode()  # orjson would write null
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # surrogates: the file's bytes were not UTF-8, nor is the JSON
+        return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogateescape")
+
+
+def _members(name: str, cells: npt.NDArray[np.object_], kind: Kind) -> list[bytes]:
+    """``"name":value`` for each cell: the JSON is made once for each distinct cell."""
+    codes, distinct = pd.factorize(cells)
+    key = orjson.dumps(name) + b":"
+    encoded = np.array([key + _json(json_value(text, kind)) for text in distinct], dtype=object)
+    members: list[bytes] = encoded[codes].tolist()
+    return members
+
+
+def content_id(cells: Sequence[str]) -> str:
     """A sale's id from its content: ``h-`` and 16 hex digits of the SHA-256 of its cells.
 
     The cells are those of every event field but ``event_id``, in the record's order, ``""``
-    for a field without a column. None when a cell is not UTF-8 (the row is rejected).
+    for a field without a column, so identical rows have the same id.
 
     >>> content_id(["", "s-1", "p-1", "Milk", "dairy", "1.2", "", "", "2026-01-05", ""])
     'h-6d29afaff7c59860'
     """
-    try:
-        return "h-" + hashlib.sha256(orjson.dumps(cells)).hexdigest()[:16]
-    except orjson.JSONEncodeError:
-        return None
+    return "h-" + hashlib.sha256(_json(list(cells))).hexdigest()[:16]
 
 
-def _content_ids(frame: pd.DataFrame, layout: _Layout) -> list[str | None]:
-    blank = [""] * len(frame)
-    columns = [
-        frame[name].tolist() if name in layout.columns else blank
-        for name in layout.fields
-        if name != "event_id"
-    ]
-    return [content_id(cells) for cells in zip(*columns, strict=True)]
+def _cells(frame: pd.DataFrame, name: str) -> npt.NDArray[np.object_]:
+    """A column's cells; empty ones if the file has no such column."""
+    cells: npt.NDArray[np.object_] = (
+        frame[name].to_numpy(dtype=object) if name in frame.columns else np.full(len(frame), "", dtype=object)
+    )
+    return cells
 
 
-def _event_columns(frame: pd.DataFrame, layout: _Layout) -> tuple[dict[str, list[Any]], _Mask]:
-    """The JSON values of the event fields, by field, and which rows hold NaN or infinity."""
-    values: dict[str, list[Any]] = {}
-    special = np.zeros(len(frame), dtype=bool)
-    for name in layout.read:
-        values[name], non_finite = _json_values(frame[name], layout.kinds[name])
-        special |= non_finite
+def _derived(frame: pd.DataFrame, layout: _Layout) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.object_]]:
+    """The ``event_id`` and ``ts`` cells of records that may lack them, made where empty."""
+    assert layout.derived_ts is not None
+    ids = _cells(frame, "event_id").copy()
+    no_id = ids == ""
+    if no_id.any():
+        others = [_cells(frame, name)[no_id] for name in layout.fields if name != "event_id"]
+        ids[no_id] = [content_id(row) for row in zip(*others, strict=True)]
+    ts = _cells(frame, "ts")
+    days = _cells(frame, layout.derived_ts)
+    ts = np.where((ts == "") & (days != ""), days + "T00:00:00+00:00", ts)
+    return ids, ts
+
+
+def _event_payloads(frame: pd.DataFrame, layout: _Layout) -> list[bytes]:
+    """Each row's event as the JSON the stream would receive: the fields of the file, or made."""
+    cells = {name: _cells(frame, name) for name in layout.read}
     if layout.derived_ts is not None:
-        ids = values.setdefault("event_id", [None] * len(frame))
-        if None in ids:
-            for i, made in enumerate(_content_ids(frame, layout)):
-                if ids[i] is None:
-                    ids[i] = made
-        ts = values.setdefault("ts", [None] * len(frame))
-        days = values.get(layout.derived_ts, [None] * len(frame))
-        for i, day in enumerate(days):
-            if ts[i] is None and isinstance(day, str):
-                ts[i] = f"{day}T00:00:00+00:00"
-    return values, special
+        cells["event_id"], cells["ts"] = _derived(frame, layout)
+    members = [_members(name, cells[name], layout.kinds[name]) for name in layout.fields if name in cells]
+    return [b"{%s}" % b",".join(row) for row in zip(*members, strict=True)]
 
 
 # --------------------------------------------------------------------------- runs
@@ -537,16 +550,6 @@ def _date_problem(event: Any) -> str | None:
     return None
 
 
-def _parse(record_type: type[R], payload: dict[str, Any], special: bool) -> tuple[R | Rejection, bytes]:
-    """:func:`~stream.records.parse` of ``payload`` as the JSON the stream would receive; the JSON."""
-    try:
-        # orjson writes NaN and infinities as null; the stream would read them as numbers
-        data = json.dumps(payload).encode() if special else orjson.dumps(payload)
-    except (TypeError, UnicodeEncodeError) as exc:  # orjson's or json's: text that is not UTF-8
-        return Rejection(reason="invalid_json", detail=f"not UTF-8: {exc}"), b""
-    return parse(record_type, data), data
-
-
 class _Refused(NamedTuple):
     position: int  # in the chunk
     reason: str
@@ -608,7 +611,7 @@ class History(Generic[E]):
         self.chunk_rows = chunk_rows
         self.on_rows = on_rows
         self._layout = _layout(use_case, _header(self.path))
-        self._labels: dict[Any, float | Rejection] = {}  # a label value's target, or why not
+        self._labels: dict[bytes, float | Rejection] = {}  # a label's target, or why not
         self._folder: tempfile.TemporaryDirectory[str] | None = None
         self._runs: _Runs | None = None
         self._report: CleaningReport | None = None
@@ -720,20 +723,18 @@ class History(Generic[E]):
         """Decide every row of a chunk: the run rows and positions of the accepted, the refused."""
         event_type: type[Any] = self.use_case.event_type  # a Record with event_id and ts
         check_dates = "purchase_date" in event_type.model_fields
-        label = self._layout.label
-        columns, special_events = _event_columns(frame, self._layout)
-        labels, special_labels = _json_values(frame[label], self._layout.kinds[label])
-        special = (special_events | special_labels).tolist()
-        names = list(columns)
+        label_cells = frame[self._layout.label].to_numpy(dtype=object)
+        labels = _members(self._layout.label, label_cells, self._layout.kinds[self._layout.label])
+        unlabelled = (label_cells == "").tolist()
         accepted: list[_RunRow] = []
         positions: list[int] = []
         refused: list[_Refused] = []
-        for i, row in enumerate(zip(*columns.values(), strict=False)):
-            event, payload = _parse(event_type, dict(zip(names, row, strict=False)), special[i])
+        for i, payload in enumerate(_event_payloads(frame, self._layout)):
+            event = parse(event_type, payload)
             if isinstance(event, Rejection):
                 refused.append(_Refused(i, event.reason, event.detail))
                 continue
-            target = self._target(event.event_id, labels[i], special[i])
+            target = None if unlabelled[i] else self._target(event.event_id, labels[i])
             if isinstance(target, Rejection):
                 refused.append(_Refused(i, target.reason, target.detail))
                 continue
@@ -745,27 +746,21 @@ class History(Generic[E]):
                 detail = f"event id {event.event_id} was first read at line {first}"
                 refused.append(_Refused(i, "duplicate_event", detail))
                 continue
-            # A copy of the exact size: orjson's bytes keep a larger buffer, and a chunk's
-            # worth of them made the first pass twice as slow here (fresh pages).
-            kept = memoryview(payload).tobytes()
-            accepted.append((event.ts.timestamp(), lines[i], target, kept))
+            accepted.append((event.ts.timestamp(), lines[i], target, payload))
             positions.append(i)
         return accepted, positions, refused
 
-    def _target(self, event_id: str, value: Any, special: bool) -> float | Rejection | None:
-        """The target of a label cell's value: None when unlabelled, a Rejection when invalid."""
-        if value is None:
-            return None
-        known = self._labels.get(value)
+    def _target(self, event_id: str, member: bytes) -> float | Rejection:
+        """The target of a label (its ``"field":value`` JSON), or why the label is invalid."""
+        known = self._labels.get(member)
         if known is not None:
             return known
-        payload = {"event_id": event_id, self._layout.label: value}
-        label, _ = _parse(self.use_case.label_type, payload, special)
+        label = parse(self.use_case.label_type, b'{"event_id":%s,%s}' % (orjson.dumps(event_id), member))
         outcome = label if isinstance(label, Rejection) else float(self.use_case.target(label))
         # A label's validity is its value's (its event_id passed the same check in the
         # event): the few distinct values of a label (booleans, counts) are parsed once each.
         if len(self._labels) < LABEL_CACHE:
-            self._labels[value] = outcome
+            self._labels[member] = outcome
         return outcome
 
     def _count(self, frame: pd.DataFrame, positions: list[int], tally: _Tally) -> None:
