@@ -383,6 +383,8 @@ class Contest:
         self.warming = warmup
         self.promotions = 0
         self.last_decision: PairedTest | None = None
+        # The challenger's prediction of the last label before it learned it (None in warm-up).
+        self.last_challenger_pred: float | None = None
         self.champion_metric: metrics.base.Metric = new_metric(champion.task)
         self.challenger_metric: metrics.base.Metric = new_metric(champion.task)
 
@@ -412,6 +414,7 @@ class Contest:
 
         """
         challenger = self.challenger
+        self.last_challenger_pred = None
         if challenger is None or self.warming:
             self.champion.learn_one(x, y)
             if challenger is not None:
@@ -420,7 +423,7 @@ class Contest:
             return False
         if champion_pred is None:
             champion_pred = self.champion.predict_one(x)
-        challenger_pred = challenger.predict_one(x)
+        challenger_pred = self.last_challenger_pred = challenger.predict_one(x)
         self.test.update(loss(self.task, y, champion_pred), loss(self.task, y, challenger_pred))
         self.champion_metric.update(y, champion_pred)
         self.challenger_metric.update(y, challenger_pred)

@@ -48,10 +48,13 @@ Pipeline = tuple[str, Callable[[], base.Estimator]]
 
 @dataclass(frozen=True)
 class LearnOutcome:
-    """What learning one label changed: alerts, and whether the challenger was promoted."""
+    """What learning one label changed: alerts, whether the challenger was promoted, and what
+    the champion and the challenger (``None`` while it warms up) predicted before learning it."""
 
     alerts: list[AlertChange] = field(default_factory=list)
     promoted: bool = False
+    champion_pred: float = 0.0
+    challenger_pred: float | None = None
 
 
 class ModelLifecycle:
@@ -125,7 +128,7 @@ class ModelLifecycle:
             self.contest.restart_challenger(self._challenger[1], self._challenger[0])
         promoted = self.contest.learn(x, y, before)
         self.labels_learned += 1
-        return LearnOutcome(alerts, promoted)
+        return LearnOutcome(alerts, promoted, before, self.contest.last_challenger_pred)
 
     def adopt(self, champion: OnlineModel, pipeline: str) -> None:
         """Serve ``champion`` (of ``pipeline``) from now on, after a rollback: the test starts over."""

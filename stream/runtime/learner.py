@@ -33,7 +33,7 @@ from river.metrics.base import Metric
 
 from models import snapshot
 from models.drift import AlertChange, Kind
-from models.lifecycle import ModelLifecycle
+from models.lifecycle import LearnOutcome, ModelLifecycle
 from models.online import OnlineModel
 from stream.records import Alert
 from stream.runtime import metrics
@@ -65,17 +65,16 @@ class LearnerState:
     position: str = "0-0"
     label_offsets: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> offset
 
-    def apply(self, entry: JournalEntry) -> tuple[list[AlertChange], bool]:
-        """Feed one journal entry to the lifecycle: (alerts raised, challenger promoted)."""
+    def apply(self, entry: JournalEntry) -> LearnOutcome:
+        """Feed one journal entry to the lifecycle: what it changed (a scored event: its alerts)."""
         x, y_pred = entry.pending["x"], entry.pending["y_pred"]
         self.position = entry.id
         if entry.y is None:
-            return self.lifecycle.scored(x, y_pred, entry.time), False
+            return LearnOutcome(self.lifecycle.scored(x, y_pred, entry.time))
         if entry.source is not None and entry.source != IMPLICIT_SOURCE:
             where, _, offset = entry.source.rpartition("/")
             self.label_offsets[where] = max(int(offset), self.label_offsets.get(where, -1))
-        outcome = self.lifecycle.learned(x, y_pred, entry.y, entry.time)
-        return outcome.alerts, outcome.promoted
+        return self.lifecycle.learned(x, y_pred, entry.y, entry.time)
 
 
 def fresh_state(settings: Settings, use_case: UseCase[Any, Any]) -> LearnerState:
@@ -180,10 +179,10 @@ class Learner:
         entries = await self._store.read_journal(self.name, state.position, READ_COUNT, READ_BLOCK_MS)
         alerts: list[Alert] = []
         for i, entry in enumerate(entries):
-            changes, promoted = state.apply(entry)
-            alerts += [self._alert(change) for change in changes]
+            outcome = state.apply(entry)
+            alerts += [self._alert(change) for change in outcome.alerts]
             self._changed |= entry.y is not None
-            if promoted:
+            if outcome.promoted:
                 alerts += self._promotion(entry)
                 await self._raise(alerts)
                 alerts = []

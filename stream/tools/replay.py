@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from models.lifecycle import LearnOutcome
 from models.online import OnlineModel
 from stream.features import EntityState
 from stream.runtime.keys import EntityKey, entity_key
@@ -195,28 +196,28 @@ class Replay:
             self._learn_label(at, pending, y, IMPLICIT_SOURCE if kind == "mature" else HISTORY_SOURCE)
 
     def _learn_label(self, t: float, pending: Pending, y: float, source: str) -> None:
-        lifecycle = self.learner.lifecycle
-        x = pending["x"]
-        contest = lifecycle.contest
-        champion = contest.champion.predict_one(x)
-        challenger = contest.challenger.predict_one(x) if contest.challenger is not None else None
         n = len(self.labels)
         baseline = self._baseline_sum / n if n else 0.0
         entry = JournalEntry(self._entry_id(t), pending, y, source if source == IMPLICIT_SOURCE else None)
-        self._learn_entry(entry)
-        self.labels.append(LearnedLabel(t, y, pending["y_pred"], champion, challenger, baseline, source))
+        outcome = self._learn_entry(entry)
+        self.labels.append(
+            LearnedLabel(
+                t, y, pending["y_pred"], outcome.champion_pred, outcome.challenger_pred, baseline, source
+            )
+        )
         self._baseline_sum += y
         self.entities[pending["entity"]].learn(y, self.features.decay)
         self.counts["learned" if source != IMPLICIT_SOURCE else "matured"] += 1
         self._changed = True
 
-    def _learn_entry(self, entry: JournalEntry) -> None:
-        changes, promoted = self.learner.apply(entry)
-        for change in changes:
+    def _learn_entry(self, entry: JournalEntry) -> LearnOutcome:
+        outcome = self.learner.apply(entry)
+        for change in outcome.alerts:
             self.alerts.append(AlertChange(entry.time, change.kind, change.state, change.feature or ""))
-        if promoted:
+        if outcome.promoted:
             self.alerts.append(AlertChange(entry.time, "promotion", "open", ""))
             self._changed = True
+        return outcome
 
     def _publish_if_due(self, t: float) -> None:
         if self.publish_seconds is None or not self._changed or t - self._published_at < self.publish_seconds:
