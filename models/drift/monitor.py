@@ -115,6 +115,12 @@ class Monitor:
 
     # -- outputs -------------------------------------------------------------------------
 
+    def restart_clock(self) -> None:
+        """Start label coverage over, as on a first event: the stream's clock moved to another
+        one (a bootstrap's history ends long before the stream it hands over to), and the
+        first windows after the move are short of labels by the label delay."""
+        self._coverage = LabelCoverage(self.config)
+
     def readings(self) -> list[Reading]:
         """Every detector's current statistic and threshold."""
         detectors: list[Detector] = [

@@ -169,6 +169,7 @@ async def bootstrap(
                     replay.add_all(batch)
                     advance(len(batch))
         replay.finish(flush=True)
+        replay.learner.lifecycle.monitor.restart_clock()  # the stream's time is not the history's
         seconds = time.perf_counter() - began
         written = await store.restore_entities(use_case, replay.entities.items())
         state = replay.learner

@@ -334,3 +334,21 @@ def test_a_config_that_makes_no_sense_is_refused(overrides: dict[str, float]) ->
 def test_an_unknown_task_is_refused() -> None:
     with pytest.raises(ValueError):
         Monitor("x", "ranking")  # type: ignore[arg-type]
+
+
+def test_a_restarted_clock_does_not_judge_label_coverage_across_the_jump() -> None:
+    config = MonitorConfig(coverage_window=10.0, coverage_min_scored=50, coverage_min_expected=20)
+    jumped, restarted = Monitor("fraud", "classification", config), Monitor("fraud", "classification", config)
+    for monitor in (jumped, restarted):
+        for i in range(3000):  # history: every event labelled
+            monitor.scored({}, 0.1, i / 10)
+            monitor.learned(0.0, 0.1, i / 10 + 0.05)
+    restarted.restart_clock()
+    changes: dict[str, list[AlertChange]] = {"jumped": [], "restarted": []}
+    for name, monitor in (("jumped", jumped), ("restarted", restarted)):
+        for i in range(400):  # months later, the stream: labels 20 s after their events
+            changes[name] += monitor.scored({}, 0.1, 3e7 + i / 10)
+            if i >= 200:
+                changes[name] += monitor.learned(0.0, 0.1, 3e7 + i / 10)
+    assert [(c.kind, c.state) for c in changes["jumped"]][:1] == [("label_coverage", "open")]
+    assert changes["restarted"] == []
