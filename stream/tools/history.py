@@ -10,14 +10,11 @@ is a ``duplicate_event`` (the first valid row wins, as the stream's first claim 
 a sale sold or expiring before it was bought is ``inconsistent_dates``. The stream's age
 limits (``late_event``, a ``ts`` in the future) do not apply: history is old by nature.
 
-Cells become JSON values thus: an empty cell is null; in a number field (and ``ts``, which
-may be epoch milliseconds) a cell that parses as a number is a number, else it stays a
-string, which the record rejects as ``bad_type``; ``nan`` and ``inf`` are numbers the
-record rejects as ``out_of_range``; a boolean is ``true``/``false`` or ``1``/``0`` in any
-case; dates, timestamps and ids are their text. A sale needs no ``event_id`` or ``ts``
-(columns or cells): its id is made from its content (:func:`content_id` of its other
-fields' cells), so identical rows are duplicates, and its ``ts`` is midnight UTC of its
-``sale_date``. Transactions need both columns. An empty label cell means unlabelled (a
+Cells become JSON values as :func:`json_value` says: an empty cell is null, a number is a
+number, a boolean is ``true``/``false`` or ``1``/``0``, anything else is its text. A sale
+needs no ``event_id`` or ``ts`` (columns or cells): its id is made from its content
+(:func:`content_id`), so identical rows are duplicates, and its ``ts`` is midnight UTC of
+its ``sale_date``. Transactions need both columns. An empty label cell means unlabelled (a
 fraud feed may label only its frauds).
 
 Rejected rows go to ``<file>.rejected.csv``: the row's ``line`` (its line in a CSV, the
@@ -25,9 +22,10 @@ header being line 1; its row number from 1 in Parquet), ``reason``, ``detail``, 
 row's cells as read. A :class:`CleaningReport` counts every outcome.
 
 The file may be larger than memory. The first pass reads it in chunks, cleans each one and
-writes its accepted rows, sorted by event time, to a temporary run; the second merges the
-runs lazily and makes the records as it yields them, in event-time order (ties in file
-order). Memory holds a chunk, a block of each run and the ids already accepted.
+writes its accepted rows (their JSON), sorted by event time, to a temporary run; the second
+merges the runs lazily and makes the records as it yields them, in event-time order (ties
+in file order). Memory holds a chunk, a block of each run and the ids already accepted
+(about 100 bytes an id).
 
 Examples
 --------
@@ -308,7 +306,10 @@ def _is_parquet(path: Path) -> bool:
 
 def _header(path: Path) -> list[str]:
     if _is_parquet(path):
-        return list(pq.read_schema(path).names)
+        try:
+            return list(pq.read_schema(path).names)
+        except pa.ArrowInvalid as exc:
+            raise HistoryError(f"{path} is not a Parquet file: {exc}") from None
     try:
         return list(pd.read_csv(path, nrows=0, encoding_errors="surrogateescape").columns)
     except pd.errors.EmptyDataError:
@@ -346,6 +347,16 @@ def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         }
         yield pd.DataFrame(text, index=pd.RangeIndex(start, start + batch.num_rows))
         start += batch.num_rows
+
+
+def _without_blank_lines(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a cell: a blank line (all cells empty) is no row."""
+    maybe = (frame.iloc[:, 0] == "").to_numpy()  # the first cell is rarely empty: cheap to look at
+    if not maybe.any():
+        return frame
+    blank = np.zeros(len(frame), dtype=bool)
+    blank[maybe] = (frame[maybe] == "").all(axis=1).to_numpy()
+    return frame[~blank]
 
 
 def _file_digest(path: Path) -> tuple[int, str]:
@@ -474,6 +485,8 @@ def _read_run(path: Path) -> Iterator[_RunRow]:
 
 
 def _merge(paths: Sequence[Path]) -> Iterator[_RunRow]:
+    if len(paths) == 1:  # a sorted file
+        return _read_run(paths[0])
     # Rows compare as tuples: by (key, line), unique, so never further; in C.
     return heapq.merge(*(_read_run(path) for path in paths))
 
@@ -661,10 +674,10 @@ class History(Generic[E]):
             rejected = csv.writer(rejected_file)
             rejected.writerow(["line", "reason", "detail", *self._layout.columns])
             for frame in self._chunks():
-                frame = frame[(frame != "").any(axis=1).to_numpy()]  # blank lines are no rows
+                frame = _without_blank_lines(frame)
                 lines = (frame.index.to_numpy() + first_line).tolist()
                 with _gc_paused():
-                    accepted, positions, refused = self._clean_chunk(frame, lines, seen)
+                    accepted, positions, refused = self._clean_chunk(frame, lines, seen, tally)
                 runs.add(accepted)
                 self._count(frame, positions, tally)
                 cells = frame.iloc[[r.position for r in refused]].to_numpy(dtype=object)
@@ -718,11 +731,12 @@ class History(Generic[E]):
             self._size, self._sha256 = digest.size, digest.sha256.hexdigest()
 
     def _clean_chunk(
-        self, frame: pd.DataFrame, lines: list[int], seen: dict[str, int]
+        self, frame: pd.DataFrame, lines: list[int], seen: dict[str, int], tally: _Tally
     ) -> tuple[list[_RunRow], list[int], list[_Refused]]:
         """Decide every row of a chunk: the run rows and positions of the accepted, the refused."""
         event_type: type[Any] = self.use_case.event_type  # a Record with event_id and ts
         check_dates = "purchase_date" in event_type.model_fields
+        check_cost = self._layout.has_cost
         label_cells = frame[self._layout.label].to_numpy(dtype=object)
         labels = _members(self._layout.label, label_cells, self._layout.kinds[self._layout.label])
         unlabelled = (label_cells == "").tolist()
@@ -748,6 +762,8 @@ class History(Generic[E]):
                 continue
             accepted.append((event.ts.timestamp(), lines[i], target, payload))
             positions.append(i)
+            if check_cost and event.cost is not None and event.cost > COST_OUTLIER_RATIO * event.price:
+                tally.outliers["cost"] += 1  # from the record's values, as the features see them
         return accepted, positions, refused
 
     def _target(self, event_id: str, member: bytes) -> float | Rejection:
@@ -764,7 +780,7 @@ class History(Generic[E]):
         return outcome
 
     def _count(self, frame: pd.DataFrame, positions: list[int], tally: _Tally) -> None:
-        """Count the accepted rows' labels, nulls and outliers, column by column."""
+        """Count the accepted rows' labels and nulls, column by column."""
         ok = np.zeros(len(frame), dtype=bool)
         ok[positions] = True
         layout = self._layout
@@ -775,11 +791,6 @@ class History(Generic[E]):
             empty = (frame[name] == "").to_numpy() if name in layout.columns else ok
             tally.nulls[name] += int(np.count_nonzero(ok & empty))
         tally.nulls[layout.label] += len(positions) - labelled
-        if layout.has_cost:
-            cost = pd.to_numeric(frame["cost"], errors="coerce").to_numpy(dtype=float)
-            price = pd.to_numeric(frame["price"], errors="coerce").to_numpy(dtype=float)
-            with np.errstate(invalid="ignore"):
-                tally.outliers["cost"] += int(np.count_nonzero(ok & (cost > COST_OUTLIER_RATIO * price)))
 
     def _make_report(self, tally: _Tally, runs: _Runs) -> CleaningReport:
         layout = self._layout
