@@ -377,8 +377,9 @@ def json_value(text: str, kind: Kind) -> Any:
 
     An empty cell is null. A number field's cell that parses as a number is a number (NaN
     and infinities too: the record says ``out_of_range``), else it stays a string (the record
-    says ``bad_type``); so is ``ts``, which may be epoch milliseconds. A boolean is
-    ``true``/``false`` or ``1``/``0``, in any case. Anything else is its text.
+    says ``bad_type``). A ``ts`` that is a finite number is one too (epoch milliseconds, as
+    the stream takes them), else its text. A boolean is ``true``/``false`` or ``1``/``0``, in
+    any case. Anything else (ids, codes, dates, ISO timestamps) is its text.
 
     >>> [json_value(text, "number") for text in ["1.5", "", "12,50", "nan", "1e400"]]
     [1.5, None, '12,50', nan, inf]
@@ -454,6 +455,13 @@ def _derived(frame: pd.DataFrame, layout: _Layout) -> tuple[npt.NDArray[np.objec
     days = _cells(frame, layout.derived_ts)
     ts = np.where((ts == "") & (days != ""), days + "T00:00:00+00:00", ts)
     return ids, ts
+
+
+def _label_members(frame: pd.DataFrame, layout: _Layout) -> list[bytes | None]:
+    """Each row's ``"label":value`` JSON; None where the label is empty (unlabelled)."""
+    cells = frame[layout.label].to_numpy(dtype=object)
+    members = _members(layout.label, cells, layout.kinds[layout.label])
+    return [None if cell == "" else member for cell, member in zip(cells, members, strict=True)]
 
 
 def _event_payloads(frame: pd.DataFrame, layout: _Layout) -> list[bytes]:
@@ -624,7 +632,7 @@ class History(Generic[E]):
         self.chunk_rows = chunk_rows
         self.on_rows = on_rows
         self._layout = _layout(use_case, _header(self.path))
-        self._labels: dict[bytes, float | Rejection] = {}  # a label's target, or why not
+        self._targets: dict[bytes, float | Rejection] = {}  # a label's target, or why not
         self._folder: tempfile.TemporaryDirectory[str] | None = None
         self._runs: _Runs | None = None
         self._report: CleaningReport | None = None
@@ -703,9 +711,9 @@ class History(Generic[E]):
         if self._runs is None or self._folder is None:
             raise RuntimeError("the history is closed: its runs are removed")
         # The runs keep each event's JSON, validated in the first pass. Validating it again
-        # is the cheapest way back to a record: pydantic's compiled validator takes about
-        # 2 us a sale here, while rebuilding one from stored values (model_construct, or
-        # dates as text and __setstate__) takes 3-5 us in Python.
+        # (2-2.5 us a sale here) is the cheapest way back to a record: keeping the record's
+        # values instead costs more, in pickling its dates (4-5 us a sale) or as ISO text
+        # in converting them in Python both ways, and model_construct alone takes 3 us.
         validate = self.use_case.event_type.model_validate_json
         rows = self._runs.merged()
         while True:
@@ -737,30 +745,33 @@ class History(Generic[E]):
         event_type: type[Any] = self.use_case.event_type  # a Record with event_id and ts
         check_dates = "purchase_date" in event_type.model_fields
         check_cost = self._layout.has_cost
-        label_cells = frame[self._layout.label].to_numpy(dtype=object)
-        labels = _members(self._layout.label, label_cells, self._layout.kinds[self._layout.label])
-        unlabelled = (label_cells == "").tolist()
+        targets = self._targets
         accepted: list[_RunRow] = []
         positions: list[int] = []
         refused: list[_Refused] = []
-        for i, payload in enumerate(_event_payloads(frame, self._layout)):
+        rows = zip(
+            _event_payloads(frame, self._layout), _label_members(frame, self._layout), lines, strict=True
+        )
+        for i, (payload, label, line) in enumerate(rows):
             event = parse(event_type, payload)
             if isinstance(event, Rejection):
                 refused.append(_Refused(i, event.reason, event.detail))
                 continue
-            target = None if unlabelled[i] else self._target(event.event_id, labels[i])
+            target = None if label is None else targets.get(label)
+            if target is None and label is not None:
+                target = self._target(event.event_id, label)
             if isinstance(target, Rejection):
                 refused.append(_Refused(i, target.reason, target.detail))
                 continue
             if check_dates and (problem := _date_problem(event)) is not None:
                 refused.append(_Refused(i, "inconsistent_dates", problem))
                 continue
-            first = seen.setdefault(event.event_id, lines[i])
-            if first != lines[i]:
+            first = seen.setdefault(event.event_id, line)
+            if first != line:
                 detail = f"event id {event.event_id} was first read at line {first}"
                 refused.append(_Refused(i, "duplicate_event", detail))
                 continue
-            accepted.append((event.ts.timestamp(), lines[i], target, payload))
+            accepted.append((event.ts.timestamp(), line, target, payload))
             positions.append(i)
             if check_cost and event.cost is not None and event.cost > COST_OUTLIER_RATIO * event.price:
                 tally.outliers["cost"] += 1  # from the record's values, as the features see them
@@ -768,15 +779,12 @@ class History(Generic[E]):
 
     def _target(self, event_id: str, member: bytes) -> float | Rejection:
         """The target of a label (its ``"field":value`` JSON), or why the label is invalid."""
-        known = self._labels.get(member)
-        if known is not None:
-            return known
         label = parse(self.use_case.label_type, b'{"event_id":%s,%s}' % (orjson.dumps(event_id), member))
         outcome = label if isinstance(label, Rejection) else float(self.use_case.target(label))
         # A label's validity is its value's (its event_id passed the same check in the
         # event): the few distinct values of a label (booleans, counts) are parsed once each.
-        if len(self._labels) < LABEL_CACHE:
-            self._labels[member] = outcome
+        if len(self._targets) < LABEL_CACHE:
+            self._targets[member] = outcome
         return outcome
 
     def _count(self, frame: pd.DataFrame, positions: list[int], tally: _Tally) -> None:
