@@ -10,14 +10,11 @@ is a ``duplicate_event`` (the first valid row wins, as the stream's first claim 
 a sale sold or expiring before it was bought is ``inconsistent_dates``. The stream's age
 limits (``late_event``, a ``ts`` in the future) do not apply: history is old by nature.
 
-Cells become JSON values thus: an empty cell is null; in a number field (and ``ts``, which
-may be epoch milliseconds) a cell that parses as a number is a number, else it stays a
-string, which the record rejects as ``bad_type``; ``nan`` and ``inf`` are numbers the
-record rejects as ``out_of_range``; a boolean is ``true``/``false`` or ``1``/``0`` in any
-case; dates, timestamps and ids are their text. A sale needs no ``event_id`` or ``ts``
-(columns or cells): its id is made from its content (:func:`content_id` of its other
-fields' cells), so identical rows are duplicates, and its ``ts`` is midnight UTC of its
-``sale_date``. Transactions need both columns. An empty label cell means unlabelled (a
+Cells become JSON values as :func:`json_value` says: an empty cell is null, a number is a
+number, a boolean is ``true``/``false`` or ``1``/``0``, anything else is its text. A sale
+needs no ``event_id`` or ``ts`` (columns or cells): its id is made from its content
+(:func:`content_id`), so identical rows are duplicates, and its ``ts`` is midnight UTC of
+its ``sale_date``. Transactions need both columns. An empty label cell means unlabelled (a
 fraud feed may label only its frauds).
 
 Rejected rows go to ``<file>.rejected.csv``: the row's ``line`` (its line in a CSV, the
@@ -25,9 +22,10 @@ header being line 1; its row number from 1 in Parquet), ``reason``, ``detail``, 
 row's cells as read. A :class:`CleaningReport` counts every outcome.
 
 The file may be larger than memory. The first pass reads it in chunks, cleans each one and
-writes its accepted rows, sorted by event time, to a temporary run; the second merges the
-runs lazily and makes the records as it yields them, in event-time order (ties in file
-order). Memory holds a chunk, a block of each run and the ids already accepted.
+writes its accepted rows (their JSON), sorted by event time, to a temporary run; the second
+merges the runs lazily and makes the records as it yields them, in event-time order (ties
+in file order). Memory holds a chunk, a block of each run and the ids already accepted
+(about 100 bytes an id).
 
 Examples
 --------
@@ -308,7 +306,10 @@ def _is_parquet(path: Path) -> bool:
 
 def _header(path: Path) -> list[str]:
     if _is_parquet(path):
-        return list(pq.read_schema(path).names)
+        try:
+            return list(pq.read_schema(path).names)
+        except pa.ArrowInvalid as exc:
+            raise HistoryError(f"{path} is not a Parquet file: {exc}") from None
     try:
         return list(pd.read_csv(path, nrows=0, encoding_errors="surrogateescape").columns)
     except pd.errors.EmptyDataError:
@@ -348,6 +349,16 @@ def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         start += batch.num_rows
 
 
+def _without_blank_lines(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a cell: a blank line (all cells empty) is no row."""
+    maybe = (frame.iloc[:, 0] == "").to_numpy()  # the first cell is rarely empty: cheap to look at
+    if not maybe.any():
+        return frame
+    blank = np.zeros(len(frame), dtype=bool)
+    blank[maybe] = (frame[maybe] == "").all(axis=1).to_numpy()
+    return frame[~blank]
+
+
 def _file_digest(path: Path) -> tuple[int, str]:
     sha256 = hashlib.sha256()
     size = 0
@@ -366,8 +377,9 @@ def json_value(text: str, kind: Kind) -> Any:
 
     An empty cell is null. A number field's cell that parses as a number is a number (NaN
     and infinities too: the record says ``out_of_range``), else it stays a string (the record
-    says ``bad_type``); so is ``ts``, which may be epoch milliseconds. A boolean is
-    ``true``/``false`` or ``1``/``0``, in any case. Anything else is its text.
+    says ``bad_type``). A ``ts`` that is a finite number is one too (epoch milliseconds, as
+    the stream takes them), else its text. A boolean is ``true``/``false`` or ``1``/``0``, in
+    any case. Anything else (ids, codes, dates, ISO timestamps) is its text.
 
     >>> [json_value(text, "number") for text in ["1.5", "", "12,50", "nan", "1e400"]]
     [1.5, None, '12,50', nan, inf]
@@ -445,6 +457,13 @@ def _derived(frame: pd.DataFrame, layout: _Layout) -> tuple[npt.NDArray[np.objec
     return ids, ts
 
 
+def _label_members(frame: pd.DataFrame, layout: _Layout) -> list[bytes | None]:
+    """Each row's ``"label":value`` JSON; None where the label is empty (unlabelled)."""
+    cells = frame[layout.label].to_numpy(dtype=object)
+    members = _members(layout.label, cells, layout.kinds[layout.label])
+    return [None if cell == "" else member for cell, member in zip(cells, members, strict=True)]
+
+
 def _event_payloads(frame: pd.DataFrame, layout: _Layout) -> list[bytes]:
     """Each row's event as the JSON the stream would receive: the fields of the file, or made."""
     cells = {name: _cells(frame, name) for name in layout.read}
@@ -474,6 +493,8 @@ def _read_run(path: Path) -> Iterator[_RunRow]:
 
 
 def _merge(paths: Sequence[Path]) -> Iterator[_RunRow]:
+    if len(paths) == 1:  # a sorted file
+        return _read_run(paths[0])
     # Rows compare as tuples: by (key, line), unique, so never further; in C.
     return heapq.merge(*(_read_run(path) for path in paths))
 
@@ -611,7 +632,7 @@ class History(Generic[E]):
         self.chunk_rows = chunk_rows
         self.on_rows = on_rows
         self._layout = _layout(use_case, _header(self.path))
-        self._labels: dict[bytes, float | Rejection] = {}  # a label's target, or why not
+        self._targets: dict[bytes, float | Rejection] = {}  # a label's target, or why not
         self._folder: tempfile.TemporaryDirectory[str] | None = None
         self._runs: _Runs | None = None
         self._report: CleaningReport | None = None
@@ -661,10 +682,10 @@ class History(Generic[E]):
             rejected = csv.writer(rejected_file)
             rejected.writerow(["line", "reason", "detail", *self._layout.columns])
             for frame in self._chunks():
-                frame = frame[(frame != "").any(axis=1).to_numpy()]  # blank lines are no rows
+                frame = _without_blank_lines(frame)
                 lines = (frame.index.to_numpy() + first_line).tolist()
                 with _gc_paused():
-                    accepted, positions, refused = self._clean_chunk(frame, lines, seen)
+                    accepted, positions, refused = self._clean_chunk(frame, lines, seen, tally)
                 runs.add(accepted)
                 self._count(frame, positions, tally)
                 cells = frame.iloc[[r.position for r in refused]].to_numpy(dtype=object)
@@ -690,9 +711,9 @@ class History(Generic[E]):
         if self._runs is None or self._folder is None:
             raise RuntimeError("the history is closed: its runs are removed")
         # The runs keep each event's JSON, validated in the first pass. Validating it again
-        # is the cheapest way back to a record: pydantic's compiled validator takes about
-        # 2 us a sale here, while rebuilding one from stored values (model_construct, or
-        # dates as text and __setstate__) takes 3-5 us in Python.
+        # (2-2.5 us a sale here) is the cheapest way back to a record: keeping the record's
+        # values instead costs more, in pickling its dates (4-5 us a sale) or as ISO text
+        # in converting them in Python both ways, and model_construct alone takes 3 us.
         validate = self.use_case.event_type.model_validate_json
         rows = self._runs.merged()
         while True:
@@ -718,53 +739,56 @@ class History(Generic[E]):
             self._size, self._sha256 = digest.size, digest.sha256.hexdigest()
 
     def _clean_chunk(
-        self, frame: pd.DataFrame, lines: list[int], seen: dict[str, int]
+        self, frame: pd.DataFrame, lines: list[int], seen: dict[str, int], tally: _Tally
     ) -> tuple[list[_RunRow], list[int], list[_Refused]]:
         """Decide every row of a chunk: the run rows and positions of the accepted, the refused."""
         event_type: type[Any] = self.use_case.event_type  # a Record with event_id and ts
         check_dates = "purchase_date" in event_type.model_fields
-        label_cells = frame[self._layout.label].to_numpy(dtype=object)
-        labels = _members(self._layout.label, label_cells, self._layout.kinds[self._layout.label])
-        unlabelled = (label_cells == "").tolist()
+        check_cost = self._layout.has_cost
+        targets = self._targets
         accepted: list[_RunRow] = []
         positions: list[int] = []
         refused: list[_Refused] = []
-        for i, payload in enumerate(_event_payloads(frame, self._layout)):
+        rows = zip(
+            _event_payloads(frame, self._layout), _label_members(frame, self._layout), lines, strict=True
+        )
+        for i, (payload, label, line) in enumerate(rows):
             event = parse(event_type, payload)
             if isinstance(event, Rejection):
                 refused.append(_Refused(i, event.reason, event.detail))
                 continue
-            target = None if unlabelled[i] else self._target(event.event_id, labels[i])
+            target = None if label is None else targets.get(label)
+            if target is None and label is not None:
+                target = self._target(event.event_id, label)
             if isinstance(target, Rejection):
                 refused.append(_Refused(i, target.reason, target.detail))
                 continue
             if check_dates and (problem := _date_problem(event)) is not None:
                 refused.append(_Refused(i, "inconsistent_dates", problem))
                 continue
-            first = seen.setdefault(event.event_id, lines[i])
-            if first != lines[i]:
+            first = seen.setdefault(event.event_id, line)
+            if first != line:
                 detail = f"event id {event.event_id} was first read at line {first}"
                 refused.append(_Refused(i, "duplicate_event", detail))
                 continue
-            accepted.append((event.ts.timestamp(), lines[i], target, payload))
+            accepted.append((event.ts.timestamp(), line, target, payload))
             positions.append(i)
+            if check_cost and event.cost is not None and event.cost > COST_OUTLIER_RATIO * event.price:
+                tally.outliers["cost"] += 1  # from the record's values, as the features see them
         return accepted, positions, refused
 
     def _target(self, event_id: str, member: bytes) -> float | Rejection:
         """The target of a label (its ``"field":value`` JSON), or why the label is invalid."""
-        known = self._labels.get(member)
-        if known is not None:
-            return known
         label = parse(self.use_case.label_type, b'{"event_id":%s,%s}' % (orjson.dumps(event_id), member))
         outcome = label if isinstance(label, Rejection) else float(self.use_case.target(label))
         # A label's validity is its value's (its event_id passed the same check in the
         # event): the few distinct values of a label (booleans, counts) are parsed once each.
-        if len(self._labels) < LABEL_CACHE:
-            self._labels[member] = outcome
+        if len(self._targets) < LABEL_CACHE:
+            self._targets[member] = outcome
         return outcome
 
     def _count(self, frame: pd.DataFrame, positions: list[int], tally: _Tally) -> None:
-        """Count the accepted rows' labels, nulls and outliers, column by column."""
+        """Count the accepted rows' labels and nulls, column by column."""
         ok = np.zeros(len(frame), dtype=bool)
         ok[positions] = True
         layout = self._layout
@@ -775,11 +799,6 @@ class History(Generic[E]):
             empty = (frame[name] == "").to_numpy() if name in layout.columns else ok
             tally.nulls[name] += int(np.count_nonzero(ok & empty))
         tally.nulls[layout.label] += len(positions) - labelled
-        if layout.has_cost:
-            cost = pd.to_numeric(frame["cost"], errors="coerce").to_numpy(dtype=float)
-            price = pd.to_numeric(frame["price"], errors="coerce").to_numpy(dtype=float)
-            with np.errstate(invalid="ignore"):
-                tally.outliers["cost"] += int(np.count_nonzero(ok & (cost > COST_OUTLIER_RATIO * price)))
 
     def _make_report(self, tally: _Tally, runs: _Runs) -> CleaningReport:
         layout = self._layout

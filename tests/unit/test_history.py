@@ -160,6 +160,14 @@ def test_epoch_milliseconds_are_a_timestamp_as_in_the_stream(tmp_path: Path) -> 
     assert event.ts == dt.datetime(2026, 1, 5, 12, tzinfo=dt.UTC)
 
 
+@pytest.mark.parametrize("year", [1999, 2099])
+def test_the_stream_age_limits_do_not_apply(tmp_path: Path, year: int) -> None:
+    path = write(tmp_path / "tx.csv", [tx(0, ts=f"{year}-06-01T12:00:00+00:00")])
+    with History(FRAUD, path) as source:
+        ((event, _),) = replay(source)
+    assert event.ts.year == year
+
+
 @pytest.mark.parametrize(
     ("cell", "target"),
     [("true", 1.0), ("TRUE", 1.0), ("True", 1.0), ("1", 1.0), ("false", 0.0), ("False", 0.0), ("0", 0.0)],
@@ -222,6 +230,13 @@ def test_an_empty_file_is_refused(tmp_path: Path) -> None:
         History(FRAUD, path)
 
 
+def test_a_parquet_file_that_is_not_one_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "sales.parquet"
+    path.write_text("store_id,units_sold\n")
+    with pytest.raises(HistoryError, match="not a Parquet file"):
+        History(DEMAND, path)
+
+
 def test_a_line_with_too_many_cells_refuses_the_file(tmp_path: Path) -> None:
     path = write(tmp_path / "tx.csv", [tx(0)])
     with path.open("a") as file:
@@ -233,6 +248,7 @@ def test_a_line_with_too_many_cells_refuses_the_file(tmp_path: Path) -> None:
 
 TX_REJECTIONS = [
     (tx(0, event_id=""), "missing_field", "event_id"),
+    (tx(0, ts=""), "missing_field", "ts"),
     (tx(0, amount=""), "missing_field", "amount"),
     (tx(0, amount="12,50"), "bad_type", "amount"),
     (tx(0, ts="yesterday"), "bad_format", "ts"),
