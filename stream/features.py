@@ -369,6 +369,16 @@ class Ratio(_Valued):
         r = float(a / b)
         return None if self.valid is not None and not self.valid[0] <= r <= self.valid[1] else r
 
+    def is_outlier(self, event: Any) -> bool:
+        """Whether the event has both values but a ratio outside ``valid``."""
+        a, b = getattr(event, self.numerator), getattr(event, self.denominator)
+        return (
+            a is not None
+            and bool(b)
+            and self.valid is not None
+            and not self.valid[0] <= a / b <= self.valid[1]
+        )
+
 
 class Count(_Kind):
     """How many events the entity had before this one."""
@@ -550,6 +560,7 @@ class FeatureSet:
         fields = [(f, feature) for feature in features.values() for f in feature.fields()]
         self.stats = tuple(dict.fromkeys(f for f, k in fields if isinstance(k, ZScore | LogRatio)))
         self.members = tuple(dict.fromkeys(f for f, k in fields if isinstance(k, NewValue)))
+        self._ratios = [(name, f) for name, f in features.items() if isinstance(f, Ratio) and f.valid]
         self.drift_exempt = frozenset(
             column
             for name, feature in features.items()
@@ -580,6 +591,10 @@ class FeatureSet:
             {f: getattr(event, f) for f in self.stats},
             {m: "" if (v := getattr(event, m)) is None else str(v) for m in self.members},
         )
+
+    def outliers(self, event: Any) -> list[str]:
+        """The declared features that take ``event``'s values for outliers (a ratio out of range)."""
+        return [name for name, ratio in self._ratios if ratio.is_outlier(event)]
 
     def compute(self, event: Any, prior: Prior) -> Features:
         """The feature vector of ``event`` given its entity's state before it."""

@@ -38,9 +38,6 @@ from models.drift import Kind, Severity, State
 MAX_AMOUNT = 1_000_000.0
 MAX_PRICE = 100_000.0
 MAX_UNITS = 1_000_000.0
-# A cost above this multiple of the price is a data-entry outlier, not a margin: a sale
-# carrying one is accepted, and the cost treated as unknown.
-COST_OUTLIER_RATIO = 5.0
 
 
 def _timestamp(value: Any) -> Any:

@@ -83,7 +83,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from stream.records import COST_OUTLIER_RATIO, Label, Record, Rejection, Sale, parse
+from stream.records import Label, Record, Rejection, Sale, parse
 from stream.usecases import UseCase
 
 E = TypeVar("E", bound=Record)
@@ -147,8 +147,8 @@ class CleaningReport(BaseModel):
         Accepted rows without a value, for each field that may have none: the event's
         optional fields (an absent column counts as empty cells) and the label.
     outliers
-        Accepted rows with a value the features ignore: ``cost`` above
-        :data:`~stream.records.COST_OUTLIER_RATIO` x ``price``.
+        Accepted rows with a value the declared features treat as missing, by feature: a
+        ``ratio`` outside its ``valid`` range (``cost_share``: a cost above 5 x the price).
     first_ts, last_ts
         Event time of the first and last accepted rows, in UTC; None when none is accepted.
     """
@@ -242,7 +242,6 @@ class _Layout:
     kinds: dict[str, Kind]  # of every field and the label
     label: str
     derived_ts: str | None  # the date field ``ts`` comes from, for records that may lack it
-    has_cost: bool  # a cost and a price: cost outliers are counted
 
 
 def _layout(use_case: UseCase[Any, Any], columns: Sequence[str]) -> _Layout:
@@ -269,7 +268,6 @@ def _layout(use_case: UseCase[Any, Any], columns: Sequence[str]) -> _Layout:
         kinds=kinds,
         label=label,
         derived_ts=derived_ts,
-        has_cost={"cost", "price"} <= set(read),
     )
 
 
@@ -744,7 +742,7 @@ class History(Generic[E]):
         """Decide every row of a chunk: the run rows and positions of the accepted, the refused."""
         event_type: type[Any] = self.use_case.event_type  # a Record with event_id and ts
         check_dates = "purchase_date" in event_type.model_fields
-        check_cost = self._layout.has_cost
+        outliers = self.use_case.features.outliers
         targets = self._targets
         accepted: list[_RunRow] = []
         positions: list[int] = []
@@ -773,8 +771,8 @@ class History(Generic[E]):
                 continue
             accepted.append((event.ts.timestamp(), line, target, payload))
             positions.append(i)
-            if check_cost and event.cost is not None and event.cost > COST_OUTLIER_RATIO * event.price:
-                tally.outliers["cost"] += 1  # from the record's values, as the features see them
+            for name in outliers(event):  # as the declared features see them
+                tally.outliers[name] += 1
         return accepted, positions, refused
 
     def _target(self, event_id: str, member: bytes) -> float | Rejection:
@@ -813,7 +811,7 @@ class History(Generic[E]):
             accepted=tally.labelled + tally.unlabelled,
             rejected={reason: tally.rejected[reason] for reason in REASONS},
             nulls={name: tally.nulls[name] for name in [*layout.nullable, layout.label]},
-            outliers={"cost": tally.outliers["cost"]} if layout.has_cost else {},
+            outliers=dict(tally.outliers),
             labelled=tally.labelled,
             unlabelled=tally.unlabelled,
             first_ts=first,

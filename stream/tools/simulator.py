@@ -63,11 +63,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 
-from stream.records import COST_OUTLIER_RATIO
 from stream.usecases import DEMAND, FRAUD, UseCase
 
 if TYPE_CHECKING:
@@ -833,7 +833,7 @@ class HistoryFile:
         Events by data problem. :data:`HISTORY_PROBLEMS`'s kinds (a ``duplicate`` is an event
         written twice), and for sales the chain's own problems, as the live stream has them:
         ``missing_cost``, ``cost_outlier`` (cost above
-        :data:`stream.records.COST_OUTLIER_RATIO` times the price), ``missing_purchase_date``
+        the ``valid`` range of the demand declaration's ``cost_share``), ``missing_purchase_date``
         and ``null_expiry_date`` (products without a shelf life, and some that lost theirs).
     """
 
@@ -1019,7 +1019,7 @@ def _sale_findings(row: Mapping[str, Any]) -> Iterator[str]:
     """The chain's own data problems in a sale, as the live stream has them."""
     if row["cost"] is None:
         yield "missing_cost"
-    elif row["cost"] > COST_OUTLIER_RATIO * row["price"]:
+    elif DEMAND.features.outliers(SimpleNamespace(**row)):  # as the declared features see it
         yield "cost_outlier"
     if row["purchase_date"] is None:
         yield "missing_purchase_date"

@@ -197,7 +197,7 @@ def test_nulls_and_cost_outliers_are_accepted_and_counted(tmp_path: Path) -> Non
         assert [event.cost for event, _ in replay(source)] == [None, 6.5, 0.8, 0.8]
     assert report.accepted == 4
     assert report.nulls == {"cost": 1, "purchase_date": 0, "expiry_date": 1, "units_sold": 0}
-    assert report.outliers == {"cost": 1}  # 6.5 > 5 x 1.2
+    assert report.outliers == {"cost_share": 1}  # 6.5 > 5 x 1.2: out of the declared valid range
 
 
 def test_an_absent_optional_column_is_null_everywhere(tmp_path: Path) -> None:
