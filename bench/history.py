@@ -11,6 +11,7 @@ Examples
 --------
 .venv/bin/python -m bench.history                       # 1,000,000 rows, ~30 s
 .venv/bin/python -m bench.history --content-ids --disorder 100000
+.venv/bin/python -m bench.history --learn               # and replay as bootstrap does, ~2 min
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from pathlib import Path
 import orjson
 
 from stream.records import Sale
+from stream.settings import Settings
 from stream.tools.history import History
+from stream.tools.replay import Replay
 from stream.tools.simulator import SimulationConfig, labelled_events
 from stream.usecases import DEMAND
 
@@ -66,17 +69,24 @@ def write_sales(path: Path, rows: int, *, content_ids: bool, disorder: int, seed
         writer.writerows(cells for _, cells in sorted(late))
 
 
-def measure(path: Path, chunk_rows: int) -> dict[str, float]:
-    """Read, clean and merge ``path`` to the last record: rows/s and this process's peak RSS.
+def measure(path: Path, chunk_rows: int, learn: bool = False) -> dict[str, float]:
+    """Read, clean and merge ``path`` to the last record (and, with ``learn``, replay it as
+    ``scoring bootstrap`` does, all but the writes to Redis): rows/s and this process's peak RSS.
 
     The peak RSS before reading is that of the imports (the service's, pandas, River...).
     """
     imports_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     began = time.perf_counter()
+    replay = Replay(Settings.defaults(), DEMAND)
     with History(DEMAND, path, chunk_rows=chunk_rows) as history:
         report = history.clean()
         cleaned = time.perf_counter()
-        replayed = sum(len(batch) for batch in history.batches())
+        replayed = 0
+        for batch in history.batches():
+            replayed += len(batch)
+            if learn:
+                replay.add_all(batch)
+    replay.finish(flush=True)
     seconds = time.perf_counter() - began
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
@@ -97,18 +107,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--content-ids", action="store_true", help="no event_id and ts columns")
     parser.add_argument("--disorder", type=int, default=0, help="move rows up to this many rows later")
     parser.add_argument("--chunk-rows", type=int, default=50_000)
+    parser.add_argument("--learn", action="store_true", help="replay the rows as scoring bootstrap does")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
     if args.measure is not None:
-        sys.stdout.buffer.write(orjson.dumps(measure(args.measure, args.chunk_rows)) + b"\n")
+        sys.stdout.buffer.write(orjson.dumps(measure(args.measure, args.chunk_rows, args.learn)) + b"\n")
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-history-") as folder:
         path = Path(folder) / "sales.csv"
         write_sales(path, args.rows, content_ids=args.content_ids, disorder=args.disorder)
         child = [sys.executable, "-m", "bench.history", "--measure", str(path)]
-        child += ["--chunk-rows", str(args.chunk_rows)]
+        child += ["--chunk-rows", str(args.chunk_rows), *(["--learn"] if args.learn else [])]
         result = orjson.loads(subprocess.run(child, check=True, capture_output=True).stdout)
-    result |= {"content_ids": args.content_ids, "disorder": args.disorder}
+    result |= {"content_ids": args.content_ids, "disorder": args.disorder, "learn": args.learn}
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return 0
 
