@@ -123,6 +123,7 @@ class ModelRegistry:
             "record": record,
             "keep": max(1, self._settings.model_versions_kept),
             "at": time.time(),
+            "first": 0,
         }
         blob = snapshot.dumps(served, self._settings.signing_key)
         outcome, version = await self._call("publish", model, params, blob, state)
@@ -153,6 +154,7 @@ class ModelRegistry:
             "keep": max(1, self._settings.model_versions_kept),
             "at": time.time(),
             "labels_learned_max": labels_learned_max,
+            "first": 1,  # never .0: that is the untrained champion a worker serves before any load
         }
         blob = snapshot.dumps(served, self._settings.signing_key)
         outcome, version = await self._call("bootstrap", model, params, blob, state)

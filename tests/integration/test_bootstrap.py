@@ -52,9 +52,9 @@ async def test_a_history_becomes_the_live_version_with_its_lineage(
     settings: Settings, client: aioredis.Redis, files: dict[str, Path]
 ) -> None:
     outcome = await bootstrap(settings, DEMAND, files["demand"])
-    assert (outcome.status, outcome.version) == ("published", "demand.0")
+    assert (outcome.status, outcome.version) == ("published", "demand.1")  # .0 is the untrained one
     registry = ModelRegistry(client, settings)
-    record = await registry.record("demand.0")
+    record = await registry.record("demand.1")
     lineage = record["lineage"]
     size, sha256 = file_digest(files["demand"])
     assert (lineage["file"], lineage["size"], lineage["sha256"]) == (files["demand"].name, size, sha256)
@@ -67,7 +67,7 @@ async def test_a_history_becomes_the_live_version_with_its_lineage(
     # Workers serve it; the entity states are there for the stream's features to continue.
     served = ServedModels(settings, registry, [DEMAND])
     await served.refresh()
-    assert served["demand"].version == "demand.0" and served["demand"].model.labels_learned > 0
+    assert served["demand"].version == "demand.1" and served["demand"].model.labels_learned > 0
     keys = [k async for k in client.scan_iter(match=settings.key("demand", "entity", "*"))]
     assert len(keys) == lineage["entities"] > 100
 
@@ -75,28 +75,28 @@ async def test_a_history_becomes_the_live_version_with_its_lineage(
     store = StateStore(client, settings)
     learner = Learner(settings, DEMAND, store, registry, no_publish, ErrorPolicy(settings))
     await learner.step()
-    assert learner.state is not None and learner.version == "demand.0"
+    assert learner.state is not None and learner.version == "demand.1"
     assert learner.state.lifecycle.labels_learned == record["learner_labels"]
 
 
 async def test_the_same_file_twice_learns_once(settings: Settings, files: dict[str, Path]) -> None:
     assert (await bootstrap(settings, DEMAND, files["demand"])).status == "published"
     again = await bootstrap(settings, DEMAND, files["demand"])
-    assert (again.status, again.version) == ("unchanged", "demand.0")
+    assert (again.status, again.version) == ("unchanged", "demand.1")
     assert "nothing to learn again" in again.lines[0]
 
 
 async def test_a_lineage_that_learned_labels_is_started_over_only_when_forced(
     settings: Settings, client: aioredis.Redis, files: dict[str, Path], tmp_path: Path
 ) -> None:
-    assert (await bootstrap(settings, FRAUD, files["fraud"])).version == "fraud.0"
+    assert (await bootstrap(settings, FRAUD, files["fraud"])).version == "fraud.1"
     other = tmp_path / "other.csv"
     lines = files["fraud"].read_text().splitlines(keepends=True)
     other.write_text("".join(lines[: len(lines) // 2]))  # another file: the first half of the history
     with pytest.raises(BootstrapRefused, match=r"has learned \d+ labels.*--force"):
         await bootstrap(settings, FRAUD, other)
     forced = await bootstrap(settings, FRAUD, other, force=True)
-    assert forced.version == "fraud.1"
-    record = await ModelRegistry(client, settings).record("fraud.1")
-    assert record["parent"] == "fraud.0"
-    assert record["lineage"]["forced"] is True and record["lineage"]["replaces"] == "fraud.0"
+    assert forced.version == "fraud.2"
+    record = await ModelRegistry(client, settings).record("fraud.2")
+    assert record["parent"] == "fraud.1"
+    assert record["lineage"]["forced"] is True and record["lineage"]["replaces"] == "fraud.1"

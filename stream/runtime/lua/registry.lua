@@ -22,6 +22,10 @@ end
 -- A new live version: its snapshot, record and the learner checkpoint that goes with it.
 local function add_version()
   local n = redis.call('INCR', seq) - 1
+  if n < p.first then  -- a bootstrap: .0 names the untrained champion workers start with
+    redis.call('SET', seq, p.first + 1)
+    n = p.first
+  end
   local version = p.model .. '.' .. n
   local record = p.record
   record.version, record.seq, record.parent, record.created_at = version, n, p.parent, p.at
