@@ -402,42 +402,49 @@ class SincePrevious(_Valued):
         return None if gap is None else _transform(self.transform)(gap)
 
 
-class ZScore(_OfField):
+class _AgainstMean(_OfField):
+    """The event's value against the entity's exponentially weighted statistic of the field,
+    clipped; 0 while the entity has fewer than ``known`` values of it, or the event none."""
+
+    needs = frozenset({"number"})
+    known: ClassVar[int] = 1
+    clip: Range = (-10.0, 10.0)
+
+    @staticmethod
+    def deviation(value: float, stat: Stat) -> float:
+        raise NotImplementedError
+
+    def columns(self, name: str) -> list[tuple[str, Column]]:
+        f, (low, high), known, deviation = self.field, self.clip, self.known, self.deviation
+
+        def against_mean(e: Any, p: Prior) -> float:
+            v, stat = getattr(e, f), p.stat(f)
+            if v is None or stat.n < known:
+                return 0.0
+            return min(high, max(low, deviation(v, stat)))
+
+        return [(name, against_mean)]
+
+
+class ZScore(_AgainstMean):
     """The field's distance to the entity's exponentially weighted mean, in its spreads."""
 
     kind: Literal["zscore"]
-    needs = frozenset({"number"})
-    clip: Range = (-10.0, 10.0)
+    known = 2
 
-    def columns(self, name: str) -> list[tuple[str, Column]]:
-        f, (low, high) = self.field, self.clip
-
-        def z(e: Any, p: Prior) -> float:
-            v, stat = getattr(e, f), p.stat(f)
-            if v is None or stat.n < 2:
-                return 0.0
-            return min(high, max(low, float(v - stat.mean) / (stat.std + 1e-6 * abs(stat.mean) + 1e-9)))
-
-        return [(name, z)]
+    @staticmethod
+    def deviation(value: float, stat: Stat) -> float:
+        return float(value - stat.mean) / (stat.std + 1e-6 * abs(stat.mean) + 1e-9)
 
 
-class LogRatio(_OfField):
+class LogRatio(_AgainstMean):
     """``log((value + 1) / (mean + 1))`` against the entity's exponentially weighted mean."""
 
     kind: Literal["log_ratio"]
-    needs = frozenset({"number"})
-    clip: Range = (-10.0, 10.0)
 
-    def columns(self, name: str) -> list[tuple[str, Column]]:
-        f, (low, high) = self.field, self.clip
-
-        def log_ratio(e: Any, p: Prior) -> float:
-            v, stat = getattr(e, f), p.stat(f)
-            if v is None or not stat.n:
-                return 0.0
-            return min(high, max(low, math.log((v + 1.0) / (stat.mean + 1.0))))
-
-        return [(name, log_ratio)]
+    @staticmethod
+    def deviation(value: float, stat: Stat) -> float:
+        return math.log((value + 1.0) / (stat.mean + 1.0))
 
 
 class NewValue(_OfField):
