@@ -18,8 +18,9 @@ its ``sale_date``. Transactions need both columns. An empty label cell means unl
 fraud feed may label only its frauds).
 
 Rejected rows go to ``<file>.rejected.csv``: the row's ``line`` (its line in a CSV, the
-header being line 1; its row number from 1 in Parquet), ``reason``, ``detail``, then the
-row's cells as read. A :class:`CleaningReport` counts every outcome.
+header being line 1, unless a quoted cell before it spans lines; its row number from 1 in
+Parquet), ``reason``, ``detail``, then the row's cells as read. A :class:`CleaningReport`
+counts every outcome.
 
 The file may be larger than memory. The first pass reads it in chunks, cleans each one and
 writes its accepted rows (their JSON), sorted by event time, to a temporary run; the second
