@@ -136,13 +136,20 @@ class UseCase(Generic[E, L]):
 
     def declare(self, table: Mapping[str, Any]) -> UseCase[E, L]:
         """This use case with the declaration ``table``, validated (:class:`ValueError` if not)."""
-        declaration = Declaration.model_validate(table)
-        known = CANDIDATES[self.task]
-        for pipeline in (declaration.champion, declaration.challenger):
-            if pipeline is not None and pipeline not in known:
-                raise ValueError(f'unknown pipeline "{pipeline}" (one of: {", ".join(known)})')
-        features = FeatureSet.of_record(self.event_type, declaration.features, declaration.decay)
+        declaration, features = _compiled(self.task, self.event_type, table)
         return replace(self, declaration=declaration, features=features)
+
+
+def _compiled(
+    task: Task, event_type: type[Record], table: Mapping[str, Any]
+) -> tuple[Declaration, FeatureSet]:
+    """A declaration table, validated for a use case's task and events, and its features compiled."""
+    declaration = Declaration.model_validate(table)
+    known = CANDIDATES[task]
+    for pipeline in (declaration.champion, declaration.challenger):
+        if pipeline is not None and pipeline not in known:
+            raise ValueError(f'unknown pipeline "{pipeline}" (one of: {", ".join(known)})')
+    return declaration, FeatureSet.of_record(event_type, declaration.features, declaration.decay)
 
 
 def _contract(
@@ -155,7 +162,8 @@ def _contract(
     topic: str,
 ) -> UseCase[E, L]:
     """A use case's contract, declared by ``usecases.toml``'s table of its name."""
-    undeclared = UseCase(
+    declaration, features = _compiled(task, event_type, _BUILT_IN[name])
+    return UseCase(
         name,
         task,
         event_topic=topic,
@@ -165,10 +173,9 @@ def _contract(
         label_type=label_type,
         entity=entity,
         target=target,
-        declaration=Declaration.model_construct(),
-        features=FeatureSet({}, 0.1),
+        declaration=declaration,
+        features=features,
     )
-    return undeclared.declare(_BUILT_IN[name])
 
 
 _BUILT_IN: dict[str, Any] = tomllib.loads(resources.files("stream").joinpath("usecases.toml").read_text())

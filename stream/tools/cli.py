@@ -270,10 +270,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _bootstrap(settings: Settings, args: argparse.Namespace) -> int:
     from stream.tools.bootstrap import BootstrapRefused, bootstrap
     from stream.tools.history import HistoryError
+    from stream.usecases import use_case
 
-    use_case = next(uc for uc in settings.use_cases if uc.name == args.use_case)
     try:
-        outcome = asyncio.run(bootstrap(settings, use_case, args.file, force=args.force))
+        outcome = asyncio.run(
+            bootstrap(settings, use_case(args.use_case, settings.use_cases), args.file, force=args.force)
+        )
     except (OSError, HistoryError, BootstrapRefused) as refused:
         print(f"scoring bootstrap: {refused}", file=sys.stderr)
         return 1
