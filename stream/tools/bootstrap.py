@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -33,8 +32,6 @@ from typing import Any, Literal, TextIO
 
 import numpy as np
 import redis.asyncio as aioredis
-import rich.progress
-from rich.console import Console
 
 from models import snapshot
 from stream.runtime.learner import version_record
@@ -42,14 +39,13 @@ from stream.runtime.registry import ModelRegistry, RegistryError
 from stream.runtime.state import StateStore
 from stream.settings import Settings
 from stream.tools.history import History
+from stream.tools.progress import rows_progress
 from stream.tools.replay import Replay
 from stream.tools.report import METRICS, prequential
 from stream.usecases import UseCase
 
 EVALUATED_SHARE = 0.2
 """The share of the history, at its end, that the version's metrics describe."""
-PLAIN_LINE_SECONDS = 10.0
-"""How often progress is a line when the output is not a terminal."""
 
 
 class BootstrapRefused(RuntimeError):
@@ -161,10 +157,10 @@ async def bootstrap(
         replay = Replay(settings, use_case)
         began = time.perf_counter()
         with History(use_case, path) as history:
-            with _progress(out, f"{use_case.name}: cleaning {path.name}", None) as advance:
+            with rows_progress(out, f"{use_case.name}: cleaning {path.name}", None) as advance:
                 history.on_rows = advance
                 report = history.clean()
-            with _progress(out, f"{use_case.name}: learning", report.accepted) as advance:
+            with rows_progress(out, f"{use_case.name}: learning", report.accepted) as advance:
                 for batch in history.batches():
                     replay.add_all(batch)
                     advance(len(batch))
@@ -231,46 +227,3 @@ async def bootstrap(
         )
     finally:
         await client.aclose()
-
-
-@contextlib.contextmanager
-def _progress(out: TextIO | None, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """Rows done, their rate and the rows left (of ``total``, if known): live bars on a
-    terminal, else a line every :data:`PLAIN_LINE_SECONDS` and one at the end."""
-    console = Console(file=out)
-    if console.is_terminal:
-        bar = rich.progress.Progress(
-            rich.progress.TextColumn("{task.description:<32}"),
-            rich.progress.BarColumn(),
-            rich.progress.TextColumn("{task.completed:>10,.0f} rows"),
-            rich.progress.TextColumn("{task.fields[rate]:>8,.0f} rows/s"),
-            rich.progress.TimeRemainingColumn(),
-            console=console,
-        )
-        task = bar.add_task(description, total=total, rate=0.0)
-        began = time.perf_counter()
-
-        def show(n: int) -> None:
-            bar.update(task, advance=n)
-            bar.update(task, rate=bar.tasks[0].completed / max(time.perf_counter() - began, 1e-9))
-
-        with bar:
-            yield show
-        return
-    began = due = time.perf_counter()
-    done = 0
-
-    def line() -> str:
-        rate = done / max(time.perf_counter() - began, 1e-9)
-        left = "" if total is None else f", {total - done:,} left"
-        return f"{description}: {done:,} rows, {rate:,.0f} rows/s{left}"
-
-    def advance(n: int) -> None:
-        nonlocal done, due
-        done += n
-        if time.perf_counter() >= due:
-            due = time.perf_counter() + PLAIN_LINE_SECONDS
-            console.print(line(), highlight=False)
-
-    yield advance
-    console.print(line(), highlight=False)

@@ -43,6 +43,7 @@ from stream.runtime.registry import ModelRegistry
 from stream.settings import Settings
 from stream.tools import localstack, simulator
 from stream.tools.bootstrap import bootstrap
+from stream.tools.progress import PLAIN_LINE_SECONDS
 from stream.usecases import USE_CASES, all_topics, use_case
 
 
@@ -89,8 +90,6 @@ def scrape(port: int) -> dict[str, float]:
 
 # Label outcomes that are not final: the label is still waiting, or was already counted.
 _PENDING_LABEL_OUTCOMES = ("outcome=parked", "outcome=redelivered")
-PLAIN_LINE_SECONDS = 10.0
-"""Without a terminal (a log, CI), progress is one line this often, and one at the end."""
 READY_TIMEOUT_SECONDS = 60.0
 HISTORY_DAYS = 30
 """Days of simulated history the demo bootstraps both use cases from, before its stream."""
