@@ -71,9 +71,6 @@ class ServedModels:
         self._registry = registry
         self._use_cases = {uc.name: uc for uc in use_cases}
         self._served = {uc.name: Served(f"{uc.name}.0", untrained(settings, uc)) for uc in use_cases}
-        # What was loaded from the registry: none yet, even of version .0, which a bootstrap
-        # publishes trained (the learner's own .0 is the untrained champion, loaded once).
-        self._loaded: dict[str, str] = {}
         for name in self._served:
             metrics.SERVED_VERSION.labels(name).set(0)  # exported from the start: a worker serves .0
 
@@ -90,7 +87,7 @@ class ServedModels:
         """
         for name, served in self._served.items():
             live = await self._registry.live(name)
-            if live is None or live == self._loaded.get(name):
+            if live is None or live == served.version:
                 continue
             try:
                 check_declaration(self._use_cases[name], live, await self._registry.record(live))
@@ -103,6 +100,6 @@ class ServedModels:
             except Exception:  # e.g. a snapshot of code this worker does not have
                 log.exception("%s: cannot load live version %s", name, live)
                 continue
-            self._served[name], self._loaded[name] = Served(live, model), live
+            self._served[name] = Served(live, model)
             metrics.SERVED_VERSION.labels(name).set(version_number(live))
             log.info("%s: now scoring with %s (was %s)", name, live, served.version)
