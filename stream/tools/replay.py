@@ -9,8 +9,9 @@ in event-time order (``ts``) and stream time is their ``ts``. Each event:
    declared features (:class:`stream.features.FeatureSet` and
    :class:`stream.features.EntityState`: the updates the stream's Lua script makes);
 3. is scored by the served model: the version last published (a copy of the champion
-   taken at most every ``publish_seconds`` of stream time, when it learned something),
-   or the champion itself when ``publish_seconds`` is ``None``;
+   taken at most every ``publish_seconds`` of stream time, when it learned something) from
+   half a worker's poll interval (``poll_seconds``) after its publication, when a worker
+   finds it on average; or the champion itself when ``publish_seconds`` is ``None``;
 4. goes to the learner as a journal entry would (:class:`stream.runtime.learner.LearnerState`):
    the drift monitor sees it, and a label learns it, test-then-train, for champion and
    challenger, with promotions and alerts as in the stream.
@@ -51,6 +52,7 @@ from models.online import OnlineModel
 from stream.features import EntityState
 from stream.runtime.keys import EntityKey, entity_key
 from stream.runtime.learner import LearnerState, fresh_state
+from stream.runtime.served import Served
 from stream.runtime.state import JournalEntry, Pending
 from stream.settings import Settings
 from stream.usecases import IMPLICIT_SOURCE, UseCase
@@ -96,6 +98,9 @@ class Replay:
     publish_seconds
         Stream seconds between two versions published (``None``: the champion serves
         itself, as in a bootstrap, where nothing is served while it learns).
+    poll_seconds
+        Stream seconds between two polls of the live version by a worker: a version is
+        served from ``poll_seconds / 2`` after its publication (0: at once).
     on_scored
         Called with each event, its pending record (features, prediction) and its row's
         target, as it is scored: what an offline evaluation compares.
@@ -108,6 +113,7 @@ class Replay:
         *,
         label_delay: float = 0.0,
         publish_seconds: float | None = None,
+        poll_seconds: float = 0.0,
         on_scored: Callable[[Any, Pending, float | None], None] | None = None,
     ) -> None:
         self.use_case = use_case
@@ -116,6 +122,7 @@ class Replay:
         self.entities: dict[EntityKey, EntityState] = {}
         self.label_delay = label_delay
         self.publish_seconds = publish_seconds
+        self.poll_seconds = poll_seconds
         self._on_scored = on_scored
         self.labels: list[LearnedLabel] = []
         self.publications: list[tuple[float, str]] = []
@@ -128,8 +135,11 @@ class Replay:
         self._due: list[tuple[float, int, str, Pending, float]] = []
         self._learned: set[int] = set()  # event orders learned (an explicit label or matured)
         self._seq = 0
-        self._served: OnlineModel | None = None
         self._version = 0
+        # Served: the version events are scored with (None: the champion serves itself);
+        # next: the version published and not yet polled, with the time it will be.
+        self._served = None if publish_seconds is None else Served(self.version, self._champion_copy())
+        self._next: tuple[float, Served] | None = None
         self._published_at = float("-inf")
         self._changed = False
         self._baseline_sum = 0.0
@@ -149,8 +159,11 @@ class Replay:
         prior = state.observe(self.features.observe(event), self.features.decay)
         x = self.features.compute(event, prior)
         self._publish_if_due(t)
-        y_pred = (self._served or self.learner.lifecycle.champion).predict_one(x)
-        pending = Pending(x=x, y_pred=y_pred, entity=key, model_version=self.version, scored_at=t)
+        if self._next is not None and self._next[0] <= t:
+            self._served, self._next = self._next[1], None
+        served = self._served or Served(self.version, self.learner.lifecycle.champion)
+        y_pred = served.model.predict_one(x)
+        pending = Pending(x=x, y_pred=y_pred, entity=key, model_version=served.version, scored_at=t)
         self._learn_entry(JournalEntry(self._entry_id(t), pending))
         self.counts["scored"] += 1
         if self._on_scored is not None:
@@ -222,8 +235,13 @@ class Replay:
     def _publish_if_due(self, t: float) -> None:
         if self.publish_seconds is None or not self._changed or t - self._published_at < self.publish_seconds:
             return
-        champion = self.learner.lifecycle.champion
-        self._served = pickle.loads(pickle.dumps(champion, protocol=pickle.HIGHEST_PROTOCOL))
         self._version += 1
+        self._next = (t + self.poll_seconds / 2, Served(self.version, self._champion_copy()))
         self._published_at, self._changed = t, False
         self.publications.append((t, self.version))
+
+    def _champion_copy(self) -> OnlineModel:
+        """The champion as published: a snapshot, which its further learning leaves alone."""
+        champion = self.learner.lifecycle.champion
+        copy: OnlineModel = pickle.loads(pickle.dumps(champion, protocol=pickle.HIGHEST_PROTOCOL))
+        return copy

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
+import redis.asyncio as aioredis
 from confluent_kafka import Producer
 
+from consumers.reader import read
+from stream.records import Prediction
+from stream.runtime.registry import ModelRegistry
+from stream.runtime.state import StateStore
 from stream.settings import Settings
 from stream.tools import simulator
 from stream.tools.demo import scrape
+
+T = TypeVar("T")
 
 START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
 """Where every simulated stream of these tests ends: the same events whatever the clock says."""
@@ -43,3 +52,30 @@ def total(settings: Settings, name: str, outcome: str | None = None) -> float:
 
 def event_id(message: simulator.Message) -> str:
     return str(orjson.loads(message.value)["event_id"])
+
+
+def with_registry(settings: Settings, use: Callable[[ModelRegistry, StateStore], Awaitable[T]]) -> T:
+    async def run() -> T:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            return await use(ModelRegistry(client, settings), StateStore(client, settings))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def live_record(settings: Settings, model: str = "fraud") -> dict[str, Any] | None:
+    """The registry record of ``model``'s live version (``None`` before the first)."""
+
+    async def use(registry: ModelRegistry, _: StateStore) -> dict[str, Any] | None:
+        live = await registry.live(model)
+        return await registry.record(live) if live else None
+
+    return with_registry(settings, use)
+
+
+def predictions(settings: Settings, model: str = "fraud") -> list[Prediction]:
+    """Every prediction message of ``model`` on the output topic."""
+    records = [m.parse() for m in read(settings, [f"predictions.{model}"], idle_timeout=2.0)]
+    return [r for r in records if isinstance(r, Prediction)]
