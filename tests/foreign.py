@@ -23,10 +23,12 @@ import datetime as dt
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 
 from stream.records import Sale, Transaction
 from stream.tools.simulator import Message
@@ -34,6 +36,24 @@ from stream.usecases import DEMAND, FRAUD, UseCase
 
 BEGIN = dt.datetime(2026, 5, 6, 9, tzinfo=dt.UTC)
 """Event time of every paced stream's first event: the same events whatever the clock says."""
+
+WITH_COUNTRY_AND_CURRENCY = """
+[fraud]
+champion = "logistic_regression_adam"
+challenger = "hoeffding_tree_mc"
+
+[fraud.features]
+log_amount = { kind = "numeric", field = "amount", transform = "log1p" }
+amount_z = { kind = "zscore", field = "amount" }
+history_log_n = { kind = "count", transform = "log1p", drift = false }
+merchant_new = { kind = "new_value", field = "merchant_id" }
+account_fraud_rate = { kind = "label_mean" }
+channel = { kind = "categorical", field = "channel" }
+country = { kind = "categorical", field = "country" }
+currency = { kind = "categorical", field = "currency" }
+"""
+"""The declaration a user of these streams writes: the raw fields their fraud depends on,
+and a few of the entity's aggregates."""
 
 _CHANNEL = {"pos": -1.5, "online": 1.5, "phone": 0.5}
 _COUNTRY = {"BR": -1.2, "AR": -0.5, "US": 0.3, "NG": 2.5, "RU": 2.0}
@@ -55,7 +75,7 @@ def fraud_logit(amount: float, channel: str, country: str, currency: str) -> flo
     return -3.0 + _CHANNEL[channel] + _COUNTRY[country] + _CURRENCY[currency] + 1.5 * (math.log(amount) - 4.0)
 
 
-def transaction(rng: random.Random, n: int, ts: dt.datetime) -> tuple[dict[str, Any], float]:
+def transaction(rng: random.Random, n: str, ts: dt.datetime) -> tuple[dict[str, Any], float]:
     account = rng.randrange(400)
     channel = rng.choices(list(_CHANNEL), weights=(5, 3, 1))[0]
     country = rng.choices(list(_COUNTRY), weights=(6, 2, 2, 1, 1))[0]
@@ -75,7 +95,7 @@ def transaction(rng: random.Random, n: int, ts: dt.datetime) -> tuple[dict[str, 
     return payload, float(fraud)
 
 
-def sale(rng: random.Random, n: int, ts: dt.datetime) -> tuple[dict[str, Any], float]:
+def sale(rng: random.Random, n: str, ts: dt.datetime) -> tuple[dict[str, Any], float]:
     product = rng.randrange(60)
     category = list(_CATEGORY)[product % len(_CATEGORY)]
     price = round(1.0 + (product * 7919 % 97) / 6.0, 2)  # a product keeps its price
@@ -100,7 +120,7 @@ def sale(rng: random.Random, n: int, ts: dt.datetime) -> tuple[dict[str, Any], f
         "sale_date": day,
         "expiry_date": None if rng.random() < 0.3 else (bought + dt.timedelta(days=rng.randrange(5, 60))),
     }
-    return payload, float(np.random.default_rng(n).poisson(math.exp(level)))
+    return payload, float(np.random.default_rng(rng.getrandbits(32)).poisson(math.exp(level)))
 
 
 def paced_stream(
@@ -111,10 +131,12 @@ def paced_stream(
     label_delay: float,
     frauds_only: bool = False,
     seed: int = 7,
+    begin: dt.datetime = BEGIN,
 ) -> PacedStream:
-    """``transactions`` and ``sales`` mixed at random, ``rate`` events a second, each labelled
-    ``label_delay`` seconds after it (with ``frauds_only``, a transaction only if a fraud, as
-    a chargeback feed labels)."""
+    """``transactions`` and ``sales`` mixed at random, ``rate`` events a second from ``begin``,
+    each labelled ``label_delay`` seconds after it (with ``frauds_only``, a transaction only
+    if a fraud, as a chargeback feed labels). Accounts and products are the same whatever
+    the ``seed``; event ids carry it, so two streams never share one."""
     rng = random.Random(seed)
     kinds = [FRAUD] * transactions + [DEMAND] * sales
     rng.shuffle(kinds)
@@ -123,7 +145,7 @@ def paced_stream(
     rows: dict[str, list[tuple[dict[str, Any], float]]] = {FRAUD.name: [], DEMAND.name: []}
     for i, use_case in enumerate(kinds):
         at = i / rate
-        payload, target = makers[use_case.name](rng, i, BEGIN + dt.timedelta(seconds=at))
+        payload, target = makers[use_case.name](rng, f"{seed}-{i}", begin + dt.timedelta(seconds=at))
         rows[use_case.name].append((payload, target))
         entity = ":".join(use_case.entity(use_case.event_type.model_validate(payload))).encode()
         messages.append(Message(use_case.event_topic, entity, orjson.dumps(payload), at, "event"))
@@ -146,3 +168,29 @@ def records(use_case: UseCase[Any, Any], rows: list[tuple[dict[str, Any], float]
     """The rows as the use case's records with their targets, for an offline replay."""
     record_type: type[Transaction | Sale] = use_case.event_type
     return [(record_type.model_validate(payload), target) for payload, target in rows]
+
+
+def write_history(
+    path: Path,
+    use_case: UseCase[Any, Any],
+    rows: list[tuple[dict[str, Any], float]],
+    *,
+    problems: bool = False,
+) -> Path:
+    """The rows as a history file of the documented format (targets as 1/0 and numbers).
+
+    With ``problems``, as a chain's export has them: sales without ``event_id`` and ``ts``
+    (each sale's id from its content), one row in 50 twice, and one sale in 40 with an
+    expiry date before its purchase date.
+    """
+    frame = pd.DataFrame([{**payload, use_case.label_field: target} for payload, target in rows])
+    if use_case is FRAUD:
+        frame[use_case.label_field] = frame[use_case.label_field].astype(int)
+    if problems:
+        if use_case is DEMAND:
+            frame = frame.drop(columns=["event_id", "ts"])
+            spoiled = frame.index[::40]
+            frame.loc[spoiled, "expiry_date"] = frame.loc[spoiled, "purchase_date"] - dt.timedelta(days=1)
+        frame = pd.concat([frame, frame.iloc[::50]]).sort_index(kind="stable")
+    frame.to_csv(path, index=False)
+    return path

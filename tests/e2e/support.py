@@ -19,6 +19,7 @@ from stream.runtime.state import StateStore
 from stream.settings import Settings
 from stream.tools import simulator
 from stream.tools.demo import scrape
+from stream.usecases import UseCase
 
 T = TypeVar("T")
 
@@ -79,3 +80,23 @@ def predictions(settings: Settings, model: str = "fraud") -> list[Prediction]:
     """Every prediction message of ``model`` on the output topic."""
     records = [m.parse() for m in read(settings, [f"predictions.{model}"], idle_timeout=2.0)]
     return [r for r in records if isinstance(r, Prediction)]
+
+
+def send_on_schedule(settings: Settings, messages: list[simulator.Message]) -> None:
+    """Send ``messages`` on schedule once the worker's consumer has its partitions and its
+    learners lead (so that what is due at a second is done at that second, as in a backtest)."""
+    wait_until(lambda: counter(settings, "scoring_assigned_partitions") > 0, what="the consumer")
+    wait_until(lambda: total(settings, "scoring_learner_leader") == 2, what="the learners")
+    produce(settings, messages, realtime=True)
+
+
+def served_values(
+    settings: Settings, use_case: UseCase[Any, Any], events: list[dict[str, Any]]
+) -> list[float]:
+    """What the worker served for each event, in their order (one prediction per event)."""
+    by_id: dict[str, float] = {}
+    for prediction in predictions(settings, use_case.name):
+        value = getattr(prediction, use_case.output_field)
+        assert value is not None and by_id.setdefault(prediction.event_id, value) == value
+    assert len(by_id) == len(events)
+    return [by_id[event["event_id"]] for event in events]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 from river import linear_model, preprocessing
 from river import stream as river_stream
@@ -22,8 +21,8 @@ from stream.settings import Settings
 from stream.tools.backtest import replay_run
 from stream.tools.demo import worker_process
 from stream.usecases import DEMAND, FRAUD, UseCase
-from tests.e2e.support import counter, live_record, predictions, produce, total, wait_until
-from tests.foreign import PacedStream, fraud_logit, paced_stream, records
+from tests.e2e.support import counter, live_record, send_on_schedule, served_values, total, wait_until
+from tests.foreign import WITH_COUNTRY_AND_CURRENCY, fraud_logit, paced_stream, records, write_history
 
 pytestmark = pytest.mark.e2e
 
@@ -36,23 +35,6 @@ learning; at 200/s, about 0.5."""
 LAST = 1600
 """The issue's window: served quality over the last 1,600 transactions."""
 
-WITH_COUNTRY_AND_CURRENCY = """
-[fraud]
-champion = "logistic_regression_adam"
-challenger = "hoeffding_tree_mc"
-
-[fraud.features]
-log_amount = { kind = "numeric", field = "amount", transform = "log1p" }
-amount_z = { kind = "zscore", field = "amount" }
-history_log_n = { kind = "count", transform = "log1p", drift = false }
-merchant_new = { kind = "new_value", field = "merchant_id" }
-account_fraud_rate = { kind = "label_mean" }
-channel = { kind = "categorical", field = "channel" }
-country = { kind = "categorical", field = "country" }
-currency = { kind = "categorical", field = "currency" }
-"""
-"""A user's declaration: the raw fields their fraud depends on, and a few of the entity's aggregates."""
-
 IMPLICIT = """
 [fraud.labels]
 policy = "implicit"
@@ -61,39 +43,10 @@ implicit_target = 0
 """
 
 
-def send(settings: Settings, stream: PacedStream) -> None:
-    """Send ``stream`` on schedule once the worker's consumer has its partitions and its
-    learners lead (so that what is due at a second is done at that second, as in the backtest)."""
-    wait_until(lambda: counter(settings, "scoring_assigned_partitions") > 0, what="the consumer")
-    wait_until(lambda: total(settings, "scoring_learner_leader") == 2, what="the learners")
-    produce(settings, stream.messages, realtime=True)
-
-
-def served_values(
-    settings: Settings, use_case: UseCase[Any, Any], rows: list[tuple[dict[str, Any], float]]
-) -> list[float]:
-    """What the worker served for each row, in the rows' order (one prediction per event)."""
-    by_id: dict[str, float] = {}
-    for prediction in predictions(settings, use_case.name):
-        value = getattr(prediction, use_case.output_field)
-        assert value is not None and by_id.setdefault(prediction.event_id, value) == value
-    assert len(by_id) == len(rows)
-    return [by_id[payload["event_id"]] for payload, _ in rows]
-
-
 def metric(use_case: UseCase[Any, Any], predicted: list[float], targets: list[float]) -> float:
     value = roc_auc(predicted, [bool(t) for t in targets]) if use_case is FRAUD else mae(predicted, targets)
     assert value is not None
     return value
-
-
-def history_file(path: Path, use_case: UseCase[Any, Any], rows: list[tuple[dict[str, Any], float]]) -> Path:
-    """The rows as a history file of the documented format (targets as 1/0 and numbers)."""
-    frame = pd.DataFrame([{**payload, use_case.label_field: target} for payload, target in rows])
-    if use_case is FRAUD:
-        frame[use_case.label_field] = frame[use_case.label_field].astype(int)
-    frame.to_csv(path, index=False)
-    return path
 
 
 def river_plain(rows: list[tuple[Transaction, float]]) -> list[float]:
@@ -139,15 +92,15 @@ def test_the_served_metric_agrees_with_the_backtest_and_with_rivers_plain_model(
     stream = paced_stream(transactions=4000, sales=2000, rate=RATE, label_delay=LABEL_DELAY)
     labels = sum(1 for m in stream.messages if m.kind == "label")
     with worker_process(settings, tmp_path / "worker.log") as worker:
-        send(settings, stream)
+        send_on_schedule(settings, stream.messages)
         wait_until(lambda: total(settings, "scoring_labels_total", "joined") >= labels)
         assert worker.poll() is None
 
     for use_case in (FRAUD, DEMAND):
         rows = stream.rows[use_case.name]
-        ours = served_values(settings, use_case, rows)
+        ours = served_values(settings, use_case, [p for p, _ in rows])
         targets = [t for _, t in rows]
-        path = history_file(tmp_path / f"{use_case.name}.csv", use_case, rows)
+        path = write_history(tmp_path / f"{use_case.name}.csv", use_case, rows)
         run = replay_run(settings, use_case.name, path, label_delay=LABEL_DELAY, name="backtest")
         # The backtest learns (and measures) the labels due before its history ends: the same
         # first events of the stream.
@@ -169,7 +122,7 @@ def test_the_served_metric_agrees_with_the_backtest_and_with_rivers_plain_model(
     rows = stream.rows[FRAUD.name]
     targets = [t for _, t in rows]
     plain = river_plain(records(FRAUD, rows))
-    ours = served_values(settings, FRAUD, rows)
+    ours = served_values(settings, FRAUD, [p for p, _ in rows])
     ours_last, plain_last = (
         metric(FRAUD, ours[-LAST:], targets[-LAST:]),
         metric(FRAUD, plain[-LAST:], targets[-LAST:]),
@@ -188,7 +141,7 @@ def test_an_implicit_policy_learns_from_chargebacks_alone(worker_settings: Setti
     rows = stream.rows[FRAUD.name]
     frauds = sum(1 for _, t in rows if t)
     with worker_process(settings, tmp_path / "worker.log") as worker:
-        send(settings, stream)
+        send_on_schedule(settings, stream.messages)
         # Every transaction without a chargeback matures into "not fraud", and the learner
         # learns each transaction exactly once: the frauds by label, the others matured.
         wait_until(
@@ -205,7 +158,7 @@ def test_an_implicit_policy_learns_from_chargebacks_alone(worker_settings: Setti
         assert counter(settings, "scoring_labels_total", model="fraud", outcome="joined") == frauds
         assert worker.poll() is None
 
-    ours = served_values(settings, FRAUD, rows)
+    ours = served_values(settings, FRAUD, [p for p, _ in rows])
     targets = [t for _, t in rows]
     first, last = metric(FRAUD, ours[:500], targets[:500]), metric(FRAUD, ours[-500:], targets[-500:])
     assert last > first + 0.1 and last >= 0.85, (first, last)
