@@ -29,6 +29,7 @@ from tests.e2e.support import (
     START,
     counter,
     event_id,
+    live_record,
     produce,
     send_on_schedule,
     served_values,
@@ -84,29 +85,42 @@ def test_a_history_of_ones_own_is_bootstrapped_through_the_command_line(
     stream = paced_stream(transactions=600, sales=300, rate=200.0, label_delay=1.0, seed=2, begin=later)
     env = {**os.environ, **settings.environment()}
     reasons = {FRAUD.name: {"duplicate_event"}, DEMAND.name: {"duplicate_event", "inconsistent_dates"}}
-    for use_case in (FRAUD, DEMAND):
-        path = write_history(
-            tmp_path / f"mine-{use_case.name}.csv", use_case, history.rows[use_case.name], problems=True
-        )
-        done = scoring(env, "bootstrap", use_case.name, str(path))
-        assert done.returncode == 0, done.stdout + done.stderr
-        shown = json.loads(scoring(env, "models", "show", use_case.name).stdout)
-        lineage = shown["lineage"]
-        assert shown["live"] and shown["version"] == f"{use_case.name}.1"
-        assert lineage["sha256"] == file_digest(path)[1]
-        rows = len(pd.read_csv(path))
-        rejected = pd.read_csv(path.with_name(path.name + ".rejected.csv"))
-        assert lineage["rows"] == rows == lineage["accepted"] + len(rejected)
-        assert set(rejected["reason"]) == reasons[use_case.name], rejected["reason"].value_counts()
-        assert rejected["reason"].value_counts().to_dict() == {
-            reason: n for reason, n in lineage["rejected"].items() if n
-        }
-
+    learned: dict[str, int] = {}
+    # The worker runs from the start: the bootstrap replaces its untrained lineage, and its
+    # learner goes on from the bootstrapped checkpoint.
     with worker_process(settings, tmp_path / "worker.log") as worker:
+        wait_until(lambda: total(settings, "scoring_learner_leader") == 2, what="the learners")
+        for use_case in (FRAUD, DEMAND):
+            path = write_history(
+                tmp_path / f"mine-{use_case.name}.csv", use_case, history.rows[use_case.name], problems=True
+            )
+            done = scoring(env, "bootstrap", use_case.name, str(path))
+            assert done.returncode == 0, done.stdout + done.stderr
+            shown = json.loads(scoring(env, "models", "show", use_case.name).stdout)
+            lineage = shown["lineage"]
+            assert shown["live"] and shown["version"] == f"{use_case.name}.1"
+            assert lineage["sha256"] == file_digest(path)[1]
+            rows = len(pd.read_csv(path))
+            rejected = pd.read_csv(path.with_name(path.name + ".rejected.csv"))
+            assert lineage["rows"] == rows == lineage["accepted"] + len(rejected)
+            assert set(rejected["reason"]) == reasons[use_case.name], rejected["reason"].value_counts()
+            assert rejected["reason"].value_counts().to_dict() == {
+                reason: n for reason, n in lineage["rejected"].items() if n
+            }
+            learned[use_case.name] = lineage["accepted"] + len(stream.rows[use_case.name])
+
         wait_until(lambda: _serving(settings, 1))
         send_on_schedule(settings, stream.messages)
         labels = sum(1 for m in stream.messages if m.kind == "label")
         wait_until(lambda: total(settings, "scoring_labels_total", "joined") >= labels)
+        # Each label of the history and of the stream learned once, in one lineage.
+        wait_until(
+            lambda: (
+                {name: (live_record(settings, name) or {}).get("learner_labels") for name in learned}
+                == learned
+            ),
+            what="every label learned",
+        )
         assert worker.poll() is None
     transactions, sales = stream.rows[FRAUD.name][:400], stream.rows[DEMAND.name][:200]
     scores = served_values(settings, FRAUD, [p for p, _ in stream.rows[FRAUD.name]])[:400]
