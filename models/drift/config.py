@@ -102,6 +102,12 @@ class MonitorConfig:
         moves more than any one feature through a day (fraud is ~0.1 % of the events by day
         and ~20 % at night in the simulator, where the largest stationary PSI of the fraud
         scores was 0.29).
+    prediction_samples
+        Events per window, on average, whose prediction drift is measured: each is scored by
+        two frozen copies of the model (:mod:`models.drift.reference`), which costs two
+        predictions, so the others are skipped (picked at random by a seeded generator, the
+        same in every replay). With 1,000 of 8,000, two windows of one distribution differ
+        by a PSI of about ``2 * 9 / 1000 = 0.02``, 25 times under ``prediction_psi_open``.
     window_warmup
         Windows before the first comparison. A fresh model's predictions move while it learns
         its first labels, and so do features built from entity state while the entities are
@@ -145,6 +151,35 @@ class MonitorConfig:
         usual rate) and under which it resolves (back to 80 %).
     coverage_update_every
         Windows between two updates of an open label coverage alert.
+    estimate_window
+        Scored events over which the quality of the served scores is estimated
+        (:mod:`models.drift.estimate`, classification only), and labels over which their
+        realized quality and calibration error are measured. Both windows slide by a fifth
+        of it (``estimate_chunks``).
+    estimate_chunks
+        Steps by which the estimate's windows slide: the estimate is refreshed every
+        ``estimate_window / estimate_chunks`` scored events.
+    estimate_threshold
+        Score from which an event counts as flagged, for the estimated and realized
+        precision and recall.
+    estimate_drop
+        Fall of the estimated ROC AUC below its reference that opens an
+        ``estimated_quality_drop`` alert; it resolves under half of it.
+    estimate_half_life
+        Half-life, in steps of the window, of the estimate's reference (an exponentially
+        weighted mean of the estimated ROC AUC, followed while no alert is open).
+    estimate_warmup
+        Steps after a start or a restart (a promotion, a rollback adopted) before the
+        estimate is judged against its reference.
+    estimate_adopt_after
+        Steps an alert stays open before the estimate's level becomes its new reference.
+    estimate_max_calibration_error
+        The estimate is valid only while the expected calibration error of the served
+        scores, on the last ``estimate_window`` labels, is at most this; an invalid estimate
+        opens no alert.
+    estimate_min_positives
+        The estimate is valid only with at least this many expected positives (the sum of
+        the scores) in its window: fewer, and the ROC AUC is a guess.
     critical_ratio
         An alert is critical when its statistic is at least this multiple of its threshold
         (a shortfall of 0.5 * 2 = 1: no label at all).
@@ -183,6 +218,16 @@ class MonitorConfig:
     coverage_open: float = 0.5
     coverage_resolve: float = 0.2
     coverage_update_every: int = 10
+    prediction_samples: int = 1000
+    estimate_window: int = 5000
+    estimate_chunks: int = 5
+    estimate_threshold: float = 0.5
+    estimate_drop: float = 0.05
+    estimate_half_life: float = 10.0
+    estimate_warmup: int = 10
+    estimate_adopt_after: int = 50
+    estimate_max_calibration_error: float = 0.02
+    estimate_min_positives: float = 20.0
     critical_ratio: float = 2.0
 
     def __post_init__(self) -> None:
@@ -198,6 +243,12 @@ class MonitorConfig:
             "coverage_window": self.coverage_window,
             "coverage_half_life": self.coverage_half_life,
             "coverage_update_every": self.coverage_update_every,
+            "prediction_samples": self.prediction_samples,
+            "estimate_window": self.estimate_window,
+            "estimate_chunks": self.estimate_chunks,
+            "estimate_half_life": self.estimate_half_life,
+            "estimate_adopt_after": self.estimate_adopt_after,
+            "estimate_drop": self.estimate_drop,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -210,5 +261,9 @@ class MonitorConfig:
             raise ValueError("prediction_psi_resolve must be within [0, prediction_psi_open]")
         if not 0.0 <= self.coverage_resolve <= self.coverage_open <= 1.0:
             raise ValueError("coverage_resolve <= coverage_open <= 1 is required")
+        if self.estimate_window < self.estimate_chunks:
+            raise ValueError("estimate_window must hold at least one event per step (estimate_chunks)")
+        if not 0.0 < self.estimate_threshold < 1.0:
+            raise ValueError("estimate_threshold must be within (0, 1)")
         if self.critical_ratio < 1.0:
             raise ValueError("critical_ratio must be >= 1")

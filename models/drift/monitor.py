@@ -1,11 +1,13 @@
 """The drift monitor of one model: its detectors, fed by the learner's journal.
 
 A :class:`Monitor` composes one :class:`~models.drift.concept.ConceptDrift`, one
-:class:`~models.drift.coverage.LabelCoverage` and a
-:class:`~models.drift.psi.DistributionDrift` for the predictions and for each input feature
-not exempt, and sends their signals through one :class:`~models.drift.alerts.Alerts`. It
-counts the events of the data and prediction drift windows, and bins their numbers every
-256 events.
+:class:`~models.drift.coverage.LabelCoverage`, one
+:class:`~models.drift.reference.PredictionDrift` (the predictions of frozen copies of the
+model), a :class:`~models.drift.psi.DistributionDrift` for each input feature not exempt and,
+for a classification, one :class:`~models.drift.estimate.PerformanceEstimate` (the served
+scores' quality, estimated before their labels come), and sends their signals through one
+:class:`~models.drift.alerts.Alerts`. It counts the events of the data and prediction drift
+windows, and bins their numbers every 256 events.
 
 Examples
 --------
@@ -16,8 +18,8 @@ Examples
 []
 >>> [(r.kind, r.detector, r.feature, r.threshold) for r in monitor.readings()]
 [('concept_drift', 'CUSUM', '', 25.0), ('prediction_drift', 'PSI', '', 0.5), \
-('label_coverage', 'coverage_shortfall', '', 0.5), ('data_drift', 'PSI', 'amount', 0.25), \
-('data_drift', 'PSI', 'channel', 0.25)]
+('label_coverage', 'coverage_shortfall', '', 0.5), ('estimated_quality_drop', 'CBPE', '', 0.05), \
+('data_drift', 'PSI', 'amount', 0.25), ('data_drift', 'PSI', 'channel', 0.25)]
 
 """
 
@@ -31,7 +33,9 @@ from models.drift.alerts import AlertChange, Alerts, Detector, Kind
 from models.drift.concept import ConceptDrift
 from models.drift.config import MonitorConfig
 from models.drift.coverage import LabelCoverage
+from models.drift.estimate import PerformanceEstimate
 from models.drift.psi import DistributionDrift
+from models.drift.reference import PredictionDrift, Scorer
 from models.pipelines import Task
 
 __all__ = ["Monitor", "Reading"]
@@ -77,16 +81,26 @@ class Monitor:
         self.config = config or MonitorConfig()
         self._alerts = Alerts(model, self.config.critical_ratio)
         self._concept = ConceptDrift(task, self.config)
-        self._prediction = DistributionDrift("prediction_drift", "", self.config)
+        self._prediction = PredictionDrift(self.config, seed=model)
         self._features: dict[str, DistributionDrift] = {}
         self._coverage = LabelCoverage(self.config)
+        self._estimate = PerformanceEstimate(self.config) if task == "classification" else None
         self._events = 0  # events in the current window
         self._windows = 0  # windows closed
 
     # -- inputs --------------------------------------------------------------------------
 
-    def scored(self, x: Mapping[str, float | str], y_pred: float, t: float) -> list[AlertChange]:
-        """An event with features ``x`` was scored ``y_pred`` at stream time ``t``."""
+    def scored(
+        self, x: Mapping[str, float | str], y_pred: float, t: float, model: Scorer | None = None
+    ) -> list[AlertChange]:
+        """An event with features ``x`` was served ``y_pred`` at stream time ``t``.
+
+        ``model`` is the model learning now (the champion): prediction drift is measured on
+        frozen copies of it (:mod:`models.drift.reference`), so that nothing the service does
+        to its models moves it. Without one, on ``y_pred``, which must then come from one
+        fixed model. A classification's ``y_pred`` also feeds the quality estimate
+        (:mod:`models.drift.estimate`).
+        """
         changes = self._alerts.follow(self._coverage, self._coverage.update(t, label=False), t)
         config, features = self.config, self._features
         for name, value in x.items():
@@ -96,22 +110,48 @@ class Monitor:
                     continue
                 distribution = features[name] = DistributionDrift("data_drift", name, config)
             distribution.add(value)
-        if not math.isnan(y_pred):
-            self._prediction.add(float(y_pred))
+        self._prediction.observe(x, model, y_pred)
+        if self._estimate is not None:
+            changes += self._alerts.follow(self._estimate, self._estimate.update(y_pred), t)
         self._events += 1
         if self._events >= config.window:
-            changes += self._close_window(t)
+            changes += self._close_window(t, model)
         elif self._events % _CHUNK == 0:
             for distribution in self._distributions():
                 distribution.count()
         return changes
 
-    def learned(self, y_true: float, y_pred: float, t: float) -> list[AlertChange]:
-        """The label ``y_true`` of an event served ``y_pred`` was learned at stream time ``t``."""
+    def learned(
+        self,
+        y_true: float,
+        y_pred: float,
+        t: float,
+        *,
+        served: float | None = None,
+        scored_at: float | None = None,
+    ) -> list[AlertChange]:
+        """The label ``y_true`` of an event was learned at stream time ``t``.
+
+        ``y_pred`` is the model's prediction just before learning it (the concept drift
+        detector's error); ``served``, the score the event was served at stream time
+        ``scored_at``, which measures the realized quality and the calibration of the served
+        scores (classification).
+        """
         changes = self._alerts.follow(self._coverage, self._coverage.update(t, label=True), t)
         if not (math.isnan(y_true) or math.isnan(y_pred)):
             changes += self._alerts.follow(self._concept, self._concept.update(y_true, y_pred), t)
+        if self._estimate is not None and served is not None:
+            self._estimate.learn(y_true, served, scored_at)
         return changes
+
+    def model_replaced(self, t: float) -> None:
+        """Another model serves from stream time ``t`` on: a promotion, a rollback adopted.
+
+        The quality estimate starts over, its reference being the replaced model's. Prediction
+        drift needs nothing: it never compares two models.
+        """
+        if self._estimate is not None:
+            self._estimate.restart(t)
 
     # -- outputs -------------------------------------------------------------------------
 
@@ -127,9 +167,15 @@ class Monitor:
             self._concept,
             self._prediction,
             self._coverage,
+            *([self._estimate] if self._estimate is not None else []),
             *self._features.values(),
         ]
         return [Reading(d.kind, d.name, d.feature, d.statistic, d.threshold) for d in detectors]
+
+    @property
+    def estimate(self) -> PerformanceEstimate | None:
+        """The quality estimate of the served scores (classification), ``None`` for a regression."""
+        return self._estimate
 
     def open_alerts(self) -> list[AlertChange]:
         """The latest change of each open alert, oldest alert first."""
@@ -140,11 +186,11 @@ class Monitor:
     def _distributions(self) -> list[DistributionDrift]:
         return [self._prediction, *self._features.values()]
 
-    def _close_window(self, t: float) -> list[AlertChange]:
+    def _close_window(self, t: float, model: Scorer | None) -> list[AlertChange]:
         self._events = 0
         self._windows += 1
         armed = self._windows > self.config.window_warmup
-        changes: list[AlertChange] = []
-        for distribution in self._distributions():
+        changes = self._alerts.follow(self._prediction, self._prediction.update(armed, model), t)
+        for distribution in self._features.values():
             changes += self._alerts.follow(distribution, distribution.update(armed), t)
         return changes

@@ -169,14 +169,14 @@ class DistributionDrift(Detector):
         config = self.config
         if len(self.history) < config.reference_lag:
             return None
-        reference = self.history[0]
-        if min(sum(reference.values()), sum(self.current.values())) < config.min_window_values:
+        reference, current = self.history[0], self._compared()
+        if min(sum(reference.values()), sum(current.values())) < config.min_window_values:
             return None
-        self.statistic = value = psi(reference, self.current, config.bins)
+        self.statistic = value = psi(reference, current, config.bins)
         state = self._judge(crossed=value >= self.threshold, cleared=value < self.resolve)
         if state is None:
             return None
-        what = f"feature {self.feature}" if self.feature else "the predictions"
+        what = self._what()
         lag = config.reference_lag
         versus = f"between the last {config.window} events and the {config.window} events"
         versus += " before" if lag == 1 else f" {lag} windows before"
@@ -189,3 +189,11 @@ class DistributionDrift(Detector):
             ),
         }[state]
         return Signal(state, f"{config.window} events", detail)
+
+    def _compared(self) -> Mapping[int | str, int]:
+        """The current window's histogram that is compared with the reference's."""
+        return self.current
+
+    def _what(self) -> str:
+        """What the distribution is of, for a human."""
+        return f"feature {self.feature}" if self.feature else "the predictions"

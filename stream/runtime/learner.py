@@ -32,7 +32,7 @@ from typing import Any, get_args
 from river.metrics.base import Metric
 
 from models import snapshot
-from models.drift import AlertChange, Kind
+from models.drift import AlertChange, Kind, MonitorConfig
 from models.lifecycle import LearnOutcome, ModelLifecycle
 from models.online import OnlineModel
 from stream.records import Alert
@@ -74,7 +74,7 @@ class LearnerState:
         if entry.source is not None and entry.source != IMPLICIT_SOURCE:
             where, _, offset = entry.source.rpartition("/")
             self.label_offsets[where] = max(int(offset), self.label_offsets.get(where, -1))
-        return self.lifecycle.learned(x, y_pred, entry.y, entry.time)
+        return self.lifecycle.learned(x, y_pred, entry.y, entry.time, entry.pending["scored_at"])
 
 
 def fresh_state(settings: Settings, use_case: UseCase[Any, Any]) -> LearnerState:
@@ -88,8 +88,18 @@ def fresh_state(settings: Settings, use_case: UseCase[Any, Any]) -> LearnerState
             alpha=settings.promotion_alpha,
             min_labels=settings.promotion_min_labels,
             drift_exempt=use_case.features.drift_exempt,
+            monitor=monitor_config(settings),
         ),
         declaration=use_case.fingerprint,
+    )
+
+
+def monitor_config(settings: Settings) -> MonitorConfig:
+    """The drift monitor's configuration: its defaults, and the quality estimate's settings."""
+    return MonitorConfig(
+        estimate_threshold=settings.estimate_threshold,
+        estimate_window=settings.estimate_window,
+        estimate_drop=settings.estimate_drop,
     )
 
 

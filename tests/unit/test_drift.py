@@ -92,6 +92,7 @@ def test_a_stationary_classification_stream_raises_nothing() -> None:
         ("concept_drift", ""),
         ("prediction_drift", ""),
         ("label_coverage", ""),
+        ("estimated_quality_drop", ""),
         ("data_drift", "log_amount"),
         ("data_drift", "amount_z"),
         ("data_drift", "merchant_new"),
