@@ -9,8 +9,10 @@
 - :meth:`~ModelLifecycle.learned`: a label joined to those features and that prediction,
   which feeds the served prediction's prequential metric, the concept drift detector (on
   the champion's error just before it learns the label), the served scores' realized
-  quality and calibration, then the champion/challenger contest, which learns it (the
-  champion predicts it once, for both).
+  quality and calibration, the release's gate and watch (:class:`models.release.Release`:
+  the champion as the candidate against the live version, the versions served against
+  their reference), then the champion/challenger contest, which learns it (the champion
+  predicts it once, for all of them).
 
 A promotion or an adopted rollback tells the monitor that another model serves
 (:meth:`models.drift.Monitor.model_replaced`): nothing the service does to its own models
@@ -29,9 +31,9 @@ Examples
 >>> x = {"log_price": 1.0, "dow": "sat"}
 >>> lifecycle.scored(x, 0.0, t=1000.0)
 []
->>> outcome = lifecycle.learned(x, 0.0, 3.0, t=1002.0)
->>> outcome.promoted, lifecycle.labels_learned, lifecycle.champion.labels_learned
-(False, 1, 1)
+>>> outcome = lifecycle.learned(x, 0.0, 3.0, t=1002.0, served_version="demand.0")
+>>> outcome.promoted, outcome.rollback, lifecycle.labels_learned, lifecycle.champion.labels_learned
+(False, None, 1, 1)
 
 """
 
@@ -47,6 +49,7 @@ from models.challenger import Contest
 from models.drift import AlertChange, Monitor, MonitorConfig
 from models.online import Features, OnlineModel, new_metric
 from models.pipelines import Task
+from models.release import Release, ReleaseConfig
 
 __all__ = ["LearnOutcome", "ModelLifecycle", "Pipeline"]
 
@@ -56,13 +59,15 @@ Pipeline = tuple[str, Callable[[], base.Estimator]]
 
 @dataclass(frozen=True)
 class LearnOutcome:
-    """What learning one label changed: alerts, whether the challenger was promoted, and what
-    the champion and the challenger (``None`` while it warms up) predicted before learning it."""
+    """What learning one label changed: alerts, whether the challenger was promoted, what
+    the champion and the challenger (``None`` while it warms up) predicted before learning
+    it, and the version the watch rolls back to (``None``: none)."""
 
     alerts: list[AlertChange] = field(default_factory=list)
     promoted: bool = False
     champion_pred: float = 0.0
     challenger_pred: float | None = None
+    rollback: str | None = None
 
 
 class ModelLifecycle:
@@ -88,6 +93,8 @@ class ModelLifecycle:
     monitor
         The drift monitor's configuration (:class:`models.drift.MonitorConfig` defaults
         when ``None``); ``drift_exempt`` is added to its exempt features.
+    release
+        The gate's and the watch's parameters (:class:`models.release.ReleaseConfig`).
 
     """
 
@@ -103,6 +110,7 @@ class ModelLifecycle:
         warmup: int = 1000,
         drift_exempt: frozenset[str] = frozenset(),
         monitor: MonitorConfig | None = None,
+        release: ReleaseConfig | None = None,
     ) -> None:
         self.name = name
         self.task = task
@@ -118,6 +126,7 @@ class ModelLifecycle:
         )
         config = monitor or MonitorConfig()
         self.monitor = Monitor(name, task, replace(config, exempt=config.exempt | drift_exempt))
+        self.release = Release(name, task, self.contest.champion, release or ReleaseConfig())
         self.served_metric = new_metric(task)
         self.labels_learned = 0
 
@@ -130,23 +139,33 @@ class ModelLifecycle:
         return self.monitor.scored(x, y_pred, t, self.champion)
 
     def learned(
-        self, x: Features, y_pred: float, y: float, t: float, scored_at: float | None = None
+        self,
+        x: Features,
+        y_pred: float,
+        y: float,
+        t: float,
+        served_version: str,
+        scored_at: float | None = None,
     ) -> LearnOutcome:
-        """The label ``y`` of an event scored with ``x`` and served ``y_pred`` (at stream time
-        ``scored_at``) is joined at ``t``."""
+        """The label ``y`` of an event scored with ``x`` and served ``y_pred`` by
+        ``served_version`` (at stream time ``scored_at``) is joined at ``t``."""
         self.served_metric.update(y, y_pred)
         # Concept drift is judged on the champion's own test-then-train error, not on the
         # served prediction: that one also carries the publication lag (a burst of fraud
         # scored before its first label arrived), which is no change of concept.
         before = self.champion.predict_one(x)
         alerts = self.monitor.learned(y, before, t, served=y_pred, scored_at=scored_at)
+        alerts += self.release.learned(
+            x, y, served_version=served_version, served_pred=y_pred, candidate_pred=before, t=t
+        )
         if self._challenger and any(a.kind == "concept_drift" and a.state == "open" for a in alerts):
             self.contest.restart_challenger(self._challenger[1], self._challenger[0])
         promoted = self.contest.learn(x, y, before)
         if promoted:
             self.monitor.model_replaced(t)
         self.labels_learned += 1
-        return LearnOutcome(alerts, promoted, before, self.contest.last_challenger_pred)
+        rollback = self.release.reference_version if self.release.watch.worse else None
+        return LearnOutcome(alerts, promoted, before, self.contest.last_challenger_pred, rollback)
 
     def adopt(self, champion: OnlineModel, pipeline: str, t: float | None = None) -> None:
         """Serve ``champion`` (of ``pipeline``) from stream time ``t`` on, after a rollback: the
