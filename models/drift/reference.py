@@ -51,8 +51,8 @@ the inputs moving does (windows of 400 events here, every event scored):
 
 from __future__ import annotations
 
+import copy
 import math
-import pickle
 import random
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -72,8 +72,7 @@ class Scorer(Protocol):
 
 def frozen(model: Scorer) -> Scorer:
     """An independent copy of ``model``, which its further learning leaves alone."""
-    copy: Scorer = pickle.loads(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
-    return copy
+    return copy.deepcopy(model)
 
 
 class PredictionDrift(DistributionDrift):
