@@ -223,10 +223,10 @@ class MonitorConfig:
     estimate_chunks: int = 5
     estimate_threshold: float = 0.5
     estimate_drop: float = 0.05
-    estimate_half_life: float = 10.0
-    estimate_warmup: int = 10
+    estimate_half_life: float = 20.0
+    estimate_warmup: int = 5
     estimate_adopt_after: int = 50
-    estimate_max_calibration_error: float = 0.02
+    estimate_max_calibration_error: float = 0.03
     estimate_min_positives: float = 20.0
     critical_ratio: float = 2.0
 

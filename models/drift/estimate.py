@@ -76,7 +76,7 @@ the estimated ROC AUC of the served scores fell to 0.791 from its usual 0.877 \
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -155,6 +155,7 @@ class PerformanceEstimate(Detector):
         self.calibration_error = math.nan
         self.reference: float | None = None
         self.restarted_at = -math.inf
+        self._replaced = False  # restarted while the alert was open: it resolves
         self._start()
 
     def _start(self) -> None:
@@ -220,6 +221,7 @@ class PerformanceEstimate(Detector):
         windows and the reference start over, and labels of scores served before ``at`` no
         longer count. An open alert was the replaced model's: it resolves with the new model's
         first full window, which is its own reference."""
+        self._replaced = self.alarm
         self.reference = None
         self.restarted_at = at
         self.estimated, self.realized, self.calibration_error = {}, {}, math.nan
@@ -237,6 +239,18 @@ class PerformanceEstimate(Detector):
             and self.calibration_error <= config.estimate_max_calibration_error
             and self._expected_positives >= config.estimate_min_positives
         )
+
+    def as_record(self) -> dict[str, Any]:
+        """The estimate as JSON-ready data (a version's registry record holds it)."""
+        error = self.calibration_error
+        return {
+            "estimated": dict(self.estimated),
+            "realized": dict(self.realized),
+            "calibration_error": None if math.isnan(error) else error,
+            "valid": self.valid,
+            "window": self.config.estimate_window,
+            "threshold": self.config.estimate_threshold,
+        }
 
     @property
     def _expected_positives(self) -> float:
@@ -288,6 +302,10 @@ class PerformanceEstimate(Detector):
         auc = self.estimated.get("roc_auc")
         if auc is None:
             return None
+        if not self.alarm and not self.valid:
+            # Not to be trusted (uncalibrated scores, or not measured yet): no usual level either.
+            self.reference, self.statistic, self.steps = None, 0.0, 0
+            return None
         if self.reference is None:
             self.reference = auc
         drop = self.reference - auc
@@ -295,13 +313,21 @@ class PerformanceEstimate(Detector):
         if not self.alarm:
             state = None
             if self.steps > config.estimate_warmup:
-                state = self._judge(crossed=drop >= self.threshold and self.valid)
+                state = self._judge(crossed=drop >= self.threshold)
             if state is None:
-                self.reference += (auc - self.reference) * (math.log(2.0) / config.estimate_half_life)
+                # A model that gets better is no alarm: its new level is the usual one at once.
+                # A fall is followed slowly, so that a sudden one stands out.
+                rate = 1.0 if auc > self.reference else math.log(2.0) / config.estimate_half_life
+                self.reference += (auc - self.reference) * rate
                 return None
             self._open_for = 0
             return Signal(state, self._window(), self._detail("fell to", auc))
         self._open_for += 1
+        if self._replaced:
+            self._judge(cleared=True)
+            self._replaced = False
+            detail = self._detail("starts over at", auc) + ": another model serves since the alert opened"
+            return Signal("resolve", self._window(), detail)
         if drop < self.threshold / 2:
             self._judge(cleared=True)
             return Signal("resolve", self._window(), self._detail("is back at", auc))
