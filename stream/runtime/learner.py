@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,6 +39,7 @@ from river.metrics.base import Metric
 
 from models import snapshot
 from models.drift import AlertChange, Kind, MonitorConfig
+from models.drift.estimate import METRICS as ESTIMATED_METRICS
 from models.lifecycle import LearnOutcome, ModelLifecycle
 from models.online import OnlineModel
 from stream.records import Alert
@@ -455,6 +457,13 @@ class Learner:
         metrics.WATCH_THRESHOLD.labels(name).set(watch.threshold)
         for kind, count in open_by_kind.items():
             metrics.OPEN_ALERTS.labels(name, kind).set(count)
+        estimate = lifecycle.monitor.estimate
+        if estimate is not None:
+            for what in ESTIMATED_METRICS:
+                metrics.ESTIMATED.labels(name, what).set(estimate.estimated.get(what, math.nan))
+                metrics.REALIZED.labels(name, what).set(estimate.realized.get(what, math.nan))
+            metrics.CALIBRATION_ERROR.labels(name).set(estimate.calibration_error)
+            metrics.ESTIMATE_VALID.labels(name).set(int(estimate.valid))
         for reading in lifecycle.monitor.readings():
             labels = (name, reading.kind, reading.detector, reading.feature)
             metrics.DRIFT_STATISTIC.labels(*labels).set(reading.statistic)
@@ -470,6 +479,8 @@ def version_record(
 ) -> dict[str, Any]:
     """The registry record of the version a learner in ``state`` publishes, for ``reason``."""
     lifecycle, contest = state.lifecycle, state.lifecycle.contest
+    estimate = lifecycle.monitor.estimate
+    estimated = {f"estimated_{k}": v for k, v in estimate.estimated.items()} if estimate else {}
     return {
         "model": use_case.name,
         "reason": reason,
@@ -479,8 +490,13 @@ def version_record(
         "labels_learned": lifecycle.champion.labels_learned,
         "learner_labels": lifecycle.labels_learned,
         "metrics": {
-            f"{role}_{type(metric).__name__}": float(metric.get()) for role, _, _, metric in _roles(lifecycle)
+            **{
+                f"{role}_{type(metric).__name__}": float(metric.get())
+                for role, _, _, metric in _roles(lifecycle)
+            },
+            **estimated,
         },
+        "estimate": estimate.as_record() if estimate else None,
         "gate": lifecycle.release.last_verdict.as_record() if lifecycle.release.last_verdict else None,
         "watch": {
             "reference": lifecycle.release.reference_version,
