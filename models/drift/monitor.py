@@ -111,8 +111,9 @@ class Monitor:
                 distribution = features[name] = DistributionDrift("data_drift", name, config)
             distribution.add(value)
         self._prediction.observe(x, model, y_pred)
-        if self._estimate is not None:
-            changes += self._alerts.follow(self._estimate, self._estimate.update(y_pred), t)
+        estimate = self._estimate
+        if estimate is not None and (signal := estimate.update(y_pred)) is not None:
+            changes += self._alerts.follow(estimate, signal, t)
         self._events += 1
         if self._events >= config.window:
             changes += self._close_window(t, model)

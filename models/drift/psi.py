@@ -133,6 +133,7 @@ class DistributionDrift(Detector):
         self.kind, self.feature, self.config = kind, feature, config
         self.threshold = config.prediction_psi_open if predictions else config.psi_open
         self.resolve = config.prediction_psi_resolve if predictions else config.psi_resolve
+        self.min_values = config.min_window_values  # values a window needs to be compared
         self.current: dict[int | str, int] = {}
         self.history: list[dict[int | str, int]] = []  # the reference windows, oldest first
         self.pending: list[float] = []  # numbers not yet in current
@@ -170,7 +171,7 @@ class DistributionDrift(Detector):
         if len(self.history) < config.reference_lag:
             return None
         reference, current = self.history[0], self._compared()
-        if min(sum(reference.values()), sum(current.values())) < config.min_window_values:
+        if min(sum(reference.values()), sum(current.values())) < self.min_values:
             return None
         self.statistic = value = psi(reference, current, config.bins)
         state = self._judge(crossed=value >= self.threshold, cleared=value < self.resolve)

@@ -81,7 +81,9 @@ class PredictionDrift(DistributionDrift):
     Parameters
     ----------
     config
-        Its thresholds (``prediction_psi_*``), windows, bins and ``prediction_samples``.
+        Its thresholds (``prediction_psi_*``), windows, bins and ``prediction_samples``; a
+        window is compared when its sample holds ``min_window_values`` times the share of
+        the events sampled.
     seed
         Seeds the generator that picks the events sampled (the model's name: each model
         samples its own way, the same in every replay).
@@ -105,6 +107,7 @@ class PredictionDrift(DistributionDrift):
         self.versus: dict[int | str, int] = {}
         self.versus_pending: list[float] = []
         self.rate = min(1.0, config.prediction_samples / config.window)
+        self.min_values = max(1, round(config.min_window_values * self.rate))  # of the sample
         self._rng = random.Random(f"prediction_drift:{seed}")
         self._skip = 0  # events to let pass before the next one sampled
 
