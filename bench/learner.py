@@ -8,7 +8,11 @@ challenger, drift monitor and, for a classification, the quality estimate) and t
 entry. It prints the mean microseconds per scored event and per label, each over the second
 half of the journal (the first half warms the models up) and over the whole of it (the
 median and the best of ``--repeat`` runs: on a busy machine the best is the steadier), and
-the pickled size of the learner's state at the end (what each checkpoint writes).
+the pickled size of the learner's state at the end (what each checkpoint writes). Then the
+drift monitor's share of a scored event, by part: the monitor with the served predictions
+given (data drift, label coverage, the quality estimate), the monitor scoring a sample with
+frozen copies of the champion (prediction drift, :mod:`models.drift.reference`), and the
+quality estimate alone.
 
 Nothing depends on the clock of the day: the simulated events start at a fixed time.
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import pickle
 import statistics
 import time
@@ -29,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stream.records import Sale, Transaction
-from stream.runtime.learner import fresh_state
+from stream.runtime.learner import LearnerState, fresh_state
 from stream.runtime.state import JournalEntry
 from stream.settings import Settings
 from stream.tools.replay import Replay
@@ -95,6 +100,38 @@ def timed(settings: Settings, use_case: UseCase[Any, Any], entries: Sequence[Jou
     }
 
 
+def breakdown(
+    settings: Settings, use_case: UseCase[Any, Any], entries: Sequence[JournalEntry], repeat: int
+) -> dict[str, float]:
+    """What a scored event costs the drift monitor, by part: µs per scored event of the second
+    half of the journal, from the state the first half leaves (the best of ``repeat`` runs, the
+    ways interleaved so that a busy machine slows them alike)."""
+    state = fresh_state(settings, use_case)
+    half = len(entries) // 2
+    for entry in entries[:half]:
+        state.apply(entry)
+    blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    scored = [(e.pending["x"], e.pending["y_pred"], e.time) for e in entries[half:] if e.y is None]
+    clock = time.perf_counter
+    best = {"monitor, predictions given": math.inf, "monitor, frozen copies": math.inf, "estimate": math.inf}
+    for _ in range(repeat):
+        for way in best:
+            copy: LearnerState = pickle.loads(blob)
+            monitor, champion = copy.lifecycle.monitor, copy.lifecycle.champion
+            estimate = monitor.estimate
+            start = clock()
+            if way == "estimate":
+                if estimate is not None:
+                    for _, y_pred, _ in scored:
+                        estimate.update(y_pred)
+            else:
+                model = champion if way == "monitor, frozen copies" else None
+                for x, y_pred, t in scored:
+                    monitor.scored(x, y_pred, t, model)
+            best[way] = min(best[way], 1e6 * (clock() - start) / len(scored))
+    return best
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.learner", description=__doc__.split("\n\n")[0])
     parser.add_argument("--use-case", choices=("fraud", "demand"), default="fraud")
@@ -120,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         runs_text = ", ".join(f"{v:.2f}" for v in values)
         print(f"  {what}: median {statistics.median(values):.2f}, best {min(values):.2f} (runs: {runs_text})")
     print(f"  checkpoint (pickled learner state) at the end: {runs[-1]['checkpoint_bytes'] / 1000:,.0f} kB")
+    print("  the drift monitor's share of a scored event, µs (best of the runs):")
+    for way, us in breakdown(settings, use_case, entries, args.repeat).items():
+        print(f"    {way}: {us:.2f}")
 
 
 if __name__ == "__main__":
