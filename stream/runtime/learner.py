@@ -82,7 +82,7 @@ class LearnerState:
             where, _, offset = entry.source.rpartition("/")
             self.label_offsets[where] = max(int(offset), self.label_offsets.get(where, -1))
         return self.lifecycle.learned(
-            x, y_pred, entry.y, entry.time, entry.pending["model_version"], entry.pending["scored_at"]
+            x, y_pred, entry.y, entry.time, entry.pending["model_version"], entry.pending.get("scored_at")
         )
 
 
