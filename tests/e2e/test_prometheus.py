@@ -12,8 +12,9 @@ for this scrape interval. Each must return at least one series. The dashboard is
 The stream holds what every panel shows, nothing exempted: malformed payloads (dead
 letters), transactions an hour older than their account's latest (out-of-order events), and
 a concept drift (the fraud labels of the last third of the transactions flipped, as in
-``test_lifecycle.py``) that opens an alert. The worker starts while its Redis refuses
-connections (a relay opened once the worker has said it waits), so that its retries count.
+``test_lifecycle.py``) that opens an alert and makes the versions served since the watch's
+reference worse than it (a rollback). The worker starts while its Redis refuses connections
+(a relay opened once the worker has said it waits), so that its retries count.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ CONFIG = simulator.SimulationConfig(
 )
 FLIPPED_FROM = 1300
 """Fraud labels are flipped from this transaction on: after the concept-drift detector's
-1,000-label warm-up, and early enough for its alert to open within the stream."""
+1,000-label warm-up and the first learned versions, early enough for the drift alert and the
+watch's rollback within the stream."""
 OUT_OF_ORDER_EVERY = 100
 """A transaction that brings the stream to a multiple of this many messages is followed by a
 copy of it an hour older (16 in all): out-of-order events."""
@@ -178,7 +180,8 @@ def test_every_dashboard_query_returns_data(
     labels = sum(m.kind == "label" for m in messages)
     log = tmp_path / "worker.log"
     with RedisRelay(worker_settings.redis_url) as relay:
-        settings = worker_settings.replace(redis_url=relay.url)
+        # A first learned version after 500 labels (2,000 by default: all of the transactions).
+        settings = worker_settings.replace(redis_url=relay.url, first_version_min_labels=500)
         with worker_process(settings, log) as worker:
             wait_until(lambda: f"{relay.address} does not answer" in log.read_text(), what="a retry")
             relay.open()
