@@ -145,5 +145,7 @@ class ModelLifecycle:
         return LearnOutcome(alerts, promoted, before, self.contest.last_challenger_pred, rollback)
 
     def adopt(self, champion: OnlineModel, pipeline: str) -> None:
-        """Serve ``champion`` (of ``pipeline``) from now on, after a rollback: the test starts over."""
+        """Serve ``champion`` (of ``pipeline``) from now on, after a rollback: the test starts over,
+        and the concept drift detector learns the new champion's usual error."""
         self.contest.adopt(champion, pipeline)
+        self.monitor.champion_replaced()

@@ -78,8 +78,19 @@ def transactions(n: int, seed: int) -> tuple[list[simulator.Message], list[simul
 
 @pytest.fixture
 def model_settings(settings: Settings) -> Settings:
-    # Keep the whole journal, so that the test can replay it as an uninterrupted learner would.
-    return settings.replace(journal_retention_seconds=3600, learner_lease_seconds=2.0, challengers="")
+    # Keep the whole journal, so that the test can replay it as an uninterrupted learner would;
+    # and let the gate pass every candidate and the watch roll none back (they have tests of
+    # their own): each label learned is published, as these tests of publication follow it.
+    return settings.replace(
+        journal_retention_seconds=3600,
+        learner_lease_seconds=2.0,
+        challengers="",
+        first_version_min_labels=0,
+        gate_min_labels=1,
+        gate_tolerance=1e9,
+        rollback_min_labels=10**9,  # the watch never decides...
+        rollback_confirm_labels=10**9,  # ...nor confirms
+    )
 
 
 def test_two_workers_score_with_the_same_version_and_follow_each_update(
