@@ -103,7 +103,7 @@ class ReleaseConfig:
 
     tolerance: float = 0.05
     min_labels: int = 200
-    first_labels: int = 2000
+    first_labels: int = 1000
     update_every: int = 60
     alpha: float = 0.01
     watch_min_labels: int = 100
