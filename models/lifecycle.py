@@ -40,6 +40,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -52,6 +53,9 @@ from models.pipelines import Task
 from models.release import Release, ReleaseConfig
 
 __all__ = ["LearnOutcome", "ModelLifecycle", "Pipeline"]
+
+WINDOW = 500
+"""Labels in the first and the latest windows of the served metric a version's record keeps."""
 
 Pipeline = tuple[str, Callable[[], base.Estimator]]
 """A pipeline's name and its factory of fresh, untrained estimators."""
@@ -129,6 +133,9 @@ class ModelLifecycle:
         self.release = Release(name, task, self.contest.champion, release or ReleaseConfig())
         self.served_metric = new_metric(task)
         self.labels_learned = 0
+        # The served metric's first and latest WINDOW labels, for the model cards.
+        self.first_served = new_metric(task)
+        self.recent_served: deque[tuple[float, float]] = deque(maxlen=WINDOW)
 
     @property
     def champion(self) -> OnlineModel:
@@ -150,6 +157,9 @@ class ModelLifecycle:
         """The label ``y`` of an event scored with ``x`` and served ``y_pred`` by
         ``served_version`` (at stream time ``scored_at``) is joined at ``t``."""
         self.served_metric.update(y, y_pred)
+        if self.labels_learned < WINDOW:
+            self.first_served.update(y, y_pred)
+        self.recent_served.append((y, y_pred))
         # Concept drift is judged on the champion's own test-then-train error, not on the
         # served prediction: that one also carries the publication lag (a burst of fraud
         # scored before its first label arrived), which is no change of concept.
@@ -167,9 +177,21 @@ class ModelLifecycle:
         rollback = self.release.reference_version if self.release.watch.worse else None
         return LearnOutcome(alerts, promoted, before, self.contest.last_challenger_pred, rollback)
 
+    def served_windows(self) -> dict[str, float | None]:
+        """The served metric over the first and the latest :data:`WINDOW` labels (``None``: none yet)."""
+        last = new_metric(self.task)
+        for y, y_pred in self.recent_served:
+            last.update(y, y_pred)
+        return {
+            "first": float(self.first_served.get()) if self.labels_learned else None,
+            "last": float(last.get()) if self.recent_served else None,
+            "window": WINDOW,
+        }
+
     def adopt(self, champion: OnlineModel, pipeline: str, t: float | None = None) -> None:
         """Serve ``champion`` (of ``pipeline``) from stream time ``t`` on, after a rollback: the
-        test starts over, and so does the quality estimate (from its next scores if ``t`` is
-        ``None``)."""
+        test starts over, the concept drift detector learns the new champion's usual error, and
+        the quality estimate starts over (from its next scores if ``t`` is ``None``)."""
         self.contest.adopt(champion, pipeline)
+        self.monitor.champion_replaced()
         self.monitor.model_replaced(-math.inf if t is None else t)

@@ -149,7 +149,8 @@ class Monitor:
         """Another model serves from stream time ``t`` on: a promotion, a rollback adopted.
 
         The quality estimate starts over, its reference being the replaced model's. Prediction
-        drift needs nothing: it never compares two models.
+        drift needs nothing: it never compares two models. (After a rollback the concept drift
+        detector also learns the adopted champion's usual error: :meth:`champion_replaced`.)
         """
         if self._estimate is not None:
             self._estimate.restart(t)
@@ -161,6 +162,12 @@ class Monitor:
         one (a bootstrap's history ends long before the stream it hands over to), and the
         first windows after the move are short of labels by the label delay."""
         self._coverage = LabelCoverage(self.config)
+
+    def champion_replaced(self) -> None:
+        """The champion was replaced by another model (a rollback adopted): its error has another
+        usual level, which the concept drift detector learns again (unless an alert is open)."""
+        if not self._concept.alarm:
+            self._concept = ConceptDrift(self.task, self.config)
 
     def readings(self) -> list[Reading]:
         """Every detector's current statistic and threshold."""
