@@ -10,8 +10,8 @@ half of the journal (the first half warms the models up) and over the whole of i
 median and the best of ``--repeat`` runs: on a busy machine the best is the steadier), and
 the pickled size of the learner's state at the end (what each checkpoint writes). Then the
 drift monitor's share of a scored event, by part: the monitor with the served predictions
-given (data drift, label coverage, the quality estimate), the monitor scoring a sample with
-frozen copies of the champion (prediction drift, :mod:`models.drift.reference`), and the
+given (data drift, label coverage, the quality estimate), the monitor keeping
+a sample for the champion to score (prediction drift, :mod:`models.drift.reference`), and the
 quality estimate alone.
 
 Nothing depends on the clock of the day: the simulated events start at a fixed time.
@@ -113,7 +113,11 @@ def breakdown(
     blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
     scored = [(e.pending["x"], e.pending["y_pred"], e.time) for e in entries[half:] if e.y is None]
     clock = time.perf_counter
-    best = {"monitor, predictions given": math.inf, "monitor, frozen copies": math.inf, "estimate": math.inf}
+    best = {
+        "monitor, predictions given": math.inf,
+        "monitor, champion scoring samples": math.inf,
+        "estimate": math.inf,
+    }
     for _ in range(repeat):
         for way in best:
             copy: LearnerState = pickle.loads(blob)
@@ -125,7 +129,7 @@ def breakdown(
                     for _, y_pred, _ in scored:
                         estimate.update(y_pred)
             else:
-                model = champion if way == "monitor, frozen copies" else None
+                model = champion if way == "monitor, champion scoring samples" else None
                 for x, y_pred, t in scored:
                     monitor.scored(x, y_pred, t, model)
             best[way] = min(best[way], 1e6 * (clock() - start) / len(scored))

@@ -4,8 +4,8 @@
 
 - :meth:`~ModelLifecycle.scored`: an event's features and the prediction served for it,
   which feed the data drift detectors, the quality estimate (classification) and the
-  prediction drift detector, which scores a sample of the events with frozen copies of the
-  champion (:mod:`models.drift.reference`);
+  prediction drift detector, which keeps a sample of the events for the champion to score,
+  the window's and its reference's alike, when a window closes (:mod:`models.drift.reference`);
 - :meth:`~ModelLifecycle.learned`: a label joined to those features and that prediction,
   which feeds the served prediction's prequential metric, the concept drift detector (on
   the champion's error just before it learns the label), the served scores' realized

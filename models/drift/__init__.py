@@ -14,10 +14,10 @@ the alert changes it caused. Five kinds of detectors run, a module each:
     For each input feature, the population stability index (PSI) between the current
     tumbling window of events and the window before it.
 ``prediction_drift`` (:mod:`models.drift.reference`)
-    The same PSI on the predictions of a frozen copy of the model, the same copy for the
-    window and its reference, on a sample of the events: only the inputs move it, never
-    what the service does to its models (learning, promotions, rollbacks, canaries,
-    bootstraps).
+    The same PSI on one model's predictions for a sample of the window and of its
+    reference, both scored by the champion when the window closes: only the inputs move
+    it, never what the service does to its models (learning, promotions, rollbacks,
+    canaries, bootstraps).
 ``label_coverage`` (:mod:`models.drift.coverage`)
     The share of scored events whose label arrives (labels learned / events scored, over a
     window of stream time) against its usual level: labels that stop arriving.

@@ -103,14 +103,14 @@ class MonitorConfig:
         and ~20 % at night in the simulator, where the largest stationary PSI of the fraud
         scores was 0.29).
     prediction_samples
-        Events per window, on average, whose prediction drift is measured: each is scored by
-        two frozen copies of the model (:mod:`models.drift.reference`), which costs two
-        predictions, so the others are skipped (picked at random by a seeded generator, the
-        same in every replay). With 400 of 8,000 (one in 20: two pipeline predictions per 20
-        events, ~2 µs per scored event), two windows of one distribution differ by a PSI of
-        about ``2 * 9 / 400 = 0.045`` (sd ~0.015), a tenth of ``prediction_psi_open``; the
-        largest stationary PSI of the frozen copies measured on the streams of the tests
-        and the simulator was 0.08.
+        Events per window, on average, whose features are kept for prediction drift: when the
+        window closes, the model scores them and its reference window's (two predictions per
+        sampled event, :mod:`models.drift.reference`); the others are skipped (picked at
+        random by a seeded generator, the same in every replay). With 400 of 8,000 (about
+        60 kB of features kept for two windows, ~3 ms of predictions at each close), two
+        windows of one distribution differ by a PSI of about ``2 * 9 / 400 = 0.045`` (sd
+        ~0.015), a tenth of ``prediction_psi_open``; the largest stationary PSI measured this
+        way on the streams of the tests and the simulator was 0.08.
     window_warmup
         Windows before the first comparison. A fresh model's predictions move while it learns
         its first labels, and so do features built from entity state while the entities are

@@ -2,10 +2,11 @@
 
 A :class:`Monitor` composes one :class:`~models.drift.concept.ConceptDrift`, one
 :class:`~models.drift.coverage.LabelCoverage`, one
-:class:`~models.drift.reference.PredictionDrift` (the predictions of frozen copies of the
-model), a :class:`~models.drift.psi.DistributionDrift` for each input feature not exempt and,
-for a classification, one :class:`~models.drift.estimate.PerformanceEstimate` (the served
-scores' quality, estimated before their labels come), and sends their signals through one
+:class:`~models.drift.reference.PredictionDrift` (one model's predictions on a sample of a
+window and of its reference), a :class:`~models.drift.psi.DistributionDrift` for each input
+feature not exempt and, for a classification, one
+:class:`~models.drift.estimate.PerformanceEstimate` (the served scores' quality, estimated
+before their labels come), and sends their signals through one
 :class:`~models.drift.alerts.Alerts`. It counts the events of the data and prediction drift
 windows, and bins their numbers every 256 events.
 
@@ -95,10 +96,11 @@ class Monitor:
     ) -> list[AlertChange]:
         """An event with features ``x`` was served ``y_pred`` at stream time ``t``.
 
-        ``model`` is the model learning now (the champion): prediction drift is measured on
-        frozen copies of it (:mod:`models.drift.reference`), so that nothing the service does
-        to its models moves it. Without one, on ``y_pred``, which must then come from one
-        fixed model. A classification's ``y_pred`` also feeds the quality estimate
+        ``model`` is the model learning now (the champion): when a window closes it scores a
+        sample of the window and of its reference (:mod:`models.drift.reference`), so that
+        nothing the service does to its models moves prediction drift. Without one, it is
+        measured on ``y_pred``, which must then come from one fixed model. A
+        classification's ``y_pred`` also feeds the quality estimate
         (:mod:`models.drift.estimate`).
         """
         changes = self._alerts.follow(self._coverage, self._coverage.update(t, label=False), t)

@@ -167,10 +167,13 @@ class DistributionDrift(Detector):
         return signal
 
     def _compare(self) -> Signal | None:
-        config = self.config
-        if len(self.history) < config.reference_lag:
+        if len(self.history) < self.config.reference_lag:
             return None
-        reference, current = self.history[0], self._compared()
+        return self._judged(self.history[0], self.current)
+
+    def _judged(self, reference: Mapping[int | str, int], current: Mapping[int | str, int]) -> Signal | None:
+        """What the PSI of ``current`` against ``reference`` does to the alert."""
+        config = self.config
         if min(sum(reference.values()), sum(current.values())) < self.min_values:
             return None
         self.statistic = value = psi(reference, current, config.bins)
@@ -190,10 +193,6 @@ class DistributionDrift(Detector):
             ),
         }[state]
         return Signal(state, f"{config.window} events", detail)
-
-    def _compared(self) -> Mapping[int | str, int]:
-        """The current window's histogram that is compared with the reference's."""
-        return self.current
 
     def _what(self) -> str:
         """What the distribution is of, for a human."""

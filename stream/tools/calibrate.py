@@ -170,9 +170,9 @@ def run(
     """Feeds the journal of ``rows`` to a fresh monitor; times the monitor's calls.
 
     The monitor leaves alone the features the use case declares exempt, as the learner's does,
-    and watches the predictions of frozen copies of a model of the default pipeline that
-    learns each label as the journal brings it (as the learner's champion does; its learning
-    is not timed). The rows' predictions are the served ones.
+    and has prediction drift scored by a model of the default pipeline that learns each
+    label as the journal brings it (as the learner's champion does; its learning is not
+    timed). The rows' predictions are the served ones.
     """
     declared = declared_use_case(use_case)
     config = config or MonitorConfig()

@@ -356,7 +356,7 @@ def test_a_restarted_clock_does_not_judge_label_coverage_across_the_jump() -> No
     assert changes["restarted"] == []
 
 
-# ------------------------------------------------------------------ prediction drift on frozen copies
+# ------------------------------------------------------------------ prediction drift: one model, both windows
 
 
 class Learning:
@@ -367,6 +367,9 @@ class Learning:
 
     def predict_one(self, x: Features) -> float:
         return 1.0 / (1.0 + math.exp(-self.slope * (float(x["log_amount"]) - 3.4)))
+
+    def predict_many(self, xs: list[Features]) -> list[float]:
+        return [self.predict_one(x) for x in xs]
 
     def learn(self) -> None:
         self.slope += self.growth
@@ -401,14 +404,14 @@ def test_neither_learning_nor_a_promotion_is_prediction_drift() -> None:
     frozen = feed_model(Monitor("fraud", "classification", SMALL), 12_000, step, Learning(), replace_at=6_000)
     assert [(c.kind, c.state) for c in frozen] == []
     # The served predictions themselves moved, by the model's doing: watched as they come,
-    # they page (what the service did before its predictions were seen through frozen copies).
+    # they page (what the service did before one model scored both windows).
     served = feed_model(
         Monitor("fraud", "classification", SMALL), 12_000, step, Learning(), replace_at=6_000, given=True
     )
     assert ("prediction_drift", "open") in [(c.kind, c.state) for c in served]
 
 
-def test_inputs_that_move_are_prediction_drift_seen_through_a_frozen_copy() -> None:
+def test_inputs_that_move_are_prediction_drift_seen_through_one_model() -> None:
     def step(rng: random.Random, i: int) -> tuple[Features, float, float]:
         x, p, y = fraud_like()(rng, i)
         if i >= 6_000:
@@ -419,7 +422,7 @@ def test_inputs_that_move_are_prediction_drift_seen_through_a_frozen_copy() -> N
     opened_kinds = {(c.kind, c.feature) for c in changes if c.state == "open"}
     assert ("prediction_drift", None) in opened_kinds and ("data_drift", "log_amount") in opened_kinds
     first = next(c for c in changes if c.kind == "prediction_drift")
-    assert first.at == 6_999 / 100.0 and "frozen copy" in first.detail
+    assert first.at == 6_999 / 100.0 and "one model for both windows" in first.detail
 
 
 def test_a_sample_of_the_events_is_scored_the_same_in_every_replay() -> None:
@@ -429,12 +432,12 @@ def test_a_sample_of_the_events_is_scored_the_same_in_every_replay() -> None:
         monitor = Monitor("fraud", "classification", config)
         feed_model(monitor, 8_500, fraud_like(), Learning(slope=1.0))
         runs.append(monitor)
-    counts = [sum(m._prediction.history[0].values()) for m in runs]
-    assert counts[0] == counts[1] and 400 < counts[0] < 600  # ~500 of 4,000 events
+    samples = [m._prediction.samples[0] for m in runs]
+    assert samples[0] == samples[1] and 400 < len(samples[0]) < 600  # ~500 of 4,000 events
     assert runs[0].readings() == runs[1].readings()
 
 
-def test_a_pickled_monitor_with_its_frozen_copies_continues_exactly() -> None:
+def test_a_pickled_monitor_with_its_samples_continues_exactly() -> None:
     def run(monitor: Monitor, model: Learning, start: int, n: int) -> list[AlertChange]:
         shifted = fraud_like(miss_from=5_000, miss_until=7_000)
         rng, changes = random.Random(start), []
