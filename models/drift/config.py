@@ -158,16 +158,25 @@ class MonitorConfig:
         Scored events over which the quality of the served scores is estimated
         (:mod:`models.drift.estimate`, classification only), and labels over which their
         realized quality and calibration error are measured. Both windows slide by a fifth
-        of it (``estimate_chunks``).
+        of it (``estimate_chunks``). Measured on the stationary fraud streams of the tests
+        (40,000 transactions; additive and interacting concepts; built-in and
+        country-and-currency declarations) and of the simulator (seeds 1-3), the estimated
+        ROC AUC fell at most 0.017 below its reference with 5,000 (0.010 with 2,000, 0.001
+        with 10,000); on the tests' stream whose input mix shifts (2 events/s, labels an
+        hour late), it fell below 0.88 3,000 events after the shift with 5,000 (1,600 with
+        2,000; with 10,000, 8,000 events after, when the labels had begun to show it).
     estimate_chunks
         Steps by which the estimate's windows slide: the estimate is refreshed every
         ``estimate_window / estimate_chunks`` scored events.
     estimate_threshold
         Score from which an event counts as flagged, for the estimated and realized
-        precision and recall.
+        precision and recall: 0.5 is the decision of calibrated probabilities at equal costs
+        (a deployment sets its own). There, the estimated precision and recall were within
+        0.04 of the realized ones on the tests' streams, 0.02 on the simulator's.
     estimate_drop
         Fall of the estimated ROC AUC below its reference that opens an
-        ``estimated_quality_drop`` alert; it resolves under half of it.
+        ``estimated_quality_drop`` alert; it resolves under half of it. 0.05 is three times
+        the largest stationary fall measured (0.017); the shifted stream's was 0.09.
     estimate_half_life
         Half-life, in steps of the window, of the estimate's reference (an exponentially
         weighted mean of the estimated ROC AUC, followed while no alert is open).
@@ -179,7 +188,11 @@ class MonitorConfig:
     estimate_max_calibration_error
         The estimate is valid only while the expected calibration error of the served
         scores, on the last ``estimate_window`` labels, is at most this; an invalid estimate
-        opens no alert.
+        opens no alert. Measured against the realized ROC AUC of the same events (known a
+        label delay later): with an error under 0.01 the estimate was within ~0.02 of it,
+        under 0.02 within ~0.03-0.05, up to 0.03 within ~0.08. The stationary streams stayed
+        under 0.018 (a model adapting to the shifted mix, 0.024); a model still learning
+        its first labels was at 0.04-0.39.
     estimate_min_positives
         The estimate is valid only with at least this many expected positives (the sum of
         the scores) in its window: fewer, and the ROC AUC is a guess.
