@@ -147,7 +147,16 @@ class OnlineModel:
     >>> model.predict_many([x])[0] > 0.0
     True
 
+    A model remembers its last prediction until it learns: predicting the same dict again
+    (the very object, as an offline replay does when the champion serves itself and then
+    predicts the label's features before learning them) returns it without a second pass. A
+    feature dict is never changed once predicted.
+
     """
+
+    # The last dict predicted and its prediction, until the next label learned. A class
+    # default, so that a model unpickled from before it existed has one; never pickled.
+    _predicted: tuple[Features, float] | None = None
 
     def __init__(self, name: str, task: Task, estimator: base.Estimator) -> None:
         if (task == "classification" and isinstance(estimator, base.Classifier)) or (
@@ -165,10 +174,16 @@ class OnlineModel:
 
     def predict_one(self, x: Features) -> float:
         """Predicts the feature dict `x`, leaving the estimator untouched."""
+        last = self._predicted
+        if last is not None and last[0] is x:
+            return last[1]
         row = cast(_RiverFeatures, x)
         if self.task == "classification":
-            return float(cast(base.Classifier, self.estimator).predict_proba_one(row).get(True, 0.0))
-        return max(0.0, float(cast(base.Regressor, self.estimator).predict_one(row)))
+            y = float(cast(base.Classifier, self.estimator).predict_proba_one(row).get(True, 0.0))
+        else:
+            y = max(0.0, float(cast(base.Regressor, self.estimator).predict_one(row)))
+        self._predicted = (x, y)
+        return y
 
     def predict_many(self, xs: Sequence[Features]) -> list[float]:
         """Predicts each feature dict of `xs`, leaving the estimator untouched.
@@ -190,12 +205,18 @@ class OnlineModel:
 
     def learn_one(self, x: Features, y: float) -> None:
         """Learns one label: ``bool(y)`` for a classification, `y` for a regression."""
+        self._predicted = None
         row = cast(_RiverFeatures, x)
         if self.task == "classification":
             cast(base.Classifier, self.estimator).learn_one(row, bool(y))
         else:
             cast(base.Regressor, self.estimator).learn_one(row, float(y))
         self.labels_learned += 1
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_predicted", None)  # a reference to a feature dict, not the model's state
+        return state
 
     def update_metric(self, y_true: float, y_pred: float) -> None:
         """Scores `y_pred`, the prediction made before `y_true` was learned."""
