@@ -13,7 +13,7 @@ context manager in the service, it flips a process-wide switch.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -26,9 +26,6 @@ __all__ = ["BATCH_MIN_ROWS", "ROCAUC", "Features", "OnlineModel", "new_metric"]
 
 Features = dict[str, float | str]
 """A flat feature dict: numbers are scaled, strings one-hot encoded."""
-
-_RiverFeatures = dict[Hashable, Any]
-"""How River types a feature dict: dict keys are invariant, so :data:`Features` must be cast."""
 
 BATCH_MIN_ROWS = 768
 """Smallest batch scored with River's `*_many` methods: below it, their pandas overhead (~1.5 ms a
@@ -177,11 +174,12 @@ class OnlineModel:
         last = self._predicted
         if last is not None and last[0] is x:
             return last[1]
-        row = cast(_RiverFeatures, x)
+        # No typing.cast here: it is a call, and this runs several times per label.
+        estimator: Any = self.estimator
         if self.task == "classification":
-            y = float(cast(base.Classifier, self.estimator).predict_proba_one(row).get(True, 0.0))
+            y = float(estimator.predict_proba_one(x).get(True, 0.0))
         else:
-            y = max(0.0, float(cast(base.Regressor, self.estimator).predict_one(row)))
+            y = max(0.0, float(estimator.predict_one(x)))
         self._predicted = (x, y)
         return y
 
@@ -206,11 +204,11 @@ class OnlineModel:
     def learn_one(self, x: Features, y: float) -> None:
         """Learns one label: ``bool(y)`` for a classification, `y` for a regression."""
         self._predicted = None
-        row = cast(_RiverFeatures, x)
+        estimator: Any = self.estimator  # a base.Classifier or base.Regressor, by the task
         if self.task == "classification":
-            cast(base.Classifier, self.estimator).learn_one(row, bool(y))
+            estimator.learn_one(x, bool(y))
         else:
-            cast(base.Regressor, self.estimator).learn_one(row, float(y))
+            estimator.learn_one(x, float(y))
         self.labels_learned += 1
 
     def __getstate__(self) -> dict[str, Any]:

@@ -95,7 +95,10 @@ class Monitor:
                 if name in config.exempt:
                     continue
                 distribution = features[name] = DistributionDrift("data_drift", name, config)
-            distribution.add(value)
+            if isinstance(value, str):
+                distribution.add(value)
+            else:  # DistributionDrift.add, inlined for the numbers (most of the features)
+                distribution.pending.append(value)
         if not math.isnan(y_pred):
             self._prediction.add(float(y_pred))
         self._events += 1

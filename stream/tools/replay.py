@@ -114,6 +114,8 @@ class Replay:
         self.features = use_case.features
         self.learner: LearnerState = fresh_state(settings, use_case)
         self.entities: dict[EntityKey, EntityState] = {}
+        self._keys: dict[tuple[str, ...], EntityKey] = {}  # an entity's ids -> its key, encoded once
+        self._entity = use_case.entity
         self.label_delay = label_delay
         self.publish_seconds = publish_seconds
         self._on_scored = on_scored
@@ -126,10 +128,14 @@ class Replay:
         self._implicit = policy.implicit_target
         # Due items: (time, order, kind, pending, target). kind: "label" or "mature".
         self._due: list[tuple[float, int, str, Pending, float]] = []
-        self._learned: set[int] = set()  # event orders learned (an explicit label or matured)
+        # Event orders learned (an explicit label or matured): only an event that can both
+        # mature and get a label has two due items, of which the second is not learned.
+        self._learned: set[int] = set()
+        self._both_due = self._maturity is not None and self._implicit is not None
         self._seq = 0
         self._served: OnlineModel | None = None
         self._version = 0
+        self._version_name = self.version
         self._published_at = float("-inf")
         self._changed = False
         self._baseline_sum = 0.0
@@ -141,16 +147,28 @@ class Replay:
     def add(self, event: Any, target: float | None) -> None:
         """Replay one event (in event-time order) and its row's target (``None``: unlabelled)."""
         t = event.ts.timestamp()
-        self._advance(t)
-        key = entity_key(self.use_case.entity(event))
+        if self._due and self._due[0][0] <= t:
+            self._advance(t)
+        ids = self._entity(event)
+        key = self._keys.get(ids)
+        if key is None:
+            key = self._keys[ids] = entity_key(ids)
         state = self.entities.get(key)
         if state is None:
             state = self.entities[key] = EntityState()
-        prior = state.observe(self.features.observe(event), self.features.decay)
-        x = self.features.compute(event, prior)
-        self._publish_if_due(t)
+        features = self.features
+        prior = state.observe(features.observe(event), features.decay)
+        x = features.compute(event, prior)
+        if self.publish_seconds is not None:
+            self._publish_if_due(t)
         y_pred = (self._served or self.learner.lifecycle.champion).predict_one(x)
-        pending = Pending(x=x, y_pred=y_pred, entity=key, model_version=self.version, scored_at=t)
+        pending: Pending = {
+            "x": x,
+            "y_pred": y_pred,
+            "entity": key,
+            "model_version": self._version_name,
+            "scored_at": t,
+        }
         self._learn_entry(JournalEntry(self._entry_id(t), pending))
         self.counts["scored"] += 1
         if self._on_scored is not None:
@@ -188,11 +206,12 @@ class Replay:
         due = self._due
         while due and due[0][0] <= t:
             at, order, kind, pending, y = heapq.heappop(due)
-            if order in self._learned:
-                if kind == "label":
-                    self.counts["matured_event"] += 1  # the stream dead-letters it
-                continue
-            self._learned.add(order)
+            if self._both_due:
+                if order in self._learned:
+                    if kind == "label":
+                        self.counts["matured_event"] += 1  # the stream dead-letters it
+                    continue
+                self._learned.add(order)
             self._learn_label(at, pending, y, IMPLICIT_SOURCE if kind == "mature" else HISTORY_SOURCE)
 
     def _learn_label(self, t: float, pending: Pending, y: float, source: str) -> None:
@@ -225,5 +244,6 @@ class Replay:
         champion = self.learner.lifecycle.champion
         self._served = pickle.loads(pickle.dumps(champion, protocol=pickle.HIGHEST_PROTOCOL))
         self._version += 1
+        self._version_name = self.version
         self._published_at, self._changed = t, False
         self.publications.append((t, self.version))
