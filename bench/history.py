@@ -73,7 +73,9 @@ def measure(path: Path, chunk_rows: int, learn: bool = False) -> dict[str, float
     """Read, clean and merge ``path`` to the last record (and, with ``learn``, replay it as
     ``scoring bootstrap`` does, all but the writes to Redis): rows/s and this process's peak RSS.
 
-    The peak RSS before reading is that of the imports (the service's, pandas, River...).
+    The peak RSS before reading is that of the imports (the service's, pandas, River...). A
+    replay that learns in a second process (:func:`stream.tools.replay.processes_for`) reports
+    that process's peak RSS and CPU time apart (``learner_*``): the two run at once.
     """
     imports_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     began = time.perf_counter()
@@ -89,9 +91,11 @@ def measure(path: Path, chunk_rows: int, learn: bool = False) -> dict[str, float
     replay.finish(flush=True)
     seconds = time.perf_counter() - began
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    learner_kb = resource.getrusage(
-        resource.RUSAGE_CHILDREN
-    ).ru_maxrss  # 0 unless it learned in a second process
+    self_use, child_use = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    learner_kb = child_use.ru_maxrss  # 0 unless it learned in a second process
     return {
         "rows": report.rows,
         "accepted": replayed,
@@ -99,8 +103,10 @@ def measure(path: Path, chunk_rows: int, learn: bool = False) -> dict[str, float
         "first_pass_seconds": round(cleaned - began, 2),
         "rows_per_second": round(report.rows / seconds),
         "peak_rss_mb": round(peak_kb / 1024, 1),
+        "cpu_seconds": round(self_use.ru_utime + self_use.ru_stime, 2),  # this process's, imports included
         "learner_processes": replay.processes,
         "learner_peak_rss_mb": round(learner_kb / 1024, 1),
+        "learner_cpu_seconds": round(child_use.ru_utime + child_use.ru_stime, 2),
         "imports_rss_mb": round(imports_kb / 1024, 1),
         "file_mb": round(history.size / 1e6, 1),
     }
