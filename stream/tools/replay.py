@@ -383,13 +383,14 @@ class Learning:
         self._changed = True
 
     def apply(self, entries: Iterable[tuple[Any, ...]]) -> None:
-        """Take a batch of what :class:`LearningProcess` sends: ``(0, *score)``, ``(1, *learn)``."""
+        """Take a batch of what :class:`LearningProcess` sends: the arguments of :meth:`score`
+        (five) and of :meth:`learn` (four), in order."""
         score, learn = self.score, self.learn
         for entry in entries:
-            if entry[0] == 0:
-                score(*entry[1:])
+            if len(entry) == 5:
+                score(*entry)
             else:
-                learn(*entry[1:])
+                learn(*entry)
 
     def finish(self) -> Learning:
         """The end of the replay: what is not due by now never will be."""
@@ -444,13 +445,13 @@ class LearningProcess:
         self._send(learning)
 
     def score(self, order: int, x: Features, entity: EntityKey, t: float, due: bool) -> None:
-        self._entries.append((0, order, x, entity, t, due))
+        self._entries.append((order, x, entity, t, due))
         if len(self._entries) >= BATCH_ENTRIES:
             self._send(self._entries)
             self._entries = []
 
     def learn(self, order: int, t: float, y: float, source: str) -> None:
-        self._entries.append((1, order, t, y, source))
+        self._entries.append((order, t, y, source))
         if len(self._entries) >= BATCH_ENTRIES:
             self._send(self._entries)
             self._entries = []
