@@ -48,6 +48,7 @@ import heapq
 import math
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import traceback
@@ -55,6 +56,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, overload
 
 from models.lifecycle import LearnOutcome
@@ -323,7 +325,8 @@ class Replay:
 def processes_for(rows: int) -> int:
     """How many processes a replay of ``rows`` rows runs in: 2 from :data:`PARALLEL_MIN_ROWS`
     rows on a machine of two cores or more, else 1."""
-    return 2 if rows >= PARALLEL_MIN_ROWS and (os.cpu_count() or 1) >= 2 else 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 2 if rows >= PARALLEL_MIN_ROWS and cores >= 2 else 1
 
 
 class Learning:
@@ -433,10 +436,14 @@ class LearningProcess:
     itself back, pickled, on its standard output. Its errors come back with their traceback."""
 
     def __init__(self, learning: Learning) -> None:
+        # The child imports this very code, wherever this process found it.
+        here = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
         self._child = subprocess.Popen(
             [sys.executable, "-c", "from stream.tools.replay import serve; serve()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": path},
         )
         assert self._child.stdin is not None and self._child.stdout is not None
         self._to: IO[bytes] = self._child.stdin
@@ -485,6 +492,7 @@ def serve() -> None:
     batches of entries, then ``None``, on standard input; itself, learned, on standard output."""
     reply = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to standard error, not into the reply
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupted replay ends by closing our input
     source = sys.stdin.buffer
     try:
         learning = pickle.load(source)
