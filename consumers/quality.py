@@ -19,14 +19,18 @@ Examples
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
+from typing import Any
 
 from stream.records import Prediction
 
 WINDOW = 500
 """Joined events in the first and in the last window a report measures."""
+
+VERSION_MIN_JOINED = 200
+"""Joined events a model version needs to be measured on its own (its worst is reported)."""
 
 
 def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
@@ -117,6 +121,12 @@ class ModelQuality:
         (``None``: undefined, e.g. a single class for AUC).
     baseline_early, baseline_late
         MAE of the running-mean baseline over the same events (``None`` for AUC).
+    overall
+        The metric over every joined event.
+    worst_version
+        The version (``model_version``) served to at least :data:`VERSION_MIN_JOINED` joined
+        events whose metric on them is the worst, that metric, and how many events it served
+        (``None``: no version served that many).
     """
 
     model: str
@@ -128,6 +138,8 @@ class ModelQuality:
     late: float | None
     baseline_early: float | None = None
     baseline_late: float | None = None
+    overall: float | None = None
+    worst_version: tuple[str, float, int] | None = None
 
     @property
     def duplicates(self) -> int:
@@ -199,6 +211,13 @@ class QualityReport:
             )
             for row in rows
         ]
+        for q in self.models:
+            if q.worst_version is not None:
+                version, value, n = q.worst_version
+                lines.append(
+                    f"{q.model}: worst version served to {VERSION_MIN_JOINED}+ joined events: {version}, "
+                    f"{q.metric} {_number(value)} on {n} (all versions: {_number(q.overall)})"
+                )
         lines.append(f"labelled events: {self.labels}")
         return "\n".join(lines)
 
@@ -281,6 +300,9 @@ class QualityTracker:
                 if p.score is not None and p.event_id in self._flags
             ]
             scores, flags = [s for s, _ in scored], [f for _, f in scored]
+            by_version = _by_version(
+                ordered, lambda p: (p.score, self._flags[p.event_id]) if p.event_id in self._flags else None
+            )
             return ModelQuality(
                 model=model,
                 metric="roc_auc",
@@ -289,6 +311,8 @@ class QualityTracker:
                 joined=len(scored),
                 early=roc_auc(scores[:window], flags[:window]),
                 late=roc_auc(scores[-window:], flags[-window:]),
+                overall=roc_auc(scores, flags),
+                worst_version=_worst(by_version, roc_auc, min),
             )
         forecast = [
             (p.forecast, self._amounts[p.event_id])
@@ -297,6 +321,10 @@ class QualityTracker:
         ]
         forecasts, actuals = [f for f, _ in forecast], [a for _, a in forecast]
         naive = running_means(actuals)
+        by_version = _by_version(
+            ordered,
+            lambda p: (p.forecast, self._amounts[p.event_id]) if p.event_id in self._amounts else None,
+        )
         return ModelQuality(
             model=model,
             metric="mae",
@@ -307,8 +335,36 @@ class QualityTracker:
             late=mae(forecasts[-window:], actuals[-window:]),
             baseline_early=mae(naive[:window], actuals[:window]),
             baseline_late=mae(naive[-window:], actuals[-window:]),
+            overall=mae(forecasts, actuals),
+            worst_version=_worst(by_version, mae, max),
         )
 
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _by_version(
+    ordered: Sequence[Prediction], joined: Callable[[Prediction], tuple[Any, Any] | None]
+) -> dict[str, list[tuple[Any, Any]]]:
+    """Each version's joined ``(prediction, label)`` pairs, for versions with enough of them."""
+    pairs: dict[str, list[tuple[Any, Any]]] = {}
+    for prediction in ordered:
+        pair = joined(prediction)
+        if pair is not None and pair[0] is not None:
+            pairs.setdefault(prediction.model_version, []).append(pair)
+    return {v: p for v, p in pairs.items() if len(p) >= VERSION_MIN_JOINED}
+
+
+def _worst(
+    by_version: dict[str, list[tuple[Any, Any]]],
+    measure: Callable[[Sequence[Any], Sequence[Any]], float | None],
+    pick: Callable[..., tuple[str, float, int]],
+) -> tuple[str, float, int] | None:
+    """The version ``pick`` (``min`` for AUC, ``max`` for MAE) chooses by its metric, if any."""
+    measured = [
+        (version, value, len(pairs))
+        for version, pairs in by_version.items()
+        if (value := measure([p for p, _ in pairs], [y for _, y in pairs])) is not None
+    ]
+    return pick(measured, key=lambda item: item[1]) if measured else None

@@ -6,8 +6,10 @@
   which feed the data and prediction drift detectors;
 - :meth:`~ModelLifecycle.learned`: a label joined to those features and that prediction,
   which feeds the served prediction's prequential metric, the concept drift detector (on
-  the champion's error just before it learns the label), then the champion/challenger
-  contest, which learns it (the champion predicts it once, for both).
+  the champion's error just before it learns the label), the release's gate and watch
+  (:class:`models.release.Release`: the champion as the candidate against the live
+  version, the versions served against their reference), then the champion/challenger
+  contest, which learns it (the champion predicts it once, for all of them).
 
 It is pure and deterministic (times are stream times, never the clock), so a learner that
 restores a pickled lifecycle and replays the journal from there reaches exactly the state
@@ -22,9 +24,9 @@ Examples
 >>> x = {"log_price": 1.0, "dow": "sat"}
 >>> lifecycle.scored(x, 0.0, t=1000.0)
 []
->>> outcome = lifecycle.learned(x, 0.0, 3.0, t=1002.0)
->>> outcome.promoted, lifecycle.labels_learned, lifecycle.champion.labels_learned
-(False, 1, 1)
+>>> outcome = lifecycle.learned(x, 0.0, 3.0, t=1002.0, served_version="demand.0")
+>>> outcome.promoted, outcome.rollback, lifecycle.labels_learned, lifecycle.champion.labels_learned
+(False, None, 1, 1)
 
 """
 
@@ -39,6 +41,7 @@ from models.challenger import Contest
 from models.drift import AlertChange, Monitor, MonitorConfig
 from models.online import Features, OnlineModel, new_metric
 from models.pipelines import Task
+from models.release import Release, ReleaseConfig
 
 __all__ = ["LearnOutcome", "ModelLifecycle", "Pipeline"]
 
@@ -48,13 +51,15 @@ Pipeline = tuple[str, Callable[[], base.Estimator]]
 
 @dataclass(frozen=True)
 class LearnOutcome:
-    """What learning one label changed: alerts, whether the challenger was promoted, and what
-    the champion and the challenger (``None`` while it warms up) predicted before learning it."""
+    """What learning one label changed: alerts, whether the challenger was promoted, what
+    the champion and the challenger (``None`` while it warms up) predicted before learning
+    it, and the version the watch rolls back to (``None``: none)."""
 
     alerts: list[AlertChange] = field(default_factory=list)
     promoted: bool = False
     champion_pred: float = 0.0
     challenger_pred: float | None = None
+    rollback: str | None = None
 
 
 class ModelLifecycle:
@@ -77,6 +82,8 @@ class ModelLifecycle:
     drift_exempt
         Input features the drift monitor does not watch for data drift
         (:attr:`models.drift.MonitorConfig.exempt`): those the use case declares.
+    release
+        The gate's and the watch's parameters (:class:`models.release.ReleaseConfig`).
 
     """
 
@@ -91,6 +98,7 @@ class ModelLifecycle:
         min_labels: int = 1000,
         warmup: int = 1000,
         drift_exempt: frozenset[str] = frozenset(),
+        release: ReleaseConfig | None = None,
     ) -> None:
         self.name = name
         self.task = task
@@ -105,6 +113,7 @@ class ModelLifecycle:
             warmup=warmup,
         )
         self.monitor = Monitor(name, task, MonitorConfig(exempt=drift_exempt))
+        self.release = Release(name, task, self.contest.champion, release or ReleaseConfig())
         self.served_metric = new_metric(task)
         self.labels_learned = 0
 
@@ -116,19 +125,24 @@ class ModelLifecycle:
         """An event was scored with features ``x`` and served ``y_pred`` at stream time ``t``."""
         return self.monitor.scored(x, y_pred, t)
 
-    def learned(self, x: Features, y_pred: float, y: float, t: float) -> LearnOutcome:
-        """The label ``y`` of an event scored with ``x`` and served ``y_pred`` is joined at ``t``."""
+    def learned(self, x: Features, y_pred: float, y: float, t: float, served_version: str) -> LearnOutcome:
+        """The label ``y`` of an event scored with ``x`` and served ``y_pred`` by
+        ``served_version`` is joined at ``t``."""
         self.served_metric.update(y, y_pred)
         # Concept drift is judged on the champion's own test-then-train error, not on the
         # served prediction: that one also carries the publication lag (a burst of fraud
         # scored before its first label arrived), which is no change of concept.
         before = self.champion.predict_one(x)
         alerts = self.monitor.learned(y, before, t)
+        alerts += self.release.learned(
+            x, y, served_version=served_version, served_pred=y_pred, candidate_pred=before, t=t
+        )
         if self._challenger and any(a.kind == "concept_drift" and a.state == "open" for a in alerts):
             self.contest.restart_challenger(self._challenger[1], self._challenger[0])
         promoted = self.contest.learn(x, y, before)
         self.labels_learned += 1
-        return LearnOutcome(alerts, promoted, before, self.contest.last_challenger_pred)
+        rollback = self.release.reference_version if self.release.watch.worse else None
+        return LearnOutcome(alerts, promoted, before, self.contest.last_challenger_pred, rollback)
 
     def adopt(self, champion: OnlineModel, pipeline: str) -> None:
         """Serve ``champion`` (of ``pipeline``) from now on, after a rollback: the test starts over."""

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.pipelines import CANDIDATES
+from models.release import ReleaseConfig
 from stream.usecases import UseCase, declared
 
 PREFIX = "SCORING_"
@@ -101,6 +102,28 @@ class Settings(BaseSettings):
     promotion_alpha: float = _setting(
         0.01, "Nominal false-promotion rate of the champion/challenger test (see README: Models).", gt=0, lt=1
     )
+    gate_tolerance: float = _setting(
+        0.05,
+        "A candidate version goes live only if its mean loss on the labels since the live version "
+        "went live is at most this much (relative) above the live version's (README: Release).",
+        ge=0,
+    )
+    gate_min_labels: int = _setting(200, "Labels of evidence the gate needs to judge a candidate.", ge=1)
+    first_version_min_labels: int = _setting(
+        2000,
+        "Labels learned before the first learned version may serve, until a version passed the "
+        "gate or was bootstrapped.",
+        ge=0,
+    )
+    rollback_alpha: float = _setting(
+        0.01, "Error rate of the watch's test that rolls live versions back (README: Release).", gt=0, lt=1
+    )
+    rollback_min_labels: int = _setting(
+        100, "Labels of events served by newer versions before the watch may roll them back.", ge=1
+    )
+    rollback_confirm_labels: int = _setting(
+        2000, "Labels after which, undecided, the watch takes the live version as its new reference.", ge=1
+    )
     model_signing_key: str = _setting(
         "insecure-development-key",
         "HMAC key signing model snapshots and checkpoints; set a secret in production.",
@@ -128,6 +151,18 @@ class Settings(BaseSettings):
         ".scoring", "Folder of the local stack (`scoring up`): data, logs, pids.", min_length=1
     )
 
+    @property
+    def release(self) -> ReleaseConfig:
+        """The gate's and the watch's parameters, for every use case's learner."""
+        return ReleaseConfig(
+            tolerance=self.gate_tolerance,
+            min_labels=self.gate_min_labels,
+            first_labels=self.first_version_min_labels,
+            alpha=self.rollback_alpha,
+            watch_min_labels=self.rollback_min_labels,
+            confirm_labels=self.rollback_confirm_labels,
+        )
+
     @field_validator("use_cases_file")
     @classmethod
     def _declarations_valid(cls, value: str) -> str:
@@ -150,6 +185,11 @@ class Settings(BaseSettings):
                     f"{use_case.name} matures events after {maturity:g} s, past SCORING_LABEL_TTL_SECONDS "
                     f"({self.label_ttl_seconds} s): its scored events would be forgotten first"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _release_consistent(self) -> Settings:
+        _ = self.release  # ReleaseConfig says what does not fit, e.g. a confirmation before a decision
         return self
 
     @classmethod

@@ -119,6 +119,16 @@ class UseCase(Generic[E, L]):
         return "score" if self.task == "classification" else "forecast"
 
     @property
+    def label_field(self) -> str:
+        """The label record's one field besides ``event_id`` (a history's label column).
+
+        >>> FRAUD.label_field, DEMAND.label_field
+        ('is_fraud', 'units_sold')
+        """
+        (name,) = (name for name in self.label_type.model_fields if name != "event_id")
+        return name
+
+    @property
     def champion(self) -> str:
         return self.declaration.champion
 

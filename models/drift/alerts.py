@@ -49,9 +49,12 @@ from typing import ClassVar, Literal
 
 __all__ = ["KINDS", "AlertChange", "Alerts", "Detector", "Kind", "Severity", "Signal", "State"]
 
-Kind = Literal["concept_drift", "data_drift", "prediction_drift", "label_coverage"]
+Kind = Literal[
+    "concept_drift", "data_drift", "prediction_drift", "label_coverage", "version_held", "rollback"
+]
 KINDS: tuple[Kind, ...] = ("concept_drift", "data_drift", "prediction_drift", "label_coverage")
-"""Every kind of alert a :class:`~models.drift.monitor.Monitor` raises."""
+"""Every kind of alert a :class:`~models.drift.monitor.Monitor` raises (``version_held`` and
+``rollback`` are :mod:`models.release`'s)."""
 State = Literal["open", "update", "resolve"]
 Severity = Literal["warning", "critical"]
 
@@ -144,6 +147,8 @@ class Detector:
     name: ClassVar[str]
     feature: str = ""
     threshold: float
+    critical: ClassVar[bool] = False
+    """Whether its alerts are critical whatever the statistic (a rollback is)."""
 
     def __init__(self, *, update_every: int = 1, cooldown: int = 0) -> None:
         self.update_every = update_every
@@ -208,7 +213,7 @@ class Alerts:
             previous = self.open[key]
             alert_id, first_seen = previous.id, previous.first_seen
         statistic, threshold = detector.statistic, detector.threshold
-        critical = threshold > 0 and statistic >= self.critical_ratio * threshold
+        critical = detector.critical or (threshold > 0 and statistic >= self.critical_ratio * threshold)
         change = AlertChange(
             id=alert_id,
             state=signal.state,

@@ -9,8 +9,12 @@ Redis learns; the others wait to take over if it stops renewing it. The leader:
    drift monitor), and publishes the alerts it raises on ``alerts.drift``;
 3. at most every ``model_publish_seconds``, publishes the champion as a new version
    (:class:`stream.runtime.registry.ModelRegistry`), with its checkpoint — the pickled, signed
-   lifecycle and the journal position it includes — in the same atomic step; when no
-   label was learned, it only checkpoints.
+   lifecycle and the journal position it includes — in the same atomic step, if it passes
+   the gate (:mod:`models.release`); a candidate the gate holds is kept as a ``held``
+   version once an episode (and at its alert's updates); when no label was learned, or the
+   gate did not pass the champion, it only checkpoints;
+4. rolls the live version back when the watch finds the versions served since its
+   reference worse than it, and goes on learning from the reference.
 
 After a crash, the next leader restores the checkpoint and replays the journal from its
 position: the journal's order is fixed, so the model it reaches is exactly the one an
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -37,7 +42,7 @@ from models.lifecycle import LearnOutcome, ModelLifecycle
 from models.online import OnlineModel
 from stream.records import Alert
 from stream.runtime import metrics
-from stream.runtime.registry import DeclarationMismatch, ModelRegistry, check_declaration
+from stream.runtime.registry import DeclarationMismatch, ModelRegistry, RegistryError, check_declaration
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.served import configured_champion, configured_pipeline, version_number
 from stream.runtime.state import JournalEntry, StateStore
@@ -74,7 +79,7 @@ class LearnerState:
         if entry.source is not None and entry.source != IMPLICIT_SOURCE:
             where, _, offset = entry.source.rpartition("/")
             self.label_offsets[where] = max(int(offset), self.label_offsets.get(where, -1))
-        return self.lifecycle.learned(x, y_pred, entry.y, entry.time)
+        return self.lifecycle.learned(x, y_pred, entry.y, entry.time, entry.pending["model_version"])
 
 
 def fresh_state(settings: Settings, use_case: UseCase[Any, Any]) -> LearnerState:
@@ -88,6 +93,7 @@ def fresh_state(settings: Settings, use_case: UseCase[Any, Any]) -> LearnerState
             alpha=settings.promotion_alpha,
             min_labels=settings.promotion_min_labels,
             drift_exempt=use_case.features.drift_exempt,
+            release=settings.release,
         ),
         declaration=use_case.fingerprint,
     )
@@ -182,6 +188,10 @@ class Learner:
             outcome = state.apply(entry)
             alerts += [self._alert(change) for change in outcome.alerts]
             self._changed |= entry.y is not None
+            if outcome.rollback is not None:
+                await self._raise(alerts)
+                await self._roll_back(outcome.rollback, outcome.alerts)
+                return
             if outcome.promoted:
                 alerts += self._promotion(entry)
                 await self._raise(alerts)
@@ -220,6 +230,15 @@ class Learner:
                 self.name, "the learner's checkpoint", state.declaration, self.use_case.fingerprint
             )
         self.state, self.version = state, checkpoint.version
+        release = state.lifecycle.release
+        if release.live_version != checkpoint.version:
+            # The checkpoint was written with its version, which the state inside could not
+            # name yet: a publication of ours (gated), or a bootstrap (the watch's reference).
+            try:
+                bootstrapped = (await self._registry.record(checkpoint.version)).get("reason") == "bootstrap"
+            except RegistryError:  # pruned: not the bootstrap, kept as live or recent
+                bootstrapped = False
+            release.went_live(checkpoint.version, state.lifecycle.champion, trusted=bootstrapped)
         self._published_position = state.position
         metrics.PUBLISHED_VERSION.labels(self.name).set(version_number(self.version))
         log.info("%s: learner restored %s at journal %s", self.name, self.version, state.position)
@@ -234,6 +253,7 @@ class Learner:
         record = await self._registry.record(live)
         check_declaration(self.use_case, live, record)
         self.state.lifecycle.adopt(model, record["pipeline"])
+        self.state.lifecycle.release.adopted(live, model, latest=await self._registry.latest(self.name))
         log.warning("%s: learner adopts %s (was %s)", self.name, live, self.version)
         self.version = live
         self._changed = False
@@ -249,8 +269,22 @@ class Learner:
         if not force and state.position == self._published_position:
             self._checkpointed_at = now  # nothing new: the last checkpoint is current
             return
+        release = state.lifecycle.release
+        gated = reason != "bootstrap" and self._changed  # the first, untrained version is not judged
+        passed = True
+        if gated:
+            verdict, changes = release.judge(state.lifecycle.labels_learned, _entry_ms(state.position) / 1000)
+            await self._raise([self._alert(change) for change in changes])
+            passed = verdict.passed
+            metrics.GATE_DECISIONS.labels(self.name, verdict.decision).inc()
+            if verdict.labels:
+                metrics.GATE_LOSS_RATIO.labels(self.name).set(verdict.ratio)
+            if verdict.decision == "held" and changes:  # once an episode, and at its alert's updates
+                await self._hold(state, verdict.as_record())
+                if self.state is None:
+                    return
         blob = snapshot.dumps(state, self.settings.signing_key)
-        if self._changed or reason != "learned":
+        if (self._changed and passed) or reason == "bootstrap":
             outcome, version = await self._registry.publish(
                 self.name,
                 self._token,
@@ -260,6 +294,7 @@ class Learner:
                 blob,
             )
             if outcome == "published":
+                release.went_live(version, state.lifecycle.champion)
                 metrics.PUBLICATIONS.labels(self.name, reason).inc()
                 metrics.PUBLISHED_VERSION.labels(self.name).set(version_number(version))
                 log.info("%s: published %s (%s)", self.name, version, reason)
@@ -274,10 +309,38 @@ class Learner:
             log.warning("%s: learner lost its lease to another worker", self.name)
             self._follow()
         else:
-            self.version, self._changed = version, False
+            self._changed = self._changed and not passed  # a held or waiting champion is judged again
+            self.version = version
             self._published_position = state.position
             self._checkpointed_at = now
             await self._trim()
+
+    async def _hold(self, state: LearnerState, verdict: dict[str, Any]) -> None:
+        """Keep the candidate the gate held as a ``held`` version (never live)."""
+        record = version_record(self.settings, self.use_case, state, "held")
+        outcome, version = await self._registry.hold(
+            self.name, self._token, self.version, state.lifecycle.champion, record
+        )
+        if outcome == "held":
+            log.warning("%s: gate held candidate %s: %s", self.name, version, verdict)
+        else:
+            log.warning("%s: cannot record the held candidate (%s); the learner restores", self.name, outcome)
+            self._follow()
+
+    async def _roll_back(self, target: str, changes: Sequence[AlertChange]) -> None:
+        """The watch found the versions served since ``target`` worse: make it live, learn on from it."""
+        detail = next((c.detail for c in changes if c.kind == "rollback"), "")
+        try:
+            previous = await self._registry.rollback(target, by="watch", reason=detail)
+        except RegistryError as exc:  # the reference was pruned: watch the live version instead
+            log.error("%s: cannot roll back to %s (%s); the watch starts over", self.name, target, exc)
+            assert self.state is not None
+            release = self.state.lifecycle.release
+            release.adopted(release.live_version, release.live, latest=await self._registry.latest(self.name))
+            return
+        metrics.ROLLBACKS.labels(self.name).inc()
+        log.error("%s: rolled back from %s to %s: %s", self.name, previous, target, detail)
+        await self._adopt_live()
 
     async def _trim(self) -> None:
         assert self.state is not None
@@ -373,8 +436,11 @@ class Learner:
         if contest.challenger_name is not None:
             metrics.PROMOTION_STATISTIC.labels(name, contest.challenger_name).set(contest.test.statistic)
         open_by_kind = dict.fromkeys(get_args(Kind), 0)
-        for alert in lifecycle.monitor.open_alerts():
+        for alert in [*lifecycle.monitor.open_alerts(), *lifecycle.release.alerts.open.values()]:
             open_by_kind[alert.kind] += 1
+        watch = lifecycle.release.watch
+        metrics.WATCH_STATISTIC.labels(name).set(watch.statistic)
+        metrics.WATCH_THRESHOLD.labels(name).set(watch.threshold)
         for kind, count in open_by_kind.items():
             metrics.OPEN_ALERTS.labels(name, kind).set(count)
         for reading in lifecycle.monitor.readings():
@@ -403,12 +469,19 @@ def version_record(
         "metrics": {
             f"{role}_{type(metric).__name__}": float(metric.get()) for role, _, _, metric in _roles(lifecycle)
         },
+        "gate": lifecycle.release.last_verdict.as_record() if lifecycle.release.last_verdict else None,
+        "watch": {
+            "reference": lifecycle.release.reference_version,
+            "labels": lifecycle.release.watch.test.n,
+            "statistic": lifecycle.release.watch.statistic,
+        },
         "journal_position": state.position,
         "label_offsets": state.label_offsets,
         "config": {
             "champion": repr(lifecycle.champion.estimator),
             "promotion_min_labels": settings.promotion_min_labels,
             "promotion_alpha": settings.promotion_alpha,
+            "release": dataclasses.asdict(settings.release),
         },
     }
 

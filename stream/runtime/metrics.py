@@ -119,6 +119,31 @@ CHECKPOINT_AGE = Gauge(
     ["model"],
 )
 
+# Release: the gate before a version goes live, the watch after.
+GATE_DECISIONS = Counter(
+    "scoring_gate_decisions_total",
+    "The gate's decisions on candidate versions, by model and decision (passed, held, waiting).",
+    ["model", "decision"],
+)
+GATE_LOSS_RATIO = Gauge(
+    "scoring_gate_loss_ratio",
+    "The last candidate's mean loss over the live version's, on the gate's evidence (passes up to "
+    "1 + SCORING_GATE_TOLERANCE).",
+    ["model"],
+)
+WATCH_STATISTIC = Gauge(
+    "scoring_watch_statistic",
+    "Evidence that the versions served since the watch's reference are worse than it (rolled back "
+    "at scoring_watch_threshold).",
+    ["model"],
+)
+WATCH_THRESHOLD = Gauge(
+    "scoring_watch_threshold", "Value of scoring_watch_statistic at which the watch rolls back.", ["model"]
+)
+ROLLBACKS = Counter(
+    "scoring_rollbacks_total", "Live versions rolled back by the learner's watch, by model.", ["model"]
+)
+
 # Monitoring.
 DRIFT_STATISTIC = Gauge(
     "scoring_drift_statistic",

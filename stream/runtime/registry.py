@@ -13,7 +13,8 @@ Keys (under the namespace prefix), per use case ``<m>``:
 - ``model:<m>:live``: the version workers score with, ``<m>.<n>``;
 - ``model:<m>:seq``: the next version number;
 - ``model:<m>:records`` hash and ``model:<m>:order`` sorted set: each kept version's
-  record (parent, time, reason, pipeline, labels learned, metrics, label offsets);
+  record (parent, time, reason, pipeline, labels learned, metrics, label offsets, the
+  gate's verdict), the candidates the gate held included (reason ``held``, never live);
 - ``model:<m>:snapshot:<version>``: the signed snapshot of each kept version;
 - ``model:<m>:checkpoint`` hash: the learner's signed state and the version it goes with;
 - ``model:<m>:lease``: which worker's learner owns the model's updates;
@@ -129,6 +130,25 @@ class ModelRegistry:
         outcome, version = await self._call("publish", model, params, blob, state)
         return outcome.decode(), version.decode()
 
+    async def hold(
+        self, model: str, token: str, parent: str, candidate: OnlineModel, record: dict[str, Any]
+    ) -> tuple[str, str]:
+        """Keep a candidate the gate held, as a version that is not live (``record["reason"]``
+        is ``held``): ``("held", version)``, or ``conflict``/``lost_lease`` as :meth:`publish`."""
+        params = {
+            "token": token,
+            "model": model,
+            "parent": parent,
+            "record": record,
+            "keep": max(1, self._settings.model_versions_kept),
+            "at": time.time(),
+            "first": 0,
+            "held": True,
+        }
+        blob = snapshot.dumps(candidate, self._settings.signing_key)
+        outcome, version = await self._call("hold", model, params, blob)
+        return outcome.decode(), version.decode()
+
     async def bootstrap(
         self,
         model: str,
@@ -174,6 +194,11 @@ class ModelRegistry:
 
     # Worker and operator side -----------------------------------------------------------
 
+    async def latest(self, model: str) -> int:
+        """The highest version number published or held so far (-1: none)."""
+        raw = await self._redis.get(self._key(model, "seq"))
+        return int(raw) - 1 if raw is not None else -1
+
     async def live(self, model: str) -> str | None:
         """The version workers should score ``model`` with, if one was published."""
         raw = cast(bytes | None, await self._redis.get(self._key(model, "live")))
@@ -215,15 +240,16 @@ class ModelRegistry:
             orjson.loads(raw) for raw in await self._redis.lrange(self._key(model, "history"), 0, limit - 1)
         ]
 
-    async def rollback(self, version: str, by: str) -> str:
+    async def rollback(self, version: str, by: str, reason: str = "") -> str:
         """Make ``version`` live again, for every worker and the learner; returns the previous one.
 
         The snapshot's signature is checked first: a rollback never makes workers load
-        a snapshot they would refuse.
+        a snapshot they would refuse. ``by`` (an operator, or ``watch`` for the learner's
+        automatic rollbacks) and ``reason`` go in the history.
         """
         model = use_case_of(version)
         await self.load(version)
-        params = {"version": version, "at": time.time(), "entry": {"by": by}}
+        params = {"version": version, "at": time.time(), "entry": {"by": by, "reason": reason}}
         outcome, previous = await self._call("rollback", model, params)
         if outcome.decode() != "rolled_back":
             raise RegistryError(f"cannot roll back to {version}: {outcome.decode()}")

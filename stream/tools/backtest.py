@@ -3,7 +3,7 @@
 A labelled history is replayed offline (no broker, no Redis) through the production code
 (:class:`stream.tools.replay.Replay`: the declared features and entity-state updates, the
 learner with its champion, challenger and drift monitor, versions published in stream time
-and served to the events after them), with labels arriving ``label_delay`` seconds after
+and served from the workers' next poll), with labels arriving ``label_delay`` seconds after
 their events. The report (:mod:`stream.tools.report`) shows the served, champion,
 challenger and running-mean baseline metrics over time, the publications and the alerts;
 ``compare`` replays a second declaration file on the same history, side by side.
@@ -27,7 +27,11 @@ def replay_run(settings: Settings, use_case_name: str, path: Path, *, label_dela
     """One replay of the history at ``path`` under ``settings``' declaration of the use case."""
     use_case = named(use_case_name, settings.use_cases)
     replay = Replay(
-        settings, use_case, label_delay=label_delay, publish_seconds=settings.model_publish_seconds
+        settings,
+        use_case,
+        label_delay=label_delay,
+        publish_seconds=settings.model_publish_seconds,
+        poll_seconds=settings.model_poll_seconds,
     )
     with History(use_case, path) as history:
         for batch in history.batches():
@@ -48,6 +52,7 @@ def replay_run(settings: Settings, use_case_name: str, path: Path, *, label_dela
         "declaration": use_case.fingerprint,
         "label_delay_seconds": label_delay,
         "publish_seconds": settings.model_publish_seconds,
+        "poll_seconds": settings.model_poll_seconds,
         "replay": dict(replay.counts),
         "cleaning": history.report.model_dump(mode="json"),
     }

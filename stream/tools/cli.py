@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing = actions.add_parser("list", help="kept versions, newest first (* = live)")
     listing.add_argument("--model", choices=[uc.name for uc in USE_CASES], help="one use case only")
     listing.add_argument("--limit", type=int, default=20)
-    actions.add_parser("show", help="the record of a version").add_argument("version")
+    actions.add_parser(
+        "show", help="the record of a version (of a model's name: its live version)"
+    ).add_argument("version")
     actions.add_parser("rollback", help="make an earlier version live for every worker").add_argument(
         "version"
     )
@@ -362,7 +364,12 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
                 for record in await registry.versions(name, args.limit):
                     print("  " + _version_line(record, record["version"] == live))
         elif args.action == "show":
-            record = await registry.record(args.version)
+            version = args.version
+            if version in {uc.name for uc in settings.use_cases}:  # a model's name: its live version
+                version = await registry.live(version)
+                if version is None:
+                    raise RegistryError(f"{args.version}: no version published yet")
+            record = await registry.record(version)
             live = await registry.live(record["model"])
             print(json.dumps({**record, "live": record["version"] == live}, indent=2))
         elif args.action == "rollback":

@@ -84,7 +84,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from stream.records import Label, Record, Rejection, Sale, parse
+from stream.records import Record, Rejection, Sale, parse
 from stream.usecases import UseCase
 
 E = TypeVar("E", bound=Record)
@@ -207,18 +207,6 @@ class CleaningReport(BaseModel):
 # --------------------------------------------------------------------------- the file's layout
 
 
-def label_field(use_case: UseCase[Any, Any]) -> str:
-    """The label record's one field besides ``event_id``: the history's label column.
-
-    >>> from stream.usecases import FRAUD
-    >>> label_field(FRAUD)
-    'is_fraud'
-    """
-    label_type: type[Label] = use_case.label_type
-    (name,) = (name for name in label_type.model_fields if name != "event_id")
-    return name
-
-
 def _kind(annotation: Any) -> Kind:
     """How a field's cells become JSON values, from its type (``X | None`` as ``X``)."""
     is_union = get_origin(annotation) in (Union, types.UnionType)
@@ -248,7 +236,7 @@ class _Layout:
 def _layout(use_case: UseCase[Any, Any], columns: Sequence[str]) -> _Layout:
     event_type: type[Record] = use_case.event_type
     fields = tuple(event_type.model_fields)
-    label = label_field(use_case)
+    label = use_case.label_field
     derived_ts = DERIVED_TS.get(event_type)
     nullable = tuple(name for name, info in event_type.model_fields.items() if not info.is_required())
     may_lack = {*nullable, *(("event_id", "ts") if derived_ts is not None else ())}

@@ -9,8 +9,9 @@ in event-time order (``ts``) and stream time is their ``ts``. Each event:
    declared features (:class:`stream.features.FeatureSet` and
    :class:`stream.features.EntityState`: the updates the stream's Lua script makes);
 3. is scored by the served model: the version last published (a copy of the champion
-   taken at most every ``publish_seconds`` of stream time, when it learned something),
-   or the champion itself when ``publish_seconds`` is ``None``;
+   taken at most every ``publish_seconds`` of stream time, when it learned something) from
+   half a worker's poll interval (``poll_seconds``) after its publication, when a worker
+   finds it on average; or the champion itself when ``publish_seconds`` is ``None``;
 4. goes to the learner as a journal entry would (:class:`stream.runtime.learner.LearnerState`):
    the drift monitor sees it, and a label learns it, test-then-train, for champion and
    challenger, with promotions and alerts as in the stream.
@@ -64,6 +65,7 @@ from models.online import OnlineModel
 from stream.features import EntityState, Features
 from stream.runtime.keys import EntityKey, entity_key
 from stream.runtime.learner import LearnerState, fresh_state
+from stream.runtime.served import Served
 from stream.runtime.state import JournalEntry, Pending
 from stream.settings import Settings
 from stream.usecases import IMPLICIT_SOURCE, UseCase
@@ -184,6 +186,9 @@ class Replay:
     publish_seconds
         Stream seconds between two versions published (``None``: the champion serves
         itself, as in a bootstrap, where nothing is served while it learns).
+    poll_seconds
+        Stream seconds between two polls of the live version by a worker: a version is
+        served from ``poll_seconds / 2`` after its publication (0: at once).
     on_scored
         Called with each event, its pending record (features, prediction) and its row's
         target, as it is scored: what an offline evaluation compares. It needs the
@@ -201,6 +206,7 @@ class Replay:
         *,
         label_delay: float = 0.0,
         publish_seconds: float | None = None,
+        poll_seconds: float = 0.0,
         on_scored: Callable[[Any, Pending, float | None], None] | None = None,
         processes: int = 1,
     ) -> None:
@@ -214,6 +220,8 @@ class Replay:
         self._keys: dict[tuple[str, ...], EntityKey] = {}  # an entity's ids -> its key, encoded once
         self._entity = use_case.entity
         self.label_delay = label_delay
+        self.publish_seconds = publish_seconds
+        self.poll_seconds = poll_seconds
         self._on_scored = on_scored
         self.counts: Counter[str] = Counter()
         policy = use_case.labels
@@ -227,7 +235,7 @@ class Replay:
         self._both_due = self._maturity is not None and self._implicit is not None
         self._order = 0
         self.processes = processes
-        learning = Learning(use_case.name, fresh_state(settings, use_case), publish_seconds)
+        learning = Learning(use_case.name, fresh_state(settings, use_case), publish_seconds, poll_seconds)
         self._learning: Learning | LearningProcess = learning if processes == 1 else LearningProcess(learning)
         self._finished: Learning | None = learning if processes == 1 else None
 
@@ -338,18 +346,24 @@ class Learning:
     a replay in two processes sends back.
     """
 
-    def __init__(self, name: str, learner: LearnerState, publish_seconds: float | None) -> None:
+    def __init__(
+        self, name: str, learner: LearnerState, publish_seconds: float | None, poll_seconds: float = 0.0
+    ) -> None:
         self.name = name
         self.learner = learner
         self.publish_seconds = publish_seconds
+        self.poll_seconds = poll_seconds
         self.labels = LearnedLabels()
         self.publications: list[tuple[float, str]] = []
         self.alerts: list[AlertChange] = []
         self._pending: dict[int, Pending] = {}  # by order: events whose label or maturity is due
         self._seq = 0
-        self._served: OnlineModel | None = None
         self._version = 0
         self.version = f"{name}.0"
+        # Served: the version events are scored with (None: the champion serves itself);
+        # next: the version published and not yet polled, with the time it will be.
+        self._served = None if publish_seconds is None else Served(self.version, self._champion_copy())
+        self._next: tuple[float, Served] | None = None
         self._published_at = float("-inf")
         self._changed = False
         self._baseline_sum = 0.0
@@ -359,12 +373,19 @@ class Learning:
         a label or its maturity will come ``due``."""
         if self.publish_seconds is not None:
             self._publish_if_due(t)
-        y_pred = (self._served or self.learner.lifecycle.champion).predict_one(x)
+            if self._next is not None and self._next[0] <= t:
+                self._served, self._next = self._next[1], None
+        served = self._served
+        if served is None:  # the champion serves itself
+            model, version = self.learner.lifecycle.champion, self.version
+        else:
+            model, version = served.model, served.version
+        y_pred = model.predict_one(x)
         pending: Pending = {
             "x": x,
             "y_pred": y_pred,
             "entity": entity,
-            "model_version": self.version,
+            "model_version": version,
             "scored_at": t,
         }
         self._learn_entry(JournalEntry(self._entry_id(t), pending))
@@ -418,12 +439,17 @@ class Learning:
     def _publish_if_due(self, t: float) -> None:
         if self.publish_seconds is None or not self._changed or t - self._published_at < self.publish_seconds:
             return
-        champion = self.learner.lifecycle.champion
-        self._served = pickle.loads(pickle.dumps(champion, protocol=pickle.HIGHEST_PROTOCOL))
         self._version += 1
         self.version = f"{self.name}.{self._version}"
+        self._next = (t + self.poll_seconds / 2, Served(self.version, self._champion_copy()))
         self._published_at, self._changed = t, False
         self.publications.append((t, self.version))
+
+    def _champion_copy(self) -> OnlineModel:
+        """The champion as published: a snapshot, which its further learning leaves alone."""
+        champion = self.learner.lifecycle.champion
+        copy: OnlineModel = pickle.loads(pickle.dumps(champion, protocol=pickle.HIGHEST_PROTOCOL))
+        return copy
 
 
 BATCH_ENTRIES = 2000

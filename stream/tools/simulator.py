@@ -633,8 +633,6 @@ def _malformed(config: SimulationConfig, start: float) -> Iterator[Message]:
 
 # --------------------------------------------------------------------------- the stream
 
-_LABEL_FIELD: Final = {FRAUD.name: "is_fraud", DEMAND.name: "units_sold"}  # of their label records
-
 
 def _start_seconds(start: dt.datetime | None) -> float:
     if start is None:
@@ -708,7 +706,7 @@ def generate(config: SimulationConfig, *, start: dt.datetime | None = None) -> I
         use_case, key, payload, label = item
         yield Message(use_case.event_topic, key, orjson.dumps(payload), at, "event")
         event_id = payload["event_id"]
-        body = {"event_id": event_id, _LABEL_FIELD[use_case.name]: label}
+        body = {"event_id": event_id, use_case.label_field: label}
         label_at = at + rng.uniform(low, high)
         message = Message(use_case.label_topic, event_id.encode(), orjson.dumps(body), label_at, "label")
         heapq.heappush(pending, (label_at, n, message))
@@ -944,7 +942,7 @@ def _history_columns(use_case: UseCase[Any, Any], sale_ids: bool) -> list[str]:
     fields = list(use_case.event_type.model_fields)
     if use_case is DEMAND and not sale_ids:
         fields = [f for f in fields if f not in ("event_id", "ts")]
-    return [*fields, _LABEL_FIELD[use_case.name]]
+    return [*fields, use_case.label_field]
 
 
 def _history_rows(
@@ -956,10 +954,9 @@ def _history_rows(
 ) -> Iterator[dict[str, Any]]:
     """Each event with its label as a row, some spoiled or doubled; ``counts`` the problems."""
     shares = HISTORY_PROBLEMS[use_case.name]
-    label_field = _LABEL_FIELD[use_case.name]
     spoil = _spoil_transaction if use_case is FRAUD else _spoil_sale
     for _, payload, label in events:
-        row = payload | {label_field: None if labels == "frauds-only" and label is False else label}
+        row = payload | {use_case.label_field: None if labels == "frauds-only" and label is False else label}
         if isinstance(row["ts"], int):  # epoch milliseconds: the file has one format
             row["ts"] = dt.datetime.fromtimestamp(row["ts"] // 1000, dt.UTC) + dt.timedelta(
                 milliseconds=row["ts"] % 1000

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
+import redis.asyncio as aioredis
 from confluent_kafka import Producer
 
+from consumers.reader import read
+from stream.records import Prediction
+from stream.runtime.registry import ModelRegistry
+from stream.runtime.state import StateStore
 from stream.settings import Settings
 from stream.tools import simulator
 from stream.tools.demo import scrape
+from stream.usecases import UseCase
+
+T = TypeVar("T")
 
 START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
 """Where every simulated stream of these tests ends: the same events whatever the clock says."""
@@ -43,3 +53,50 @@ def total(settings: Settings, name: str, outcome: str | None = None) -> float:
 
 def event_id(message: simulator.Message) -> str:
     return str(orjson.loads(message.value)["event_id"])
+
+
+def with_registry(settings: Settings, use: Callable[[ModelRegistry, StateStore], Awaitable[T]]) -> T:
+    async def run() -> T:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            return await use(ModelRegistry(client, settings), StateStore(client, settings))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def live_record(settings: Settings, model: str = "fraud") -> dict[str, Any] | None:
+    """The registry record of ``model``'s live version (``None`` before the first)."""
+
+    async def use(registry: ModelRegistry, _: StateStore) -> dict[str, Any] | None:
+        live = await registry.live(model)
+        return await registry.record(live) if live else None
+
+    return with_registry(settings, use)
+
+
+def predictions(settings: Settings, model: str = "fraud") -> list[Prediction]:
+    """Every prediction message of ``model`` on the output topic."""
+    records = [m.parse() for m in read(settings, [f"predictions.{model}"], idle_timeout=2.0)]
+    return [r for r in records if isinstance(r, Prediction)]
+
+
+def send_on_schedule(settings: Settings, messages: list[simulator.Message]) -> None:
+    """Send ``messages`` on schedule once the worker's consumer has its partitions and its
+    learners lead (so that what is due at a second is done at that second, as in a backtest)."""
+    wait_until(lambda: counter(settings, "scoring_assigned_partitions") > 0, what="the consumer")
+    wait_until(lambda: total(settings, "scoring_learner_leader") == 2, what="the learners")
+    produce(settings, messages, realtime=True)
+
+
+def served_values(
+    settings: Settings, use_case: UseCase[Any, Any], events: list[dict[str, Any]]
+) -> list[float]:
+    """What the worker served for each event, in their order (one prediction per event)."""
+    by_id: dict[str, float] = {}
+    for prediction in predictions(settings, use_case.name):
+        value = getattr(prediction, use_case.output_field)
+        assert value is not None and by_id.setdefault(prediction.event_id, value) == value
+    assert len(by_id) == len(events)
+    return [by_id[event["event_id"]] for event in events]

@@ -9,24 +9,21 @@ carry the earlier version.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from consumers.reader import read
 from models.online import OnlineModel
-from stream.records import Alert, Prediction
+from stream.records import Alert
 from stream.runtime.learner import fresh_state
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.served import version_number
@@ -35,7 +32,7 @@ from stream.settings import Settings
 from stream.tools import localstack, simulator
 from stream.tools.demo import scrape, worker_process
 from stream.usecases import FRAUD
-from tests.e2e.support import START, event_id, produce, wait_until
+from tests.e2e.support import START, event_id, live_record, predictions, produce, wait_until, with_registry
 
 pytestmark = pytest.mark.e2e
 
@@ -43,25 +40,6 @@ T = TypeVar("T")
 
 # What the README promises: a joined label reaches every worker's model within this.
 UPDATE_BOUND_SECONDS = 2.0
-
-
-def with_registry(settings: Settings, use: Callable[[ModelRegistry, StateStore], Awaitable[T]]) -> T:
-    async def run() -> T:
-        client = aioredis.Redis.from_url(settings.redis_url)
-        try:
-            return await use(ModelRegistry(client, settings), StateStore(client, settings))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(run())
-
-
-def live_record(settings: Settings) -> dict[str, Any] | None:
-    async def use(registry: ModelRegistry, _: StateStore) -> dict[str, Any] | None:
-        live = await registry.live("fraud")
-        return await registry.record(live) if live else None
-
-    return with_registry(settings, use)
 
 
 def live_model(settings: Settings) -> tuple[str, OnlineModel]:
@@ -96,11 +74,6 @@ def transactions(n: int, seed: int) -> tuple[list[simulator.Message], list[simul
     )
     messages = list(simulator.generate(config, start=START))
     return [m for m in messages if m.kind == "event"], [m for m in messages if m.kind == "label"]
-
-
-def predictions(settings: Settings) -> list[Prediction]:
-    records = [m.parse() for m in read(settings, ["predictions.fraud"], idle_timeout=2.0)]
-    return [r for r in records if isinstance(r, Prediction)]
 
 
 @pytest.fixture

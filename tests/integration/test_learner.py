@@ -16,6 +16,7 @@ from river import dummy
 
 from models.lifecycle import ModelLifecycle
 from models.pipelines import logistic_regression_adam
+from models.release import ReleaseConfig
 from stream.records import Alert
 from stream.runtime.learner import Learner, LearnerState
 from stream.runtime.registry import ModelRegistry
@@ -46,6 +47,7 @@ async def test_a_better_challenger_is_promoted_published_and_alerted(settings: S
             ("logistic_regression_adam", logistic_regression_adam),
             min_labels=200,
             warmup=0,
+            release=ReleaseConfig(first_labels=0),  # the promoted champion may serve at once
         ),
         FRAUD.fingerprint,
     )

@@ -260,7 +260,7 @@ def test_clean_rows_are_valid_records_and_bad_rows_are_rejected(
     history: Written, name: str, rejected_kinds: tuple[str, ...]
 ) -> None:
     use_case = FRAUD if name == "fraud" else DEMAND
-    label_field = "is_fraud" if name == "fraud" else "units_sold"
+    label_field = use_case.label_field
     reasons: Counter[str] = Counter()
     for row in history.rows[name]:
         record = parse(use_case.event_type, event_json(row, label_field))

@@ -19,7 +19,8 @@ local function live_version()
   return redis.call('GET', live) or ''
 end
 
--- A new live version: its snapshot, record and the learner checkpoint that goes with it.
+-- A new version: its snapshot and record; live (with the learner checkpoint that goes with
+-- it) unless p.held, a candidate the gate held, kept for the record.
 local function add_version()
   local n = redis.call('INCR', seq) - 1
   if n < p.first then  -- a bootstrap: .0 names the untrained champion workers start with
@@ -32,14 +33,18 @@ local function add_version()
   redis.call('SET', p.snapshots .. version, ARGV[3])
   redis.call('HSET', records, version, cjson.encode(record))
   redis.call('ZADD', order, n, version)
-  redis.call('SET', live, version)
-  redis.call('HSET', checkpoint, 'state', ARGV[4], 'version', version, 'at', p.at)
-  -- Keep the newest p.keep versions (and always the live one).
+  if not p.held then
+    redis.call('SET', live, version)
+    redis.call('HSET', checkpoint, 'state', ARGV[4], 'version', version, 'at', p.at)
+  end
+  -- Keep the newest p.keep versions, and always the live one.
+  local current = live_version()
   while redis.call('ZCARD', order) > p.keep do
-    local oldest = redis.call('ZRANGE', order, 0, 0)[1]
-    redis.call('ZREM', order, oldest)
-    redis.call('HDEL', records, oldest)
-    redis.call('DEL', p.snapshots .. oldest)
+    local oldest = redis.call('ZRANGE', order, 0, 1)
+    local drop = oldest[1] == current and oldest[2] or oldest[1]
+    redis.call('ZREM', order, drop)
+    redis.call('HDEL', records, drop)
+    redis.call('DEL', p.snapshots .. drop)
   end
   return version
 end
@@ -73,6 +78,16 @@ elseif command == 'publish' then
     return {'conflict', live_version()}
   end
   return {'published', add_version()}
+
+elseif command == 'hold' then
+  -- p: as publish, held = true. ARGV[3]: snapshot. The live version and checkpoint stay.
+  if not holds_lease() then
+    return {'lost_lease', live_version()}
+  end
+  if live_version() ~= p.parent then
+    return {'conflict', live_version()}
+  end
+  return {'held', add_version()}
 
 elseif command == 'bootstrap' then
   -- p: as publish, without token; labels_learned_max: the most labels the live version's
@@ -108,7 +123,7 @@ elseif command == 'rollback' then
   end
   local previous = live_version()
   redis.call('SET', live, p.version)
-  local entry = p.entry
+  local entry = p.entry  -- by, reason
   entry.action, entry.version, entry.previous, entry.at = 'rollback', p.version, previous, p.at
   redis.call('LPUSH', history, cjson.encode(entry))
   redis.call('LTRIM', history, 0, 999)
