@@ -32,6 +32,7 @@ Examples
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,6 +45,9 @@ from models.pipelines import Task
 from models.release import Release, ReleaseConfig
 
 __all__ = ["LearnOutcome", "ModelLifecycle", "Pipeline"]
+
+WINDOW = 500
+"""Labels in the first and the latest windows of the served metric a version's record keeps."""
 
 Pipeline = tuple[str, Callable[[], base.Estimator]]
 """A pipeline's name and its factory of fresh, untrained estimators."""
@@ -116,6 +120,9 @@ class ModelLifecycle:
         self.release = Release(name, task, self.contest.champion, release or ReleaseConfig())
         self.served_metric = new_metric(task)
         self.labels_learned = 0
+        # The served metric's first and latest WINDOW labels, for the model cards.
+        self.first_served = new_metric(task)
+        self.recent_served: deque[tuple[float, float]] = deque(maxlen=WINDOW)
 
     @property
     def champion(self) -> OnlineModel:
@@ -129,6 +136,9 @@ class ModelLifecycle:
         """The label ``y`` of an event scored with ``x`` and served ``y_pred`` by
         ``served_version`` is joined at ``t``."""
         self.served_metric.update(y, y_pred)
+        if self.labels_learned < WINDOW:
+            self.first_served.update(y, y_pred)
+        self.recent_served.append((y, y_pred))
         # Concept drift is judged on the champion's own test-then-train error, not on the
         # served prediction: that one also carries the publication lag (a burst of fraud
         # scored before its first label arrived), which is no change of concept.
@@ -144,6 +154,19 @@ class ModelLifecycle:
         rollback = self.release.reference_version if self.release.watch.worse else None
         return LearnOutcome(alerts, promoted, before, self.contest.last_challenger_pred, rollback)
 
+    def served_windows(self) -> dict[str, float | None]:
+        """The served metric over the first and the latest :data:`WINDOW` labels (``None``: none yet)."""
+        last = new_metric(self.task)
+        for y, y_pred in self.recent_served:
+            last.update(y, y_pred)
+        return {
+            "first": float(self.first_served.get()) if self.labels_learned else None,
+            "last": float(last.get()) if self.recent_served else None,
+            "window": WINDOW,
+        }
+
     def adopt(self, champion: OnlineModel, pipeline: str) -> None:
-        """Serve ``champion`` (of ``pipeline``) from now on, after a rollback: the test starts over."""
+        """Serve ``champion`` (of ``pipeline``) from now on, after a rollback: the test starts over,
+        and the concept drift detector learns the new champion's usual error."""
         self.contest.adopt(champion, pipeline)
+        self.monitor.champion_replaced()

@@ -103,7 +103,7 @@ class ReleaseConfig:
 
     tolerance: float = 0.05
     min_labels: int = 200
-    first_labels: int = 2000
+    first_labels: int = 1000
     update_every: int = 60
     alpha: float = 0.01
     watch_min_labels: int = 100
@@ -264,6 +264,7 @@ class Release:
     """Versions numbered up to here were rolled back from: the watch ignores what they served."""
 
     def __post_init__(self) -> None:
+        self.live = copy.deepcopy(self.live)  # frozen: the model it was given goes on learning
         self.live_version = self.live_version or f"{self.model}.0"
         self.reference, self.reference_version = self.live, self.live_version
         self.gate = Gate(self.task, self.config)

@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     )
     gate_min_labels: int = _setting(200, "Labels of evidence the gate needs to judge a candidate.", ge=1)
     first_version_min_labels: int = _setting(
-        2000,
+        1000,
         "Labels learned before the first learned version may serve, until a version passed the "
         "gate or was bootstrapped.",
         ge=0,

@@ -64,6 +64,8 @@ class Declaration(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    intended_use: str = ""
+    """What the model is for and not for, in a sentence or two: the first line of its model cards."""
     champion: str
     challenger: str | None = None
     decay: float = Field(default=0.1, gt=0, le=1)

@@ -128,6 +128,12 @@ class Monitor:
         first windows after the move are short of labels by the label delay."""
         self._coverage = LabelCoverage(self.config)
 
+    def champion_replaced(self) -> None:
+        """The champion was replaced by another model (a rollback adopted): its error has another
+        usual level, which the concept drift detector learns again (unless an alert is open)."""
+        if not self._concept.alarm:
+            self._concept = ConceptDrift(self.task, self.config)
+
     def readings(self) -> list[Reading]:
         """Every detector's current statistic and threshold."""
         self._take()  # a feature's detector exists from the first event that has it

@@ -469,6 +469,11 @@ def version_record(
         "metrics": {
             f"{role}_{type(metric).__name__}": float(metric.get()) for role, _, _, metric in _roles(lifecycle)
         },
+        "served_windows": lifecycle.served_windows(),
+        "open_alerts": [
+            {"kind": a.kind, "feature": a.feature, "severity": a.severity, "since": a.first_seen}
+            for a in [*lifecycle.monitor.open_alerts(), *lifecycle.release.alerts.open.values()]
+        ],
         "gate": lifecycle.release.last_verdict.as_record() if lifecycle.release.last_verdict else None,
         "watch": {
             "reference": lifecycle.release.reference_version,

@@ -234,6 +234,16 @@ class ModelRegistry:
         raws = await self._redis.hmget(self._key(model, "records"), names)
         return [orjson.loads(raw) for raw in raws if raw is not None]
 
+    async def lineage(self, version: str, limit: int = 10_000) -> list[dict[str, Any]]:
+        """The records of ``version`` and its parents, as far as they are kept (this one first)."""
+        records = [await self.record(version)]
+        while (parent := records[-1].get("parent")) and len(records) < limit:
+            try:
+                records.append(await self.record(parent))
+            except RegistryError:  # pruned
+                break
+        return records
+
     async def history(self, model: str, limit: int) -> list[dict[str, Any]]:
         """Rollbacks of ``model``, newest first."""
         return [

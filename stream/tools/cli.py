@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser(
         "show", help="the record of a version (of a model's name: its live version)"
     ).add_argument("version")
+    card = actions.add_parser("card", help="a version's model card (of a model's name: its live version)")
+    card.add_argument("version")
+    card.add_argument("--format", choices=("md", "json"), default="md", help="Markdown (default) or JSON")
     actions.add_parser("rollback", help="make an earlier version live for every worker").add_argument(
         "version"
     )
@@ -350,7 +353,9 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
 
     import redis.asyncio as aioredis
 
+    from stream.cards import card, markdown
     from stream.runtime.registry import ModelRegistry, RegistryError
+    from stream.usecases import use_case
 
     client = aioredis.Redis.from_url(settings.redis_url)
     registry = ModelRegistry(client, settings)
@@ -363,7 +368,7 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
                     print(f"  rolled back to {entry['version']} from {entry['previous']} by {entry['by']}")
                 for record in await registry.versions(name, args.limit):
                     print("  " + _version_line(record, record["version"] == live))
-        elif args.action == "show":
+        elif args.action in ("show", "card"):
             version = args.version
             if version in {uc.name for uc in settings.use_cases}:  # a model's name: its live version
                 version = await registry.live(version)
@@ -371,7 +376,25 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
                     raise RegistryError(f"{args.version}: no version published yet")
             record = await registry.record(version)
             live = await registry.live(record["model"])
-            print(json.dumps({**record, "live": record["version"] == live}, indent=2))
+            if args.action == "show":
+                print(json.dumps({**record, "live": record["version"] == live}, indent=2))
+            else:
+                rollbacks = [
+                    entry
+                    for entry in await registry.history(record["model"], 1000)
+                    if version in (entry.get("version"), entry.get("previous"))
+                ]
+                model_card = card(
+                    record,
+                    lineage=await registry.lineage(version),
+                    rollbacks=rollbacks,
+                    use_case=use_case(record["model"], settings.use_cases),
+                    live=live,
+                )
+                print(
+                    json.dumps(model_card, indent=2) if args.format == "json" else markdown(model_card),
+                    end="",
+                )
         elif args.action == "rollback":
             previous = await registry.rollback(args.version, by=f"{getpass.getuser()}@{socket.gethostname()}")
             print(

@@ -15,8 +15,11 @@ from stream.tools.demo import worker_process
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """The session's settings, with a worker that scores the simulated streams' old events."""
-    return settings.replace(max_event_age_seconds=0)  # they end at support.START, in the past
+    """The session's settings, with a worker that scores the simulated streams' old events,
+    and a first learned version after 500 labels (1,000 by default: most of these
+    streams' labels)."""
+    # The streams end at support.START, in the past.
+    return settings.replace(max_event_age_seconds=0, first_version_min_labels=500)
 
 
 @pytest.fixture

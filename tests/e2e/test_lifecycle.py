@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from consumers.reader import read
-from models.online import OnlineModel
+from models.online import ROCAUC, OnlineModel
 from stream.records import Alert
 from stream.runtime.learner import fresh_state
 from stream.runtime.registry import ModelRegistry
@@ -78,8 +78,19 @@ def transactions(n: int, seed: int) -> tuple[list[simulator.Message], list[simul
 
 @pytest.fixture
 def model_settings(settings: Settings) -> Settings:
-    # Keep the whole journal, so that the test can replay it as an uninterrupted learner would.
-    return settings.replace(journal_retention_seconds=3600, learner_lease_seconds=2.0, challengers="")
+    # Keep the whole journal, so that the test can replay it as an uninterrupted learner would;
+    # and let the gate pass every candidate and the watch roll none back (they have tests of
+    # their own): each label learned is published, as these tests of publication follow it.
+    return settings.replace(
+        journal_retention_seconds=3600,
+        learner_lease_seconds=2.0,
+        challengers="",
+        first_version_min_labels=0,
+        gate_min_labels=1,
+        gate_tolerance=1e9,
+        rollback_min_labels=10**9,  # the watch never decides...
+        rollback_confirm_labels=10**9,  # ...nor confirms
+    )
 
 
 def test_two_workers_score_with_the_same_version_and_follow_each_update(
@@ -232,3 +243,45 @@ def test_a_concept_drift_opens_one_alert_within_500_labels(model_settings: Setti
 def _flip(label: bytes) -> bytes:
     doc = orjson.loads(label)
     return orjson.dumps({**doc, "is_fraud": not doc["is_fraud"]})
+
+
+def test_a_model_card_agrees_with_the_registry_and_the_served_predictions(
+    model_settings: Settings, tmp_path: Path
+) -> None:
+    settings = model_settings.replace(metrics_port=localstack.free_port())
+    events, labels = transactions(1500, seed=6)
+    with worker_process(settings, tmp_path / "worker.log"):
+        produce(settings, events)
+        wait_until(lambda: len(predictions(settings)) >= len(events), what="predictions")
+        produce(settings, labels)
+        wait_until(lambda: learner_labels(settings) == len(labels), what="every label learned")
+    env = {**os.environ, **settings.environment()}
+    shown = subprocess.run(
+        [sys.executable, "-m", "stream.tools.cli", "models", "card", "fraud", "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    card = orjson.loads(shown)
+    record = live_record(settings)
+    assert record is not None and card["version"] == record["version"] and card["status"] == "live"
+    assert card["lineage"]["labels_learned"] == record["learner_labels"] == len(labels)
+    assert card["metrics"]["prequential"] == record["metrics"] and card["gate"] == record["gate"]
+    assert card["intended_use"] == FRAUD.declaration.intended_use
+    assert set(card["declaration"]["features"]) == set(FRAUD.declaration.features)
+
+    # The served metric is the one of the predictions on the topic, joined with their labels.
+    truth = {event_id(m): orjson.loads(m.value)["is_fraud"] for m in labels}
+    served = ROCAUC()
+    for prediction in predictions(settings):
+        served.update(truth[prediction.event_id], prediction.score)
+    assert card["metrics"]["prequential"]["served_ROCAUC"] == pytest.approx(served.get(), abs=1e-12)
+    markdown = subprocess.run(
+        [sys.executable, "-m", "stream.tools.cli", "models", "card", record["version"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert markdown.startswith(f"# Model card: {record['version']}") and "## Known limits" in markdown

@@ -5,31 +5,41 @@ that ``stream/runtime/metrics.py`` registers (with the suffixes Prometheus expos
 counters, ``_bucket``/``_sum``/``_count`` for histograms), every metric registered there
 is on a panel, and the provisioning files and the compose file wire Prometheus, Grafana
 and the dashboard together. The YAML files are checked as text, so the checks need no
-YAML parser; they are also parsed with PyYAML and checked as structures.
+YAML parser; they are also parsed with PyYAML and checked as structures. The dashboard is
+read by ``tests/dashboard.py``, which ``tests/e2e/test_prometheus.py`` shares to run every
+expression on a real Prometheus.
 """
 
 from __future__ import annotations
 
-import json
+import doctest
 import re
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import prometheus_client
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 import stream.runtime.metrics
+import tests.dashboard
 from stream.settings import Settings
+from tests.dashboard import (
+    DASHBOARD,
+    DASHBOARDS,
+    ROOT,
+    dashboard,
+    expand,
+    exprs,
+    metric_names,
+    panels,
+    rate_interval,
+    sent_exprs,
+    variable_exprs,
+)
 
-ROOT = Path(__file__).parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 PROMETHEUS = ROOT / "deploy/prometheus/prometheus.yml"
 DATASOURCES = ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml"
 PROVIDERS = ROOT / "deploy/grafana/provisioning/dashboards/dashboards.yml"
-DASHBOARDS = ROOT / "deploy/grafana/dashboards"
-DASHBOARD = DASHBOARDS / "scoring.json"
 
 # The series a metric family exposes, by family type (``_created`` series left out).
 _SUFFIXES = {
@@ -41,43 +51,6 @@ _SUFFIXES = {
     "stateset": ("",),
     "unknown": ("",),
 }
-# PromQL words that look like names but are not metrics.
-_KEYWORDS = {
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "bool",
-    "and",
-    "or",
-    "unless",
-    "offset",
-    "inf",
-    "nan",
-    "atan2",
-}
-
-
-def metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects (functions, labels, keywords left out).
-
-    Label matchers, range and subquery brackets, string literals, Grafana variables and the
-    label lists of ``by``/``without``/``on``/``ignoring``/``group_*`` are removed first; what
-    is left that looks like a name and is not called like a function is a metric.
-    """
-    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)
-    text = re.sub(r"\$\{[^}]*\}|\$\w+", " ", text)
-    text = re.sub(r"\{[^}]*\}", " ", text)
-    text = re.sub(r"\[[^\]]*\]", " ", text)
-    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
-    names = set()
-    for match in re.finditer(r"(?<![\w.])([A-Za-z_:][\w:]*)(\s*\()?", text):
-        name, called = match.groups()
-        if not called and name.lower() not in _KEYWORDS:
-            names.add(name)
-    return names
 
 
 def exposed(family: str, kind: str) -> set[str]:
@@ -108,43 +81,6 @@ def unknown_names(expr: str) -> set[str]:
     return metric_names(expr) - known_series().keys()
 
 
-def dashboard() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
-    return loaded
-
-
-def panels(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every panel, those inside rows included."""
-    for panel in node.get("panels", []):
-        yield panel
-        yield from panels(panel)
-
-
-def exprs() -> list[tuple[str, str]]:
-    """``(panel title, expr)`` of every query target of the dashboard's panels."""
-    found = [
-        (panel.get("title", "?"), target["expr"])
-        for panel in panels(dashboard())
-        for target in panel.get("targets", [])
-        if "expr" in target
-    ]
-    assert len(found) >= 20
-    return found
-
-
-def variable_exprs() -> list[tuple[str, str]]:
-    """``(variable name, selector)`` of every ``label_values(selector, label)`` variable."""
-    found = []
-    for variable in dashboard()["templating"]["list"]:
-        query = variable.get("query")
-        text = query.get("query", "") if isinstance(query, dict) else str(query or "")
-        for text_ in {text, variable.get("definition", "")} - {""}:
-            match = re.fullmatch(r"\s*label_values\((.*),\s*\w+\s*\)\s*", text_)
-            assert match, f"variable {variable['name']}: unexpected query {text_!r}"
-            found.append((variable["name"], match.group(1)))
-    return found
-
-
 # PromQL reading ---------------------------------------------------------------------------
 
 
@@ -172,6 +108,37 @@ def test_a_made_up_metric_is_caught() -> None:
     }
     assert unknown_names("scoring_events") == {"scoring_events"}  # a counter shows _total only
     assert unknown_names("scoring_batch_seconds") == {"scoring_batch_seconds"}  # a histogram: _bucket...
+
+
+# Grafana's substitutions, as the end-to-end test runs the expressions ----------------------
+
+
+def test_the_shared_reading_of_the_dashboard_runs_its_examples() -> None:
+    assert doctest.testmod(tests.dashboard).failed == 0
+
+
+@pytest.mark.parametrize(
+    ("scrape", "interval", "expected"),
+    [
+        (5.0, 0.3, "20s"),  # docker-compose's Prometheus, a short range: 4 scrapes
+        (5.0, 30.0, "35s"),  # a long range: one point's interval and one scrape
+        (1.0, 0.0, "4s"),
+        (0.25, 0.1, "1s"),
+        (0.3, 0.1, "1200ms"),
+    ],
+)
+def test_rate_interval_is_grafanas(scrape: float, interval: float, expected: str) -> None:
+    assert rate_interval(scrape, interval) == expected
+
+
+def test_every_variable_of_every_expr_has_a_value_on_all() -> None:
+    for _, expr in exprs():
+        expanded = expand(expr, rate_window="4s")
+        assert "$" not in expanded and metric_names(expanded) == metric_names(expr), expr
+    assert expand('a{model=~"$model"}[${__rate_interval}]', rate_window="4s") == 'a{model=~".*"}[4s]'
+    sent = sent_exprs({"model": ["fraud", "demand"]}, "4s")
+    assert len(sent) > len(exprs()) and all("$" not in f"{title} {expr}" for title, expr in sent)
+    assert ("Prequential metric: demand", 'scoring_prequential_metric{model=~"demand"}') in sent
 
 
 # The dashboard against stream/runtime/metrics.py ----------------------------------------------------
@@ -285,6 +252,8 @@ def _mounts(service: str) -> dict[str, str]:
 def test_prometheus_scrapes_every_worker_on_the_metrics_port_every_5s() -> None:
     text = PROMETHEUS.read_text()
     assert _yaml_value(text, "scrape_interval") == "5s"
+    # Grafana's $__rate_interval is 4 scrape intervals as the data source states it (else 15 s).
+    assert _yaml_value(DATASOURCES.read_text(), "timeInterval") == "5s"
     assert re.search(r"^\s*- names: \[worker\]$", text, re.MULTILINE)
     assert _yaml_value(text, "type") == "A"
     assert _yaml_value(text, "port") == str(Settings.defaults().metrics_port)
