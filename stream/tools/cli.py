@@ -185,9 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     card = actions.add_parser("card", help="a version's model card (of a model's name: its live version)")
     card.add_argument("version")
     card.add_argument("--format", choices=("md", "json"), default="md", help="Markdown (default) or JSON")
-    actions.add_parser("rollback", help="make an earlier version live for every worker").add_argument(
-        "version"
-    )
+    rollback = actions.add_parser("rollback", help="make an earlier version live for every worker")
+    rollback.add_argument("version")
+    rollback.add_argument("--reason", default="", help="why, for the registry's history (and the cards)")
     export = actions.add_parser("export", help="write a version's signed snapshot and record to files")
     export.add_argument("version")
     export.add_argument("--out", type=Path, default=None, help="snapshot file (default: <version>.snapshot)")
@@ -396,7 +396,8 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
                     end="",
                 )
         elif args.action == "rollback":
-            previous = await registry.rollback(args.version, by=f"{getpass.getuser()}@{socket.gethostname()}")
+            operator = f"{getpass.getuser()}@{socket.gethostname()}"
+            previous = await registry.rollback(args.version, by=operator, reason=args.reason)
             print(
                 f"{args.version} is live (was {previous}); workers score with it within "
                 f"{settings.model_poll_seconds:g} s, and the learner goes on learning from it"

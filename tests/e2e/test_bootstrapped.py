@@ -29,7 +29,6 @@ from tests.e2e.support import (
     START,
     counter,
     event_id,
-    live_record,
     produce,
     send_on_schedule,
     served_values,
@@ -116,7 +115,7 @@ def test_a_history_of_ones_own_is_bootstrapped_through_the_command_line(
         # Each label of the history and of the stream learned once, in one lineage.
         wait_until(
             lambda: (
-                {name: (live_record(settings, name) or {}).get("learner_labels") for name in learned}
+                {name: counter(settings, "scoring_learner_labels_learned", model=name) for name in learned}
                 == learned
             ),
             what="every label learned",
