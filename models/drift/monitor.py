@@ -24,8 +24,9 @@ Examples
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import KeysView, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from models.drift.alerts import AlertChange, Alerts, Detector, Kind
 from models.drift.concept import ConceptDrift
@@ -82,35 +83,41 @@ class Monitor:
         self._coverage = LabelCoverage(self.config)
         self._events = 0  # events in the current window
         self._windows = 0  # windows closed
+        # Events scored since their values last went to the distributions: (x, y_pred).
+        self._scored: list[tuple[Mapping[str, float | str], float]] = []
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_scored", [])  # a monitor pickled before it buffered events
 
     # -- inputs --------------------------------------------------------------------------
 
     def scored(self, x: Mapping[str, float | str], y_pred: float, t: float) -> list[AlertChange]:
-        """An event with features ``x`` was scored ``y_pred`` at stream time ``t``."""
-        changes = self._alerts.follow(self._coverage, self._coverage.update(t, label=False), t)
-        config, features = self.config, self._features
-        for name, value in x.items():
-            distribution = features.get(name)
-            if distribution is None:
-                if name in config.exempt:
-                    continue
-                distribution = features[name] = DistributionDrift("data_drift", name, config)
-            distribution.add(value)
-        if not math.isnan(y_pred):
-            self._prediction.add(float(y_pred))
+        """An event with features ``x`` was scored ``y_pred`` at stream time ``t``.
+
+        Its values reach the distributions with those of the events around it, in their
+        order, before anything reads them (:meth:`_take`): the same counts, in one pass a feature.
+        """
+        signal = self._coverage.update(t, label=False)
+        changes = [] if signal is None else self._alerts.follow(self._coverage, signal, t)
+        self._scored.append((x, y_pred))
         self._events += 1
-        if self._events >= config.window:
+        if self._events >= self.config.window:
             changes += self._close_window(t)
         elif self._events % _CHUNK == 0:
+            self._take()
             for distribution in self._distributions():
                 distribution.count()
         return changes
 
     def learned(self, y_true: float, y_pred: float, t: float) -> list[AlertChange]:
         """The label ``y_true`` of an event served ``y_pred`` was learned at stream time ``t``."""
-        changes = self._alerts.follow(self._coverage, self._coverage.update(t, label=True), t)
+        signal = self._coverage.update(t, label=True)
+        changes = [] if signal is None else self._alerts.follow(self._coverage, signal, t)
         if not (math.isnan(y_true) or math.isnan(y_pred)):
-            changes += self._alerts.follow(self._concept, self._concept.update(y_true, y_pred), t)
+            signal = self._concept.update(y_true, y_pred)
+            if signal is not None:
+                changes += self._alerts.follow(self._concept, signal, t)
         return changes
 
     # -- outputs -------------------------------------------------------------------------
@@ -129,6 +136,7 @@ class Monitor:
 
     def readings(self) -> list[Reading]:
         """Every detector's current statistic and threshold."""
+        self._take()  # a feature's detector exists from the first event that has it
         detectors: list[Detector] = [
             self._concept,
             self._prediction,
@@ -143,10 +151,36 @@ class Monitor:
 
     # -- data and prediction drift windows -----------------------------------------------
 
+    def _take(self) -> None:
+        """The buffered events' values to their distributions, each in the events' order: a
+        number waits in its distribution's ``pending``, a category is counted, a feature first
+        seen gets its detector (in the order first seen, unless exempt)."""
+        scored = self._scored
+        if not scored:
+            return
+        self._scored = []
+        config, features = self.config, self._features
+        known: KeysView[str] | None = None
+        for x, _ in scored:
+            if known is None or x.keys() != known:
+                for name in x:
+                    if name not in features and name not in config.exempt:
+                        features[name] = DistributionDrift("data_drift", name, config)
+                known = x.keys()
+        for name, distribution in features.items():
+            values: list[Any] = [x[name] for x, _ in scored if name in x]
+            if any(isinstance(value, str) for value in values):
+                for value in values:
+                    distribution.add(value)
+            else:
+                distribution.pending.extend(values)
+        self._prediction.pending.extend(float(y) for _, y in scored if not math.isnan(y))
+
     def _distributions(self) -> list[DistributionDrift]:
         return [self._prediction, *self._features.values()]
 
     def _close_window(self, t: float) -> list[AlertChange]:
+        self._take()
         self._events = 0
         self._windows += 1
         armed = self._windows > self.config.window_warmup
