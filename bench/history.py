@@ -34,7 +34,7 @@ import orjson
 from stream.records import Sale
 from stream.settings import Settings
 from stream.tools.history import History
-from stream.tools.replay import Replay
+from stream.tools.replay import Replay, processes_for
 from stream.tools.simulator import SimulationConfig, labelled_events
 from stream.usecases import DEMAND
 
@@ -73,14 +73,16 @@ def measure(path: Path, chunk_rows: int, learn: bool = False) -> dict[str, float
     """Read, clean and merge ``path`` to the last record (and, with ``learn``, replay it as
     ``scoring bootstrap`` does, all but the writes to Redis): rows/s and this process's peak RSS.
 
-    The peak RSS before reading is that of the imports (the service's, pandas, River...).
+    The peak RSS before reading is that of the imports (the service's, pandas, River...). A
+    replay that learns in a second process (:func:`stream.tools.replay.processes_for`) reports
+    that process's peak RSS and CPU time apart (``learner_*``): the two run at once.
     """
     imports_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     began = time.perf_counter()
-    replay = Replay(Settings.defaults(), DEMAND)
     with History(DEMAND, path, chunk_rows=chunk_rows) as history:
         report = history.clean()
         cleaned = time.perf_counter()
+        replay = Replay(Settings.defaults(), DEMAND, processes=processes_for(report.accepted) if learn else 1)
         replayed = 0
         for batch in history.batches():
             replayed += len(batch)
@@ -89,6 +91,11 @@ def measure(path: Path, chunk_rows: int, learn: bool = False) -> dict[str, float
     replay.finish(flush=True)
     seconds = time.perf_counter() - began
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    self_use, child_use = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    learner_kb = child_use.ru_maxrss  # 0 unless it learned in a second process
     return {
         "rows": report.rows,
         "accepted": replayed,
@@ -96,6 +103,10 @@ def measure(path: Path, chunk_rows: int, learn: bool = False) -> dict[str, float
         "first_pass_seconds": round(cleaned - began, 2),
         "rows_per_second": round(report.rows / seconds),
         "peak_rss_mb": round(peak_kb / 1024, 1),
+        "cpu_seconds": round(self_use.ru_utime + self_use.ru_stime, 2),  # this process's, imports included
+        "learner_processes": replay.processes,
+        "learner_peak_rss_mb": round(learner_kb / 1024, 1),
+        "learner_cpu_seconds": round(child_use.ru_utime + child_use.ru_stime, 2),
         "imports_rss_mb": round(imports_kb / 1024, 1),
         "file_mb": round(history.size / 1e6, 1),
     }

@@ -33,6 +33,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from models.lifecycle import LearnOutcome
 from stream.records import Sale, Transaction
 from stream.runtime.learner import LearnerState, fresh_state
 from stream.runtime.state import JournalEntry
@@ -42,18 +43,6 @@ from stream.tools.simulator import SimulationConfig, labelled_events
 from stream.usecases import DEMAND, FRAUD, UseCase
 
 START = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
-
-
-class _Recording(Replay):
-    """A replay that keeps every journal entry it gives its learner, in order."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.journal: list[JournalEntry] = []
-
-    def _learn_entry(self, entry: JournalEntry) -> Any:
-        self.journal.append(entry)
-        return super()._learn_entry(entry)
 
 
 def journal(
@@ -67,10 +56,18 @@ def journal(
         (record.model_validate(payload), float(label))
         for _, payload, label in labelled_events(config, start=START)
     ]
-    replay = _Recording(settings, use_case, label_delay=label_delay)
+    replay = Replay(settings, use_case, label_delay=label_delay)  # one process: its learner is here
+    entries: list[JournalEntry] = []
+    state, apply = replay.learner, replay.learner.apply
+
+    def recording(entry: JournalEntry) -> LearnOutcome:
+        entries.append(entry)
+        return apply(entry)
+
+    state.apply = recording  # type: ignore[method-assign]  # the very entries, in the learner's order
     replay.add_all(rows)
     replay.finish(flush=True)
-    return replay.journal
+    return entries
 
 
 def timed(settings: Settings, use_case: UseCase[Any, Any], entries: Sequence[JournalEntry]) -> dict[str, Any]:

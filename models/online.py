@@ -13,7 +13,7 @@ context manager in the service, it flips a process-wide switch.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -26,9 +26,6 @@ __all__ = ["BATCH_MIN_ROWS", "ROCAUC", "Features", "OnlineModel", "new_metric"]
 
 Features = dict[str, float | str]
 """A flat feature dict: numbers are scaled, strings one-hot encoded."""
-
-_RiverFeatures = dict[Hashable, Any]
-"""How River types a feature dict: dict keys are invariant, so :data:`Features` must be cast."""
 
 BATCH_MIN_ROWS = 768
 """Smallest batch scored with River's `*_many` methods: below it, their pandas overhead (~1.5 ms a
@@ -147,7 +144,16 @@ class OnlineModel:
     >>> model.predict_many([x])[0] > 0.0
     True
 
+    A model remembers its last prediction until it learns: predicting the same dict again
+    (the very object, as an offline replay does when the champion serves itself and then
+    predicts the label's features before learning them) returns it without a second pass. A
+    feature dict is never changed once predicted.
+
     """
+
+    # The last dict predicted and its prediction, until the next label learned. A class
+    # default, so that a model unpickled from before it existed has one; never pickled.
+    _predicted: tuple[Features, float] | None = None
 
     def __init__(self, name: str, task: Task, estimator: base.Estimator) -> None:
         if (task == "classification" and isinstance(estimator, base.Classifier)) or (
@@ -165,10 +171,17 @@ class OnlineModel:
 
     def predict_one(self, x: Features) -> float:
         """Predicts the feature dict `x`, leaving the estimator untouched."""
-        row = cast(_RiverFeatures, x)
+        last = self._predicted
+        if last is not None and last[0] is x:
+            return last[1]
+        # No typing.cast here: it is a call, and this runs several times per label.
+        estimator: Any = self.estimator
         if self.task == "classification":
-            return float(cast(base.Classifier, self.estimator).predict_proba_one(row).get(True, 0.0))
-        return max(0.0, float(cast(base.Regressor, self.estimator).predict_one(row)))
+            y = float(estimator.predict_proba_one(x).get(True, 0.0))
+        else:
+            y = max(0.0, float(estimator.predict_one(x)))
+        self._predicted = (x, y)
+        return y
 
     def predict_many(self, xs: Sequence[Features]) -> list[float]:
         """Predicts each feature dict of `xs`, leaving the estimator untouched.
@@ -190,12 +203,18 @@ class OnlineModel:
 
     def learn_one(self, x: Features, y: float) -> None:
         """Learns one label: ``bool(y)`` for a classification, `y` for a regression."""
-        row = cast(_RiverFeatures, x)
+        self._predicted = None
+        estimator: Any = self.estimator  # a base.Classifier or base.Regressor, by the task
         if self.task == "classification":
-            cast(base.Classifier, self.estimator).learn_one(row, bool(y))
+            estimator.learn_one(x, bool(y))
         else:
-            cast(base.Regressor, self.estimator).learn_one(row, float(y))
+            estimator.learn_one(x, float(y))
         self.labels_learned += 1
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_predicted", None)  # a reference to a feature dict, not the model's state
+        return state
 
     def update_metric(self, y_true: float, y_pred: float) -> None:
         """Scores `y_pred`, the prediction made before `y_true` was learned."""

@@ -227,21 +227,26 @@ class _Valued(_Kind):
             raise ValueError(f"clip {list(self.clip)} is not [low, high]")
         return self
 
-    def value(self, event: Any, prior: Prior) -> float | None:
-        """The number before clipping, or ``None`` when missing."""
+    def reader(self) -> Callable[[Any, Prior], float | None]:
+        """The number before clipping, or ``None`` when missing, as a function of the event
+        and the prior (compiled once: it reads its parameters from the closure)."""
         raise NotImplementedError
 
     def columns(self, name: str) -> list[tuple[str, Column]]:
-        raw, missing = self.value, self.missing
+        raw, missing = self.reader(), self.missing
+        value: Column
         if self.clip is None:
-            clip: Callable[[float], float] = float
+
+            def value(event: Any, prior: Prior) -> float:
+                v = raw(event, prior)
+                return missing if v is None else float(v)
+
         else:
             low, high = self.clip
-            clip = lambda v: min(high, max(low, v))  # noqa: E731
 
-        def value(event: Any, prior: Prior) -> float:
-            v = raw(event, prior)
-            return missing if v is None else clip(v)
+            def value(event: Any, prior: Prior) -> float:
+                v = raw(event, prior)
+                return missing if v is None else min(high, max(low, v))
 
         columns: list[tuple[str, Column]] = [(name, value)]
         if self.missing_flag:
@@ -260,9 +265,14 @@ class Numeric(_Valued):
     def fields(self) -> tuple[str, ...]:
         return (self.field,)
 
-    def value(self, event: Any, prior: Prior) -> float | None:
-        v = getattr(event, self.field)
-        return None if v is None else _transform(self.transform)(v)
+    def reader(self) -> Callable[[Any, Prior], float | None]:
+        f, transform = self.field, _transform(self.transform)
+
+        def value(event: Any, prior: Prior) -> float | None:
+            v = getattr(event, f)
+            return None if v is None else transform(v)
+
+        return value
 
 
 class Categorical(_OfField):
@@ -345,9 +355,14 @@ class DaysBetween(_Valued):
     def fields(self) -> tuple[str, ...]:
         return (self.start, self.end)
 
-    def value(self, event: Any, prior: Prior) -> float | None:
-        a, b = getattr(event, self.start), getattr(event, self.end)
-        return None if a is None or b is None else float((_date(b) - _date(a)).days)
+    def reader(self) -> Callable[[Any, Prior], float | None]:
+        start, end = self.start, self.end
+
+        def value(event: Any, prior: Prior) -> float | None:
+            a, b = getattr(event, start), getattr(event, end)
+            return None if a is None or b is None else float((_date(b) - _date(a)).days)
+
+        return value
 
 
 class Ratio(_Valued):
@@ -362,12 +377,17 @@ class Ratio(_Valued):
     def fields(self) -> tuple[str, ...]:
         return (self.numerator, self.denominator)
 
-    def value(self, event: Any, prior: Prior) -> float | None:
-        a, b = getattr(event, self.numerator), getattr(event, self.denominator)
-        if a is None or not b:
-            return None
-        r = float(a / b)
-        return None if self.valid is not None and not self.valid[0] <= r <= self.valid[1] else r
+    def reader(self) -> Callable[[Any, Prior], float | None]:
+        numerator, denominator, valid = self.numerator, self.denominator, self.valid
+
+        def value(event: Any, prior: Prior) -> float | None:
+            a, b = getattr(event, numerator), getattr(event, denominator)
+            if a is None or not b:
+                return None
+            r = float(a / b)
+            return None if valid is not None and not valid[0] <= r <= valid[1] else r
+
+        return value
 
     def is_outlier(self, event: Any) -> bool:
         """Whether the event has both values but a ratio outside ``valid``."""
@@ -397,9 +417,14 @@ class SincePrevious(_Valued):
     kind: Literal["since_previous"]
     transform: Transform = "identity"
 
-    def value(self, event: Any, prior: Prior) -> float | None:
-        gap = prior.gap_seconds(event.ts.timestamp())
-        return None if gap is None else _transform(self.transform)(gap)
+    def reader(self) -> Callable[[Any, Prior], float | None]:
+        transform = _transform(self.transform)
+
+        def value(event: Any, prior: Prior) -> float | None:
+            gap = prior.gap_seconds(event.ts.timestamp())
+            return None if gap is None else transform(gap)
+
+        return value
 
 
 class _AgainstMean(_OfField):
@@ -418,7 +443,7 @@ class _AgainstMean(_OfField):
         f, (low, high), known, deviation = self.field, self.clip, self.known, self.deviation
 
         def against_mean(e: Any, p: Prior) -> float:
-            v, stat = getattr(e, f), p.stat(f)
+            v, stat = getattr(e, f), p.stats.get(f, _EMPTY_STAT)
             if v is None or stat.n < known:
                 return 0.0
             return min(high, max(low, deviation(v, stat)))
@@ -466,7 +491,7 @@ class LabelMean(_Kind):
 
     def columns(self, name: str) -> list[tuple[str, Column]]:
         t = _transform(self.transform)
-        return [(name, lambda e, p: t(s.mean) if (s := p.stat(LABEL)).n else 0.0)]
+        return [(name, lambda e, p: t(s.mean) if (s := p.stats.get(LABEL, _EMPTY_STAT)).n else 0.0)]
 
 
 class LabelCount(_Kind):
@@ -477,7 +502,7 @@ class LabelCount(_Kind):
 
     def columns(self, name: str) -> list[tuple[str, Column]]:
         t = _transform(self.transform)
-        return [(name, lambda e, p: t(p.stat(LABEL).n))]
+        return [(name, lambda e, p: t(p.stats.get(LABEL, _EMPTY_STAT).n))]
 
 
 Feature = Annotated[

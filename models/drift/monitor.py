@@ -27,8 +27,9 @@ Examples
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import KeysView, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from models.drift.alerts import AlertChange, Alerts, Detector, Kind
 from models.drift.concept import ConceptDrift
@@ -88,6 +89,12 @@ class Monitor:
         self._estimate = PerformanceEstimate(self.config) if task == "classification" else None
         self._events = 0  # events in the current window
         self._windows = 0  # windows closed
+        # Events scored since their values last went to the distributions: (x, y_pred).
+        self._scored: list[tuple[Mapping[str, float | str], float]] = []
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_scored", [])  # a monitor pickled before it buffered events
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -102,24 +109,25 @@ class Monitor:
         measured on ``y_pred``, which must then come from one fixed model. A
         classification's ``y_pred`` also feeds the quality estimate
         (:mod:`models.drift.estimate`).
+
+        Its values reach the distributions with those of the events around it, in their
+        order, before anything reads them (:meth:`_take`): the same counts, in one pass a feature.
         """
-        changes = self._alerts.follow(self._coverage, self._coverage.update(t, label=False), t)
-        config, features = self.config, self._features
-        for name, value in x.items():
-            distribution = features.get(name)
-            if distribution is None:
-                if name in config.exempt:
-                    continue
-                distribution = features[name] = DistributionDrift("data_drift", name, config)
-            distribution.add(value)
-        self._prediction.observe(x, model, y_pred)
+        signal = self._coverage.update(t, label=False)
+        changes = [] if signal is None else self._alerts.follow(self._coverage, signal, t)
+        if model is None:
+            self._scored.append((x, y_pred))
+        else:  # the prediction drift detector samples the event; the served score is not counted
+            self._scored.append((x, math.nan))
+            self._prediction.observe(x, model, y_pred)
         estimate = self._estimate
         if estimate is not None and (signal := estimate.update(y_pred)) is not None:
             changes += self._alerts.follow(estimate, signal, t)
         self._events += 1
-        if self._events >= config.window:
+        if self._events >= self.config.window:
             changes += self._close_window(t, model)
         elif self._events % _CHUNK == 0:
+            self._take()
             for distribution in self._distributions():
                 distribution.count()
         return changes
@@ -140,9 +148,12 @@ class Monitor:
         ``scored_at``, which measures the realized quality and the calibration of the served
         scores (classification).
         """
-        changes = self._alerts.follow(self._coverage, self._coverage.update(t, label=True), t)
+        signal = self._coverage.update(t, label=True)
+        changes = [] if signal is None else self._alerts.follow(self._coverage, signal, t)
         if not (math.isnan(y_true) or math.isnan(y_pred)):
-            changes += self._alerts.follow(self._concept, self._concept.update(y_true, y_pred), t)
+            signal = self._concept.update(y_true, y_pred)
+            if signal is not None:
+                changes += self._alerts.follow(self._concept, signal, t)
         if self._estimate is not None and served is not None:
             self._estimate.learn(y_true, served, scored_at)
         return changes
@@ -173,6 +184,7 @@ class Monitor:
 
     def readings(self) -> list[Reading]:
         """Every detector's current statistic and threshold."""
+        self._take()  # a feature's detector exists from the first event that has it
         detectors: list[Detector] = [
             self._concept,
             self._prediction,
@@ -193,10 +205,36 @@ class Monitor:
 
     # -- data and prediction drift windows -----------------------------------------------
 
+    def _take(self) -> None:
+        """The buffered events' values to their distributions, each in the events' order: a
+        number waits in its distribution's ``pending``, a category is counted, a feature first
+        seen gets its detector (in the order first seen, unless exempt)."""
+        scored = self._scored
+        if not scored:
+            return
+        self._scored = []
+        config, features = self.config, self._features
+        known: KeysView[str] | None = None
+        for x, _ in scored:
+            if known is None or x.keys() != known:
+                for name in x:
+                    if name not in features and name not in config.exempt:
+                        features[name] = DistributionDrift("data_drift", name, config)
+                known = x.keys()
+        for name, distribution in features.items():
+            values: list[Any] = [x[name] for x, _ in scored if name in x]
+            if any(isinstance(value, str) for value in values):
+                for value in values:
+                    distribution.add(value)
+            else:
+                distribution.pending.extend(values)
+        self._prediction.pending.extend(float(y) for _, y in scored if not math.isnan(y))
+
     def _distributions(self) -> list[DistributionDrift]:
         return [self._prediction, *self._features.values()]
 
     def _close_window(self, t: float, model: Scorer | None) -> list[AlertChange]:
+        self._take()
         self._events = 0
         self._windows += 1
         armed = self._windows > self.config.window_warmup

@@ -45,14 +45,12 @@ def replay_run(settings: Settings, use_case_name: str, path: Path, *, label_dela
     replay.finish(flush=False)
     labels = pd.DataFrame(
         {
-            "t": [label.t for label in replay.labels],
-            "y": [label.y for label in replay.labels],
-            "served": [label.served for label in replay.labels],
-            "champion": [label.champion for label in replay.labels],
-            "challenger": [
-                float("nan") if label.challenger is None else label.challenger for label in replay.labels
-            ],
-            "baseline": [label.baseline for label in replay.labels],
+            "t": replay.labels.t,
+            "y": replay.labels.y,
+            "served": replay.labels.served,
+            "champion": replay.labels.champion,
+            "challenger": replay.labels.challenger(),
+            "baseline": replay.labels.baseline,
         }
     )
     details: dict[str, Any] = {

@@ -40,7 +40,7 @@ from stream.runtime.state import StateStore
 from stream.settings import Settings
 from stream.tools.history import History
 from stream.tools.progress import rows_progress
-from stream.tools.replay import Replay
+from stream.tools.replay import Replay, processes_for
 from stream.tools.report import METRICS, prequential
 from stream.usecases import UseCase
 
@@ -154,12 +154,13 @@ async def bootstrap(
                 f"{use_case.name}: the live version {live} has learned {learned} labels; bootstrapping "
                 "would start its lineage over: run again with --force to start a new lineage"
             )
-        replay = Replay(settings, use_case)
         began = time.perf_counter()
         with History(use_case, path) as history:
             with rows_progress(out, f"{use_case.name}: cleaning {path.name}", None) as advance:
                 history.on_rows = advance
                 report = history.clean()
+            # A long history learns in a second process, beside the reading and the features.
+            replay = Replay(settings, use_case, processes=processes_for(report.accepted))
             with rows_progress(out, f"{use_case.name}: learning", report.accepted) as advance:
                 for batch in history.batches():
                     replay.add_all(batch)

@@ -16,6 +16,11 @@ in event-time order (``ts``) and stream time is their ``ts``. Each event:
    the drift monitor sees it, and a label learns it, test-then-train, for champion and
    challenger, with promotions and alerts as in the stream.
 
+Steps 1 and 2 are the events' side (:class:`Replay`), 3 and 4 the learner's
+(:class:`Learning`), as in the stream, where the journal lies between a worker and the
+learner. A long replay runs the learner's side in a second process (:func:`processes_for`),
+which gets the same entries in the same order and so learns the very same models.
+
 A label is the target of its row; under an implicit policy, a row whose target is the
 implicit one, or none, is not sent as a label: the event matures into it, and an explicit
 label due after its maturity is counted as ``matured_event`` and not learned, as the stream
@@ -41,15 +46,23 @@ Examples
 from __future__ import annotations
 
 import heapq
+import math
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import traceback
+from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any, overload
 
 from models.lifecycle import LearnOutcome
 from models.online import OnlineModel
-from stream.features import EntityState
+from stream.features import EntityState, Features
 from stream.runtime.keys import EntityKey, entity_key
 from stream.runtime.learner import LearnerState, fresh_state
 from stream.runtime.served import Served
@@ -59,6 +72,10 @@ from stream.usecases import IMPLICIT_SOURCE, UseCase
 
 HISTORY_SOURCE = "history"
 """The label source of a label from a history file (the stream's is ``topic/partition/offset``)."""
+
+PARALLEL_MIN_ROWS = 100_000
+"""Rows from which a replay learns in a second process (:func:`processes_for`): below, starting
+one (about 2 s of imports, run beside the first rows) gains less than it costs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +91,70 @@ class LearnedLabel:
     source: str
 
 
+class LearnedLabels(Sequence[LearnedLabel]):
+    """The labels a replay learned, in order: a sequence of :class:`LearnedLabel` held as
+    columns (a million labels take about 60 MB, not 250, and pickle as a few buffers).
+
+    Each column is also there as such: ``t``, ``y``, ``served``, ``champion``, ``baseline``
+    (arrays of floats), :meth:`challenger` (NaN while the challenger warmed up) and ``source``.
+    """
+
+    def __init__(self) -> None:
+        self.t = array("d")
+        self.y = array("d")
+        self.served = array("d")
+        self.champion = array("d")
+        self._challenger = array("d")
+        self._tested = bytearray()  # 1 where the challenger predicted (else its column holds 0)
+        self.baseline = array("d")
+        self.source: list[str] = []
+
+    def append(
+        self,
+        t: float,
+        y: float,
+        served: float,
+        champion: float,
+        challenger: float | None,
+        baseline: float,
+        source: str,
+    ) -> None:
+        self.t.append(t)
+        self.y.append(y)
+        self.served.append(served)
+        self.champion.append(champion)
+        self._challenger.append(0.0 if challenger is None else challenger)
+        self._tested.append(challenger is not None)
+        self.baseline.append(baseline)
+        self.source.append(source)
+
+    def challenger(self) -> list[float]:
+        """The challenger's predictions, NaN where it had none (its warm-up)."""
+        return [c if tested else math.nan for c, tested in zip(self._challenger, self._tested, strict=True)]
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @overload
+    def __getitem__(self, i: int) -> LearnedLabel: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[LearnedLabel]: ...
+
+    def __getitem__(self, i: int | slice) -> LearnedLabel | list[LearnedLabel]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return LearnedLabel(
+            self.t[i],
+            self.y[i],
+            self.served[i],
+            self.champion[i],
+            self._challenger[i] if self._tested[i] else None,
+            self.baseline[i],
+            self.source[i],
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class AlertChange:
     """An alert's change, in stream time."""
@@ -86,6 +167,13 @@ class AlertChange:
 
 class Replay:
     """A use case's stream, replayed offline: entity states, learner, versions, alerts.
+
+    The replay has the stream's two sides. The events' side (this object: entity states,
+    features, labels and maturities coming due) hands each scored event and each label due
+    to the learner's side (:class:`Learning`: the served model, the learner, versions and
+    alerts) in the order the stream's journal would hold them. With ``processes=2`` the
+    learner's side runs in a second process, fed in batches, and what it learned comes back
+    at :meth:`finish`; the two sides then work at once, on two cores, through the same code.
 
     Parameters
     ----------
@@ -103,7 +191,12 @@ class Replay:
         served from ``poll_seconds / 2`` after its publication (0: at once).
     on_scored
         Called with each event, its pending record (features, prediction) and its row's
-        target, as it is scored: what an offline evaluation compares.
+        target, as it is scored: what an offline evaluation compares. It needs the
+        prediction at once, so it needs ``processes=1``.
+    processes
+        1: both sides in this process. 2: the learner's side in a second one
+        (:func:`processes_for` chooses); :attr:`learner`, :attr:`labels`,
+        :attr:`publications` and :attr:`alerts` are then known after :meth:`finish`.
     """
 
     def __init__(
@@ -115,65 +208,87 @@ class Replay:
         publish_seconds: float | None = None,
         poll_seconds: float = 0.0,
         on_scored: Callable[[Any, Pending, float | None], None] | None = None,
+        processes: int = 1,
     ) -> None:
+        if processes not in (1, 2):
+            raise ValueError(f"a replay runs in 1 or 2 processes, not {processes}")
+        if processes == 2 and on_scored is not None:
+            raise ValueError("on_scored needs each prediction as it is made: replay in 1 process")
         self.use_case = use_case
         self.features = use_case.features
-        self.learner: LearnerState = fresh_state(settings, use_case)
         self.entities: dict[EntityKey, EntityState] = {}
+        self._keys: dict[tuple[str, ...], EntityKey] = {}  # an entity's ids -> its key, encoded once
+        self._entity = use_case.entity
         self.label_delay = label_delay
         self.publish_seconds = publish_seconds
         self.poll_seconds = poll_seconds
         self._on_scored = on_scored
-        self.labels: list[LearnedLabel] = []
-        self.publications: list[tuple[float, str]] = []
-        self.alerts: list[AlertChange] = []
         self.counts: Counter[str] = Counter()
         policy = use_case.labels
         self._maturity = policy.maturity_seconds
         self._implicit = policy.implicit_target
-        # Due items: (time, order, kind, pending, target). kind: "label" or "mature".
-        self._due: list[tuple[float, int, str, Pending, float]] = []
-        self._learned: set[int] = set()  # event orders learned (an explicit label or matured)
-        self._seq = 0
-        self._version = 0
-        # Served: the version events are scored with (None: the champion serves itself);
-        # next: the version published and not yet polled, with the time it will be.
-        self._served = None if publish_seconds is None else Served(self.version, self._champion_copy())
-        self._next: tuple[float, Served] | None = None
-        self._published_at = float("-inf")
-        self._changed = False
-        self._baseline_sum = 0.0
+        # Due items: (time, order, kind, entity, target). kind: "label" or "mature".
+        self._due: list[tuple[float, int, str, EntityKey, float]] = []
+        # Event orders learned (an explicit label or matured): only an event that can both
+        # mature and get a label has two due items, of which the second is not learned.
+        self._learned: set[int] = set()
+        self._both_due = self._maturity is not None and self._implicit is not None
+        self._order = 0
+        self.processes = processes
+        learning = Learning(use_case.name, fresh_state(settings, use_case), publish_seconds, poll_seconds)
+        self._learning: Learning | LearningProcess = learning if processes == 1 else LearningProcess(learning)
+        self._finished: Learning | None = learning if processes == 1 else None
+
+    @property
+    def learner(self) -> LearnerState:
+        return self._result().learner
+
+    @property
+    def labels(self) -> LearnedLabels:
+        return self._result().labels
+
+    @property
+    def publications(self) -> list[tuple[float, str]]:
+        return self._result().publications
+
+    @property
+    def alerts(self) -> list[AlertChange]:
+        return self._result().alerts
 
     @property
     def version(self) -> str:
-        return f"{self.use_case.name}.{self._version}"
+        return self._result().version
 
     def add(self, event: Any, target: float | None) -> None:
         """Replay one event (in event-time order) and its row's target (``None``: unlabelled)."""
         t = event.ts.timestamp()
-        self._advance(t)
-        key = entity_key(self.use_case.entity(event))
+        if self._due and self._due[0][0] <= t:
+            self._advance(t)
+        ids = self._entity(event)
+        key = self._keys.get(ids)
+        if key is None:
+            key = self._keys[ids] = entity_key(ids)
         state = self.entities.get(key)
         if state is None:
             state = self.entities[key] = EntityState()
-        prior = state.observe(self.features.observe(event), self.features.decay)
-        x = self.features.compute(event, prior)
-        self._publish_if_due(t)
-        if self._next is not None and self._next[0] <= t:
-            self._served, self._next = self._next[1], None
-        served = self._served or Served(self.version, self.learner.lifecycle.champion)
-        y_pred = served.model.predict_one(x)
-        pending = Pending(x=x, y_pred=y_pred, entity=key, model_version=served.version, scored_at=t)
-        self._learn_entry(JournalEntry(self._entry_id(t), pending))
+        features = self.features
+        prior = state.observe(features.observe(event), features.decay)
+        x = features.compute(event, prior)
         self.counts["scored"] += 1
-        if self._on_scored is not None:
-            self._on_scored(event, pending, target)
-        order = self._seq
+        self._order = order = self._order + 1
         implicit = self._implicit is not None and (target is None or target == self._implicit)
-        if target is not None and not implicit:
-            heapq.heappush(self._due, (t + self.label_delay, order, "label", pending, target))
-        if self._maturity is not None and self._implicit is not None:
-            heapq.heappush(self._due, (t + self._maturity, order, "mature", pending, self._implicit))
+        label = target is not None and not implicit
+        matures = self._maturity is not None and self._implicit is not None
+        pending = self._learning.score(order, x, key, t, label or matures)
+        if self._on_scored is not None:
+            assert pending is not None  # in this process
+            self._on_scored(event, pending, target)
+        if label:
+            assert target is not None
+            heapq.heappush(self._due, (t + self.label_delay, order, "label", key, target))
+        if matures:
+            assert self._maturity is not None and self._implicit is not None
+            heapq.heappush(self._due, (t + self._maturity, order, "mature", key, self._implicit))
         if target is None and self._implicit is None:
             self.counts["unlabelled"] += 1
 
@@ -189,39 +304,128 @@ class Replay:
             self._advance(float("inf"))
         self.counts["not_due"] += len(self._due)
         self._due.clear()
+        self._finished = self._learning.finish()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _result(self) -> Learning:
+        if self._finished is None:
+            raise RuntimeError("a replay in 2 processes knows what it learned after finish()")
+        return self._finished
+
+    def _advance(self, t: float) -> None:
+        """Learn every label and maturity due by ``t``, in due order."""
+        due = self._due
+        while due and due[0][0] <= t:
+            at, order, kind, key, y = heapq.heappop(due)
+            if self._both_due:
+                if order in self._learned:
+                    if kind == "label":
+                        self.counts["matured_event"] += 1  # the stream dead-letters it
+                    continue
+                self._learned.add(order)
+            source = IMPLICIT_SOURCE if kind == "mature" else HISTORY_SOURCE
+            self._learning.learn(order, at, y, source)
+            self.entities[key].learn(y, self.features.decay)
+            self.counts["learned" if source != IMPLICIT_SOURCE else "matured"] += 1
+
+
+def processes_for(rows: int) -> int:
+    """How many processes a replay of ``rows`` rows runs in: 2 from :data:`PARALLEL_MIN_ROWS`
+    rows on a machine of two cores or more, else 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 2 if rows >= PARALLEL_MIN_ROWS and cores >= 2 else 1
+
+
+class Learning:
+    """The learner's side of a replay: the served model, the learner, versions and alerts.
+
+    It takes the journal's entries as the stream's learner does, in journal order: each
+    scored event (:meth:`score`: served, then seen by the learner) and each label coming due
+    (:meth:`learn`: learned, test-then-train, by champion and challenger). It pickles: what
+    a replay in two processes sends back.
+    """
+
+    def __init__(
+        self, name: str, learner: LearnerState, publish_seconds: float | None, poll_seconds: float = 0.0
+    ) -> None:
+        self.name = name
+        self.learner = learner
+        self.publish_seconds = publish_seconds
+        self.poll_seconds = poll_seconds
+        self.labels = LearnedLabels()
+        self.publications: list[tuple[float, str]] = []
+        self.alerts: list[AlertChange] = []
+        self._pending: dict[int, Pending] = {}  # by order: events whose label or maturity is due
+        self._seq = 0
+        self._version = 0
+        self.version = f"{name}.0"
+        # Served: the version events are scored with (None: the champion serves itself);
+        # next: the version published and not yet polled, with the time it will be.
+        self._served = None if publish_seconds is None else Served(self.version, self._champion_copy())
+        self._next: tuple[float, Served] | None = None
+        self._published_at = float("-inf")
+        self._changed = False
+        self._baseline_sum = 0.0
+
+    def score(self, order: int, x: Features, entity: EntityKey, t: float, due: bool) -> Pending:
+        """Serve the event ``order`` (features ``x``) at ``t`` and journal it; keep it if
+        a label or its maturity will come ``due``."""
+        if self.publish_seconds is not None:
+            self._publish_if_due(t)
+            if self._next is not None and self._next[0] <= t:
+                self._served, self._next = self._next[1], None
+        served = self._served
+        if served is None:  # the champion serves itself
+            model, version = self.learner.lifecycle.champion, self.version
+        else:
+            model, version = served.model, served.version
+        y_pred = model.predict_one(x)
+        pending: Pending = {
+            "x": x,
+            "y_pred": y_pred,
+            "entity": entity,
+            "model_version": version,
+            "scored_at": t,
+        }
+        self._learn_entry(JournalEntry(self._entry_id(t), pending))
+        if due:
+            self._pending[order] = pending
+        return pending
+
+    def learn(self, order: int, t: float, y: float, source: str) -> None:
+        """Learn the label ``y`` of the event ``order``, joined at ``t`` from ``source``."""
+        pending = self._pending.pop(order)
+        n = len(self.labels)
+        baseline = self._baseline_sum / n if n else 0.0
+        entry = JournalEntry(self._entry_id(t), pending, y, source if source == IMPLICIT_SOURCE else None)
+        outcome = self._learn_entry(entry)
+        self.labels.append(
+            t, y, pending["y_pred"], outcome.champion_pred, outcome.challenger_pred, baseline, source
+        )
+        self._baseline_sum += y
+        self._changed = True
+
+    def apply(self, entries: Iterable[tuple[Any, ...]]) -> None:
+        """Take a batch of what :class:`LearningProcess` sends: the arguments of :meth:`score`
+        (five) and of :meth:`learn` (four), in order."""
+        score, learn = self.score, self.learn
+        for entry in entries:
+            if len(entry) == 5:
+                score(*entry)
+            else:
+                learn(*entry)
+
+    def finish(self) -> Learning:
+        """The end of the replay: what is not due by now never will be."""
+        self._pending.clear()
+        return self
 
     # -- internals -------------------------------------------------------------------------
 
     def _entry_id(self, t: float) -> str:
         self._seq += 1
         return f"{max(0, int(t * 1000))}-{self._seq}"
-
-    def _advance(self, t: float) -> None:
-        """Learn every label and maturity due by ``t``, in due order."""
-        due = self._due
-        while due and due[0][0] <= t:
-            at, order, kind, pending, y = heapq.heappop(due)
-            if order in self._learned:
-                if kind == "label":
-                    self.counts["matured_event"] += 1  # the stream dead-letters it
-                continue
-            self._learned.add(order)
-            self._learn_label(at, pending, y, IMPLICIT_SOURCE if kind == "mature" else HISTORY_SOURCE)
-
-    def _learn_label(self, t: float, pending: Pending, y: float, source: str) -> None:
-        n = len(self.labels)
-        baseline = self._baseline_sum / n if n else 0.0
-        entry = JournalEntry(self._entry_id(t), pending, y, source if source == IMPLICIT_SOURCE else None)
-        outcome = self._learn_entry(entry)
-        self.labels.append(
-            LearnedLabel(
-                t, y, pending["y_pred"], outcome.champion_pred, outcome.challenger_pred, baseline, source
-            )
-        )
-        self._baseline_sum += y
-        self.entities[pending["entity"]].learn(y, self.features.decay)
-        self.counts["learned" if source != IMPLICIT_SOURCE else "matured"] += 1
-        self._changed = True
 
     def _learn_entry(self, entry: JournalEntry) -> LearnOutcome:
         outcome = self.learner.apply(entry)
@@ -236,6 +440,7 @@ class Replay:
         if self.publish_seconds is None or not self._changed or t - self._published_at < self.publish_seconds:
             return
         self._version += 1
+        self.version = f"{self.name}.{self._version}"
         self._next = (t + self.poll_seconds / 2, Served(self.version, self._champion_copy()))
         self._published_at, self._changed = t, False
         self.publications.append((t, self.version))
@@ -245,3 +450,85 @@ class Replay:
         champion = self.learner.lifecycle.champion
         copy: OnlineModel = pickle.loads(pickle.dumps(champion, protocol=pickle.HIGHEST_PROTOCOL))
         return copy
+
+
+BATCH_ENTRIES = 2000
+"""Entries a :class:`LearningProcess` sends at a time."""
+
+
+class LearningProcess:
+    """A :class:`Learning` in a second process (``python -c``, importing this module alone):
+    the entries go to its standard input, pickled in batches; at :meth:`finish` it sends
+    itself back, pickled, on its standard output. Its errors come back with their traceback."""
+
+    def __init__(self, learning: Learning) -> None:
+        # The child imports this very code, wherever this process found it.
+        here = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        self._child = subprocess.Popen(
+            [sys.executable, "-c", "from stream.tools.replay import serve; serve()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        assert self._child.stdin is not None and self._child.stdout is not None
+        self._to: IO[bytes] = self._child.stdin
+        self._from: IO[bytes] = self._child.stdout
+        self._entries: list[tuple[Any, ...]] = []
+        self._send(learning)
+
+    def score(self, order: int, x: Features, entity: EntityKey, t: float, due: bool) -> None:
+        self._entries.append((order, x, entity, t, due))
+        if len(self._entries) >= BATCH_ENTRIES:
+            self._send(self._entries)
+            self._entries = []
+
+    def learn(self, order: int, t: float, y: float, source: str) -> None:
+        self._entries.append((order, t, y, source))
+        if len(self._entries) >= BATCH_ENTRIES:
+            self._send(self._entries)
+            self._entries = []
+
+    def finish(self) -> Learning:
+        self._send(self._entries)
+        self._entries = []
+        self._send(None)
+        self._to.close()
+        try:
+            ok, result = pickle.load(self._from)
+        except EOFError:
+            ok, result = False, "it sent nothing back"
+        code = self._child.wait()
+        if not ok or code != 0:
+            raise RuntimeError(f"the replay's learning process failed (exit code {code}): {result}")
+        assert isinstance(result, Learning)
+        return result
+
+    def _send(self, what: object) -> None:
+        try:
+            pickle.dump(what, self._to, protocol=pickle.HIGHEST_PROTOCOL)
+            self._to.flush()
+        except BrokenPipeError:
+            code = self._child.wait()
+            raise RuntimeError(f"the replay's learning process stopped (exit code {code})") from None
+
+
+def serve() -> None:
+    """The second process of a replay (:class:`LearningProcess`): a :class:`Learning`, then
+    batches of entries, then ``None``, on standard input; itself, learned, on standard output."""
+    reply = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything printed goes to standard error, not into the reply
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupted replay ends by closing our input
+    source = sys.stdin.buffer
+    try:
+        learning = pickle.load(source)
+        while (entries := pickle.load(source)) is not None:
+            learning.apply(entries)
+        result = pickle.dumps((True, learning.finish()), protocol=pickle.HIGHEST_PROTOCOL)
+    except EOFError:
+        return  # the replay stopped before its end (it failed, or was interrupted): nothing to send
+    except Exception as exc:
+        traceback.print_exc()  # on standard error, which is the replay's
+        result = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
+    with reply:
+        reply.write(result)

@@ -12,10 +12,12 @@ import pytest
 from river import evaluate, metrics
 
 from models.pipelines import CANDIDATES
+from stream.features import Prior
 from stream.records import parse
+from stream.runtime.learner import fresh_state
 from stream.runtime.state import Pending
 from stream.settings import Settings
-from stream.tools.replay import Replay
+from stream.tools.replay import HISTORY_SOURCE, Learning, LearningProcess, Replay
 from stream.tools.report import prequential
 from stream.tools.simulator import SimulationConfig, labelled_events
 from stream.usecases import DEMAND, FRAUD, UseCase
@@ -116,3 +118,42 @@ def test_versions_are_published_in_stream_time_and_serve_the_events_after_them()
     assert all(b - a >= 3600.0 for a, b in itertools.pairwise(times))
     # The first events are served by the untrained champion; later ones by a published version.
     assert replay.labels[0].served != replay.labels[-1].served
+
+
+def test_a_replay_in_two_processes_learns_what_one_process_does() -> None:
+    """The learner's side in a second process learns what it learns beside the events' side:
+    every label's predictions, the promotion, the versions, the alerts, the entity states."""
+    settings = Settings.from_env(
+        {
+            "SCORING_PROMOTION_MIN_LABELS": "100",
+            "SCORING_CHAMPIONS": "demand=linear_regression",
+            "SCORING_CHALLENGERS": "demand=log_linear_regression",
+        }
+    )
+    rows = history(DEMAND, 3000)
+    one, two = (
+        Replay(settings, DEMAND, label_delay=LABEL_DELAY, publish_seconds=300.0, processes=n) for n in (1, 2)
+    )
+    for replay in (one, two):
+        replay.add_all(rows)
+        replay.finish(flush=True)
+
+    assert one.learner.lifecycle.contest.promotions == two.learner.lifecycle.contest.promotions == 1
+    assert len(one.labels) == len(rows) and list(two.labels) == list(one.labels)
+    assert two.alerts == one.alerts and two.publications == one.publications and two.counts == one.counts
+    assert {k: s.document() for k, s in two.entities.items()} == {
+        k: s.document() for k, s in one.entities.items()
+    }
+    xs = [DEMAND.features.compute(event, Prior()) for event, _ in rows[-20:]]
+    for role in ("champion", "challenger"):
+        ours, theirs = (getattr(r.learner.lifecycle.contest, role) for r in (one, two))
+        assert [theirs.predict_one(x) for x in xs] == [ours.predict_one(x) for x in xs]
+
+
+def test_a_replay_in_two_processes_raises_what_failed_in_the_second() -> None:
+    with pytest.raises(ValueError, match="1 process"):
+        Replay(Settings.defaults(), DEMAND, on_scored=lambda *_: None, processes=2)
+    process = LearningProcess(Learning(DEMAND.name, fresh_state(Settings.defaults(), DEMAND), None))
+    process.learn(1, 0.0, 4.0, HISTORY_SOURCE)  # the label of an event never scored
+    with pytest.raises(RuntimeError, match="KeyError"):
+        process.finish()
