@@ -54,8 +54,8 @@ PSI 6.97 between the last 400 events and the 400 events before
 
 from __future__ import annotations
 
+import hashlib
 import math
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -64,6 +64,8 @@ from models.drift.config import MonitorConfig
 from models.drift.psi import DistributionDrift, _bins
 
 __all__ = ["PredictionDrift", "Scorer"]
+
+_MASK = (1 << 64) - 1
 
 
 class Scorer(Protocol):
@@ -101,7 +103,7 @@ class PredictionDrift(DistributionDrift):
         self.scored = False  # whether a model scores the samples (else the predictions given count)
         self.rate = min(1.0, config.prediction_samples / config.window)
         self.min_values = max(1, round(config.min_window_values * self.rate))
-        self._rng = random.Random(f"prediction_drift:{seed}")
+        self._state = int.from_bytes(hashlib.sha256(f"prediction_drift:{seed}".encode()).digest()[:8])
         self._skip = 0  # events to let pass before the next one sampled
 
     def observe(self, x: Mapping[str, Any], model: Scorer | None, y_pred: float) -> None:
@@ -146,8 +148,16 @@ class PredictionDrift(DistributionDrift):
         probability ``rate`` whatever came before it."""
         if self.rate >= 1.0:
             return 0
-        u = 1.0 - self._rng.random()  # in (0, 1]
+        u = 1.0 - self._uniform()  # in (0, 1]
         return int(math.log(u) / math.log(1.0 - self.rate))
+
+    def _uniform(self) -> float:
+        """The next number of a SplitMix64 generator, in [0, 1): its whole state is one int
+        (a few bytes in a checkpoint, where ``random.Random`` takes 4 kB)."""
+        self._state = state = (self._state + 0x9E3779B97F4A7C15) & _MASK
+        z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        return ((z ^ (z >> 31)) >> 11) / 2.0**53
 
 
 def _histogram(predictions: Sequence[float]) -> dict[int | str, int]:
