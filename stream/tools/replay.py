@@ -434,16 +434,39 @@ class Learning:
         if outcome.promoted:
             self.alerts.append(AlertChange(entry.time, "promotion", "open", ""))
             self._changed = True
+        if outcome.rollback is not None:
+            self._roll_back(entry.time)
         return outcome
 
     def _publish_if_due(self, t: float) -> None:
+        """Publish the champion if it passes the gate, at most every ``publish_seconds``."""
         if self.publish_seconds is None or not self._changed or t - self._published_at < self.publish_seconds:
+            return
+        lifecycle = self.learner.lifecycle
+        verdict, changes = lifecycle.release.judge(lifecycle.labels_learned, t)
+        self.alerts += [AlertChange(t, c.kind, c.state, c.feature or "") for c in changes]
+        self._published_at = t  # judged now: again in publish_seconds, as the learner does
+        if not verdict.passed:
             return
         self._version += 1
         self.version = f"{self.name}.{self._version}"
-        self._next = (t + self.poll_seconds / 2, Served(self.version, self._champion_copy()))
-        self._published_at, self._changed = t, False
+        published = self._champion_copy()
+        lifecycle.release.went_live(self.version, published)
+        self._next = (t + self.poll_seconds / 2, Served(self.version, published))
+        self._changed = False
         self.publications.append((t, self.version))
+
+    def _roll_back(self, t: float) -> None:
+        """The watch found the versions served since its reference worse: the reference serves
+        again from the next poll, and the learner goes on from it, as in the stream."""
+        lifecycle = self.learner.lifecycle
+        release = lifecycle.release
+        reference = pickle.loads(pickle.dumps(release.reference, protocol=pickle.HIGHEST_PROTOCOL))
+        lifecycle.adopt(reference, lifecycle.contest.champion_name)
+        release.adopted(release.reference_version, reference, latest=self._version)
+        if self.publish_seconds is not None:
+            self._next = (t + self.poll_seconds / 2, Served(release.reference_version, release.reference))
+        self._changed = False
 
     def _champion_copy(self) -> OnlineModel:
         """The champion as published: a snapshot, which its further learning leaves alone."""

@@ -21,7 +21,7 @@ from stream.settings import Settings
 from stream.tools.backtest import replay_run
 from stream.tools.demo import worker_process
 from stream.usecases import DEMAND, FRAUD, UseCase
-from tests.e2e.support import counter, live_record, send_on_schedule, served_values, total, wait_until
+from tests.e2e.support import counter, send_on_schedule, served_values, total, wait_until
 from tests.foreign import WITH_COUNTRY_AND_CURRENCY, fraud_logit, paced_stream, records, write_history
 
 pytestmark = pytest.mark.e2e
@@ -75,12 +75,6 @@ def river_plain(rows: list[tuple[Transaction, float]]) -> list[float]:
         else:
             model.learn_one(x, bool(y))
     return scores
-
-
-def learned(settings: Settings) -> int:
-    """Labels the fraud learner has learned, as its live version records them."""
-    record = live_record(settings)
-    return int(record["learner_labels"]) if record else 0
 
 
 def test_the_served_metric_agrees_with_the_backtest_and_with_rivers_plain_model(
@@ -151,7 +145,10 @@ def test_an_implicit_policy_learns_from_chargebacks_alone(worker_settings: Setti
             ),
             what="every maturity",
         )
-        wait_until(lambda: learned(settings) == len(rows), what="every label learned")
+        wait_until(
+            lambda: counter(settings, "scoring_learner_labels_learned", model="fraud") == len(rows),
+            what="every label learned",
+        )
         assert (
             counter(settings, "scoring_labels_total", model="fraud", outcome="matured") == len(rows) - frauds
         )
