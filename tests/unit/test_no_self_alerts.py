@@ -74,7 +74,13 @@ def test_a_new_input_mix_is_drift_and_its_estimated_quality_falls_before_the_lab
     settings: Settings,
 ) -> None:
     """From 60 % of the stream on, transactions come from another mix (phone orders from the US
-    in dollars, alike amounts), where the model separates fraud less well."""
+    in dollars, alike amounts), where the model separates fraud less well.
+
+    The watch is kept from rolling back here: a rollback serves another model, which starts
+    the estimate over (its reference was the replaced model's), and on this stream the watch
+    rolled back once, 882 s after the shift, on labels of events from before it (the
+    release has tests of its own)."""
+    settings = settings.replace(rollback_alpha=1e-12)
     (fraud,) = (u for u in settings.use_cases if u.name == "fraud")
     stream = paced_stream(transactions=40_000, sales=0, rate=RATE, label_delay=LABEL_DELAY, shift_at=0.6)
     rows = records(fraud, stream.rows[fraud.name])
@@ -91,6 +97,7 @@ def test_a_new_input_mix_is_drift_and_its_estimated_quality_falls_before_the_lab
     run.add_all(rows)
     run.finish(flush=False)
 
+    assert not [a for a in run.alerts if a.kind == "rollback"]
     opened = {(a.kind, a.feature): a.t for a in run.alerts if a.state == "open" and a.kind in KINDS}
     assert {("data_drift", "channel"), ("data_drift", "country"), ("data_drift", "currency")} <= opened.keys()
     assert ("prediction_drift", "") in opened
