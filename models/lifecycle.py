@@ -3,13 +3,20 @@
 :class:`ModelLifecycle` takes the journal's two kinds of entries, in journal order:
 
 - :meth:`~ModelLifecycle.scored`: an event's features and the prediction served for it,
-  which feed the data and prediction drift detectors;
+  which feed the data drift detectors, the quality estimate (classification) and the
+  prediction drift detector, which keeps a sample of the events for the champion to score,
+  the window's and its reference's alike, when a window closes (:mod:`models.drift.reference`);
 - :meth:`~ModelLifecycle.learned`: a label joined to those features and that prediction,
   which feeds the served prediction's prequential metric, the concept drift detector (on
-  the champion's error just before it learns the label), the release's gate and watch
-  (:class:`models.release.Release`: the champion as the candidate against the live
-  version, the versions served against their reference), then the champion/challenger
-  contest, which learns it (the champion predicts it once, for all of them).
+  the champion's error just before it learns the label), the served scores' realized
+  quality and calibration, the release's gate and watch (:class:`models.release.Release`:
+  the champion as the candidate against the live version, the versions served against
+  their reference), then the champion/challenger contest, which learns it (the champion
+  predicts it once, for all of them).
+
+A promotion or an adopted rollback tells the monitor that another model serves
+(:meth:`models.drift.Monitor.model_replaced`): nothing the service does to its own models
+is alerted as drift.
 
 It is pure and deterministic (times are stream times, never the clock), so a learner that
 restores a pickled lifecycle and replays the journal from there reaches exactly the state
@@ -32,9 +39,10 @@ Examples
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from river import base
 
@@ -86,6 +94,9 @@ class ModelLifecycle:
     drift_exempt
         Input features the drift monitor does not watch for data drift
         (:attr:`models.drift.MonitorConfig.exempt`): those the use case declares.
+    monitor
+        The drift monitor's configuration (:class:`models.drift.MonitorConfig` defaults
+        when ``None``); ``drift_exempt`` is added to its exempt features.
     release
         The gate's and the watch's parameters (:class:`models.release.ReleaseConfig`).
 
@@ -102,6 +113,7 @@ class ModelLifecycle:
         min_labels: int = 1000,
         warmup: int = 1000,
         drift_exempt: frozenset[str] = frozenset(),
+        monitor: MonitorConfig | None = None,
         release: ReleaseConfig | None = None,
     ) -> None:
         self.name = name
@@ -116,7 +128,8 @@ class ModelLifecycle:
             min_labels=min_labels,
             warmup=warmup,
         )
-        self.monitor = Monitor(name, task, MonitorConfig(exempt=drift_exempt))
+        config = monitor or MonitorConfig()
+        self.monitor = Monitor(name, task, replace(config, exempt=config.exempt | drift_exempt))
         self.release = Release(name, task, self.contest.champion, release or ReleaseConfig())
         self.served_metric = new_metric(task)
         self.labels_learned = 0
@@ -130,11 +143,19 @@ class ModelLifecycle:
 
     def scored(self, x: Features, y_pred: float, t: float) -> list[AlertChange]:
         """An event was scored with features ``x`` and served ``y_pred`` at stream time ``t``."""
-        return self.monitor.scored(x, y_pred, t)
+        return self.monitor.scored(x, y_pred, t, self.champion)
 
-    def learned(self, x: Features, y_pred: float, y: float, t: float, served_version: str) -> LearnOutcome:
+    def learned(
+        self,
+        x: Features,
+        y_pred: float,
+        y: float,
+        t: float,
+        served_version: str,
+        scored_at: float | None = None,
+    ) -> LearnOutcome:
         """The label ``y`` of an event scored with ``x`` and served ``y_pred`` by
-        ``served_version`` is joined at ``t``."""
+        ``served_version`` (at stream time ``scored_at``) is joined at ``t``."""
         self.served_metric.update(y, y_pred)
         if self.labels_learned < WINDOW:
             self.first_served.update(y, y_pred)
@@ -143,13 +164,15 @@ class ModelLifecycle:
         # served prediction: that one also carries the publication lag (a burst of fraud
         # scored before its first label arrived), which is no change of concept.
         before = self.champion.predict_one(x)
-        alerts = self.monitor.learned(y, before, t)
+        alerts = self.monitor.learned(y, before, t, served=y_pred, scored_at=scored_at)
         alerts += self.release.learned(
             x, y, served_version=served_version, served_pred=y_pred, candidate_pred=before, t=t
         )
         if self._challenger and any(a.kind == "concept_drift" and a.state == "open" for a in alerts):
             self.contest.restart_challenger(self._challenger[1], self._challenger[0])
         promoted = self.contest.learn(x, y, before)
+        if promoted:
+            self.monitor.model_replaced(t)
         self.labels_learned += 1
         rollback = self.release.reference_version if self.release.watch.worse else None
         return LearnOutcome(alerts, promoted, before, self.contest.last_challenger_pred, rollback)
@@ -165,8 +188,10 @@ class ModelLifecycle:
             "window": WINDOW,
         }
 
-    def adopt(self, champion: OnlineModel, pipeline: str) -> None:
-        """Serve ``champion`` (of ``pipeline``) from now on, after a rollback: the test starts over,
-        and the concept drift detector learns the new champion's usual error."""
+    def adopt(self, champion: OnlineModel, pipeline: str, t: float | None = None) -> None:
+        """Serve ``champion`` (of ``pipeline``) from stream time ``t`` on, after a rollback: the
+        test starts over, the concept drift detector learns the new champion's usual error, and
+        the quality estimate starts over (from its next scores if ``t`` is ``None``)."""
         self.contest.adopt(champion, pipeline)
         self.monitor.champion_replaced()
+        self.monitor.model_replaced(-math.inf if t is None else t)

@@ -24,7 +24,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -69,19 +69,48 @@ class PacedStream:
     rows: dict[str, list[tuple[dict[str, Any], float]]]
 
 
+Concept = Literal["additive", "interactions"]
+
+
 def fraud_logit(amount: float, channel: str, country: str, currency: str) -> float:
     """The concept: additive in the categories and the log amount, so a plain logistic
     regression on one-hot fields and the scaled amount can learn it exactly."""
     return -3.0 + _CHANNEL[channel] + _COUNTRY[country] + _CURRENCY[currency] + 1.5 * (math.log(amount) - 4.0)
 
 
-def transaction(rng: random.Random, n: str, ts: dt.datetime) -> tuple[dict[str, Any], float]:
+def fraud_logit_interacting(amount: float, channel: str, country: str, currency: str) -> float:
+    """Another concept: fraud is card-not-present in risky countries, big phone orders and euros
+    spent in Brazil, each a conjunction that a logistic regression on one-hot fields cannot
+    express and a tree splits out."""
+    logit = -4.5 + 0.3 * (math.log(amount) - 4.0)
+    if channel == "online" and country in ("NG", "RU"):
+        logit += 5.0
+    if channel == "phone" and amount > 150.0:
+        logit += 4.0
+    if currency == "EUR" and country == "BR":
+        logit += 3.5
+    return logit
+
+
+_CONCEPTS: dict[Concept, Any] = {"additive": fraud_logit, "interactions": fraud_logit_interacting}
+
+SHIFTED_MIX = {"channel": (1, 1, 6), "country": (1, 1, 6, 1, 1), "currency": (1, 6, 1), "amount_sigma": 0.5}
+"""The input mix of the transactions after ``shift_at`` (a new market opens): mostly phone orders
+from the US in dollars, of more alike amounts. Their fraud follows the same concept; the
+additive concept's scores crowd in its middle, where it separates fraud less well."""
+
+
+def transaction(
+    rng: random.Random, n: str, ts: dt.datetime, concept: Concept = "additive", shifted: bool = False
+) -> tuple[dict[str, Any], float]:
     account = rng.randrange(400)
-    channel = rng.choices(list(_CHANNEL), weights=(5, 3, 1))[0]
-    country = rng.choices(list(_COUNTRY), weights=(6, 2, 2, 1, 1))[0]
-    currency = rng.choices(list(_CURRENCY), weights=(6, 3, 1))[0]
-    amount = round(min(50_000.0, rng.lognormvariate(4.0, 1.0)), 2)
-    fraud = rng.random() < 1.0 / (1.0 + math.exp(-fraud_logit(amount, channel, country, currency)))
+    channel = rng.choices(list(_CHANNEL), weights=SHIFTED_MIX["channel"] if shifted else (5, 3, 1))[0]
+    country = rng.choices(list(_COUNTRY), weights=SHIFTED_MIX["country"] if shifted else (6, 2, 2, 1, 1))[0]
+    currency = rng.choices(list(_CURRENCY), weights=SHIFTED_MIX["currency"] if shifted else (6, 3, 1))[0]
+    sigma = SHIFTED_MIX["amount_sigma"] if shifted else 1.0
+    amount = round(min(50_000.0, rng.lognormvariate(4.0, sigma)), 2)
+    logit = _CONCEPTS[concept](amount, channel, country, currency)
+    fraud = rng.random() < 1.0 / (1.0 + math.exp(-logit))
     payload = {
         "event_id": f"ftx-{n}",
         "ts": ts.isoformat(),
@@ -132,20 +161,31 @@ def paced_stream(
     frauds_only: bool = False,
     seed: int = 7,
     begin: dt.datetime = BEGIN,
+    concept: Concept = "additive",
+    shift_at: float | None = None,
 ) -> PacedStream:
     """``transactions`` and ``sales`` mixed at random, ``rate`` events a second from ``begin``,
     each labelled ``label_delay`` seconds after it (with ``frauds_only``, a transaction only
     if a fraud, as a chargeback feed labels). Accounts and products are the same whatever
-    the ``seed``; event ids carry it, so two streams never share one."""
+    the ``seed``; event ids carry it, so two streams never share one.
+
+    Fraud follows ``concept``: :func:`fraud_logit` (``additive``) or
+    :func:`fraud_logit_interacting` (``interactions``). From the event at ``shift_at`` (a
+    fraction of the stream) on, transactions come from :data:`SHIFTED_MIX`.
+    """
     rng = random.Random(seed)
     kinds = [FRAUD] * transactions + [DEMAND] * sales
     rng.shuffle(kinds)
-    makers = {FRAUD.name: transaction, DEMAND.name: sale}
     messages: list[Message] = []
     rows: dict[str, list[tuple[dict[str, Any], float]]] = {FRAUD.name: [], DEMAND.name: []}
+    shift = len(kinds) if shift_at is None else math.ceil(shift_at * len(kinds))
     for i, use_case in enumerate(kinds):
         at = i / rate
-        payload, target = makers[use_case.name](rng, f"{seed}-{i}", begin + dt.timedelta(seconds=at))
+        ts = begin + dt.timedelta(seconds=at)
+        if use_case is FRAUD:
+            payload, target = transaction(rng, f"{seed}-{i}", ts, concept, shifted=i >= shift)
+        else:
+            payload, target = sale(rng, f"{seed}-{i}", ts)
         rows[use_case.name].append((payload, target))
         entity = ":".join(use_case.entity(use_case.event_type.model_validate(payload))).encode()
         messages.append(Message(use_case.event_topic, entity, orjson.dumps(payload), at, "event"))

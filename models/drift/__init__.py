@@ -3,7 +3,7 @@
 A :class:`Monitor` watches one model through the learner's journal, entry by entry and in
 journal order: :meth:`Monitor.scored` for each event scored (its features and the prediction
 served) and :meth:`Monitor.learned` for each label joined to its prediction. Each call returns
-the alert changes it caused. Four kinds of detectors run, a module each:
+the alert changes it caused. Five kinds of detectors run, a module each:
 
 ``concept_drift`` (:mod:`models.drift.concept`)
     A one-sided CUSUM on the model's per-label error: the error *rising* above its own
@@ -13,11 +13,19 @@ the alert changes it caused. Four kinds of detectors run, a module each:
 ``data_drift`` (:mod:`models.drift.psi`)
     For each input feature, the population stability index (PSI) between the current
     tumbling window of events and the window before it.
-``prediction_drift`` (:mod:`models.drift.psi`)
-    The same PSI on the served predictions.
+``prediction_drift`` (:mod:`models.drift.reference`)
+    The same PSI on one model's predictions for a sample of the window and of its
+    reference, both scored by the champion when the window closes: only the inputs move
+    it, never what the service does to its models (learning, promotions, rollbacks,
+    canaries, bootstraps).
 ``label_coverage`` (:mod:`models.drift.coverage`)
     The share of scored events whose label arrives (labels learned / events scored, over a
     window of stream time) against its usual level: labels that stop arriving.
+``estimated_quality_drop`` (:mod:`models.drift.estimate`, classification)
+    The ROC AUC of the served scores estimated from the scores alone (confidence-based
+    performance estimation), before their labels come, falling below its usual level;
+    with the estimated precision and recall, the realized ones and the calibration error
+    that says when the estimate is valid.
 
 Every alert goes through one lifecycle (:mod:`models.drift.alerts`): it **opens** when its
 detector crosses its threshold, is **updated** (never opened again) while the condition
@@ -39,8 +47,9 @@ pickled per feature; see the tests for the measured bound).
 
 Examples
 --------
-A demand model whose forecasts triple after 3,000 events, while demand does not (windows of
-1,000 events here, to keep the example short):
+A demand model whose forecasts triple after 3,000 events, while demand does not (its
+forecasts are given, as a fixed model's would be, so the monitor watches them as they come;
+windows of 1,000 events here, to keep the example short):
 
 >>> import random
 >>> rng = random.Random(0)
@@ -70,8 +79,10 @@ high, so the concept drift alert stays open.
 
 from models.drift.alerts import KINDS, AlertChange, Kind, Severity, State
 from models.drift.config import MonitorConfig
+from models.drift.estimate import PerformanceEstimate
 from models.drift.monitor import Monitor, Reading
 from models.drift.psi import psi
+from models.drift.reference import PredictionDrift, Scorer
 
 __all__ = [
     "KINDS",
@@ -79,7 +90,10 @@ __all__ = [
     "Kind",
     "Monitor",
     "MonitorConfig",
+    "PerformanceEstimate",
+    "PredictionDrift",
     "Reading",
+    "Scorer",
     "Severity",
     "State",
     "psi",

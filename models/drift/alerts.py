@@ -50,9 +50,21 @@ from typing import ClassVar, Literal
 __all__ = ["KINDS", "AlertChange", "Alerts", "Detector", "Kind", "Severity", "Signal", "State"]
 
 Kind = Literal[
-    "concept_drift", "data_drift", "prediction_drift", "label_coverage", "version_held", "rollback"
+    "concept_drift",
+    "data_drift",
+    "prediction_drift",
+    "label_coverage",
+    "estimated_quality_drop",
+    "version_held",
+    "rollback",
 ]
-KINDS: tuple[Kind, ...] = ("concept_drift", "data_drift", "prediction_drift", "label_coverage")
+KINDS: tuple[Kind, ...] = (
+    "concept_drift",
+    "data_drift",
+    "prediction_drift",
+    "label_coverage",
+    "estimated_quality_drop",
+)
 """Every kind of alert a :class:`~models.drift.monitor.Monitor` raises (``version_held`` and
 ``rollback`` are :mod:`models.release`'s)."""
 State = Literal["open", "update", "resolve"]
@@ -77,7 +89,7 @@ class AlertChange:
     feature
         The input feature of a ``data_drift`` alert; ``None`` for the model-wide kinds.
     detector
-        ``CUSUM``, ``PSI`` or ``coverage_shortfall``.
+        ``CUSUM``, ``PSI``, ``coverage_shortfall`` or ``CBPE``.
     statistic, threshold
         The detector's statistic at this change, and the value at which it opens an alert.
     severity

@@ -133,6 +133,7 @@ class DistributionDrift(Detector):
         self.kind, self.feature, self.config = kind, feature, config
         self.threshold = config.prediction_psi_open if predictions else config.psi_open
         self.resolve = config.prediction_psi_resolve if predictions else config.psi_resolve
+        self.min_values = config.min_window_values  # values a window needs to be compared
         self.current: dict[int | str, int] = {}
         self.history: list[dict[int | str, int]] = []  # the reference windows, oldest first
         self.pending: list[float] = []  # numbers not yet in current
@@ -166,17 +167,20 @@ class DistributionDrift(Detector):
         return signal
 
     def _compare(self) -> Signal | None:
+        if len(self.history) < self.config.reference_lag:
+            return None
+        return self._judged(self.history[0], self.current)
+
+    def _judged(self, reference: Mapping[int | str, int], current: Mapping[int | str, int]) -> Signal | None:
+        """What the PSI of ``current`` against ``reference`` does to the alert."""
         config = self.config
-        if len(self.history) < config.reference_lag:
+        if min(sum(reference.values()), sum(current.values())) < self.min_values:
             return None
-        reference = self.history[0]
-        if min(sum(reference.values()), sum(self.current.values())) < config.min_window_values:
-            return None
-        self.statistic = value = psi(reference, self.current, config.bins)
+        self.statistic = value = psi(reference, current, config.bins)
         state = self._judge(crossed=value >= self.threshold, cleared=value < self.resolve)
         if state is None:
             return None
-        what = f"feature {self.feature}" if self.feature else "the predictions"
+        what = self._what()
         lag = config.reference_lag
         versus = f"between the last {config.window} events and the {config.window} events"
         versus += " before" if lag == 1 else f" {lag} windows before"
@@ -189,3 +193,7 @@ class DistributionDrift(Detector):
             ),
         }[state]
         return Signal(state, f"{config.window} events", detail)
+
+    def _what(self) -> str:
+        """What the distribution is of, for a human."""
+        return f"feature {self.feature}" if self.feature else "the predictions"

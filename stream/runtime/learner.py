@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,7 +38,8 @@ from typing import Any, get_args
 from river.metrics.base import Metric
 
 from models import snapshot
-from models.drift import AlertChange, Kind
+from models.drift import AlertChange, Kind, MonitorConfig
+from models.drift.estimate import METRICS as ESTIMATED_METRICS
 from models.lifecycle import LearnOutcome, ModelLifecycle
 from models.online import OnlineModel
 from stream.records import Alert
@@ -79,7 +81,9 @@ class LearnerState:
         if entry.source is not None and entry.source != IMPLICIT_SOURCE:
             where, _, offset = entry.source.rpartition("/")
             self.label_offsets[where] = max(int(offset), self.label_offsets.get(where, -1))
-        return self.lifecycle.learned(x, y_pred, entry.y, entry.time, entry.pending["model_version"])
+        return self.lifecycle.learned(
+            x, y_pred, entry.y, entry.time, entry.pending["model_version"], entry.pending.get("scored_at")
+        )
 
 
 def fresh_state(settings: Settings, use_case: UseCase[Any, Any]) -> LearnerState:
@@ -93,10 +97,18 @@ def fresh_state(settings: Settings, use_case: UseCase[Any, Any]) -> LearnerState
             alpha=settings.promotion_alpha,
             min_labels=settings.promotion_min_labels,
             drift_exempt=use_case.features.drift_exempt,
+            monitor=monitor_config(settings),
             release=settings.release,
         ),
         declaration=use_case.fingerprint,
     )
+
+
+def monitor_config(settings: Settings) -> MonitorConfig:
+    """The drift monitor's configuration: its defaults (the quality estimate's settings come
+    with their rows in README's table of settings)."""
+    del settings
+    return MonitorConfig()
 
 
 class Learner:
@@ -443,6 +455,13 @@ class Learner:
         metrics.WATCH_THRESHOLD.labels(name).set(watch.threshold)
         for kind, count in open_by_kind.items():
             metrics.OPEN_ALERTS.labels(name, kind).set(count)
+        estimate = lifecycle.monitor.estimate
+        if estimate is not None:
+            for what in ESTIMATED_METRICS:
+                metrics.ESTIMATED.labels(name, what).set(estimate.estimated.get(what, math.nan))
+                metrics.REALIZED.labels(name, what).set(estimate.realized.get(what, math.nan))
+            metrics.CALIBRATION_ERROR.labels(name).set(estimate.calibration_error)
+            metrics.ESTIMATE_VALID.labels(name).set(int(estimate.valid))
         for reading in lifecycle.monitor.readings():
             labels = (name, reading.kind, reading.detector, reading.feature)
             metrics.DRIFT_STATISTIC.labels(*labels).set(reading.statistic)
@@ -458,6 +477,8 @@ def version_record(
 ) -> dict[str, Any]:
     """The registry record of the version a learner in ``state`` publishes, for ``reason``."""
     lifecycle, contest = state.lifecycle, state.lifecycle.contest
+    estimate = lifecycle.monitor.estimate
+    estimated = {f"estimated_{k}": v for k, v in estimate.estimated.items()} if estimate else {}
     return {
         "model": use_case.name,
         "reason": reason,
@@ -467,8 +488,13 @@ def version_record(
         "labels_learned": lifecycle.champion.labels_learned,
         "learner_labels": lifecycle.labels_learned,
         "metrics": {
-            f"{role}_{type(metric).__name__}": float(metric.get()) for role, _, _, metric in _roles(lifecycle)
+            **{
+                f"{role}_{type(metric).__name__}": float(metric.get())
+                for role, _, _, metric in _roles(lifecycle)
+            },
+            **estimated,
         },
+        "estimate": estimate.as_record() if estimate else None,
         "served_windows": lifecycle.served_windows(),
         "open_alerts": [
             {"kind": a.kind, "feature": a.feature, "severity": a.severity, "since": a.first_seen}

@@ -144,6 +144,29 @@ ROLLBACKS = Counter(
     "scoring_rollbacks_total", "Live versions rolled back by the learner's watch, by model.", ["model"]
 )
 
+# Quality estimated before labels arrive (classification): models/drift/estimate.py.
+ESTIMATED = Gauge(
+    "scoring_estimated_metric",
+    "Quality of the served scores estimated from the scores alone (CBPE) over the last "
+    "SCORING_ESTIMATE_WINDOW scored events: roc_auc, and precision and recall at SCORING_ESTIMATE_THRESHOLD.",
+    ["model", "metric"],
+)
+REALIZED = Gauge(
+    "scoring_realized_metric",
+    "The same metrics realized on the last SCORING_ESTIMATE_WINDOW labels (the scores they were served).",
+    ["model", "metric"],
+)
+CALIBRATION_ERROR = Gauge(
+    "scoring_calibration_error",
+    "Expected calibration error of the served scores on the last SCORING_ESTIMATE_WINDOW labels.",
+    ["model"],
+)
+ESTIMATE_VALID = Gauge(
+    "scoring_estimate_valid",
+    "1 while the quality estimate is valid (calibration error within its bound, enough expected positives).",
+    ["model"],
+)
+
 # Monitoring.
 DRIFT_STATISTIC = Gauge(
     "scoring_drift_statistic",

@@ -169,13 +169,17 @@ def run(
 ) -> Run:
     """Feeds the journal of ``rows`` to a fresh monitor; times the monitor's calls.
 
-    The monitor leaves alone the features the use case declares exempt, as the learner's does.
+    The monitor leaves alone the features the use case declares exempt, as the learner's does,
+    and has prediction drift scored by a model of the default pipeline that learns each
+    label as the journal brings it (as the learner's champion does; its learning is not
+    timed). The rows' predictions are the served ones.
     """
     declared = declared_use_case(use_case)
     config = config or MonitorConfig()
     monitor = Monitor(
         use_case, declared.task, replace(config, exempt=config.exempt | declared.features.drift_exempt)
     )
+    model = OnlineModel(use_case, declared.task, CANDIDATES[declared.task][declared.champion]())
     result = Run()
     events = labels = 0
     clock = time.perf_counter
@@ -183,12 +187,14 @@ def run(
         x, y, y_pred = rows[entry.index]
         start = clock()
         if entry.label is None:
-            changes = monitor.scored(x, y_pred, entry.t)
+            changes = monitor.scored(x, y_pred, entry.t, model)
             events += 1
         else:
-            changes = monitor.learned(y, y_pred, entry.t)
+            changes = monitor.learned(y, y_pred, entry.t, served=y_pred)
             labels += 1
         result.seconds += clock() - start
+        if entry.label is not None:
+            model.learn_one(x, y)
         result.calls += 1
         result.changes += [(events, labels, change) for change in changes]
         if result.calls % 97 == 0:
@@ -227,7 +233,7 @@ COLUMNS = {
     "model": "model",
     "seed": "seed",
     "stationary": "stationary: alerts opened",
-    "peaks": "stationary peak / threshold: concept, data, prediction, coverage",
+    "peaks": "stationary peak / threshold: concept, data, prediction, coverage, estimate",
     "delay": "drift: opened after (labels)",
     "episode": "updates, reopens",
     "resolved": "resolved after (labels)",
@@ -242,7 +248,13 @@ COLUMNS = {
 def _stationary(result: Result, r: Run) -> None:
     result.cells["stationary"] = _kinds(r.opened())
     peaks = []
-    for kind in ("concept_drift", "data_drift", "prediction_drift", "label_coverage"):
+    for kind in (
+        "concept_drift",
+        "data_drift",
+        "prediction_drift",
+        "label_coverage",
+        "estimated_quality_drop",
+    ):
         ratio, feature = r.peaks.get(kind, (0.0, ""))
         peaks.append(f"{ratio:.2f}" + (f" ({feature})" if feature else ""))
     result.cells["peaks"] = ", ".join(peaks)

@@ -13,7 +13,13 @@ alert changes raised, all in stream time. :func:`write_report` writes into a fol
     the windowed metric of each role over stream time, with version publications as ticks on
     the time axis and alerts as vertical lines (one panel per run);
 ``calibration.png`` (classification)
-    the served predictions' mean against the observed rate, per bin of equal count;
+    the reliability curve: the served predictions' mean against the observed rate, per bin of
+    equal count, with the expected calibration error (ECE) of each run;
+``estimated_vs_realized.png`` (classification, when the run has its estimates)
+    the ROC AUC, precision and recall of the served scores as the learner estimated them from
+    the scores alone (:mod:`models.drift.estimate`) and as their labels realized them, each
+    drawn when it was known, the estimate's invalid stretches shaded and its
+    ``estimated_quality_drop`` alerts marked (one panel per run);
 ``forecast_vs_actual.png`` (regression)
     each served forecast against the actual value (one panel per run);
 ``index.html``
@@ -44,6 +50,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,9 +61,11 @@ import matplotlib
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.typing import RcKeyType
 
 from models.challenger import loss
@@ -70,6 +79,7 @@ __all__ = [
     "Role",
     "Run",
     "calibration",
+    "calibration_error",
     "comparison",
     "prequential",
     "secondary",
@@ -139,6 +149,11 @@ class Run:
         ``open``, ``update`` or ``resolve``.
     details
         JSON-serialisable extras, written to ``metrics.json`` as they are.
+    estimates
+        The learner's quality estimate (classification) each time it changed, in stream time:
+        columns ``t``, ``estimated_<m>`` and ``realized_<m>`` for ``m`` in
+        :data:`models.drift.estimate.METRICS` (NaN while undefined), ``calibration_error``
+        and ``valid``; ``None`` when not recorded.
 
     """
 
@@ -149,6 +164,7 @@ class Run:
     publications: Sequence[tuple[float, str]]
     alerts: Sequence[tuple[float, str, str, str]]
     details: Mapping[str, Any]
+    estimates: pd.DataFrame | None = None
 
 
 # Metrics ----------------------------------------------------------------------------------
@@ -219,6 +235,23 @@ def window_bounds(n: int, window: int) -> list[tuple[int, int]]:
     return bounds
 
 
+def calibration_error(table: Sequence[Mapping[str, float]]) -> float | None:
+    """The expected calibration error of a calibration table: the mean, over the labels, of the
+    gap between their bin's mean prediction and its observed rate.
+
+    Examples
+    --------
+    >>> calibration_error([{"labels": 3, "mean_predicted": 0.1, "observed_rate": 0.0},
+    ...                    {"labels": 1, "mean_predicted": 0.8, "observed_rate": 1.0}])
+    0.125
+
+    """
+    n = sum(b["labels"] for b in table)
+    if not n:
+        return None
+    return float(sum(b["labels"] * abs(b["mean_predicted"] - b["observed_rate"]) for b in table) / n)
+
+
 def calibration(ys: Float, predictions: Float, bins: int = CALIBRATION_BINS) -> list[dict[str, float]]:
     """The calibration table of the present predictions: bins of equal count, by prediction.
 
@@ -282,9 +315,32 @@ def summarize(run: Run, window: int = 500) -> dict[str, Any]:
         "alerts": _alert_counts(run),
     }
     if run.task == "classification":
-        summary["calibration"] = {"role": "served", "bins": calibration(ys, roles["served"])}
+        table = calibration(ys, roles["served"])
+        summary["calibration"] = {"role": "served", "bins": table, "ece": calibration_error(table)}
+        summary["estimate"] = _estimate_summary(run.estimates)
     summary["details"] = dict(run.details)
     return summary
+
+
+def _estimate_summary(estimates: pd.DataFrame | None) -> dict[str, Any] | None:
+    """The estimate's last values, its range and how often it was valid; ``None`` without."""
+    if estimates is None or not len(estimates):
+        return None
+    last = estimates.iloc[-1]
+
+    def value(column: str) -> float | None:
+        v = float(last[column])
+        return None if math.isnan(v) else v
+
+    estimated = estimates["estimated_roc_auc"].dropna()
+    return {
+        "points": len(estimates),
+        "last": {column: value(column) for column in estimates.columns if column not in ("t", "valid")},
+        "estimated_roc_auc_range": [float(estimated.min()), float(estimated.max())]
+        if len(estimated)
+        else None,
+        "valid_share": float(estimates["valid"].astype(float).mean()),
+    }
 
 
 def comparison(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -512,7 +568,9 @@ def _plot_calibration(path: Path, summaries: Sequence[Mapping[str, Any]]) -> Non
         bins = summary["calibration"]["bins"]
         x = [b["mean_predicted"] for b in bins]
         y = [b["observed_rate"] for b in bins]
-        ax.plot(x, y, marker="o", color=_RUN_COLORS[i % len(_RUN_COLORS)], label=summary["name"])
+        ece = summary["calibration"]["ece"]
+        label = summary["name"] + ("" if ece is None else f" (ECE {ece:.3g})")
+        ax.plot(x, y, marker="o", color=_RUN_COLORS[i % len(_RUN_COLORS)], label=label)
         top = max([top, *x, *y])
     top = min(1.0, max(top * 1.05, 0.01))
     ax.plot([0, top], [0, top], linestyle="--", color="gray", linewidth=1, label="perfect calibration")
@@ -521,9 +579,68 @@ def _plot_calibration(path: Path, summaries: Sequence[Mapping[str, Any]]) -> Non
     ax.set_aspect("equal")
     ax.set_xlabel(f"mean served probability (bins of equal count, {CALIBRATION_BINS} per run)")
     ax.set_ylabel("observed rate of positive labels")
-    ax.set_title("Calibration of the served predictions", loc="left")
+    ax.set_title("Calibration of the served predictions (reliability curve)", loc="left")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
+    _save(figure, path)
+
+
+def _plot_estimates(path: Path, runs: Sequence[Run]) -> None:
+    """The estimated and realized quality of the served scores over stream time, one panel per run.
+
+    Each value is drawn when it was known: an estimate as its scored events came, a realized
+    value as its labels came (a label delay later). Stretches where the estimate was not valid
+    are shaded; ``estimated_quality_drop`` alerts that open are vertical lines.
+    """
+    figure = _new_figure(11.0, 1.0 + 3.5 * len(runs))
+    axes = figure.subplots(len(runs), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    colors = {"roc_auc": "tab:blue", "precision": "tab:green", "recall": "tab:orange"}
+    names = {"roc_auc": "ROC AUC", "precision": "precision", "recall": "recall"}
+    for ax, run in zip(axes, runs, strict=True):
+        frame = run.estimates if run.estimates is not None else pd.DataFrame()
+        if len(frame):
+            t = _dates(frame["t"].to_numpy(dtype=np.float64))
+            for metric, color in colors.items():
+                width = 1.6 if metric == "roc_auc" else 0.9
+                for source, style in (("estimated", "-"), ("realized", "--")):
+                    ys = frame[f"{source}_{metric}"].to_numpy(dtype=np.float64)
+                    ax.plot(t, ys, linestyle=style, color=color, linewidth=width, drawstyle="steps-post")
+            invalid = ~frame["valid"].to_numpy(dtype=bool)
+            ax.fill_between(
+                t,
+                0,
+                1,
+                where=invalid,
+                step="post",
+                color="gray",
+                alpha=0.15,
+                transform=ax.get_xaxis_transform(),
+            )
+            opens = [
+                at
+                for at, kind, state, _ in run.alerts
+                if kind == "estimated_quality_drop" and state == "open"
+            ]
+            if opens:
+                xs = _dates(np.array(opens, dtype=np.float64))
+                ax.vlines(xs, 0, 1, transform=ax.get_xaxis_transform(), colors="tab:red", linewidth=1)
+        else:
+            ax.text(0.5, 0.5, "no estimate recorded", transform=ax.transAxes, ha="center", va="center")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(run.name, loc="left")
+        ax.set_ylabel("served scores' quality")
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("stream time (UTC): each value when it was known")
+    handles: list[Artist] = [
+        Line2D([], [], color=c, linewidth=1.6, label=names[m]) for m, c in colors.items()
+    ]
+    handles += [
+        Line2D([], [], color="black", linestyle="-", label="estimated (scores alone)"),
+        Line2D([], [], color="black", linestyle="--", label="realized (labels)"),
+        Patch(color="gray", alpha=0.15, label="estimate not valid"),
+        Line2D([], [], color="tab:red", label="estimated_quality_drop opens"),
+    ]
+    figure.legend(handles=handles, loc="outside right upper")
     _save(figure, path)
 
 
@@ -596,6 +713,9 @@ def write_report(folder: Path, runs: Sequence[Run], *, window: int = 500) -> Pat
         if runs[0].task == "classification":
             images.append("calibration.png")
             _plot_calibration(folder / images[1], summaries)
+            if any(run.estimates is not None and len(run.estimates) for run in runs):
+                images.append("estimated_vs_realized.png")
+                _plot_estimates(folder / images[2], runs)
         else:
             images.append("forecast_vs_actual.png")
             _plot_forecasts(folder / images[1], runs)
@@ -676,9 +796,28 @@ def _rows(summaries: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[str]]]
         edges = [_edges(s, metric, role) for s in summaries]
         if any(e is not None for e in edges):
             rows.append((f"{_LABELS[metric]}, {role}: first → last window", [e or "-" for e in edges]))
+    if summaries[0]["task"] == "classification":
+        rows.append(
+            ("calibration error (ECE), served", [_number(s["calibration"]["ece"]) for s in summaries])
+        )
+        estimates = [s.get("estimate") for s in summaries]
+        if any(e is not None for e in estimates):
+            rows.append(
+                ("ROC AUC, last estimated / realized window", [_estimate_cells(e) for e in estimates])
+            )
     rows.append(("versions published", [f"{s['versions_published']:,}" for s in summaries]))
     rows.append(("alerts (changes by state)", [_alerts(s["alerts"]) for s in summaries]))
     return rows
+
+
+def _estimate_cells(estimate: Mapping[str, Any] | None) -> str:
+    if estimate is None:
+        return "-"
+    last = estimate["last"]
+    return (
+        f"{_number(last['estimated_roc_auc'])} / {_number(last['realized_roc_auc'])} "
+        f"(valid {estimate['valid_share']:.0%} of the time)"
+    )
 
 
 def _edges(summary: Mapping[str, Any], metric: str, role: str) -> str | None:

@@ -7,6 +7,7 @@ import math
 import pickle
 import random
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -92,6 +93,7 @@ def test_a_stationary_classification_stream_raises_nothing() -> None:
         ("concept_drift", ""),
         ("prediction_drift", ""),
         ("label_coverage", ""),
+        ("estimated_quality_drop", ""),
         ("data_drift", "log_amount"),
         ("data_drift", "amount_z"),
         ("data_drift", "merchant_new"),
@@ -352,3 +354,106 @@ def test_a_restarted_clock_does_not_judge_label_coverage_across_the_jump() -> No
                 changes[name] += monitor.learned(0.0, 0.1, 3e7 + i / 10)
     assert [(c.kind, c.state) for c in changes["jumped"]][:1] == [("label_coverage", "open")]
     assert changes["restarted"] == []
+
+
+# ------------------------------------------------------------------ prediction drift: one model, both windows
+
+
+class Learning:
+    """A model of ``log_amount`` that changes as it learns: its slope grows with every call."""
+
+    def __init__(self, slope: float = 0.0, growth: float = 1e-4) -> None:
+        self.slope, self.growth = slope, growth
+
+    def predict_one(self, x: Features) -> float:
+        return 1.0 / (1.0 + math.exp(-self.slope * (float(x["log_amount"]) - 3.4)))
+
+    def predict_many(self, xs: list[Features]) -> list[float]:
+        return [self.predict_one(x) for x in xs]
+
+    def learn(self) -> None:
+        self.slope += self.growth
+
+
+def feed_model(
+    monitor: Monitor,
+    n: int,
+    step: Step,
+    model: Learning,
+    *,
+    replace_at: int | None = None,
+    given: bool = False,
+) -> list[AlertChange]:
+    """Scores n events with a model that learns after each and is replaced (a promotion) at
+    ``replace_at``; the monitor gets the model, or with ``given`` only the served predictions."""
+    rng, changes = random.Random(0), []
+    for i in range(n):
+        if i == replace_at:
+            model = Learning(slope=-3.0 * model.slope)  # another model: steeper, and the other way round
+            monitor.model_replaced(i / 100.0)
+        x, _, y = step(rng, i)
+        served = model.predict_one(x)
+        changes += monitor.scored(x, served, i / 100.0, None if given else model)
+        changes += monitor.learned(y, served, i / 100.0 + 3.0, served=served, scored_at=i / 100.0)
+        model.learn()
+    return changes
+
+
+def test_neither_learning_nor_a_promotion_is_prediction_drift() -> None:
+    step = fraud_like()
+    frozen = feed_model(Monitor("fraud", "classification", SMALL), 12_000, step, Learning(), replace_at=6_000)
+    assert [(c.kind, c.state) for c in frozen] == []
+    # The served predictions themselves moved, by the model's doing: watched as they come,
+    # they page (what the service did before one model scored both windows).
+    served = feed_model(
+        Monitor("fraud", "classification", SMALL), 12_000, step, Learning(), replace_at=6_000, given=True
+    )
+    assert ("prediction_drift", "open") in [(c.kind, c.state) for c in served]
+
+
+def test_inputs_that_move_are_prediction_drift_seen_through_one_model() -> None:
+    def step(rng: random.Random, i: int) -> tuple[Features, float, float]:
+        x, p, y = fraud_like()(rng, i)
+        if i >= 6_000:
+            x["log_amount"] = float(x["log_amount"]) + 1.5
+        return x, p, y
+
+    changes = feed_model(Monitor("fraud", "classification", SMALL), 9_000, step, Learning(slope=2.0))
+    opened_kinds = {(c.kind, c.feature) for c in changes if c.state == "open"}
+    assert ("prediction_drift", None) in opened_kinds and ("data_drift", "log_amount") in opened_kinds
+    first = next(c for c in changes if c.kind == "prediction_drift")
+    assert first.at == 6_999 / 100.0 and "one model for both windows" in first.detail
+
+
+def test_a_sample_of_the_events_is_scored_the_same_in_every_replay() -> None:
+    config = replace(SMALL, window=4000, prediction_samples=500)
+    runs = []
+    for _ in range(2):
+        monitor = Monitor("fraud", "classification", config)
+        feed_model(monitor, 8_500, fraud_like(), Learning(slope=1.0))
+        runs.append(monitor)
+    samples = [m._prediction.samples[0] for m in runs]
+    assert samples[0] == samples[1] and 400 < len(samples[0]) < 600  # ~500 of 4,000 events
+    assert runs[0].readings() == runs[1].readings()
+
+
+def test_a_pickled_monitor_with_its_samples_continues_exactly() -> None:
+    def run(monitor: Monitor, model: Learning, start: int, n: int) -> list[AlertChange]:
+        shifted = fraud_like(miss_from=5_000, miss_until=7_000)
+        rng, changes = random.Random(start), []
+        for i in range(start, start + n):
+            x, _, y = shifted(rng, i)
+            if i >= 6_000:
+                x["log_amount"] = float(x["log_amount"]) + 1.5
+            served = model.predict_one(x)
+            changes += monitor.scored(x, served, i / 100.0, model)
+            changes += monitor.learned(y, served, i / 100.0 + 3.0, served=served, scored_at=i / 100.0)
+            model.learn()
+        return changes
+
+    straight, model = Monitor("fraud", "classification", SMALL), Learning(slope=1.0)
+    before = run(straight, model, 0, 5_500)
+    restored, restored_model = pickle.loads(pickle.dumps((straight, model)))
+    after = run(straight, model, 5_500, 4_500)
+    assert run(restored, restored_model, 5_500, 4_500) == after and any(c.state == "open" for c in after)
+    assert restored.readings() == straight.readings() and not any(c.state == "open" for c in before)

@@ -239,3 +239,48 @@ def test_a_run_without_labels_still_gives_a_report(tmp_path: Path, task: Task) -
     assert all(value is None for value in summary["overall"][summary["metric"]].values())
     assert "built-in" in page
     assert_png(tmp_path / "metric_over_time.png")
+
+
+def estimates(n: int = 40) -> pd.DataFrame:
+    """The learner's estimate as a backtest records it: it falls at the middle, the realized one later."""
+    t = START + 600.0 * np.arange(n)
+    estimated = np.where(np.arange(n) < n // 2, 0.93, 0.84)
+    realized = np.where(np.arange(n) < n // 2 + 6, 0.92, 0.83)
+    realized[:3] = np.nan  # no label yet
+    return pd.DataFrame(
+        {
+            "t": t,
+            "estimated_roc_auc": estimated,
+            "estimated_precision": np.full(n, 0.7),
+            "estimated_recall": np.full(n, 0.5),
+            "realized_roc_auc": realized,
+            "realized_precision": np.full(n, 0.68),
+            "realized_recall": np.full(n, 0.48),
+            "calibration_error": np.full(n, 0.01),
+            "valid": np.arange(n) >= 5,
+        }
+    )
+
+
+def test_a_run_with_its_estimates_plots_them_against_the_realized_quality(tmp_path: Path) -> None:
+    base = run("classification")
+    alerts = [*base.alerts, (START + 600.0 * 22, "estimated_quality_drop", "open", "")]
+    with_estimates = Run(
+        base.name, base.use_case, base.task, base.labels, base.publications, alerts, {}, estimates()
+    )
+    page = write_report(tmp_path, [with_estimates]).read_text()
+    (summary,) = read_metrics(tmp_path)["runs"]
+    estimate = summary["estimate"]
+    assert estimate["points"] == 40 and estimate["valid_share"] == pytest.approx(35 / 40)
+    assert estimate["last"]["estimated_roc_auc"] == 0.84 and estimate["last"]["realized_roc_auc"] == 0.83
+    assert estimate["estimated_roc_auc_range"] == [0.84, 0.93]
+    assert_png(tmp_path / "estimated_vs_realized.png")
+    assert "estimated_vs_realized.png" in page and "0.8400 / 0.8300" in page
+    # The reliability curve's expected calibration error, from its own table.
+    bins = summary["calibration"]["bins"]
+    ece = sum(b["labels"] * abs(b["mean_predicted"] - b["observed_rate"]) for b in bins) / len(base.labels)
+    assert summary["calibration"]["ece"] == pytest.approx(ece)
+    # Without estimates (a run recorded without them), no such plot.
+    write_report(tmp_path / "without", [base])
+    assert not (tmp_path / "without" / "estimated_vs_realized.png").exists()
+    assert read_metrics(tmp_path / "without")["runs"][0]["estimate"] is None
