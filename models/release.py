@@ -16,8 +16,8 @@ restores a checkpoint and replays the journal decides exactly as one that never 
   on its evidence and still forecast wildly;
 - the **watch** (:class:`Watch`), after: each label of an event served by a version newer
   than the *reference* (the last version confirmed, or bootstrapped, or the first) pairs the
-  served prediction's loss with the reference's loss on the same features. A mixture
-  sequential probability ratio test (:class:`models.challenger.PairedTest`, always valid:
+  served prediction's loss with ``1 + tolerance`` times the reference's loss on the same
+  features. A mixture sequential probability ratio test (:class:`models.challenger.PairedTest`, always valid:
   it is wrong with probability at most ``alpha`` however long it runs) decides when the
   served versions are worse than the reference: the learner rolls back to it. After
   ``confirm_labels`` labels without that decision, the version live then becomes the
@@ -250,8 +250,10 @@ class Watch(Detector):
         self.threshold = self.test.threshold
 
     def add(self, y: float, served_pred: float, reference_pred: float) -> None:
-        # "champion" is the served side: decided means the served versions lose more.
-        self.test.update(loss(self.task, y, served_pred), loss(self.task, y, reference_pred))
+        # "champion" is the served side: decided means the served versions lose more than the
+        # reference by more than the gate's tolerance (a small, real difference is no fault).
+        margin = 1.0 + self.config.tolerance
+        self.test.update(loss(self.task, y, served_pred), margin * loss(self.task, y, reference_pred))
         self.statistic = self.test.statistic if self.test.mean_difference > 0 else 0.0
 
     @property
