@@ -102,6 +102,23 @@ class Settings(BaseSettings):
     promotion_alpha: float = _setting(
         0.01, "Nominal false-promotion rate of the champion/challenger test (see README: Models).", gt=0, lt=1
     )
+    estimate_threshold: float = _setting(
+        0.5,
+        "Score from which a fraud event counts as flagged (estimated and realized precision and recall).",
+        gt=0,
+        lt=1,
+    )
+    estimate_window: int = _setting(
+        5000,
+        "Scored events (and labels) over which the served scores' quality is estimated (and realized).",
+        ge=100,
+    )
+    estimate_drop: float = _setting(
+        0.05,
+        "Fall of the estimated ROC AUC below its usual level that opens an `estimated_quality_drop` alert.",
+        gt=0,
+        lt=1,
+    )
     gate_tolerance: float = _setting(
         0.05,
         "A candidate version goes live only if its mean loss on the labels since the live version "

@@ -105,10 +105,12 @@ def fresh_state(settings: Settings, use_case: UseCase[Any, Any]) -> LearnerState
 
 
 def monitor_config(settings: Settings) -> MonitorConfig:
-    """The drift monitor's configuration: its defaults (the quality estimate's settings come
-    with their rows in README's table of settings)."""
-    del settings
-    return MonitorConfig()
+    """The drift monitor's configuration: its defaults, and the quality estimate's settings."""
+    return MonitorConfig(
+        estimate_threshold=settings.estimate_threshold,
+        estimate_window=settings.estimate_window,
+        estimate_drop=settings.estimate_drop,
+    )
 
 
 class Learner:
