@@ -117,24 +117,25 @@ class ModelRegistry:
         is no longer ``parent`` (a rollback), ``("lost_lease", live)`` when another learner
         owns the model now. Nothing is written in those cases.
         """
-        params = {
-            "token": token,
-            "model": model,
-            "parent": parent,
-            "record": record,
-            "keep": max(1, self._settings.model_versions_kept),
-            "at": time.time(),
-            "first": 0,
-        }
-        blob = snapshot.dumps(served, self._settings.signing_key)
-        outcome, version = await self._call("publish", model, params, blob, state)
-        return outcome.decode(), version.decode()
+        return await self._add(model, token, parent, served, record, state)
 
     async def hold(
         self, model: str, token: str, parent: str, candidate: OnlineModel, record: dict[str, Any]
     ) -> tuple[str, str]:
         """Keep a candidate the gate held, as a version that is not live (``record["reason"]``
         is ``held``): ``("held", version)``, or ``conflict``/``lost_lease`` as :meth:`publish`."""
+        return await self._add(model, token, parent, candidate, record, None)
+
+    async def _add(
+        self,
+        model: str,
+        token: str,
+        parent: str,
+        version: OnlineModel,
+        record: dict[str, Any],
+        state: bytes | None,
+    ) -> tuple[str, str]:
+        """A new version by the lease holder: live with its checkpoint ``state``, or held (``None``)."""
         params = {
             "token": token,
             "model": model,
@@ -143,11 +144,12 @@ class ModelRegistry:
             "keep": max(1, self._settings.model_versions_kept),
             "at": time.time(),
             "first": 0,
-            "held": True,
+            "held": state is None,
         }
-        blob = snapshot.dumps(candidate, self._settings.signing_key)
-        outcome, version = await self._call("hold", model, params, blob)
-        return outcome.decode(), version.decode()
+        blob = snapshot.dumps(version, self._settings.signing_key)
+        command = "hold" if state is None else "publish"
+        outcome, name = await self._call(command, model, params, blob, *([] if state is None else [state]))
+        return outcome.decode(), name.decode()
 
     async def bootstrap(
         self,

@@ -72,6 +72,14 @@ class Stage:
                 await self.learner.step()  # the last step publishes or checkpoints
                 return
 
+    async def first_version(self) -> str:
+        """A good first version, learned from 300 labels, live."""
+        await self.label(300, "fraud.0", None)
+        await self.learn()
+        live = await self.registry.live("fraud")
+        assert live is not None and live != "fraud.0"
+        return live
+
     def of(self, kind: str) -> list[tuple[str, str]]:
         return [(a.state, a.severity) for a in self.alerts if a.kind == kind]
 
@@ -87,10 +95,7 @@ async def test_a_broken_candidate_is_held_kept_in_the_registry_and_alerted_once(
     settings: Settings, client: aioredis.Redis
 ) -> None:
     stage = Stage(settings, client)
-    await stage.label(300, "fraud.0", None)
-    await stage.learn()
-    live = await stage.registry.live("fraud")
-    assert live is not None and live != "fraud.0"  # a good candidate went live
+    live = await stage.first_version()
 
     # The champion breaks: every later candidate is worse than the live version.
     state = stage.learner.state
@@ -112,10 +117,7 @@ async def test_a_broken_live_version_is_rolled_back_to_its_reference_with_one_cr
     settings: Settings, client: aioredis.Redis
 ) -> None:
     stage = Stage(settings, client)
-    await stage.label(300, "fraud.0", None)
-    await stage.learn()
-    good = await stage.registry.live("fraud")
-    assert good is not None and good != "fraud.0"
+    good = await stage.first_version()
 
     # A broken version gets through (a fault in publication, say): it serves inverted scores.
     learner, registry = stage.learner, stage.registry

@@ -66,9 +66,10 @@ elseif command == 'release' then
   end
   return 1
 
-elseif command == 'publish' then
+elseif command == 'publish' or command == 'hold' then
   -- p: token, model, parent ('' for the first version), record (JSON object), keep,
-  -- snapshots (key prefix), at. ARGV[3]: snapshot, ARGV[4]: checkpoint.
+  -- snapshots (key prefix), at; held for a hold. ARGV[3]: snapshot, ARGV[4]: checkpoint
+  -- (publish only: a held candidate leaves the live version and the checkpoint alone).
   -- Compare-and-set on the live version: a rollback since the learner's last publish
   -- makes this fail, and the learner reloads the live version instead.
   if not holds_lease() then
@@ -77,17 +78,7 @@ elseif command == 'publish' then
   if live_version() ~= p.parent then
     return {'conflict', live_version()}
   end
-  return {'published', add_version()}
-
-elseif command == 'hold' then
-  -- p: as publish, held = true. ARGV[3]: snapshot. The live version and checkpoint stay.
-  if not holds_lease() then
-    return {'lost_lease', live_version()}
-  end
-  if live_version() ~= p.parent then
-    return {'conflict', live_version()}
-  end
-  return {'held', add_version()}
+  return {p.held and 'held' or 'published', add_version()}
 
 elseif command == 'bootstrap' then
   -- p: as publish, without token; labels_learned_max: the most labels the live version's
