@@ -42,11 +42,12 @@ from models.drift import AlertChange, Kind, MonitorConfig
 from models.drift.estimate import METRICS as ESTIMATED_METRICS
 from models.lifecycle import LearnOutcome, ModelLifecycle
 from models.online import OnlineModel
+from models.release import version_number
 from stream.records import Alert
 from stream.runtime import metrics
 from stream.runtime.registry import DeclarationMismatch, ModelRegistry, RegistryError, check_declaration
 from stream.runtime.retry import ErrorPolicy
-from stream.runtime.served import configured_champion, configured_pipeline, version_number
+from stream.runtime.served import configured_champion, configured_pipeline
 from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
 from stream.usecases import ALERTS_TOPIC, IMPLICIT_SOURCE, UseCase

@@ -17,6 +17,7 @@ from typing import Any
 from models.lifecycle import Pipeline
 from models.online import OnlineModel
 from models.pipelines import CANDIDATES
+from models.release import version_number
 from models.snapshot import SnapshotError
 from stream.backoff import Repeats
 from stream.runtime import metrics
@@ -56,10 +57,6 @@ def configured_champion(settings: Settings, use_case: UseCase[Any, Any]) -> Pipe
 def untrained(settings: Settings, use_case: UseCase[Any, Any]) -> OnlineModel:
     """Version ``.0`` of a use case: its champion pipeline, untrained."""
     return OnlineModel(use_case.name, use_case.task, configured_champion(settings, use_case)[1]())
-
-
-def version_number(version: str) -> int:
-    return int(version.rpartition(".")[2])
 
 
 class ServedModels:

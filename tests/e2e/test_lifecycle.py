@@ -23,10 +23,10 @@ import pytest
 
 from consumers.reader import read
 from models.online import ROCAUC, OnlineModel
+from models.release import version_number
 from stream.records import Alert
 from stream.runtime.learner import fresh_state
 from stream.runtime.registry import ModelRegistry
-from stream.runtime.served import version_number
 from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
 from stream.tools import localstack, simulator
