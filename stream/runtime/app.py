@@ -28,11 +28,11 @@ import faust
 import mode.loop
 import mode.utils.logging
 import prometheus_client
-import redis.asyncio as aioredis
 from faust.app.base import BootStrategy
 from mode.types.signals import BaseSignalT
 
 from stream.kafka import ensure_topics
+from stream.runtime.connection import redis_client
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.service import ScoringService
 from stream.settings import DEVELOPMENT_SIGNING_KEY, Settings
@@ -125,8 +125,8 @@ async def wait_for_services(settings: Settings) -> None:
     logged as one line naming the address.
     """
     policy = ErrorPolicy(settings)
-    cache = aioredis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=START_TIMEOUT_SECONDS, socket_timeout=START_TIMEOUT_SECONDS
+    cache = redis_client(
+        settings, socket_connect_timeout=START_TIMEOUT_SECONDS, socket_timeout=START_TIMEOUT_SECONDS
     )
     try:
         await asyncio.gather(
