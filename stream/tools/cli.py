@@ -351,13 +351,12 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
     import getpass
     import socket
 
-    import redis.asyncio as aioredis
-
     from stream.cards import card, markdown
+    from stream.runtime.connection import redis_client
     from stream.runtime.registry import ModelRegistry, RegistryError
     from stream.usecases import use_case
 
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     registry = ModelRegistry(client, settings)
     try:
         if args.action == "list":

@@ -30,7 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
-import redis.asyncio as aioredis
 import rich.progress
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
@@ -39,6 +38,7 @@ from rich.console import Console
 from consumers.alerts import CAUGHT_UP_SECONDS, watch
 from consumers.audit import audit
 from stream.kafka import ensure_topics
+from stream.runtime.connection import redis_client
 from stream.runtime.registry import ModelRegistry
 from stream.settings import Settings
 from stream.tools import localstack, simulator
@@ -328,7 +328,7 @@ def summary(settings: Settings, samples: Mapping[str, float]) -> str:
 
 
 async def _models(settings: Settings) -> list[str]:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     registry = ModelRegistry(client, settings)
     lines = []
     try:
