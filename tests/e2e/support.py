@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 from confluent_kafka import Producer
 
 from consumers.reader import read
 from stream.records import Prediction
+from stream.runtime.connection import redis_client
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.state import StateStore
 from stream.settings import Settings
@@ -57,7 +57,7 @@ def event_id(message: simulator.Message) -> str:
 
 def with_registry(settings: Settings, use: Callable[[ModelRegistry, StateStore], Awaitable[T]]) -> T:
     async def run() -> T:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = redis_client(settings)
         try:
             return await use(ModelRegistry(client, settings), StateStore(client, settings))
         finally:
