@@ -6,10 +6,12 @@ is set once for both kinds.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import ConnectionError, RedisClusterException
 
 from stream.settings import Settings
@@ -28,12 +30,18 @@ def redis_client(settings: Settings, **options: Any) -> RedisClient:
 
 
 class _Cluster(RedisCluster):
-    """redis-py's cluster client, whose failure to reach the cluster is a :class:`ConnectionError`.
+    """redis-py's cluster client, whose failures to reach a node all raise :class:`ConnectionError`.
 
-    Learning the cluster's layout fails with a bare :class:`RedisClusterException` when no
-    node answers or the slots are not all served yet, as while a cluster starts; the same
-    class also says "you called this wrongly". Raised here, it means only the first: an
-    outage, which the error policy retries.
+    Two other kinds of failure mean the same while a cluster starts or fails over, and the
+    error policy retries an outage. Learning the cluster's layout fails with a bare
+    :class:`RedisClusterException` when no node answers or the slots are not all served
+    yet (the same class also says "you called this wrongly", which this call cannot be).
+    And when redis-py meets a node that stopped answering, it closes every connection of
+    the client to learn the layout again, under the commands that other tasks of the worker
+    have in flight: those fail with what a connection closed under a write raises, uvloop's
+    :class:`RuntimeError` ("unable to perform operation on <TCPTransport closed=True>") or
+    an :class:`AttributeError` (a connection whose writer is gone), which redis-py lets
+    through (it turns only an :class:`OSError` into a connection error).
     """
 
     async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
@@ -41,3 +49,25 @@ class _Cluster(RedisCluster):
             return await super().initialize(*args, **kwargs)
         except RedisClusterException as exc:
             raise ConnectionError(str(exc)) from exc
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        with _closed_transport_as_outage():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        """A pipeline (``shard_hint`` is not for clusters: redis-py refuses it, this never passes one)."""
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py's own pipeline()
+
+
+class _ClusterPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        with _closed_transport_as_outage():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+@contextlib.contextmanager
+def _closed_transport_as_outage() -> Iterator[None]:
+    try:
+        yield
+    except (RuntimeError, AttributeError) as exc:  # raised inside redis-py's I/O, never by a caller
+        raise ConnectionError(f"a connection closed under a command ({type(exc).__name__}: {exc})") from exc

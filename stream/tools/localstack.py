@@ -224,6 +224,16 @@ class RedisClusterStack:
         """The process of the node at ``port``, while it runs."""
         return _managed_pid(_cluster_node(port), self.state_dir)
 
+    def master_of(self, key: str) -> int:
+        """The port of the master that serves ``key``'s slot now (as the first node that answers sees it)."""
+        for port in self.ports:
+            with contextlib.suppress(redis.RedisError), redis.Redis(port=port) as node:
+                slot = node.cluster("keyslot", key)
+                for first, last, (_, master_port, *_) in (shard[:3] for shard in node.cluster("slots")):
+                    if first <= slot <= last:
+                        return int(master_port)
+        raise RuntimeError(f"no node of {self.ports} says which master serves {key!r}")
+
 
 @contextlib.contextmanager
 def running_redis_cluster(
