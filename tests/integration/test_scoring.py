@@ -113,6 +113,15 @@ async def test_one_prediction_per_event_and_duplicates_dead_lettered(
     assert "transactions/0/0" in dead[0].detail
 
 
+async def test_an_event_id_read_again_with_another_entity_is_a_duplicate(
+    steps: Steps, settings: Settings
+) -> None:
+    await steps.scorer.score(FRAUD, [message(tx("e1", account="acc-1"), 0)])
+    outbox = await steps.scorer.score(FRAUD, [message(tx("e1", account="acc-2"), 1)])
+    assert [d["reason"] for d in published(outbox, settings, "deadletter")] == ["duplicate_event"]
+    assert await steps.state.entity("fraud", entity_key(("acc-2",))) == {}
+
+
 async def test_redelivery_republishes_the_same_prediction_without_touching_state(
     steps: Steps, settings: Settings
 ) -> None:
