@@ -78,7 +78,7 @@ class LearnerState:
     def apply(self, entry: JournalEntry) -> LearnOutcome:
         """Feed one journal entry to the lifecycle: what it changed (a scored event: its alerts)."""
         x, y_pred = entry.pending["x"], entry.pending["y_pred"]
-        self.position = entry.position or entry.id
+        self.position = entry.position
         if entry.y is None:
             return LearnOutcome(self.lifecycle.scored(x, y_pred, entry.time))
         if entry.source is not None and entry.source != IMPLICIT_SOURCE:

@@ -44,8 +44,10 @@ With several buckets, the learner reads the buckets' journals merged into one or
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -176,23 +178,28 @@ class JournalEntry:
 
     ``id`` is the Redis stream id (``<ms>-<seq>``): its time is the entry's stream time.
     ``pending`` is what was recorded at scoring time; a label adds its target ``y`` and
-    ``source`` (topic/partition/offset). ``position`` is the journal position once the
-    entry is read, when it is not ``id`` (several journals: a stream id each).
+    ``source`` (topic/partition/offset). With several journals merged, ``positions`` holds
+    the stream id of each once the entry is read.
     """
 
     id: str
     pending: Pending
     y: float | None = None
     source: str | None = None
-    position: str = ""
+    positions: str = ""
 
     @property
     def time(self) -> float:
         """Stream time of the entry, epoch seconds."""
         return int(self.id.split("-", 1)[0]) / 1000.0
 
+    @property
+    def position(self) -> str:
+        """The journal position once this entry is read: where a reader goes on from."""
+        return self.positions or self.id
+
     @classmethod
-    def decode(cls, entry_id: bytes, fields: dict[bytes, bytes], position: str = "") -> JournalEntry:
+    def decode(cls, entry_id: bytes, fields: dict[bytes, bytes], positions: str = "") -> JournalEntry:
         y = fields.get(b"y")
         source = fields.get(b"s")
         return cls(
@@ -200,7 +207,7 @@ class JournalEntry:
             pending=orjson.loads(fields[b"p"]),
             y=float(y) if y is not None else None,
             source=source.decode() if source is not None else None,
-            position=position,
+            positions=positions,
         )
 
 
@@ -230,12 +237,6 @@ def journal_starts(position: str, journals: int) -> list[str]:
             f"{journals} (SCORING_REDIS_CLUSTER_BUCKETS changed, or a single Redis's position on a cluster)"
         )
     return starts
-
-
-def _order(stream_id: bytes | str, journal: int) -> tuple[int, int, int]:
-    """Where an entry of ``journal`` comes in the merged journals: by time, journal, sequence."""
-    ms, _, seq = (stream_id.decode() if isinstance(stream_id, bytes) else stream_id).partition("-")
-    return int(ms), journal, int(seq)
 
 
 class ScriptError(RuntimeError):
@@ -270,6 +271,77 @@ def _decode_prior(raw: bytes, members: Sequence[str]) -> Prior:
     )
 
 
+Order = tuple[int, int, int]
+"""Where an entry comes in the merged journals: its stream time (ms), journal, sequence."""
+
+
+def _order(stream_id: bytes | str, journal: int) -> Order:
+    ms, _, seq = (stream_id.decode() if isinstance(stream_id, bytes) else stream_id).partition("-")
+    return int(ms), journal, int(seq)
+
+
+@dataclass
+class _ReadAhead:
+    """A use case's journals (several) as far as they were read: the entries read and not yet
+    returned, waiting until every journal is known up to them. A read that goes on from
+    ``position`` goes on from here, rather than read them again."""
+
+    position: str  # the journal position once the entries returned so far are read
+    read_to: list[str]  # per journal, the last stream id read
+    waiting: list[deque[tuple[Order, bytes, list[bytes]]]]  # per journal, read and not returned
+    known: list[Order]  # per journal, where an entry not read yet may come, at the earliest
+    last: Order  # the last entry returned
+
+    @classmethod
+    def at(cls, position: str, journals: int) -> _ReadAhead:
+        starts = journal_starts(position, journals)
+        orders = [_order(start, journal) for journal, start in enumerate(starts)]
+        return cls(position, starts, [deque() for _ in starts], orders, max(orders))
+
+    def add(self, use_case: str, journal: int, entries: list[Any], clock: int, *, complete: bool) -> None:
+        """The entries a read of ``journal`` returned, at ``clock`` (its node's, in ms), and all
+        there were (``complete``) or as many as asked."""
+        waiting = self.waiting[journal]
+        for entry_id, fields in entries:
+            order = _order(entry_id, journal)
+            if order < self.last:
+                log.warning(
+                    "%s: journal %d holds entry %s stamped before entries already returned (its node's clock "
+                    "went back, or a failover to a node behind): returned next, out of the merged order",
+                    use_case,
+                    journal,
+                    entry_id.decode(),
+                )
+            waiting.append((order, entry_id, fields))
+        if entries:
+            self.read_to[journal] = entries[-1][0].decode()
+        # Complete: an entry written later is stamped no earlier than the node's clock now.
+        # Else: the next entry comes after the last one read.
+        last = waiting[-1][0] if waiting else self.known[journal]
+        self.known[journal] = (clock, journal, 0) if complete else (last[0], journal, last[2] + 1)
+
+    def take(self, count: int) -> list[JournalEntry]:
+        """Up to ``count`` waiting entries, in the merged order, that every journal is known up to."""
+        bound = min(self.known)
+        heads = [(waiting[0][0], journal) for journal, waiting in enumerate(self.waiting) if waiting]
+        heapq.heapify(heads)
+        positions = journal_starts(self.position, len(self.waiting))
+        read: list[JournalEntry] = []
+        while heads and len(read) < count and heads[0][0] < bound:
+            order, journal = heapq.heappop(heads)
+            waiting = self.waiting[journal]
+            _, entry_id, fields = waiting.popleft()
+            if waiting:
+                heapq.heappush(heads, (waiting[0][0], journal))
+            positions[journal] = entry_id.decode()
+            record = dict(zip(fields[::2], fields[1::2], strict=True))
+            read.append(JournalEntry.decode(entry_id, record, ",".join(positions)))
+            self.last = order
+        if read:
+            self.position = read[-1].position
+        return read
+
+
 # The fewest entries the learner reads from each of several journals at a time; how many
 # times it reads again, and after how long, when it found entries of the current millisecond.
 _MERGED_READ_MIN = 64
@@ -289,6 +361,7 @@ class StateStore:
         self._script = client.register_script(_SCRIPT)
         self._event_ttl = 2 * settings.label_ttl_seconds
         self._buckets: dict[str, Buckets] = {}
+        self._ahead: dict[str, _ReadAhead] = {}  # per use case with several journals
 
     def buckets(self, use_case: str) -> Buckets:
         """Where ``use_case``'s keys live."""
@@ -593,53 +666,35 @@ class StateStore:
                 await self._redis.xread({journals[0]: after}, count=count, block=block_ms),
             )
             return [JournalEntry.decode(i, f) for _, entries in reply for i, f in entries]
-        starts = journal_starts(after, len(journals))
         for _ in range(_MERGED_READ_TRIES):
-            read, unknown = await self._read_merged(use_case, starts, count)
-            if read or not unknown:
+            read, unknown = await self._read_merged(use_case, after, count)
+            if not unknown:
                 break
             await asyncio.sleep(_MERGED_READ_PAUSE)
         if not read and block_ms:
             await asyncio.sleep(block_ms / 1000)
         return read
 
-    async def _read_merged(
-        self, use_case: str, starts: Sequence[str], count: int
-    ) -> tuple[list[JournalEntry], bool]:
-        """The entries after ``starts`` that every journal is known up to, in the merged order;
+    async def _read_merged(self, use_case: str, after: str, count: int) -> tuple[list[JournalEntry], bool]:
+        """The entries after ``after`` that every journal is known up to, in the merged order;
         and whether entries were read that are not known to be next yet."""
-        asked = max(_MERGED_READ_MIN, 2 * count // len(starts))
+        journals = len(self.buckets(use_case).prefixes)
+        ahead = self._ahead.get(use_case)
+        if ahead is None or ahead.position != after:  # not where the last read ended: start there
+            ahead = self._ahead[use_case] = _ReadAhead.at(after, journals)
+        asked = max(_MERGED_READ_MIN, count // journals)
         replies = await self._each(
             use_case,
             "read",
-            *self._everywhere(use_case),
-            lambda journal, _: {"after": starts[journal], "count": asked},
+            (j for j in range(journals) if len(ahead.waiting[j]) < asked),
+            range(journals),
+            lambda journal, _: {"after": ahead.read_to[journal], "count": asked},
             None,
         )
-        found: list[tuple[tuple[int, int, int], int, bytes, list[bytes]]] = []
-        known = (2**63, 0, 0)  # every journal is known up to here (exclusive)
         for journal, (clock, entries) in replies.items():
-            found += [(_order(entry_id, journal), journal, entry_id, fields) for entry_id, fields in entries]
-            if len(entries) == asked:
-                last = _order(entries[-1][0], journal)
-                known = min(known, (last[0], journal, last[2] + 1))
-            else:
-                known = min(known, (int(clock), journal, 0))
-        ready = sorted(item for item in found if item[0] < known)[:count]
-        if ready and ready[0][0] <= max(_order(start, j) for j, start in enumerate(starts)):
-            log.warning(
-                "%s: journal %d holds entry %s stamped before entries already learned (its node's clock "
-                "went back, or a failover to a node behind it): learned now, out of the merged order",
-                use_case,
-                ready[0][1],
-                ready[0][2].decode(),
-            )
-        positions, read = list(starts), []
-        for _, journal, entry_id, fields in ready:
-            positions[journal] = entry_id.decode()
-            record = dict(zip(fields[::2], fields[1::2], strict=True))
-            read.append(JournalEntry.decode(entry_id, record, ",".join(positions)))
-        return read, len(ready) < len(found)
+            ahead.add(use_case, journal, entries, int(clock), complete=len(entries) < asked)
+        read = ahead.take(count)
+        return read, not read and any(ahead.waiting)
 
     async def journal_head(self, use_case: str) -> str | None:
         """The journal position of the newest entries, if any."""
