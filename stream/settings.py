@@ -141,6 +141,14 @@ class Settings(BaseSettings):
     rollback_confirm_labels: int = _setting(
         2000, "Labels after which, undecided, the watch takes the live version as its new reference.", ge=1
     )
+    canary: str = _setting(
+        "",
+        "Fraction of entities a version that passed the gate serves first, per use case "
+        "(`use case=fraction,...`, e.g. `fraud=0.1`; default none: it serves every entity at once).",
+    )
+    canary_labels: int = _setting(
+        500, "Labels of events a canary served after which, not found worse, it serves every entity.", ge=1
+    )
     model_signing_key: str = _setting(
         "insecure-development-key",
         "HMAC key signing model snapshots and checkpoints; set a secret in production.",
@@ -168,9 +176,8 @@ class Settings(BaseSettings):
         ".scoring", "Folder of the local stack (`scoring up`): data, logs, pids.", min_length=1
     )
 
-    @property
-    def release(self) -> ReleaseConfig:
-        """The gate's and the watch's parameters, for every use case's learner."""
+    def release(self, use_case: str) -> ReleaseConfig:
+        """The gate's, the watch's and the canary's parameters for the learner of ``use_case``."""
         return ReleaseConfig(
             tolerance=self.gate_tolerance,
             min_labels=self.gate_min_labels,
@@ -178,7 +185,17 @@ class Settings(BaseSettings):
             alpha=self.rollback_alpha,
             watch_min_labels=self.rollback_min_labels,
             confirm_labels=self.rollback_confirm_labels,
+            canary_fraction=self.canary_fractions().get(use_case, 0.0),
+            canary_labels=self.canary_labels,
         )
+
+    def canary_fractions(self) -> dict[str, float]:
+        """Use case -> fraction of entities its canaries serve (use cases without one left out).
+
+        >>> Settings(canary="fraud=0.1").canary_fractions()
+        {'fraud': 0.1}
+        """
+        return _fractions(self.canary, self.use_cases)
 
     @field_validator("use_cases_file")
     @classmethod
@@ -191,6 +208,13 @@ class Settings(BaseSettings):
     def _pipelines_exist(cls, value: str, info: ValidationInfo) -> str:
         if "use_cases_file" in info.data:  # else the file was refused: that is the problem to show
             _choose(str(info.field_name), value, declared(info.data["use_cases_file"]))
+        return value
+
+    @field_validator("canary")
+    @classmethod
+    def _fractions_valid(cls, value: str, info: ValidationInfo) -> str:
+        if "use_cases_file" in info.data:
+            _fractions(value, declared(info.data["use_cases_file"]))
         return value
 
     @model_validator(mode="after")
@@ -206,7 +230,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _release_consistent(self) -> Settings:
-        _ = self.release  # ReleaseConfig says what does not fit, e.g. a confirmation before a decision
+        for use_case in self.use_cases:  # ReleaseConfig says what does not fit, e.g. a confirmation
+            self.release(use_case.name)  # before a decision, or a canary of every entity
         return self
 
     @classmethod
@@ -268,24 +293,42 @@ class Settings(BaseSettings):
 
 
 def _choose(role: str, value: str, use_cases: tuple[UseCase[Any, Any], ...]) -> dict[str, str | None]:
-    pairs = [item.split("=", 1) for item in value.replace(" ", "").split(",") if item]
-    if any(len(pair) != 2 for pair in pairs):
-        raise ValueError("expected `use case=pipeline,...`")
-    overrides = dict(pairs)
+    overrides = _assignments(value, use_cases, "pipeline")
     chosen: dict[str, str | None] = {}
     for use_case in use_cases:
         default = use_case.champion if role == "champions" else use_case.challenger
-        name = overrides.pop(use_case.name, default)
+        name = overrides.get(use_case.name, default)
         if name == NO_CHALLENGER and role == "challengers":
             name = None
         if name is not None and name not in CANDIDATES[use_case.task]:
             known = ", ".join(CANDIDATES[use_case.task])
             raise ValueError(f'{use_case.name}: unknown pipeline "{name}" (one of: {known})')
         chosen[use_case.name] = name
-    if overrides:
-        known = ", ".join(uc.name for uc in use_cases)
-        raise ValueError(f"unknown use case {', '.join(overrides)} (one of: {known})")
     return chosen
+
+
+def _assignments(value: str, use_cases: tuple[UseCase[Any, Any], ...], what: str) -> dict[str, str]:
+    """``use case=value,...`` as a dict, every use case known."""
+    pairs = [item.split("=", 1) for item in value.replace(" ", "").split(",") if item]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"expected `use case={what},...`")
+    unknown = [name for name, _ in pairs if name not in {uc.name for uc in use_cases}]
+    if unknown:
+        known = ", ".join(uc.name for uc in use_cases)
+        raise ValueError(f"unknown use case {', '.join(unknown)} (one of: {known})")
+    return dict(pairs)
+
+
+def _fractions(value: str, use_cases: tuple[UseCase[Any, Any], ...]) -> dict[str, float]:
+    fractions = {}
+    for name, text in _assignments(value, use_cases, "fraction").items():
+        try:
+            fractions[name] = float(text)
+        except ValueError:
+            raise ValueError(f"{name}: {text!r} is not a fraction") from None
+        if not 0.0 <= fractions[name] < 1.0:
+            raise ValueError(f"{name}: a canary serves a fraction of entities within [0, 1), not {text}")
+    return {name: f for name, f in fractions.items() if f}
 
 
 _DEFAULTS: dict[str, Any] = {name: f.default for name, f in Settings.model_fields.items()}

@@ -364,8 +364,16 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
             for name in [args.model] if args.model else [uc.name for uc in USE_CASES]:
                 live = await registry.live(name)
                 print(f"{name}: live {live or '(none published yet)'}")
+                canary = await registry.canary_of(name)
+                if canary is not None:
+                    print(f"  canary {canary}")
                 for entry in await registry.history(name, 3):
-                    print(f"  rolled back to {entry['version']} from {entry['previous']} by {entry['by']}")
+                    if entry["action"] == "canary":
+                        print(f"  canary {entry['version']} {entry['outcome']}: {entry['reason']}")
+                    else:
+                        print(
+                            f"  rolled back to {entry['version']} from {entry['previous']} by {entry['by']}"
+                        )
                 for record in await registry.versions(name, args.limit):
                     print("  " + _version_line(record, record["version"] == live))
         elif args.action in ("show", "card"):
@@ -379,7 +387,7 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
             if args.action == "show":
                 print(json.dumps({**record, "live": record["version"] == live}, indent=2))
             else:
-                rollbacks = [
+                history = [
                     entry
                     for entry in await registry.history(record["model"], 1000)
                     if version in (entry.get("version"), entry.get("previous"))
@@ -387,9 +395,10 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
                 model_card = card(
                     record,
                     lineage=await registry.lineage(version),
-                    rollbacks=rollbacks,
+                    history=history,
                     use_case=use_case(record["model"], settings.use_cases),
                     live=live,
+                    canary=await registry.canary_of(record["model"]),
                 )
                 print(
                     json.dumps(model_card, indent=2) if args.format == "json" else markdown(model_card),
