@@ -28,7 +28,8 @@ restores a checkpoint and replays the journal decides exactly as one that never 
   the same features, in the watch's test (its own instance): worse, the canary is rolled
   back and the champion starts over from the live version (nothing learned from the bad
   lineage is published); after ``canary_labels`` labels without that decision, it is
-  promoted to every entity.
+  promoted to every entity if its mean loss is within the tolerance of the live version's
+  on those labels, else rolled back the same way.
 
 Each raises its alerts through :class:`models.drift.Alerts`: ``version_held`` opens when
 the gate first holds a candidate, is updated every ``update_every`` held candidates, and
@@ -413,14 +414,20 @@ class Release:
 
     def _judge_canary(self, y: float, served_pred: float, live_pred: float, t: float) -> list[AlertChange]:
         self.canary.add(y, served_pred, live_pred)
-        if not self.canary.worse:
+        if self.canary_outcome != "rolled_back":
             return []
-        test = self.canary.test
+        test, canary = self.canary.test, self.canary
+        why = (
+            f"it lost {test.mean_difference:.4g} more per label than {self.live_version} (mSPRT, alpha "
+            f"{self.config.alpha})"
+            if canary.worse
+            else f"its mean loss {canary.served_loss / test.n:.4g} is above {1 + self.config.tolerance:g} "
+            f"times {self.live_version}'s {canary.reference_loss / test.n:.4g}"
+        )
         return self._rolled_back(
-            self.canary,
+            canary,
             f"canary {self.canary_version} rolled back: on the {test.n} labels of the events it served "
-            f"({self.config.canary_fraction:.0%} of entities) it lost {test.mean_difference:.4g} more per "
-            f"label than {self.live_version} (mSPRT, alpha {self.config.alpha})",
+            f"({self.config.canary_fraction:.0%} of entities) {why}",
             t,
         )
 
@@ -432,12 +439,15 @@ class Release:
 
     @property
     def canary_outcome(self) -> CanaryOutcome | None:
-        """What the canary's labels decided so far (``None``: nothing yet, or no canary)."""
-        if self.canary_version is None:
+        """What the canary's labels decided so far (``None``: nothing yet, or no canary): rolled
+        back as soon as the test finds it worse; after ``canary_labels`` labels, promoted if its
+        mean loss is at most ``1 + tolerance`` times the live version's, else rolled back."""
+        canary = self.canary
+        if self.canary_version is None or not (canary.worse or canary.confirmed):
             return None
-        if self.canary.worse:
+        if canary.worse or canary.served_loss > (1.0 + self.config.tolerance) * canary.reference_loss:
             return "rolled_back"
-        return "promoted" if self.canary.confirmed else None
+        return "promoted"
 
     # -- versions ----------------------------------------------------------------------
 

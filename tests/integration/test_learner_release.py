@@ -29,6 +29,9 @@ class Inverted(OnlineModel):
     def predict_one(self, x: dict[str, float | str]) -> float:
         return 1.0 - super().predict_one(x)
 
+    def predict_many(self, xs: Sequence[dict[str, float | str]]) -> list[float]:
+        return [self.predict_one(x) for x in xs]  # as a worker scores a batch
+
 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[aioredis.Redis]:

@@ -11,7 +11,6 @@ from models.online import OnlineModel
 from models.pipelines import CANDIDATES
 from models.release import Release, ReleaseConfig
 
-
 LR = "logistic_regression"
 
 
