@@ -36,13 +36,14 @@ from confluent_kafka import (
 )
 
 from stream.kafka import ensure_topics
-from stream.records import Alert, DeadLetter, Prediction, Record, Rejection, parse, payload_text
+from stream.records import Alert, AuditRecord, DeadLetter, Prediction, Record, Rejection, parse, payload_text
 from stream.settings import Settings
-from stream.usecases import ALERTS_TOPIC, DEADLETTER_TOPIC, USE_CASES
+from stream.usecases import ALERTS_TOPIC, AUDIT_TOPIC, DEADLETTER_TOPIC, USE_CASES
 
 _RECORD_TYPES: dict[str, type[Record]] = {
     DEADLETTER_TOPIC: DeadLetter,
     ALERTS_TOPIC: Alert,
+    AUDIT_TOPIC: AuditRecord,
     **{uc.prediction_topic: Prediction for uc in USE_CASES},
     **{uc.label_topic: uc.label_type for uc in USE_CASES},
     **{uc.event_topic: uc.event_type for uc in USE_CASES},

@@ -149,7 +149,7 @@ class ReleaseConfig:
             raise ValueError("alpha must be within (0, 1)")
         if not 0.0 <= self.canary_fraction < 1.0:
             raise ValueError("a canary serves a fraction of entities within [0, 1)")
-        if self.canary_labels < self.watch_min_labels:
+        if self.canary_fraction and self.canary_labels < self.watch_min_labels:
             raise ValueError(
                 f"a canary would be promoted after {self.canary_labels} labels, before the test may "
                 f"decide ({self.watch_min_labels}): SCORING_CANARY_LABELS must be >= "

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # not re-exported by .admin for type checkers
 
@@ -56,6 +56,35 @@ class KafkaLog:
 
     def _line(self, level: int, text: str) -> None:
         KAFKA_LOG.log(level, "kafka %s: %s", self.bootstrap, _VARYING.sub("", text))
+
+
+def deliver(
+    settings: Settings, records: Iterable[tuple[str, bytes, bytes]], timeout: float = ADMIN_TIMEOUT_SECONDS
+) -> None:
+    """Produce ``(namespaced topic, key, value)`` records and wait until the broker has each.
+
+    For the commands' few records (an audit record); the worker has its own publisher. Raises
+    :class:`KafkaException` when one is not delivered within ``timeout`` seconds.
+    """
+    failed: list[KafkaError] = []
+
+    def delivered(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            failed.append(error)
+
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "enable.idempotence": True,
+            "message.timeout.ms": int(timeout * 1000),
+            **KafkaLog(settings.kafka_bootstrap).options(),
+        }
+    )
+    for topic, key, value in records:
+        producer.produce(topic, value, key, on_delivery=delivered)
+    left = producer.flush(timeout)
+    if failed or left:
+        raise KafkaException(failed[0] if failed else KafkaError(KafkaError._MSG_TIMED_OUT))
 
 
 def ensure_topics(settings: Settings, names: Iterable[str], timeout: float = ADMIN_TIMEOUT_SECONDS) -> None:

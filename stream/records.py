@@ -193,6 +193,31 @@ class Alert(Record):
     detail: str = ""
 
 
+AuditAction = Literal["rollback", "promotion", "canary", "bootstrap", "erase"]
+
+
+class AuditRecord(Record):
+    """One administrative action, on ``audit``: who did what to which model, when, and what
+    changed (``before`` and ``after``: the live version, or the champion's pipeline).
+
+    ``actor`` is the operator (``user@host`` of a command; the API's token name) or the service
+    itself: ``learner`` (a challenger promoted), ``watch`` (an automatic rollback), ``canary``
+    (a canary promoted or rolled back). The learner's records take their ``id`` and ``at`` from
+    the journal entry that decided them, so a learner that replays its journal after a crash
+    publishes the same records again: consumers keep one per ``id``.
+    """
+
+    id: str
+    action: AuditAction
+    actor: str
+    at: dt.datetime
+    model: str
+    target: str
+    before: str | None = None
+    after: str | None = None
+    detail: str = ""
+
+
 class Rejection(BaseModel):
     """Why a payload was not accepted: a stable ``reason`` code and a human ``detail``."""
 

@@ -46,14 +46,14 @@ from models.drift.estimate import METRICS as ESTIMATED_METRICS
 from models.lifecycle import LearnOutcome, ModelLifecycle
 from models.online import OnlineModel
 from models.release import CanaryOutcome, version_number
-from stream.records import Alert
+from stream.records import Alert, AuditAction, AuditRecord
 from stream.runtime import metrics
 from stream.runtime.registry import DeclarationMismatch, ModelRegistry, RegistryError, check_declaration
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.served import configured_champion, configured_pipeline
 from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
-from stream.usecases import ALERTS_TOPIC, IMPLICIT_SOURCE, UseCase
+from stream.usecases import ALERTS_TOPIC, AUDIT_TOPIC, IMPLICIT_SOURCE, UseCase
 
 log = logging.getLogger(__name__)
 
@@ -210,16 +210,19 @@ class Learner:
             self._changed |= entry.y is not None
             if outcome.rollback is not None:
                 await self._raise(alerts)
-                await self._roll_back(outcome.rollback, outcome.alerts)
+                await self._roll_back(outcome.rollback, outcome.alerts, entry)
                 return
             if outcome.canary is not None:
                 await self._raise(alerts)
-                await self._conclude(outcome.canary, outcome.alerts)
+                await self._conclude(outcome.canary, outcome.alerts, entry)
                 return
             if outcome.promoted:
-                alerts += self._promotion(entry)
-                await self._raise(alerts)
+                promotion = self._promotion(entry)
+                await self._raise([*alerts, *promotion])
                 alerts = []
+                contest = state.lifecycle.contest
+                before, after = contest.challenger_name, contest.champion_name
+                await self._audit(entry, "promotion", "learner", after, before, after, promotion[0].detail)
                 await self._save(force=True, reason="promotion")
                 if self.state is None:
                     return  # the lease or the live version moved: the next step restores
@@ -379,7 +382,7 @@ class Learner:
             log.warning("%s: cannot record the held candidate (%s); the learner restores", self.name, outcome)
             self._follow()
 
-    async def _roll_back(self, target: str, changes: Sequence[AlertChange]) -> None:
+    async def _roll_back(self, target: str, changes: Sequence[AlertChange], entry: JournalEntry) -> None:
         """The watch found the versions served since ``target`` worse: make it live, learn on from it."""
         detail = next((c.detail for c in changes if c.kind == "rollback"), "")
         try:
@@ -397,9 +400,12 @@ class Learner:
             return
         metrics.ROLLBACKS.labels(self.name).inc()
         log.error("%s: rolled back from %s to %s: %s", self.name, previous, target, detail)
+        await self._audit(entry, "rollback", "watch", target, previous, target, detail)
         await self._adopt_live()
 
-    async def _conclude(self, outcome: CanaryOutcome, changes: Sequence[AlertChange]) -> None:
+    async def _conclude(
+        self, outcome: CanaryOutcome, changes: Sequence[AlertChange], entry: JournalEntry
+    ) -> None:
         """The canary was decided (the lifecycle has concluded it): make that the registry's state."""
         assert self.state is not None
         release = self.state.lifecycle.release
@@ -425,6 +431,7 @@ class Learner:
             return
         metrics.CANARY_OUTCOMES.labels(self.name, outcome).inc()
         (log.info if promote else log.error)("%s: canary %s %s: %s", self.name, canary, outcome, detail)
+        await self._audit(entry, "canary", "canary", canary, self.version, live, f"{outcome}: {detail}")
         self.version = live
         metrics.PUBLISHED_VERSION.labels(self.name).set(version_number(live))
         self._published_position = self.state.position
@@ -504,6 +511,34 @@ class Learner:
             detail=detail,
         )
         return [opened, opened.model_copy(update={"state": "resolve"})]
+
+    async def _audit(
+        self,
+        entry: JournalEntry,
+        action: AuditAction,
+        actor: str,
+        target: str,
+        before: str | None,
+        after: str | None,
+        detail: str,
+    ) -> None:
+        """Publish what the learner did on ``audit``, as of the journal ``entry`` that decided it.
+
+        Published once the registry has done it: a crash in between loses the record (the
+        registry's history keeps rollbacks and canaries' outcomes).
+        """
+        record = AuditRecord(
+            id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"scoring/{self.name}/audit/{action}/{entry.id}")),
+            action=action,
+            actor=actor,
+            at=_utc(entry.time),
+            model=self.name,
+            target=target,
+            before=before,
+            after=after,
+            detail=detail,
+        )
+        await self._publish([(self.settings.topic(AUDIT_TOPIC), record.id.encode(), record.to_json())])
 
     async def _raise(self, alerts: Sequence[Alert]) -> None:
         if not alerts:

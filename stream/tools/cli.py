@@ -11,13 +11,16 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from stream.settings import Settings, problems
 from stream.tools.simulator import HISTORY_ROWS_PER_DAY, SimulationConfig
 from stream.usecases import DEADLETTER_TOPIC, USE_CASES
+
+if TYPE_CHECKING:
+    from stream.records import AuditAction
 
 
 def _simulation_args(parser: argparse.ArgumentParser, *, transactions: int, sales: int, rate: float) -> None:
@@ -285,6 +288,50 @@ def _bootstrap(settings: Settings, args: argparse.Namespace) -> int:
         print(f"scoring bootstrap: {refused}", file=sys.stderr)
         return 1
     print("\n".join(outcome.lines))
+    if outcome.status == "unchanged":
+        return 0
+    return _audit(
+        settings,
+        "bootstrap",
+        model=args.use_case,
+        target=f"{args.file} (sha256 {outcome.sha256})",
+        before=outcome.previous,
+        after=outcome.version,
+        detail=outcome.lines[-1],
+    )
+
+
+def _operator() -> str:
+    """Who runs this command: ``user@host``."""
+    import getpass
+    import socket
+
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _audit(settings: Settings, action: AuditAction, **what: Any) -> int:
+    """Record an operator's action on ``audit`` (it is done already): 0, or 1 if it could not be."""
+    import uuid
+
+    from confluent_kafka import KafkaException
+
+    from stream.kafka import deliver
+    from stream.records import AuditRecord
+    from stream.usecases import AUDIT_TOPIC
+
+    record = AuditRecord(
+        id=str(uuid.uuid4()),
+        action=action,
+        actor=_operator(),
+        at=dt.datetime.now(dt.UTC),
+        **what,
+    )
+    try:
+        deliver(settings, [(settings.topic(AUDIT_TOPIC), record.id.encode(), record.to_json())])
+    except KafkaException as exc:
+        print(f"scoring: done, but its audit record could not be delivered: {exc}", file=sys.stderr)
+        print(record.to_json().decode(), file=sys.stderr)  # kept in the command's output instead
+        return 1
     return 0
 
 
@@ -348,13 +395,11 @@ def _write_history(args: argparse.Namespace) -> int:
 
 
 async def _models(settings: Settings, args: argparse.Namespace) -> int:
-    import getpass
-    import socket
 
     import redis.asyncio as aioredis
 
     from stream.cards import card, markdown
-    from stream.runtime.registry import ModelRegistry, RegistryError
+    from stream.runtime.registry import ModelRegistry, RegistryError, use_case_of
     from stream.usecases import use_case
 
     client = aioredis.Redis.from_url(settings.redis_url)
@@ -405,11 +450,19 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
                     end="",
                 )
         elif args.action == "rollback":
-            operator = f"{getpass.getuser()}@{socket.gethostname()}"
-            previous = await registry.rollback(args.version, by=operator, reason=args.reason)
+            previous = await registry.rollback(args.version, by=_operator(), reason=args.reason)
             print(
                 f"{args.version} is live (was {previous}); workers score with it within "
                 f"{settings.model_poll_seconds:g} s, and the learner goes on learning from it"
+            )
+            return _audit(
+                settings,
+                "rollback",
+                model=use_case_of(args.version),
+                target=args.version,
+                before=previous,
+                after=args.version,
+                detail=args.reason,
             )
         else:
             blob = await registry.snapshot(args.version)

@@ -14,8 +14,9 @@ letters), transactions an hour older than their account's latest (out-of-order e
 a concept drift (the fraud labels of the last third of the transactions flipped, as in
 ``test_lifecycle.py``) that opens an alert and makes the versions served since the watch's
 reference worse than it (a rollback). Demand's versions go through a canary (30 % of the
-products, concluded after 100 of its labels), so both arms are served. The worker starts while its Redis refuses connections
-(a relay opened once the worker has said it waits), so that its retries count.
+products, concluded after 100 of its labels), so both arms are served. The worker starts
+while its Redis refuses connections (a relay opened once the worker has said it waits), so
+that its retries count.
 """
 
 from __future__ import annotations

@@ -12,13 +12,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from models import snapshot
-from stream.records import Alert, Prediction
+from stream.records import Alert, AuditRecord, Prediction
 from stream.runtime.learner import Learner, version_record
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.served import in_canary
 from stream.settings import Settings
-from stream.usecases import FRAUD
+from stream.usecases import AUDIT_TOPIC, FRAUD
 from tests.integration.test_learner_release import Inverted
 from tests.integration.test_scoring import Steps, message, new_steps, predictions, tx
 
@@ -48,6 +48,7 @@ class Worker:
         self.settings = settings
         self.steps: Steps = new_steps(settings, client, [FRAUD])
         self.alerts: list[Alert] = []
+        self.audit: list[AuditRecord] = []
         self.registry = ModelRegistry(client, settings)
         self.learner = Learner(
             settings, FRAUD, self.steps.state, self.registry, self.publish, ErrorPolicy(settings)
@@ -57,7 +58,11 @@ class Worker:
         self.served: list[Prediction] = []
 
     async def publish(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
-        self.alerts += [Alert.model_validate_json(value) for _, _, value in records]
+        for topic, _, value in records:
+            if topic.endswith(AUDIT_TOPIC):
+                self.audit.append(AuditRecord.model_validate_json(value))
+            else:
+                self.alerts.append(Alert.model_validate_json(value))
 
     async def round(self, n: int = 200) -> list[Prediction]:
         """``n`` transactions scored (fraud: amounts above 400), their labels joined, one learner step."""
@@ -144,6 +149,9 @@ async def test_a_good_canary_is_promoted_and_a_broken_one_serves_only_its_fracti
     history = await registry.history("fraud", 1)
     assert history[0]["outcome"] == "rolled_back" and history[0]["version"] == broken
     assert [(a.state, a.severity) for a in worker.alerts if a.kind == "rollback"] == [("open", "critical")]
+    audit = [(r.action, r.actor, r.target, r.before, r.after) for r in worker.audit]
+    assert ("canary", "canary", first, "fraud.0", first) in audit
+    assert ("canary", "canary", broken, live, live) in audit
     after = await worker.round()
     assert broken not in {p.model_version for p in after} and await worker.canary() != broken
     assert {p.model_version for p in after if p.arm == "live"} == {live}

@@ -228,4 +228,4 @@ def test_a_canary_of_every_entity_or_settled_before_it_may_be_judged_is_refused(
     with pytest.raises(ValueError, match="fraction"):
         ReleaseConfig(canary_fraction=1.0)
     with pytest.raises(ValueError, match="SCORING_CANARY_LABELS"):
-        ReleaseConfig(watch_min_labels=200, canary_labels=100)
+        ReleaseConfig(watch_min_labels=200, canary_fraction=0.1, canary_labels=100)
