@@ -28,11 +28,11 @@ import faust
 import mode.loop
 import mode.utils.logging
 import prometheus_client
-import redis.asyncio as aioredis
 from faust.app.base import BootStrategy
 from mode.types.signals import BaseSignalT
 
-from stream.kafka import ensure_topics
+from stream.kafka import ensure_topics, tls_context
+from stream.redis_client import redis_client
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.service import ScoringService
 from stream.settings import DEVELOPMENT_SIGNING_KEY, Settings
@@ -55,6 +55,7 @@ def faust_app(settings: Settings, app_id: str) -> faust.App:
     return faust.App(
         app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=broker_credentials(settings),
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.heartbeat_interval_seconds,
         consumer_auto_offset_reset="earliest",
@@ -65,6 +66,19 @@ def faust_app(settings: Settings, app_id: str) -> faust.App:
         value_serializer="raw",
         datadir=str(datadir),
     )
+
+
+def broker_credentials(settings: Settings) -> faust.auth.Credentials | None:
+    """Faust's form of :func:`stream.kafka.kafka_config`'s TLS and SASL; ``None`` for plaintext."""
+    context = tls_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(  # SASL_SSL when given a TLS context, else SASL_PLAINTEXT
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value(),
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    return None if context is None else faust.SSLCredentials(context)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -125,8 +139,8 @@ async def wait_for_services(settings: Settings) -> None:
     logged as one line naming the address.
     """
     policy = ErrorPolicy(settings)
-    cache = aioredis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=START_TIMEOUT_SECONDS, socket_timeout=START_TIMEOUT_SECONDS
+    cache = redis_client(
+        settings, socket_connect_timeout=START_TIMEOUT_SECONDS, socket_timeout=START_TIMEOUT_SECONDS
     )
     try:
         await asyncio.gather(
