@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import ssl
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,14 @@ import faust
 import mode.loop
 import mode.utils.logging
 import prometheus_client
+import redis
+import redis.asyncio as aioredis
 from faust.app.base import BootStrategy
 from mode.types.signals import BaseSignalT
 
 from stream.kafka import ensure_topics, tls_context
 from stream.redis_client import redis_client
-from stream.runtime.retry import ErrorPolicy
+from stream.runtime.retry import ErrorPolicy, reason
 from stream.runtime.service import ScoringService
 from stream.settings import DEVELOPMENT_SIGNING_KEY, Settings
 from stream.usecases import all_topics
@@ -117,8 +120,13 @@ def run_worker(settings: Settings) -> None:
         asyncio.run(wait_for_services(settings))
     except KeyboardInterrupt:
         return  # stopped while it waited: there is nothing to shut down yet
+    except ServiceRefused as refused:
+        raise SystemExit(f"scoring worker: {refused}") from refused
     if settings.model_signing_key == DEVELOPMENT_SIGNING_KEY:
-        log.warning("model snapshots are signed with the development key: set SCORING_MODEL_SIGNING_KEY")
+        log.warning(
+            "model snapshots are signed with the development key (allowed on loopback only): "
+            "set SCORING_MODEL_SIGNING_KEY"
+        )
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port)
         log.info("metrics on :%d/metrics", settings.metrics_port)
@@ -132,11 +140,21 @@ def run_worker(settings: Settings) -> None:
     worker.execute_from_commandline()
 
 
+class ServiceRefused(Exception):
+    """Redis answered but refused the connection as configured: trying again cannot help."""
+
+
 async def wait_for_services(settings: Settings) -> None:
     """Return once the broker (the worker's topics created) and Redis answer.
 
     Until then each is tried again with the error policy's backoff, and each failed try
     logged as one line naming the address.
+
+    Raises
+    ------
+    ServiceRefused
+        When Redis refuses the password of ``SCORING_REDIS_URL``, or its TLS handshake
+        fails (say, a certificate that ``SCORING_REDIS_CA_FILE`` does not vouch for).
     """
     policy = ErrorPolicy(settings)
     cache = redis_client(
@@ -148,7 +166,19 @@ async def wait_for_services(settings: Settings) -> None:
                 "start",
                 lambda: asyncio.to_thread(ensure_topics, settings, all_topics(), START_TIMEOUT_SECONDS),
             ),
-            policy.retrying("start", cache.ping),
+            policy.retrying("start", partial(_ping, cache, policy.redis.address)),
         )
     finally:
         await cache.aclose()
+
+
+async def _ping(cache: aioredis.Redis, address: str) -> None:
+    try:
+        await cache.ping()
+    except redis.ConnectionError as exc:  # an outage, unless it is one of these refusals
+        if isinstance(exc, redis.AuthenticationError) or isinstance(exc.__context__, ssl.SSLError):
+            raise ServiceRefused(
+                f"redis at {address} refused the connection ({reason(exc)}): "
+                "check the password in SCORING_REDIS_URL and SCORING_REDIS_CA_FILE"
+            ) from exc
+        raise
