@@ -150,10 +150,15 @@ def tls_front(port: int, target_port: int, context: ssl.SSLContext) -> Iterator[
         loop.call_soon_threadsafe(server.close)
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
-        for task in asyncio.all_tasks(loop):
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*asyncio.all_tasks(loop), return_exceptions=True))
+        loop.run_until_complete(_cancel_relays())
         loop.close()
+
+
+async def _cancel_relays() -> None:
+    relays = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in relays:
+        task.cancel()
+    await asyncio.gather(*relays, return_exceptions=True)
 
 
 async def _relay(target_port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
