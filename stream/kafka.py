@@ -120,7 +120,7 @@ def deliver(
 
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **kafka_config(settings),
             "enable.idempotence": True,
             "message.timeout.ms": int(timeout * 1000),
             **KafkaLog(settings.kafka_bootstrap).options(),

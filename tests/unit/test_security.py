@@ -28,7 +28,7 @@ import stream.kafka
 import stream.runtime.batches
 import stream.runtime.publisher
 import stream.tools.localstack
-from stream.kafka import ensure_topics, kafka_config, tls_context
+from stream.kafka import deliver, ensure_topics, kafka_config, tls_context
 from stream.runtime.app import broker_credentials, faust_app
 from stream.settings import Settings, problems
 from stream.tools import cli
@@ -230,7 +230,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every confluent-kafka client class the project's modules build, replaced by :func:`_build`."""
     for module, names in [
         (confluent_kafka, ["Producer", "Consumer"]),  # imported where used: the CLI's simulator
-        (stream.kafka, ["AdminClient"]),
+        (stream.kafka, ["AdminClient", "Producer"]),
         (stream.runtime.publisher, ["Producer"]),
         (stream.runtime.batches, ["Consumer"]),
         (consumers.reader, ["Consumer"]),
@@ -258,6 +258,7 @@ async def _no_batches(_batch: Any) -> None:
 
 CLIENTS: dict[str, Callable[[Settings], object]] = {
     "topic creation (worker, reader, simulator, demo)": lambda s: ensure_topics(s, ["x"]),  # not the no-op
+    "audit records (scoring models rollback, scoring bootstrap)": lambda s: deliver(s, []),
     "worker publisher": stream.runtime.publisher.Publisher,
     "worker batch consumer": lambda s: asyncio.run(
         stream.runtime.batches.BatchConsumer(s, ["x"], _no_batches).run()
