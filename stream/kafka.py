@@ -1,5 +1,8 @@
-"""How every Kafka client the project ships is set up: its log, and the topics it needs.
+"""How every Kafka client the project ships is set up: where and how it connects, its log, its topics.
 
+- Every confluent-kafka client starts from :func:`kafka_config` (bootstrap servers, TLS and
+  SASL, in librdkafka's names); Faust's aiokafka clients get the same from
+  :func:`stream.runtime.app.broker_credentials`, built on :func:`tls_context`.
 - librdkafka prints to stderr on its own: :class:`KafkaLog` sends its lines and errors
   through Python logging instead, each naming the broker, repeats paced by
   :class:`stream.backoff.Repeats`.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +33,48 @@ KAFKA_LOG.addFilter(Repeats())
 
 # Parts of librdkafka's lines that change from one repeat to the next.
 _VARYING = re.compile(r"^\[thrd:[^\]]*\]: | \(after \d+ms in state \w+[^)]*\)")
+
+
+def kafka_config(settings: Settings) -> dict[str, str]:
+    """The options every confluent-kafka client of the deployment starts from: servers, TLS, SASL.
+
+    Examples
+    --------
+    >>> kafka_config(Settings(kafka_bootstrap="127.0.0.1:9092"))
+    {'bootstrap.servers': '127.0.0.1:9092', 'security.protocol': 'PLAINTEXT'}
+    >>> sasl = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
+    ...                 kafka_sasl_username="scoring", kafka_sasl_password="s3cret")
+    >>> {k: v for k, v in kafka_config(sasl).items() if k.startswith("sasl")}
+    {'sasl.mechanisms': 'SCRAM-SHA-512', 'sasl.username': 'scoring', 'sasl.password': 's3cret'}
+    """
+    config = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "security.protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        config["sasl.mechanisms"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    if settings.kafka_ssl_ca_file:
+        config["ssl.ca.location"] = settings.kafka_ssl_ca_file
+    if settings.kafka_ssl_cert_file:
+        config["ssl.certificate.location"] = settings.kafka_ssl_cert_file
+        config["ssl.key.location"] = settings.kafka_ssl_key_file
+    return config
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of the Python (aiokafka) clients; ``None`` when the protocol has no TLS.
+
+    It checks the brokers' certificates and host names as librdkafka does with
+    :func:`kafka_config`: against ``kafka_ssl_ca_file``, else the system's CAs.
+    """
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    context = ssl.create_default_context(cafile=settings.kafka_ssl_ca_file or None)
+    if settings.kafka_ssl_cert_file:
+        context.load_cert_chain(settings.kafka_ssl_cert_file, settings.kafka_ssl_key_file)
+    return context
 
 
 class KafkaLog:
@@ -74,7 +120,7 @@ def deliver(
 
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **kafka_config(settings),
             "enable.idempotence": True,
             "message.timeout.ms": int(timeout * 1000),
             **KafkaLog(settings.kafka_bootstrap).options(),
@@ -92,9 +138,7 @@ def ensure_topics(settings: Settings, names: Iterable[str], timeout: float = ADM
 
     Raises :class:`KafkaException` when the broker does not answer within ``timeout`` seconds.
     """
-    admin = AdminClient(
-        {"bootstrap.servers": settings.kafka_bootstrap, **KafkaLog(settings.kafka_bootstrap).options()}
-    )
+    admin = AdminClient({**kafka_config(settings), **KafkaLog(settings.kafka_bootstrap).options()})
     try:
         _create_missing(admin, settings, names, timeout)
     finally:

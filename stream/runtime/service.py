@@ -18,8 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from stream.redis_client import redis_client
 from stream.runtime import metrics
 from stream.runtime.batches import BatchConsumer
 from stream.runtime.joining import LabelJoiner
@@ -45,7 +44,7 @@ class ScoringService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.policy = ErrorPolicy(settings)
-        self.redis = aioredis.Redis.from_url(settings.redis_url)
+        self.redis = redis_client(settings)
         state = StateStore(self.redis, settings)
         registry = ModelRegistry(self.redis, settings)
         self.models = ServedModels(settings, registry, settings.use_cases)

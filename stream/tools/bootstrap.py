@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from models import snapshot
+from stream.redis_client import redis_client
 from stream.runtime.learner import version_record
 from stream.runtime.registry import ModelRegistry, RegistryError
 from stream.runtime.state import StateStore
@@ -138,7 +138,7 @@ async def bootstrap(
 ) -> Outcome:
     """Learn ``use_case`` from the history at ``path`` and publish it live (see the module)."""
     size, sha256 = file_digest(path)
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     try:
         registry, store = ModelRegistry(client, settings), StateStore(client, settings)
         live = await registry.live(use_case.name)

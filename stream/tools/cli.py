@@ -235,12 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "simulate":
         from confluent_kafka import Producer
 
-        from stream.kafka import ensure_topics
+        from stream.kafka import ensure_topics, kafka_config
         from stream.tools import simulator
         from stream.usecases import all_topics
 
         ensure_topics(settings, all_topics())
-        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+        producer = Producer({**kafka_config(settings), "linger.ms": 5})
         messages = simulator.generate(simulation_config(args), start=args.start)
         print(simulator.send(messages, producer, settings.topic))
     elif args.command == "demo":
@@ -396,13 +396,12 @@ def _write_history(args: argparse.Namespace) -> int:
 
 async def _models(settings: Settings, args: argparse.Namespace) -> int:
 
-    import redis.asyncio as aioredis
-
     from stream.cards import card, markdown
+    from stream.redis_client import redis_client
     from stream.runtime.registry import ModelRegistry, RegistryError, use_case_of
     from stream.usecases import use_case
 
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     registry = ModelRegistry(client, settings)
     try:
         if args.action == "list":

@@ -30,7 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
-import redis.asyncio as aioredis
 import rich.progress
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,7 +37,8 @@ from rich.console import Console
 
 from consumers.alerts import CAUGHT_UP_SECONDS, watch
 from consumers.audit import audit
-from stream.kafka import ensure_topics
+from stream.kafka import ensure_topics, kafka_config
+from stream.redis_client import redis_client
 from stream.runtime.registry import ModelRegistry
 from stream.settings import Settings
 from stream.tools import localstack, simulator
@@ -208,7 +208,7 @@ def run(
                 f"{config.label_delay[0]:g}-{config.label_delay[1]:g} s after their events)",
                 file=out,
             )
-            producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+            producer = Producer({**kafka_config(settings), "linger.ms": 5})
             with (
                 ThreadPoolExecutor(max_workers=1) as pool,
                 progress_view(out, events + malformed, labels) as show,
@@ -328,7 +328,7 @@ def summary(settings: Settings, samples: Mapping[str, float]) -> str:
 
 
 async def _models(settings: Settings) -> list[str]:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     registry = ModelRegistry(client, settings)
     lines = []
     try:

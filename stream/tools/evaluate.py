@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from models.evaluation import EvaluationResult, compare, format_table
 from models.online import Features
 from stream.records import Rejection, parse
+from stream.redis_client import redis_client
 from stream.runtime.keys import entity_key
 from stream.runtime.state import Arrival, StateStore
 from stream.settings import Settings
@@ -41,7 +41,7 @@ async def feature_stream(
     ``start`` is passed to :func:`~stream.tools.simulator.labelled_events` (default now): fix it
     for the same stream, time of day included, on every call.
     """
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     store = StateStore(client, settings)
     events: list[tuple[Any, float]] = []
     for topic, payload, label in labelled_events(config, start=start):
@@ -79,9 +79,7 @@ def evaluate(
     settings: Settings, config: SimulationConfig, *, start: dt.datetime | None = None
 ) -> dict[str, Sequence[EvaluationResult]]:
     """Every candidate of every use case, on the simulated stream of ``config`` ending at ``start``."""
-    scratch = Settings.defaults().replace(
-        redis_url=settings.redis_url, namespace=f"eval{uuid.uuid4().hex[:8]}"
-    )
+    scratch = settings.replace(namespace=f"eval{uuid.uuid4().hex[:8]}")
     results: dict[str, Sequence[EvaluationResult]] = {}
     for use_case in USE_CASES:
         rows = asyncio.run(feature_stream(scratch, use_case, config, start=start))
