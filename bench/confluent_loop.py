@@ -20,6 +20,7 @@ from types import FrameType
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from bench.baseline import BaselineScorer
+from stream.kafka import kafka_config
 from stream.settings import Settings
 from stream.usecases import USE_CASES
 
@@ -42,7 +43,7 @@ def run(settings: Settings) -> None:
     logical = {settings.topic(uc.event_topic): uc.event_topic for uc in USE_CASES}
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **kafka_config(settings),
             "group.id": settings.topic("confluent-loop"),
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -53,7 +54,7 @@ def run(settings: Settings) -> None:
     )
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **kafka_config(settings),
             "enable.idempotence": True,
             "linger.ms": 5,
             "compression.type": "lz4",

@@ -36,7 +36,7 @@ from redis.typing import EncodableT, FieldT
 
 from stream.features import Prior
 from stream.records import Transaction
-from stream.runtime.connection import redis_client
+from stream.redis_client import redis_client
 from stream.runtime.keys import entity_key
 from stream.runtime.learner import READ_COUNT
 from stream.runtime.state import START, Pending, StateStore

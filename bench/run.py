@@ -256,7 +256,7 @@ def latency(
 ) -> Result:
     """Offer ``load`` at its pace; each event's send time to its prediction's CreateTime."""
     reader.reset(track_events=True)
-    sent = traffic.send_paced(settings.kafka_bootstrap, load, settings.topic)
+    sent = traffic.send_paced(settings, load)
     deadline = time.monotonic() + 30.0 + bench.opts.latency_seconds
     while len(reader.by_event) < len(sent) and time.monotonic() < deadline:
         _alive_or_fail(processes)
@@ -292,7 +292,7 @@ def labels(bench: Bench, processes: Sequence[Proc], settings: Settings, data: Da
 
     def produce() -> None:
         try:
-            traffic.prefill(settings.kafka_bootstrap, data.labels, settings.topic)
+            traffic.prefill(settings, data.labels)
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
@@ -338,14 +338,14 @@ def labels(bench: Bench, processes: Sequence[Proc], settings: Settings, data: Da
 def _prepare(bench: Bench, namespace: str, data: Dataset) -> Settings:
     settings = bench.settings(namespace)
     ensure_topics(settings, all_topics())
-    traffic.prefill(settings.kafka_bootstrap, data.events, settings.topic)
+    traffic.prefill(settings, data.events)
     bench.say(f"{namespace}: {len(data.events):,} events prefilled, starting")
     return settings
 
 
 def _reader(settings: Settings) -> PredictionReader:
     topics = [settings.topic(uc.prediction_topic) for uc in USE_CASES]
-    return PredictionReader(settings.kafka_bootstrap, topics)
+    return PredictionReader(settings, topics)
 
 
 def variant(bench: Bench, name: str, data: Dataset, load: Sequence[Paced], result: Result) -> None:
@@ -393,7 +393,7 @@ def floor(bench: Bench) -> Result:
     ensure_topics(settings, ["roundtrip"])
     n = round(bench.opts.latency_rate * bench.opts.latency_seconds)
     latencies = traffic.broker_floor(
-        settings.kafka_bootstrap,
+        settings,
         settings.topic("roundtrip"),
         bench.opts.latency_rate,
         bench.opts.latency_seconds,
@@ -438,7 +438,7 @@ def memory(bench: Bench) -> Result:
     )
     events = (m for m in simulator.generate(config, start=START) if m.kind != "label")
     bench.say(f"memory: prefilling {n:,} events")
-    traffic.prefill(settings.kafka_bootstrap, events, settings.topic)
+    traffic.prefill(settings, events)
     redis_pid = bench.service_pid("redis")
     out: Result = {"status": "ok", "events": n, "checkpoint_events": checkpoint}
     timeout = _timeout(n)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from stream.kafka import kafka_config
+from stream.settings import Settings
 from stream.tools import simulator
 
 WARMUP_TIMEOUT_SECONDS = 15.0
@@ -23,13 +25,13 @@ request of its own: at 2,000 messages/s the local broker then burns a whole core
 latency measured is the broker's overload (p99 ~50 ms, against ~12 ms with 5 ms)."""
 
 
-def producer(bootstrap: str, linger_ms: int = 20) -> Producer:
-    return Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms})
+def producer(settings: Settings, linger_ms: int = 20) -> Producer:
+    return Producer({**kafka_config(settings), "linger.ms": linger_ms})
 
 
-def prefill(bootstrap: str, messages: Iterable[simulator.Message], topic_name: Callable[[str], str]) -> int:
-    """Produce ``messages`` as fast as possible; returns how many were delivered."""
-    stats = simulator.send(messages, producer(bootstrap), topic_name, realtime=False)
+def prefill(settings: Settings, messages: Iterable[simulator.Message]) -> int:
+    """Produce ``messages`` to their namespaced topics at full speed; returns how many were delivered."""
+    stats = simulator.send(messages, producer(settings), settings.topic, realtime=False)
     if stats.failed:
         raise RuntimeError(f"prefill: {stats.failed} of {stats.total} messages were not delivered")
     return stats.total
@@ -46,12 +48,10 @@ class Paced:
     event_id: str | None
 
 
-def send_paced(
-    bootstrap: str, messages: Sequence[Paced], topic_name: Callable[[str], str]
-) -> dict[str, float]:
+def send_paced(settings: Settings, messages: Sequence[Paced]) -> dict[str, float]:
     """Produce each message at its ``at`` (seconds from now); returns ``time.time()`` of each event id."""
-    out = producer(bootstrap, linger_ms=LINGER_MS)
-    names = {m.topic: topic_name(m.topic) for m in messages}
+    out = producer(settings, linger_ms=LINGER_MS)
+    names = {m.topic: settings.topic(m.topic) for m in messages}
     sent: dict[str, float] = {}
     begin = time.monotonic()
     for message in messages:
@@ -66,9 +66,9 @@ def send_paced(
     return sent
 
 
-def _assigned_consumer(bootstrap: str, topics: Sequence[str], **config: str | int) -> Consumer:
+def _assigned_consumer(settings: Settings, topics: Sequence[str], **config: str | int) -> Consumer:
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "bench-reader", "enable.auto.commit": False, **config}
+        {**kafka_config(settings), "group.id": "bench-reader", "enable.auto.commit": False, **config}
     )
     metadata = consumer.list_topics(timeout=10)
     partitions = [
@@ -84,7 +84,7 @@ def _assigned_consumer(bootstrap: str, topics: Sequence[str], **config: str | in
 class PredictionReader:
     """Reads prediction topics: how many, first and last CreateTime, and per event id when asked."""
 
-    bootstrap: str
+    settings: Settings
     topics: Sequence[str]
     count: int = 0
     first: float = float("inf")
@@ -93,7 +93,7 @@ class PredictionReader:
     track_events: bool = False
 
     def __post_init__(self) -> None:
-        self._consumer = _assigned_consumer(self.bootstrap, self.topics)
+        self._consumer = _assigned_consumer(self.settings, self.topics)
 
     def reset(self, *, track_events: bool) -> None:
         """Forget what was read so far (the position stays) and say whether to keep event ids."""
@@ -120,13 +120,13 @@ class PredictionReader:
         self._consumer.close()
 
 
-def broker_floor(bootstrap: str, topic: str, rate: float, seconds: float) -> list[float]:
+def broker_floor(settings: Settings, topic: str, rate: float, seconds: float) -> list[float]:
     """Round trips (s) of small messages, produce -> consume, at ``rate`` for ``seconds``.
 
     The consumer's fetch waits at most 10 ms for data; each message carries its send time.
     """
-    consumer = _assigned_consumer(bootstrap, [topic], **{"fetch.wait.max.ms": 10})
-    out = producer(bootstrap, linger_ms=LINGER_MS)
+    consumer = _assigned_consumer(settings, [topic], **{"fetch.wait.max.ms": 10})
+    out = producer(settings, linger_ms=LINGER_MS)
     latencies: list[float] = []
     received = threading.Event()
     done = threading.Event()

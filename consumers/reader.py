@@ -35,14 +35,15 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from stream.kafka import ensure_topics
-from stream.records import Alert, DeadLetter, Prediction, Record, Rejection, parse, payload_text
+from stream.kafka import ensure_topics, kafka_config
+from stream.records import Alert, AuditRecord, DeadLetter, Prediction, Record, Rejection, parse, payload_text
 from stream.settings import Settings
-from stream.usecases import ALERTS_TOPIC, DEADLETTER_TOPIC, USE_CASES
+from stream.usecases import ALERTS_TOPIC, AUDIT_TOPIC, DEADLETTER_TOPIC, USE_CASES
 
 _RECORD_TYPES: dict[str, type[Record]] = {
     DEADLETTER_TOPIC: DeadLetter,
     ALERTS_TOPIC: Alert,
+    AUDIT_TOPIC: AuditRecord,
     **{uc.prediction_topic: Prediction for uc in USE_CASES},
     **{uc.label_topic: uc.label_type for uc in USE_CASES},
     **{uc.event_topic: uc.event_type for uc in USE_CASES},
@@ -273,7 +274,7 @@ def _show(value: object) -> str:
 
 def _consumer_config(settings: Settings, group: str | None, from_beginning: bool) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **kafka_config(settings),
         "group.id": settings.topic(group or f"reader-{uuid.uuid4().hex}"),
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         # A named group commits (in the background and at close) only the offsets stored

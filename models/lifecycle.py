@@ -11,8 +11,12 @@
   the champion's error just before it learns the label), the served scores' realized
   quality and calibration, the release's gate and watch (:class:`models.release.Release`:
   the champion as the candidate against the live version, the versions served against
-  their reference), then the champion/challenger contest, which learns it (the champion
-  predicts it once, for all of them).
+  their reference, a canary against the live version), then the champion/challenger
+  contest, which learns it (the champion predicts it once, for all of them).
+
+A canary decided by a label is concluded at that label (:meth:`models.release.Release.conclude_canary`):
+promoted, it is the live version; rolled back, the champion starts over from the live version,
+so nothing learned after the bad candidate is published.
 
 A promotion or an adopted rollback tells the monitor that another model serves
 (:meth:`models.drift.Monitor.model_replaced`): nothing the service does to its own models
@@ -32,13 +36,14 @@ Examples
 >>> lifecycle.scored(x, 0.0, t=1000.0)
 []
 >>> outcome = lifecycle.learned(x, 0.0, 3.0, t=1002.0, served_version="demand.0")
->>> outcome.promoted, outcome.rollback, lifecycle.labels_learned, lifecycle.champion.labels_learned
-(False, None, 1, 1)
+>>> outcome.promoted, outcome.rollback, outcome.canary, lifecycle.labels_learned
+(False, None, None, 1)
 
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from collections.abc import Callable
@@ -50,7 +55,7 @@ from models.challenger import Contest
 from models.drift import AlertChange, Monitor, MonitorConfig
 from models.online import Features, OnlineModel, new_metric
 from models.pipelines import Task
-from models.release import Release, ReleaseConfig
+from models.release import CanaryOutcome, Release, ReleaseConfig
 
 __all__ = ["LearnOutcome", "ModelLifecycle", "Pipeline"]
 
@@ -65,13 +70,15 @@ Pipeline = tuple[str, Callable[[], base.Estimator]]
 class LearnOutcome:
     """What learning one label changed: alerts, whether the challenger was promoted, what
     the champion and the challenger (``None`` while it warms up) predicted before learning
-    it, and the version the watch rolls back to (``None``: none)."""
+    it, the version the watch rolls back to (``None``: none), and the canary this label
+    concluded (``None``: none)."""
 
     alerts: list[AlertChange] = field(default_factory=list)
     promoted: bool = False
     champion_pred: float = 0.0
     challenger_pred: float | None = None
     rollback: str | None = None
+    canary: CanaryOutcome | None = None
 
 
 class ModelLifecycle:
@@ -130,7 +137,7 @@ class ModelLifecycle:
         )
         config = monitor or MonitorConfig()
         self.monitor = Monitor(name, task, replace(config, exempt=config.exempt | drift_exempt))
-        self.release = Release(name, task, self.contest.champion, release or ReleaseConfig())
+        self.release = Release(name, task, self.contest.champion, champion[0], release or ReleaseConfig())
         self.served_metric = new_metric(task)
         self.labels_learned = 0
         # The served metric's first and latest WINDOW labels, for the model cards.
@@ -170,12 +177,19 @@ class ModelLifecycle:
         )
         if self._challenger and any(a.kind == "concept_drift" and a.state == "open" for a in alerts):
             self.contest.restart_challenger(self._challenger[1], self._challenger[0])
+        canary = None
+        if self.release.canary_outcome is not None:
+            canary, changes = self.release.conclude_canary(t)
+            alerts += changes
+            if canary == "rolled_back":  # the champion descends from the bad canary
+                self.adopt(copy.deepcopy(self.release.live), self.release.live_pipeline, t)
+                before = self.champion.predict_one(x)
         promoted = self.contest.learn(x, y, before)
         if promoted:
             self.monitor.model_replaced(t)
         self.labels_learned += 1
         rollback = self.release.reference_version if self.release.watch.worse else None
-        return LearnOutcome(alerts, promoted, before, self.contest.last_challenger_pred, rollback)
+        return LearnOutcome(alerts, promoted, before, self.contest.last_challenger_pred, rollback, canary)
 
     def served_windows(self) -> dict[str, float | None]:
         """The served metric over the first and the latest :data:`WINDOW` labels (``None``: none yet)."""

@@ -2,7 +2,7 @@
 
 A card is a view of the registry, which stays the source of truth: the version's record,
 its lineage back to the bootstrap (or the first version) that started it, the rollbacks
-that name it, and the use case's declaration when the version was trained under it. It
+and the canary outcome that name it, and the use case's declaration when the version was trained under it. It
 is built by :func:`card` as plain data (``--format json``, and the API's ``GET``) and
 rendered by :func:`markdown` (``--format md``).
 
@@ -14,7 +14,7 @@ Examples
 ...           "labels_learned": 900, "learner_labels": 900, "created_at": 0.0, "metrics": {},
 ...           "gate": {"decision": "passed", "labels": 300, "candidate_loss": 2.0,
 ...                    "live_loss": 2.5, "ratio": 0.8, "tolerance": 0.05, "against": "demand.2"}}
->>> c = card(record, lineage=[record], rollbacks=[], use_case=DEMAND, live="demand.3")
+>>> c = card(record, lineage=[record], history=[], use_case=DEMAND, live="demand.3", canary=None)
 >>> c["status"], c["gate"]["decision"], c["lineage"]["started_by"]
 ('live', 'passed', 'demand.3 (learned)')
 >>> print(markdown(c).splitlines()[0])
@@ -36,9 +36,10 @@ def card(
     record: dict[str, Any],
     *,
     lineage: Sequence[dict[str, Any]],
-    rollbacks: Sequence[dict[str, Any]],
+    history: Sequence[dict[str, Any]],
     use_case: UseCase[Any, Any],
     live: str | None,
+    canary: str | None,
 ) -> dict[str, Any]:
     """The card of the version of ``record``.
 
@@ -49,20 +50,24 @@ def card(
     lineage
         The records from this version back through its parents, as far as they are kept
         (this one first).
-    rollbacks
-        The registry's rollback entries that name this version (to it or from it).
+    history
+        The registry's history entries that name this version: rollbacks (to it or from
+        it) and its canary's outcome.
     use_case
         The deployment's use case of that name; its declaration describes the version when
         the fingerprints agree.
-    live
-        The live version of the model now.
+    live, canary
+        The live version of the model now, and its canary (``None``: none).
     """
     version = record["version"]
     declared = record.get("declaration") == use_case.fingerprint
     declaration = use_case.declaration
     origin = lineage[-1]
     bootstrap = next((r for r in lineage if r.get("reason") == "bootstrap" and "lineage" in r), None)
-    status = "live" if version == live else ("held" if record.get("reason") == "held" else "kept")
+    status = "live" if version == live else "canary" if version == canary else "kept"
+    status = "held" if record.get("reason") == "held" else status
+    fraction = record.get("canary_fraction")
+    outcome = next((e for e in history if e.get("action") == "canary" and e.get("version") == version), None)
     return {
         "version": version,
         "model": record["model"],
@@ -102,8 +107,15 @@ def card(
         },
         "gate": record.get("gate"),
         "watch": record.get("watch"),
-        "canary": record.get("canary"),
-        "rollbacks": list(rollbacks),
+        "canary": {
+            "fraction": fraction,
+            "outcome": outcome["outcome"] if outcome else "serving" if status == "canary" else None,
+            "detail": outcome.get("reason") if outcome else None,
+            "at": _time(outcome.get("at")) if outcome else None,
+        }
+        if fraction
+        else None,
+        "rollbacks": [e for e in history if e.get("action") == "rollback"],
         "drift_at_publication": record.get("open_alerts", []),
         "configuration": record.get("config", {}),
         "known_limits": _limits(record, use_case, declared),

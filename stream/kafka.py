@@ -1,5 +1,8 @@
-"""How every Kafka client the project ships is set up: its log, and the topics it needs.
+"""How every Kafka client the project ships is set up: where and how it connects, its log, its topics.
 
+- Every confluent-kafka client starts from :func:`kafka_config` (bootstrap servers, TLS and
+  SASL, in librdkafka's names); Faust's aiokafka clients get the same from
+  :func:`stream.runtime.app.broker_credentials`, built on :func:`tls_context`.
 - librdkafka prints to stderr on its own: :class:`KafkaLog` sends its lines and errors
   through Python logging instead, each naming the broker, repeats paced by
   :class:`stream.backoff.Repeats`.
@@ -12,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # not re-exported by .admin for type checkers
 
@@ -29,6 +33,48 @@ KAFKA_LOG.addFilter(Repeats())
 
 # Parts of librdkafka's lines that change from one repeat to the next.
 _VARYING = re.compile(r"^\[thrd:[^\]]*\]: | \(after \d+ms in state \w+[^)]*\)")
+
+
+def kafka_config(settings: Settings) -> dict[str, str]:
+    """The options every confluent-kafka client of the deployment starts from: servers, TLS, SASL.
+
+    Examples
+    --------
+    >>> kafka_config(Settings(kafka_bootstrap="127.0.0.1:9092"))
+    {'bootstrap.servers': '127.0.0.1:9092', 'security.protocol': 'PLAINTEXT'}
+    >>> sasl = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
+    ...                 kafka_sasl_username="scoring", kafka_sasl_password="s3cret")
+    >>> {k: v for k, v in kafka_config(sasl).items() if k.startswith("sasl")}
+    {'sasl.mechanisms': 'SCRAM-SHA-512', 'sasl.username': 'scoring', 'sasl.password': 's3cret'}
+    """
+    config = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "security.protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        config["sasl.mechanisms"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    if settings.kafka_ssl_ca_file:
+        config["ssl.ca.location"] = settings.kafka_ssl_ca_file
+    if settings.kafka_ssl_cert_file:
+        config["ssl.certificate.location"] = settings.kafka_ssl_cert_file
+        config["ssl.key.location"] = settings.kafka_ssl_key_file
+    return config
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of the Python (aiokafka) clients; ``None`` when the protocol has no TLS.
+
+    It checks the brokers' certificates and host names as librdkafka does with
+    :func:`kafka_config`: against ``kafka_ssl_ca_file``, else the system's CAs.
+    """
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    context = ssl.create_default_context(cafile=settings.kafka_ssl_ca_file or None)
+    if settings.kafka_ssl_cert_file:
+        context.load_cert_chain(settings.kafka_ssl_cert_file, settings.kafka_ssl_key_file)
+    return context
 
 
 class KafkaLog:
@@ -58,14 +104,41 @@ class KafkaLog:
         KAFKA_LOG.log(level, "kafka %s: %s", self.bootstrap, _VARYING.sub("", text))
 
 
+def deliver(
+    settings: Settings, records: Iterable[tuple[str, bytes, bytes]], timeout: float = ADMIN_TIMEOUT_SECONDS
+) -> None:
+    """Produce ``(namespaced topic, key, value)`` records and wait until the broker has each.
+
+    For the commands' few records (an audit record); the worker has its own publisher. Raises
+    :class:`KafkaException` when one is not delivered within ``timeout`` seconds.
+    """
+    failed: list[KafkaError] = []
+
+    def delivered(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            failed.append(error)
+
+    producer = Producer(
+        {
+            **kafka_config(settings),
+            "enable.idempotence": True,
+            "message.timeout.ms": int(timeout * 1000),
+            **KafkaLog(settings.kafka_bootstrap).options(),
+        }
+    )
+    for topic, key, value in records:
+        producer.produce(topic, value, key, on_delivery=delivered)
+    left = producer.flush(timeout)
+    if failed or left:
+        raise KafkaException(failed[0] if failed else KafkaError(KafkaError._MSG_TIMED_OUT))
+
+
 def ensure_topics(settings: Settings, names: Iterable[str], timeout: float = ADMIN_TIMEOUT_SECONDS) -> None:
     """Create the namespaced topics that do not exist yet (logical names given).
 
     Raises :class:`KafkaException` when the broker does not answer within ``timeout`` seconds.
     """
-    admin = AdminClient(
-        {"bootstrap.servers": settings.kafka_bootstrap, **KafkaLog(settings.kafka_bootstrap).options()}
-    )
+    admin = AdminClient({**kafka_config(settings), **KafkaLog(settings.kafka_bootstrap).options()})
     try:
         _create_missing(admin, settings, names, timeout)
     finally:

@@ -60,6 +60,8 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp)]
 Id = Annotated[str, Field(min_length=1, max_length=200)]
 
 OutputField = Literal["score", "forecast"]
+Arm = Literal["live", "canary"]
+"""Which version served a prediction: the live one, or the canary beside it (README: Release)."""
 """Where a prediction carries its value: a classifier's ``score``, a regressor's ``forecast``."""
 
 
@@ -120,6 +122,7 @@ class Prediction(Record):
     entity: str
     score: float | None = None
     forecast: float | None = None
+    arm: Arm = "live"
 
 
 def prediction_json(
@@ -131,13 +134,14 @@ def prediction_json(
     entity: str,
     output_field: OutputField,
     value: float,
+    arm: Arm,
 ) -> bytes:
     """The bytes of a :class:`Prediction`, made without building one: the scoring hot path.
 
     ``scored_at`` is the ISO-8601 text of a UTC time ending in ``Z``, as pydantic writes it.
 
-    >>> prediction_json("e1", "fraud", "fraud.3", "2026-01-05T03:00:00Z", 1.5, "acc-1", "score", 0.25)
-    b'{"event_id":"e1","model":"fraud","model_version":"fraud.3","scored_at":"2026-01-05T03:00:00Z","latency_ms":1.5,"entity":"acc-1","score":0.25,"forecast":null}'
+    >>> prediction_json("e1", "fraud", "fraud.3", "2026-01-05T03:00:00Z", 1.5, "acc-1", "score", 0.25, "live")
+    b'{"event_id":"e1","model":"fraud","model_version":"fraud.3","scored_at":"2026-01-05T03:00:00Z","latency_ms":1.5,"entity":"acc-1","score":0.25,"forecast":null,"arm":"live"}'
     """
     return orjson.dumps(
         {
@@ -149,6 +153,7 @@ def prediction_json(
             "entity": entity,
             "score": value if output_field == "score" else None,
             "forecast": value if output_field == "forecast" else None,
+            "arm": arm,
         }
     )
 
@@ -185,6 +190,31 @@ class Alert(Record):
     window: str
     first_seen: dt.datetime
     at: dt.datetime
+    detail: str = ""
+
+
+AuditAction = Literal["rollback", "promotion", "canary", "bootstrap", "erase"]
+
+
+class AuditRecord(Record):
+    """One administrative action, on ``audit``: who did what to which model, when, and what
+    changed (``before`` and ``after``: the live version, or the champion's pipeline).
+
+    ``actor`` is the operator (``user@host`` of a command; the API's token name) or the service
+    itself: ``learner`` (a challenger promoted), ``watch`` (an automatic rollback), ``canary``
+    (a canary promoted or rolled back). The learner's records take their ``id`` and ``at`` from
+    the journal entry that decided them, so a learner that replays its journal after a crash
+    publishes the same records again: consumers keep one per ``id``.
+    """
+
+    id: str
+    action: AuditAction
+    actor: str
+    at: dt.datetime
+    model: str
+    target: str
+    before: str | None = None
+    after: str | None = None
     detail: str = ""
 
 

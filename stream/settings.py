@@ -8,10 +8,20 @@ with one line per bad setting (:func:`problems`), instead of surfacing later as 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.pipelines import CANDIDATES
@@ -21,6 +31,8 @@ from stream.usecases import UseCase, declared
 PREFIX = "SCORING_"
 NO_CHALLENGER = "none"
 """The pipeline name that turns a use case's challenger off (``SCORING_CHALLENGERS=fraud=none``)."""
+DEVELOPMENT_SIGNING_KEY = "insecure-development-key"
+"""The published signing key: accepted only while every service is on loopback (see :class:`Settings`)."""
 
 
 def _setting(default: Any, doc: str, **bounds: Any) -> Any:
@@ -49,8 +61,37 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore")
 
     kafka_bootstrap: str = _setting("127.0.0.1:9092", "Kafka bootstrap servers.", min_length=1)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = _setting(
+        "PLAINTEXT",
+        "How every Kafka client connects: `PLAINTEXT`, `SSL` (TLS), `SASL_PLAINTEXT` or `SASL_SSL` "
+        "(SASL over TLS).",
+    )
+    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = _setting(
+        "", "SASL mechanism, required with `SASL_*`: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`."
+    )
+    kafka_sasl_username: str = _setting("", "SASL user name, required with `SASL_*`.")
+    kafka_sasl_password: SecretStr = _setting(SecretStr(""), "SASL password, required with `SASL_*`.")
+    kafka_ssl_ca_file: str = _setting(
+        "",
+        "PEM file of the CA certificates the brokers' certificates are checked against (with `SSL` "
+        "or `SASL_SSL`); empty: the system's CAs.",
+    )
+    kafka_ssl_cert_file: str = _setting(
+        "",
+        "PEM certificate of the client, for brokers that authenticate clients by TLS "
+        "(with `SCORING_KAFKA_SSL_KEY_FILE`).",
+    )
+    kafka_ssl_key_file: str = _setting("", "PEM private key of `SCORING_KAFKA_SSL_CERT_FILE` (unencrypted).")
     redis_url: str = _setting(
-        "redis://127.0.0.1:6379/0", "Redis holding entity state and pending labels.", min_length=1
+        "redis://127.0.0.1:6379/0",
+        "Redis holding entity state and pending labels; `redis://:PASSWORD@host:port/db` for AUTH "
+        "(`USER:PASSWORD@` for an ACL user), `rediss://` for TLS.",
+        min_length=1,
+    )
+    redis_ca_file: str = _setting(
+        "",
+        "PEM file of the CA certificates a `rediss://` server's certificate is checked against; "
+        "empty: the system's CAs.",
     )
     redis_cluster: bool = _setting(
         False,
@@ -153,9 +194,18 @@ class Settings(BaseSettings):
     rollback_confirm_labels: int = _setting(
         2000, "Labels after which, undecided, the watch takes the live version as its new reference.", ge=1
     )
+    canary: str = _setting(
+        "",
+        "Fraction of entities a version that passed the gate serves first, per use case "
+        "(`use case=fraction,...`, e.g. `fraud=0.1`; default none: it serves every entity at once).",
+    )
+    canary_labels: int = _setting(
+        500, "Labels of events a canary served after which, not found worse, it serves every entity.", ge=1
+    )
     model_signing_key: str = _setting(
-        "insecure-development-key",
-        "HMAC key signing model snapshots and checkpoints; set a secret in production.",
+        DEVELOPMENT_SIGNING_KEY,
+        "HMAC key signing model snapshots and checkpoints; the default, published, development key is "
+        "refused unless the broker and Redis are on loopback (README: Secure connections).",
         min_length=1,
     )
     model_publish_seconds: float = _setting(
@@ -180,9 +230,8 @@ class Settings(BaseSettings):
         ".scoring", "Folder of the local stack (`scoring up`): data, logs, pids.", min_length=1
     )
 
-    @property
-    def release(self) -> ReleaseConfig:
-        """The gate's and the watch's parameters, for every use case's learner."""
+    def release(self, use_case: str) -> ReleaseConfig:
+        """The gate's, the watch's and the canary's parameters for the learner of ``use_case``."""
         return ReleaseConfig(
             tolerance=self.gate_tolerance,
             min_labels=self.gate_min_labels,
@@ -190,7 +239,75 @@ class Settings(BaseSettings):
             alpha=self.rollback_alpha,
             watch_min_labels=self.rollback_min_labels,
             confirm_labels=self.rollback_confirm_labels,
+            canary_fraction=self.canary_fractions().get(use_case, 0.0),
+            canary_labels=self.canary_labels,
         )
+
+    def canary_fractions(self) -> dict[str, float]:
+        """Use case -> fraction of entities its canaries serve (use cases without one left out).
+
+        >>> Settings(canary="fraud=0.1").canary_fractions()
+        {'fraud': 0.1}
+        """
+        return _fractions(self.canary, self.use_cases)
+
+    @field_validator("kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file", "redis_ca_file")
+    @classmethod
+    def _file_exists(cls, value: str) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError("no such file")
+        return value
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        given = {
+            "kafka_sasl_mechanism": self.kafka_sasl_mechanism,
+            "kafka_sasl_username": self.kafka_sasl_username,
+            "kafka_sasl_password": self.kafka_sasl_password.get_secret_value(),
+        }
+        for name, value in given.items():
+            if sasl and not value:
+                raise SettingRefused(
+                    name, f"required with SCORING_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
+                )
+            if value and not sasl:
+                raise SettingRefused(
+                    name, _IGNORED.format(self.kafka_security_protocol, "SASL_PLAINTEXT or SASL_SSL")
+                )
+        tls = self.kafka_security_protocol.endswith("SSL")
+        for name in ("kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file"):
+            if getattr(self, name) and not tls:
+                raise SettingRefused(name, _IGNORED.format(self.kafka_security_protocol, "SSL or SASL_SSL"))
+        if bool(self.kafka_ssl_cert_file) != bool(self.kafka_ssl_key_file):
+            missing = "kafka_ssl_key_file" if self.kafka_ssl_cert_file else "kafka_ssl_cert_file"
+            raise SettingRefused(missing, "a client certificate and its key go together: set both or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _redis_ca_for_tls(self) -> Settings:
+        if self.redis_ca_file and urlsplit(self.redis_url).scheme != "rediss":
+            raise SettingRefused("redis_ca_file", "applies to a rediss:// SCORING_REDIS_URL only (TLS)")
+        return self
+
+    @model_validator(mode="after")
+    def _development_key_on_loopback_only(self) -> Settings:
+        if self.model_signing_key != DEVELOPMENT_SIGNING_KEY:
+            return self
+        remote = [
+            f"{env_name(name)} names {host}"
+            for name, hosts in self.service_hosts().items()
+            for host in hosts
+            if not is_loopback(host)
+        ]
+        if remote:
+            raise SettingRefused(
+                "model_signing_key",
+                f"the published development key is allowed only while every service is on loopback "
+                f"({'; '.join(remote)}): anyone who can write to Redis could make every worker unpickle "
+                "their bytes. Set a secret of your own, e.g. `openssl rand -hex 32`",
+            )
+        return self
 
     @field_validator("use_cases_file")
     @classmethod
@@ -203,6 +320,13 @@ class Settings(BaseSettings):
     def _pipelines_exist(cls, value: str, info: ValidationInfo) -> str:
         if "use_cases_file" in info.data:  # else the file was refused: that is the problem to show
             _choose(str(info.field_name), value, declared(info.data["use_cases_file"]))
+        return value
+
+    @field_validator("canary")
+    @classmethod
+    def _fractions_valid(cls, value: str, info: ValidationInfo) -> str:
+        if "use_cases_file" in info.data:
+            _fractions(value, declared(info.data["use_cases_file"]))
         return value
 
     @model_validator(mode="after")
@@ -218,7 +342,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _release_consistent(self) -> Settings:
-        _ = self.release  # ReleaseConfig says what does not fit, e.g. a confirmation before a decision
+        for use_case in self.use_cases:  # ReleaseConfig says what does not fit, e.g. a confirmation
+            self.release(use_case.name)  # before a decision, or a canary of every entity
         return self
 
     @classmethod
@@ -242,8 +367,8 @@ class Settings(BaseSettings):
         return type(self).model_validate({**self.model_dump(), **changes})
 
     def environment(self) -> dict[str, str]:
-        """The environment that gives a child process exactly these settings."""
-        return {env_name(name): str(value) for name, value in self.model_dump().items()}
+        """The environment that gives a child process exactly these settings (secrets included)."""
+        return {env_name(name): str(_revealed(value)) for name, value in self.model_dump().items()}
 
     def topic(self, name: str) -> str:
         """The namespaced name of a logical topic."""
@@ -267,6 +392,18 @@ class Settings(BaseSettings):
     def signing_key(self) -> bytes:
         return self.model_signing_key.encode()
 
+    def service_hosts(self) -> dict[str, list[str]]:
+        """Setting -> the hosts it sends this deployment's clients to (``""``: a local socket).
+
+        >>> Settings(kafka_bootstrap="k1:9092,[::1]:9093", redis_url="redis://:pw@cache/0",
+        ...          model_signing_key="a secret").service_hosts()
+        {'kafka_bootstrap': ['k1', '::1'], 'redis_url': ['cache']}
+        """
+        return {
+            "kafka_bootstrap": [_broker_host(server) for server in self.kafka_bootstrap.split(",")],
+            "redis_url": [urlsplit(self.redis_url).hostname or ""],
+        }
+
     def pipelines(self, role: str) -> dict[str, str | None]:
         """Use case -> pipeline of ``role`` (``"champions"`` or ``"challengers"``): the declaration's,
         overridden by the setting; ``None`` for no challenger.
@@ -280,28 +417,83 @@ class Settings(BaseSettings):
 
 
 def _choose(role: str, value: str, use_cases: tuple[UseCase[Any, Any], ...]) -> dict[str, str | None]:
-    pairs = [item.split("=", 1) for item in value.replace(" ", "").split(",") if item]
-    if any(len(pair) != 2 for pair in pairs):
-        raise ValueError("expected `use case=pipeline,...`")
-    overrides = dict(pairs)
+    overrides = _assignments(value, use_cases, "pipeline")
     chosen: dict[str, str | None] = {}
     for use_case in use_cases:
         default = use_case.champion if role == "champions" else use_case.challenger
-        name = overrides.pop(use_case.name, default)
+        name = overrides.get(use_case.name, default)
         if name == NO_CHALLENGER and role == "challengers":
             name = None
         if name is not None and name not in CANDIDATES[use_case.task]:
             known = ", ".join(CANDIDATES[use_case.task])
             raise ValueError(f'{use_case.name}: unknown pipeline "{name}" (one of: {known})')
         chosen[use_case.name] = name
-    if overrides:
-        known = ", ".join(uc.name for uc in use_cases)
-        raise ValueError(f"unknown use case {', '.join(overrides)} (one of: {known})")
     return chosen
 
 
+def _assignments(value: str, use_cases: tuple[UseCase[Any, Any], ...], what: str) -> dict[str, str]:
+    """``use case=value,...`` as a dict, every use case known."""
+    pairs = [item.split("=", 1) for item in value.replace(" ", "").split(",") if item]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"expected `use case={what},...`")
+    unknown = [name for name, _ in pairs if name not in {uc.name for uc in use_cases}]
+    if unknown:
+        known = ", ".join(uc.name for uc in use_cases)
+        raise ValueError(f"unknown use case {', '.join(unknown)} (one of: {known})")
+    return dict(pairs)
+
+
+def _fractions(value: str, use_cases: tuple[UseCase[Any, Any], ...]) -> dict[str, float]:
+    fractions = {}
+    for name, text in _assignments(value, use_cases, "fraction").items():
+        try:
+            fractions[name] = float(text)
+        except ValueError:
+            raise ValueError(f"{name}: {text!r} is not a fraction") from None
+        if not 0.0 <= fractions[name] < 1.0:
+            raise ValueError(f"{name}: a canary serves a fraction of entities within [0, 1), not {text}")
+    return {name: f for name, f in fractions.items() if f}
+
+
 _DEFAULTS: dict[str, Any] = {name: f.default for name, f in Settings.model_fields.items()}
-DEVELOPMENT_SIGNING_KEY: str = _DEFAULTS["model_signing_key"]
+_IGNORED = "would be ignored with SCORING_KAFKA_SECURITY_PROTOCOL={} (it applies to {})"
+
+
+class SettingRefused(ValueError):
+    """A check across settings that names the one setting to change (see :func:`problems`)."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field_name = field_name
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an IP address; ``""`` for a local socket) is this machine.
+
+    Names are not resolved: only ``localhost`` counts, since DNS may change its answer.
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "", "10.0.0.1", "kafka", "0.0.0.0")]
+    [True, True, True, True, False, False, False]
+    """
+    if host in ("", "localhost") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _broker_host(server: str) -> str:
+    """The host of a bootstrap server: ``host:port``, ``[v6]:port`` or ``host``, perhaps after ``proto://``."""
+    address = server.strip().rpartition("://")[2]
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit():
+        host = address
+    return host.strip("[]")
+
+
+def _revealed(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 def env_name(field_name: str) -> str:
@@ -310,14 +502,21 @@ def env_name(field_name: str) -> str:
 
 def documented_settings() -> list[tuple[str, Any, str]]:
     """(environment variable, default, description) of every setting."""
-    return [(env_name(name), f.default, f.description or "") for name, f in Settings.model_fields.items()]
+    return [
+        (env_name(name), _revealed(f.default), f.description or "")
+        for name, f in Settings.model_fields.items()
+    ]
 
 
 def problems(refused: ValidationError) -> list[str]:
     """One line per setting the settings refused, naming its variable and the value given."""
     lines = []
     for error in refused.errors(include_url=False):
-        where = env_name(str(error["loc"][0])) if error["loc"] else "settings"
+        blamed = error.get("ctx", {}).get("error")
+        if isinstance(blamed, SettingRefused):
+            where = env_name(blamed.field_name)
+        else:
+            where = env_name(str(error["loc"][0])) if error["loc"] else "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["loc"] and "input" in error:
             message += f" (got {error['input']!r})"

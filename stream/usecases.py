@@ -263,12 +263,13 @@ def _where(loc: Sequence[int | str]) -> str:
 
 DEADLETTER_TOPIC = "deadletter"
 ALERTS_TOPIC = "alerts.drift"
+AUDIT_TOPIC = "audit"
 
 
 def all_topics() -> list[str]:
     """Every logical topic of the contract."""
     names = [t for uc in USE_CASES for t in (uc.event_topic, uc.label_topic, uc.prediction_topic)]
-    return [*names, ALERTS_TOPIC, DEADLETTER_TOPIC]
+    return [*names, ALERTS_TOPIC, DEADLETTER_TOPIC, AUDIT_TOPIC]
 
 
 def use_case(name: str, use_cases: Sequence[UseCase[Any, Any]] = USE_CASES) -> UseCase[Any, Any]:

@@ -29,7 +29,7 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from stream.runtime.connection import redis_client
+from stream.redis_client import redis_client
 from stream.settings import Settings
 from stream.tools.localstack import running_redis_cluster, running_stack
 

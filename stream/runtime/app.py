@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import ssl
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,13 @@ import faust
 import mode.loop
 import mode.utils.logging
 import prometheus_client
+import redis
 from faust.app.base import BootStrategy
 from mode.types.signals import BaseSignalT
 
-from stream.kafka import ensure_topics
-from stream.runtime.connection import redis_client
-from stream.runtime.retry import ErrorPolicy
+from stream.kafka import ensure_topics, tls_context
+from stream.redis_client import RedisClient, redis_client
+from stream.runtime.retry import ErrorPolicy, reason
 from stream.runtime.service import ScoringService
 from stream.settings import DEVELOPMENT_SIGNING_KEY, Settings
 from stream.usecases import all_topics
@@ -55,6 +57,7 @@ def faust_app(settings: Settings, app_id: str) -> faust.App:
     return faust.App(
         app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=broker_credentials(settings),
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.heartbeat_interval_seconds,
         consumer_auto_offset_reset="earliest",
@@ -65,6 +68,19 @@ def faust_app(settings: Settings, app_id: str) -> faust.App:
         value_serializer="raw",
         datadir=str(datadir),
     )
+
+
+def broker_credentials(settings: Settings) -> faust.auth.Credentials | None:
+    """Faust's form of :func:`stream.kafka.kafka_config`'s TLS and SASL; ``None`` for plaintext."""
+    context = tls_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(  # SASL_SSL when given a TLS context, else SASL_PLAINTEXT
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value(),
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    return None if context is None else faust.SSLCredentials(context)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -103,8 +119,13 @@ def run_worker(settings: Settings) -> None:
         asyncio.run(wait_for_services(settings))
     except KeyboardInterrupt:
         return  # stopped while it waited: there is nothing to shut down yet
+    except ServiceRefused as refused:
+        raise SystemExit(f"scoring worker: {refused}") from refused
     if settings.model_signing_key == DEVELOPMENT_SIGNING_KEY:
-        log.warning("model snapshots are signed with the development key: set SCORING_MODEL_SIGNING_KEY")
+        log.warning(
+            "model snapshots are signed with the development key (allowed on loopback only): "
+            "set SCORING_MODEL_SIGNING_KEY"
+        )
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port)
         log.info("metrics on :%d/metrics", settings.metrics_port)
@@ -118,11 +139,21 @@ def run_worker(settings: Settings) -> None:
     worker.execute_from_commandline()
 
 
+class ServiceRefused(Exception):
+    """Redis answered but refused the connection as configured: trying again cannot help."""
+
+
 async def wait_for_services(settings: Settings) -> None:
     """Return once the broker (the worker's topics created) and Redis answer.
 
     Until then each is tried again with the error policy's backoff, and each failed try
     logged as one line naming the address.
+
+    Raises
+    ------
+    ServiceRefused
+        When Redis refuses the password of ``SCORING_REDIS_URL``, or its TLS handshake
+        fails (say, a certificate that ``SCORING_REDIS_CA_FILE`` does not vouch for).
     """
     policy = ErrorPolicy(settings)
     cache = redis_client(
@@ -134,7 +165,19 @@ async def wait_for_services(settings: Settings) -> None:
                 "start",
                 lambda: asyncio.to_thread(ensure_topics, settings, all_topics(), START_TIMEOUT_SECONDS),
             ),
-            policy.retrying("start", cache.ping),
+            policy.retrying("start", partial(_ping, cache, policy.redis.address)),
         )
     finally:
         await cache.aclose()
+
+
+async def _ping(cache: RedisClient, address: str) -> None:
+    try:
+        await cache.ping()
+    except redis.ConnectionError as exc:  # an outage, unless it is one of these refusals
+        if isinstance(exc, redis.AuthenticationError) or isinstance(exc.__context__, ssl.SSLError):
+            raise ServiceRefused(
+                f"redis at {address} refused the connection ({reason(exc)}): "
+                "check the password in SCORING_REDIS_URL and SCORING_REDIS_CA_FILE"
+            ) from exc
+        raise

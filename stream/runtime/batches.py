@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
-from stream.kafka import KafkaLog
+from stream.kafka import KafkaLog, kafka_config
 from stream.runtime import metrics
 from stream.runtime.outbox import Message
 from stream.settings import Settings
@@ -42,7 +42,7 @@ PREFETCH_KBYTES = 32 * 1024
 def consumer_config(settings: Settings) -> dict[str, str | int | float | bool]:
     """The worker's consumer: manual offset storing, the deployment's group and timeouts."""
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **kafka_config(settings),
         "group.id": settings.consumer_group,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": True,

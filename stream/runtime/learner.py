@@ -12,7 +12,10 @@ Redis learns; the others wait to take over if it stops renewing it. The leader:
    lifecycle and the journal position it includes — in the same atomic step, if it passes
    the gate (:mod:`models.release`); a candidate the gate holds is kept as a ``held``
    version once an episode (and at its alert's updates); when no label was learned, or the
-   gate did not pass the champion, it only checkpoints;
+   gate did not pass the champion, it only checkpoints. With a canary (``SCORING_CANARY``),
+   a candidate that passes goes live for a fraction of entities first, one at a time: the
+   label that decides it promotes it or rolls it back, in the same atomic step as the
+   checkpoint;
 4. rolls the live version back when the watch finds the versions served since its
    reference worse than it, and goes on learning from the reference.
 
@@ -42,15 +45,15 @@ from models.drift import AlertChange, Kind, MonitorConfig
 from models.drift.estimate import METRICS as ESTIMATED_METRICS
 from models.lifecycle import LearnOutcome, ModelLifecycle
 from models.online import OnlineModel
-from models.release import version_number
-from stream.records import Alert
+from models.release import CanaryOutcome, version_number
+from stream.records import Alert, AuditAction, AuditRecord
 from stream.runtime import metrics
 from stream.runtime.registry import DeclarationMismatch, ModelRegistry, RegistryError, check_declaration
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.served import configured_champion, configured_pipeline
 from stream.runtime.state import JournalEntry, StateStore, position_ms
 from stream.settings import Settings
-from stream.usecases import ALERTS_TOPIC, IMPLICIT_SOURCE, UseCase
+from stream.usecases import ALERTS_TOPIC, AUDIT_TOPIC, IMPLICIT_SOURCE, UseCase
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +104,7 @@ def fresh_state(settings: Settings, use_case: UseCase[Any, Any]) -> LearnerState
             min_labels=settings.promotion_min_labels,
             drift_exempt=use_case.features.drift_exempt,
             monitor=monitor_config(settings),
-            release=settings.release,
+            release=settings.release(use_case.name),
         ),
         declaration=use_case.fingerprint,
     )
@@ -145,6 +148,8 @@ class Learner:
         self._published_position = ""
         self._checkpointed_at = time.time()
         metrics.CHECKPOINT_AGE.labels(self.name).set_function(lambda: time.time() - self._checkpointed_at)
+        for outcome in get_args(CanaryOutcome):  # exported at 0: "no canary concluded" is data too
+            metrics.CANARY_OUTCOMES.labels(self.name, outcome)
 
     async def run(self) -> None:
         """Learn while holding the lease, until :meth:`stop`.
@@ -207,12 +212,19 @@ class Learner:
             self._changed |= entry.y is not None
             if outcome.rollback is not None:
                 await self._raise(alerts)
-                await self._roll_back(outcome.rollback, outcome.alerts)
+                await self._roll_back(outcome.rollback, outcome.alerts, entry)
+                return
+            if outcome.canary is not None:
+                await self._raise(alerts)
+                await self._conclude(outcome.canary, outcome.alerts, entry)
                 return
             if outcome.promoted:
-                alerts += self._promotion(entry)
-                await self._raise(alerts)
+                promotion = self._promotion(entry)
+                await self._raise([*alerts, *promotion])
                 alerts = []
+                contest = state.lifecycle.contest
+                before, after = contest.challenger_name, contest.champion_name
+                await self._audit(entry, "promotion", "learner", after, before, after, promotion[0].detail)
                 await self._save(force=True, reason="promotion")
                 if self.state is None:
                     return  # the lease or the live version moved: the next step restores
@@ -255,7 +267,17 @@ class Learner:
                 bootstrapped = (await self._registry.record(checkpoint.version)).get("reason") == "bootstrap"
             except RegistryError:  # pruned: not the bootstrap, kept as live or recent
                 bootstrapped = False
-            release.went_live(checkpoint.version, state.lifecycle.champion, trusted=bootstrapped)
+            release.went_live(
+                checkpoint.version,
+                state.lifecycle.champion,
+                pipeline=state.lifecycle.contest.champion_name,
+                trusted=bootstrapped,
+            )
+        if checkpoint.canary is not None and release.canary_version != checkpoint.canary:
+            # Likewise a canary's checkpoint: the state was pickled before the version had a name.
+            release.canary_started(
+                checkpoint.canary, state.lifecycle.champion, pipeline=state.lifecycle.contest.champion_name
+            )
         self._published_position = state.position
         metrics.PUBLISHED_VERSION.labels(self.name).set(version_number(self.version))
         log.info("%s: learner restored %s at journal %s", self.name, self.version, state.position)
@@ -270,7 +292,9 @@ class Learner:
         record = await self._registry.record(live)
         check_declaration(self.use_case, live, record)
         self.state.lifecycle.adopt(model, record["pipeline"])
-        self.state.lifecycle.release.adopted(live, model, latest=await self._registry.latest(self.name))
+        self.state.lifecycle.release.adopted(
+            live, model, pipeline=record["pipeline"], latest=await self._registry.latest(self.name)
+        )
         log.warning("%s: learner adopts %s (was %s)", self.name, live, self.version)
         self.version = live
         self._changed = False
@@ -303,17 +327,33 @@ class Learner:
                 if self.state is None:
                     return
         blob = snapshot.dumps(state, self.settings.signing_key)
+        champion, pipeline = state.lifecycle.champion, state.lifecycle.contest.champion_name
+        canary = reason != "bootstrap" and release.config.canary_fraction > 0
+        if canary and passed and release.canary_version is not None:
+            passed = False  # one canary at a time: the champion is judged again after it
         if (self._changed and passed) or reason == "bootstrap":
-            outcome, version = await self._registry.publish(
-                self.name,
-                self._token,
-                self.version,
-                state.lifecycle.champion,
-                version_record(self.settings, self.use_case, state, reason),
-                blob,
-            )
-            if outcome == "published":
-                release.went_live(version, state.lifecycle.champion)
+            record = version_record(self.settings, self.use_case, state, reason)
+            if canary:
+                record["canary_fraction"] = release.config.canary_fraction  # the workers' split
+                outcome, version = await self._registry.canary(
+                    self.name, self._token, self.version, champion, record, blob
+                )
+            else:
+                outcome, version = await self._registry.publish(
+                    self.name, self._token, self.version, champion, record, blob
+                )
+            if outcome == "canary":
+                release.canary_started(version, champion, pipeline=pipeline)
+                metrics.PUBLICATIONS.labels(self.name, "canary").inc()
+                log.info(
+                    "%s: %s serves %.0f%% of entities as canary",
+                    self.name,
+                    version,
+                    100 * release.config.canary_fraction,
+                )
+                version = self.version  # the live version, which the checkpoint goes with
+            elif outcome == "published":
+                release.went_live(version, champion, pipeline=pipeline)
                 metrics.PUBLICATIONS.labels(self.name, reason).inc()
                 metrics.PUBLISHED_VERSION.labels(self.name).set(version_number(version))
                 log.info("%s: published %s (%s)", self.name, version, reason)
@@ -346,7 +386,7 @@ class Learner:
             log.warning("%s: cannot record the held candidate (%s); the learner restores", self.name, outcome)
             self._follow()
 
-    async def _roll_back(self, target: str, changes: Sequence[AlertChange]) -> None:
+    async def _roll_back(self, target: str, changes: Sequence[AlertChange], entry: JournalEntry) -> None:
         """The watch found the versions served since ``target`` worse: make it live, learn on from it."""
         detail = next((c.detail for c in changes if c.kind == "rollback"), "")
         try:
@@ -355,11 +395,52 @@ class Learner:
             log.error("%s: cannot roll back to %s (%s); the watch starts over", self.name, target, exc)
             assert self.state is not None
             release = self.state.lifecycle.release
-            release.adopted(release.live_version, release.live, latest=await self._registry.latest(self.name))
+            release.adopted(
+                release.live_version,
+                release.live,
+                pipeline=release.live_pipeline,
+                latest=await self._registry.latest(self.name),
+            )
             return
         metrics.ROLLBACKS.labels(self.name).inc()
         log.error("%s: rolled back from %s to %s: %s", self.name, previous, target, detail)
+        await self._audit(entry, "rollback", "watch", target, previous, target, detail)
         await self._adopt_live()
+
+    async def _conclude(
+        self, outcome: CanaryOutcome, changes: Sequence[AlertChange], entry: JournalEntry
+    ) -> None:
+        """The canary was decided (the lifecycle has concluded it): make that the registry's state."""
+        assert self.state is not None
+        release = self.state.lifecycle.release
+        canary = release.concluded_canary
+        detail = next((c.detail for c in changes if c.kind == "rollback"), "") or (
+            f"promoted after {release.canary.test.n} labels of the events it served, not worse than "
+            f"{self.version} (mSPRT, alpha {release.config.alpha})"
+        )
+        blob = snapshot.dumps(self.state, self.settings.signing_key)
+        promote = outcome == "promoted"
+        result, live = await self._registry.conclude(
+            self.name, self._token, self.version, canary, promote=promote, reason=detail, state=blob
+        )
+        if result != outcome:
+            log.warning(
+                "%s: cannot conclude canary %s (%s, live %s); the learner restores",
+                self.name,
+                canary,
+                result,
+                live,
+            )
+            self._follow()
+            return
+        metrics.CANARY_OUTCOMES.labels(self.name, outcome).inc()
+        (log.info if promote else log.error)("%s: canary %s %s: %s", self.name, canary, outcome, detail)
+        await self._audit(entry, "canary", "canary", canary, self.version, live, f"{outcome}: {detail}")
+        self.version = live
+        metrics.PUBLISHED_VERSION.labels(self.name).set(version_number(live))
+        self._published_position = self.state.position
+        self._checkpointed_at = time.time()
+        self._changed = promote  # rolled back, the champion starts over from the live version: nothing new
 
     async def _trim(self) -> None:
         assert self.state is not None
@@ -435,6 +516,34 @@ class Learner:
         )
         return [opened, opened.model_copy(update={"state": "resolve"})]
 
+    async def _audit(
+        self,
+        entry: JournalEntry,
+        action: AuditAction,
+        actor: str,
+        target: str,
+        before: str | None,
+        after: str | None,
+        detail: str,
+    ) -> None:
+        """Publish what the learner did on ``audit``, as of the journal ``entry`` that decided it.
+
+        Published once the registry has done it: a crash in between loses the record (the
+        registry's history keeps rollbacks and canaries' outcomes).
+        """
+        record = AuditRecord(
+            id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"scoring/{self.name}/audit/{action}/{entry.id}")),
+            action=action,
+            actor=actor,
+            at=_utc(entry.time),
+            model=self.name,
+            target=target,
+            before=before,
+            after=after,
+            detail=detail,
+        )
+        await self._publish([(self.settings.topic(AUDIT_TOPIC), record.id.encode(), record.to_json())])
+
     async def _raise(self, alerts: Sequence[Alert]) -> None:
         if not alerts:
             return
@@ -460,6 +569,11 @@ class Learner:
         watch = lifecycle.release.watch
         metrics.WATCH_STATISTIC.labels(name).set(watch.statistic)
         metrics.WATCH_THRESHOLD.labels(name).set(watch.threshold)
+        canary = lifecycle.release.canary
+        serving, n = lifecycle.release.canary_version is not None, canary.test.n
+        metrics.CANARY_STATISTIC.labels(name).set(canary.statistic if serving else 0.0)
+        metrics.CANARY_LOSS.labels(name, "canary").set(canary.served_loss / n if serving and n else math.nan)
+        metrics.CANARY_LOSS.labels(name, "live").set(canary.reference_loss / n if serving and n else math.nan)
         for kind, count in open_by_kind.items():
             metrics.OPEN_ALERTS.labels(name, kind).set(count)
         estimate = lifecycle.monitor.estimate
@@ -519,7 +633,7 @@ def version_record(
             "champion": repr(lifecycle.champion.estimator),
             "promotion_min_labels": settings.promotion_min_labels,
             "promotion_alpha": settings.promotion_alpha,
-            "release": dataclasses.asdict(settings.release),
+            "release": dataclasses.asdict(settings.release(use_case.name)),
         },
     }
 

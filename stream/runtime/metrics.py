@@ -22,7 +22,9 @@ DEAD_LETTERS = Counter(
     "Dead-letter records published, by source topic and reason.",
     ["topic", "reason"],
 )
-PREDICTIONS = Counter("scoring_predictions_total", "Predictions published, by model.", ["model"])
+PREDICTIONS = Counter(
+    "scoring_predictions_total", "Predictions published, by model and arm (live, canary).", ["model", "arm"]
+)
 OUT_OF_ORDER = Counter(
     "scoring_out_of_order_events_total",
     "Valid events older than their entity's latest event (scored with a zero time gap).",
@@ -70,8 +72,9 @@ RETRIES = Counter(
 # Models: the version each worker serves, and what the learner publishes.
 SERVED_VERSION = Gauge(
     "scoring_served_model_version",
-    "Sequence number of the model version this worker scores with (version `<model>.<n>`).",
-    ["model"],
+    "Sequence number of the model version this worker scores with (version `<model>.<n>`), by arm: "
+    "live, and canary while one serves.",
+    ["model", "arm"],
 )
 PUBLISHED_VERSION = Gauge(
     "scoring_published_model_version",
@@ -142,6 +145,22 @@ WATCH_THRESHOLD = Gauge(
 )
 ROLLBACKS = Counter(
     "scoring_rollbacks_total", "Live versions rolled back by the learner's watch, by model.", ["model"]
+)
+CANARY_LOSS = Gauge(
+    "scoring_canary_loss",
+    "Mean loss on the labels of the events the canary served: the canary's (arm=canary) and the live "
+    "version's on the same features (arm=live); NaN while no canary serves.",
+    ["model", "arm"],
+)
+CANARY_STATISTIC = Gauge(
+    "scoring_canary_statistic",
+    "Evidence that the canary is worse than the live version (rolled back at scoring_watch_threshold).",
+    ["model"],
+)
+CANARY_OUTCOMES = Counter(
+    "scoring_canary_outcomes_total",
+    "Canaries concluded, by model and outcome (promoted, rolled_back).",
+    ["model", "outcome"],
 )
 
 # Quality estimated before labels arrive (classification): models/drift/estimate.py.

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from stream.kafka import KafkaLog
+from stream.kafka import KafkaLog, kafka_config
 from stream.settings import Settings
 
 FLUSH_TIMEOUT_SECONDS = 30.0
@@ -31,7 +31,7 @@ class Publisher:
     def __init__(self, settings: Settings) -> None:
         self._producer = Producer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **kafka_config(settings),
                 "enable.idempotence": True,
                 "linger.ms": 5,
                 "compression.type": "lz4",

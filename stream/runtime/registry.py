@@ -11,14 +11,17 @@ every half second is how they notice a rollback as well as a new version.
 Keys (under the namespace prefix), per use case ``<m>``:
 
 - ``model:<m>:live``: the version workers score with, ``<m>.<n>``;
+- ``model:<m>:canary``: the version that serves the canary's fraction of entities, if one does
+  (its record's ``canary_fraction`` says which fraction);
 - ``model:<m>:seq``: the next version number;
 - ``model:<m>:records`` hash and ``model:<m>:order`` sorted set: each kept version's
   record (parent, time, reason, pipeline, labels learned, metrics, label offsets, the
   gate's verdict), the candidates the gate held included (reason ``held``, never live);
 - ``model:<m>:snapshot:<version>``: the signed snapshot of each kept version;
-- ``model:<m>:checkpoint`` hash: the learner's signed state and the version it goes with;
+- ``model:<m>:checkpoint`` hash: the learner's signed state, the live version and the canary
+  it goes with;
 - ``model:<m>:lease``: which worker's learner owns the model's updates;
-- ``model:<m>:history``: rollbacks, newest first.
+- ``model:<m>:history``: rollbacks and canaries' outcomes, newest first.
 
 On a Redis Cluster ``<m>`` is a hash tag (``model:{<m>}:live``): a use case's registry lives
 in one slot, as every call of ``lua/registry.lua`` touches all of it.
@@ -35,7 +38,7 @@ import orjson
 
 from models import snapshot
 from models.online import OnlineModel
-from stream.runtime.connection import RedisClient
+from stream.redis_client import RedisClient
 from stream.runtime.keys import hash_tagged
 from stream.settings import Settings
 from stream.usecases import UseCase
@@ -67,11 +70,13 @@ def check_declaration(use_case: UseCase[Any, Any], version: str, record: dict[st
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The learner's last checkpoint: its signed state and the live version it goes with."""
+    """The learner's last checkpoint: its signed state, the live version and the canary
+    (``None``: none) it goes with."""
 
     state: bytes
     version: str
     at: float
+    canary: str | None = None
 
 
 def use_case_of(version: str) -> str:
@@ -96,7 +101,7 @@ class ModelRegistry:
     def _keys(self, model: str) -> list[str]:
         return [
             self._key(model, part) for part in ("lease", "live", "seq", "records", "order", "checkpoint")
-        ] + [self._key(model, "history")]
+        ] + [self._key(model, "history"), self._key(model, "canary")]
 
     async def _call(self, command: str, model: str, params: dict[str, Any], *blobs: bytes) -> Any:
         params = {**params, "snapshots": self._key(model, "snapshot", "")}
@@ -121,14 +126,50 @@ class ModelRegistry:
         is no longer ``parent`` (a rollback), ``("lost_lease", live)`` when another learner
         owns the model now. Nothing is written in those cases.
         """
-        return await self._add(model, token, parent, served, record, state)
+        return await self._add(model, token, parent, served, record, state, "live")
+
+    async def canary(
+        self,
+        model: str,
+        token: str,
+        parent: str,
+        candidate: OnlineModel,
+        record: dict[str, Any],
+        state: bytes,
+    ) -> tuple[str, str]:
+        """Publish ``candidate`` as the canary beside the live ``parent``, with the learner ``state``.
+
+        Returns ``("canary", version)``; ``("conflict", live)`` when the live version is no
+        longer ``parent`` or a canary serves already; ``("lost_lease", live)`` as :meth:`publish`.
+        """
+        return await self._add(model, token, parent, candidate, record, state, "canary")
+
+    async def conclude(
+        self, model: str, token: str, parent: str, canary: str, *, promote: bool, reason: str, state: bytes
+    ) -> tuple[str, str]:
+        """End the ``canary`` beside the live ``parent``: promoted to every entity, or rolled back,
+        with the learner ``state`` as checkpoint and an entry in the history.
+
+        Returns ``("promoted" | "rolled_back", live)``; ``conflict`` or ``lost_lease`` (nothing
+        written) as :meth:`publish`.
+        """
+        params = {
+            "token": token,
+            "parent": parent,
+            "version": canary,
+            "promote": promote,
+            "at": time.time(),
+            "entry": {"by": "canary", "reason": reason},
+        }
+        outcome, live = await self._call("conclude", model, params, state)
+        return outcome.decode(), live.decode()
 
     async def hold(
         self, model: str, token: str, parent: str, candidate: OnlineModel, record: dict[str, Any]
     ) -> tuple[str, str]:
         """Keep a candidate the gate held, as a version that is not live (``record["reason"]``
         is ``held``): ``("held", version)``, or ``conflict``/``lost_lease`` as :meth:`publish`."""
-        return await self._add(model, token, parent, candidate, record, None)
+        return await self._add(model, token, parent, candidate, record, None, "held")
 
     async def _add(
         self,
@@ -138,8 +179,10 @@ class ModelRegistry:
         version: OnlineModel,
         record: dict[str, Any],
         state: bytes | None,
+        role: str,
     ) -> tuple[str, str]:
-        """A new version by the lease holder: live with its checkpoint ``state``, or held (``None``)."""
+        """A new version by the lease holder, ``role`` ``live`` or ``canary`` (with its checkpoint
+        ``state``) or ``held`` (no state)."""
         params = {
             "token": token,
             "model": model,
@@ -148,10 +191,10 @@ class ModelRegistry:
             "keep": max(1, self._settings.model_versions_kept),
             "at": time.time(),
             "first": 0,
-            "held": state is None,
+            "as": role,
         }
         blob = snapshot.dumps(version, self._settings.signing_key)
-        command = "hold" if state is None else "publish"
+        command = {"live": "publish", "canary": "canary", "held": "hold"}[role]
         outcome, name = await self._call(command, model, params, blob, *([] if state is None else [state]))
         return outcome.decode(), name.decode()
 
@@ -181,6 +224,7 @@ class ModelRegistry:
             "at": time.time(),
             "labels_learned_max": labels_learned_max,
             "first": 1,  # never .0: that is the untrained champion a worker serves before any load
+            "as": "live",
         }
         blob = snapshot.dumps(served, self._settings.signing_key)
         outcome, version = await self._call("bootstrap", model, params, blob, state)
@@ -196,7 +240,8 @@ class ModelRegistry:
         fields = cast(dict[bytes, bytes], await self._redis.hgetall(self._key(model, "checkpoint")))
         if not fields:
             return None
-        return Checkpoint(fields[b"state"], fields[b"version"].decode(), float(fields[b"at"]))
+        canary = fields.get(b"canary", b"").decode()
+        return Checkpoint(fields[b"state"], fields[b"version"].decode(), float(fields[b"at"]), canary or None)
 
     # Worker and operator side -----------------------------------------------------------
 
@@ -208,6 +253,11 @@ class ModelRegistry:
     async def live(self, model: str) -> str | None:
         """The version workers should score ``model`` with, if one was published."""
         raw = cast(bytes | None, await self._redis.get(self._key(model, "live")))
+        return raw.decode() if raw is not None else None
+
+    async def canary_of(self, model: str) -> str | None:
+        """The version serving ``model``'s canary entities, if one does."""
+        raw = cast(bytes | None, await self._redis.get(self._key(model, "canary")))
         return raw.decode() if raw is not None else None
 
     async def load(self, version: str) -> OnlineModel:
@@ -251,7 +301,7 @@ class ModelRegistry:
         return records
 
     async def history(self, model: str, limit: int) -> list[dict[str, Any]]:
-        """Rollbacks of ``model``, newest first."""
+        """Rollbacks and canaries' outcomes of ``model``, newest first."""
         return [
             orjson.loads(raw) for raw in await self._redis.lrange(self._key(model, "history"), 0, limit - 1)
         ]

@@ -19,11 +19,12 @@ from typing import Any
 
 import orjson
 
+from models.online import Features
 from stream.records import Rejection, parse, prediction_json
 from stream.runtime import metrics
 from stream.runtime.keys import entity_key
 from stream.runtime.outbox import Message, Outbox, PartitionOrder
-from stream.runtime.served import ServedModels
+from stream.runtime.served import Served, ServedModels
 from stream.runtime.state import Arrival, Pending, Scored, StateStore
 from stream.settings import Settings
 from stream.usecases import DEADLETTER_TOPIC, UseCase, entity_name
@@ -94,14 +95,13 @@ class Scorer:
 
         if not to_score:
             return outbox
-        served = self.models[use_case.name]
-        outputs = served.model.predict_many([x for *_, x in to_score])
+        served_by, outputs = self._predict(use_case, to_score)
         scored_at = dt.datetime.now(dt.UTC)
         scored_text = scored_at.isoformat().replace("+00:00", "Z")
         scored_ts = scored_at.timestamp()
         metrics.SCORING_LATENCY.labels(use_case.name).observe(scored_ts - now)
         records = []
-        for (message, event, name, key, x), y in zip(to_score, outputs, strict=True):
+        for (message, event, name, key, x), served, y in zip(to_score, served_by, outputs, strict=True):
             latency = max(0.0, scored_ts - message.timestamp) if message.timestamp else 0.0
             prediction = prediction_json(
                 event.event_id,
@@ -112,6 +112,7 @@ class Scorer:
                 name,
                 use_case.output_field,
                 y,
+                served.arm,
             )
             pending = Pending(x=x, y_pred=y, entity=key, model_version=served.version, scored_at=scored_ts)
             records.append(Scored(event.event_id, key, prediction, orjson.dumps(pending)))
@@ -119,6 +120,25 @@ class Scorer:
             if message.timestamp:
                 outbox.predicted.append((use_case.name, message.timestamp))
         await self.state.record(use_case, records, scored_ts)
-        metrics.PREDICTIONS.labels(use_case.name).inc(len(records))
+        canaries = sum(served.arm == "canary" for served in served_by)
+        metrics.PREDICTIONS.labels(use_case.name, "live").inc(len(records) - canaries)
+        if canaries:
+            metrics.PREDICTIONS.labels(use_case.name, "canary").inc(canaries)
         metrics.EVENTS.labels(batch[0].topic, "scored").inc(len(records))
         return outbox
+
+    def _predict(
+        self, use_case: UseCase[Any, Any], to_score: Sequence[tuple[Any, Any, str, Any, Features]]
+    ) -> tuple[list[Served], list[float]]:
+        """The version serving each event (its entity's arm) and its prediction, one
+        ``predict_many`` per version."""
+        live, canary = self.models[use_case.name], self.models.canary(use_case.name)
+        if canary is None:
+            return [live] * len(to_score), live.model.predict_many([x for *_, x in to_score])
+        served_by = [canary if canary.serves(name) else live for _, _, name, _, _ in to_score]
+        outputs = [0.0] * len(to_score)
+        for served in (live, canary):
+            at = [i for i, by in enumerate(served_by) if by is served]
+            for i, y in zip(at, served.model.predict_many([to_score[i][4] for i in at]), strict=True):
+                outputs[i] = y
+        return served_by, outputs

@@ -5,10 +5,16 @@ Every worker polls the live pointer of each use case (one small Redis read every
 from the learner, or an earlier one after a rollback. Until a version is published, a
 worker scores with version ``<model>.0``: the configured champion pipeline, untrained,
 which is also what the learner publishes first.
+
+A use case with a canary (``SCORING_CANARY``) may have a second version beside the live one:
+it serves the entities :func:`in_canary` picks (a stable hash of the entity, the same in
+every worker and for every event of the entity while that canary lasts), the live version
+the others.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +26,7 @@ from models.pipelines import CANDIDATES
 from models.release import version_number
 from models.snapshot import SnapshotError
 from stream.backoff import Repeats
+from stream.records import Arm
 from stream.runtime import metrics
 from stream.runtime.registry import ModelRegistry, RegistryError, check_declaration
 from stream.runtime.retry import TRANSIENT_ERRORS
@@ -32,10 +39,35 @@ log.addFilter(Repeats())  # a refused version is met again at every poll
 
 @dataclass(frozen=True)
 class Served:
-    """A model and the version it was published as."""
+    """A model, the version it was published as, and the arm it serves (a canary: the
+    fraction of entities)."""
 
     version: str
     model: OnlineModel
+    arm: Arm = "live"
+    fraction: float = 1.0
+
+    def serves(self, entity: str) -> bool:
+        """Whether this canary serves ``entity`` (the clear entity name of the predictions)."""
+        return in_canary(entity, self.version, self.fraction)
+
+
+_HASH_RANGE = float(2**64)
+
+
+def in_canary(entity: str, version: str, fraction: float) -> bool:
+    """Whether canary ``version`` serving ``fraction`` of entities serves ``entity``.
+
+    A keyed hash (BLAKE2b, keyed by the version) rather than Python's ``hash``: the same in
+    every process, and each canary picks other entities, so none is always the first served
+    by a new version.
+
+    >>> picked = [in_canary(f"acc-{i}", "fraud.7", 0.1) for i in range(10_000)]
+    >>> sum(picked), in_canary("acc-1", "fraud.7", 0.1) == picked[1]
+    (985, True)
+    """
+    digest = hashlib.blake2b(entity.encode(), digest_size=8, key=version.encode()).digest()
+    return int.from_bytes(digest, "big") < fraction * _HASH_RANGE
 
 
 def configured_pipeline(settings: Settings, use_case: UseCase[Any, Any], role: str) -> Pipeline | None:
@@ -60,7 +92,8 @@ def untrained(settings: Settings, use_case: UseCase[Any, Any]) -> OnlineModel:
 
 
 class ServedModels:
-    """The served version of each use case; :meth:`refresh` follows the registry."""
+    """The served versions of each use case (live, and a canary if any); :meth:`refresh`
+    follows the registry."""
 
     def __init__(
         self, settings: Settings, registry: ModelRegistry, use_cases: Iterable[UseCase[Any, Any]]
@@ -68,35 +101,54 @@ class ServedModels:
         self._registry = registry
         self._use_cases = {uc.name: uc for uc in use_cases}
         self._served = {uc.name: Served(f"{uc.name}.0", untrained(settings, uc)) for uc in use_cases}
+        self._canaries: dict[str, Served | None] = dict.fromkeys(self._use_cases)
         for name in self._served:
-            metrics.SERVED_VERSION.labels(name).set(0)  # exported from the start: a worker serves .0
+            metrics.SERVED_VERSION.labels(name, "live").set(0)  # exported from the start: a worker serves .0
 
     def __getitem__(self, use_case: str) -> Served:
+        """The live version of ``use_case``."""
         return self._served[use_case]
 
+    def canary(self, use_case: str) -> Served | None:
+        """The canary of ``use_case``, if one serves."""
+        return self._canaries[use_case]
+
     async def refresh(self) -> None:
-        """Load the live version of each use case, if it changed since the last call.
+        """Load the live version and the canary of each use case, if they changed since the last call.
 
         A snapshot that fails its signature check, or a version trained under another
         declaration than the worker's, is refused: the worker keeps scoring with the
-        version it has and logs the error until it is fixed (once per backoff step, as the
-        polls meet it again). An outage raises: the caller retries it.
+        version it has (or without the canary) and logs the error until it is fixed (once
+        per backoff step, as the polls meet it again). An outage raises: the caller retries it.
         """
         for name, served in self._served.items():
             live = await self._registry.live(name)
-            if live is None or live == served.version:
+            if live is not None and live != served.version:
+                loaded = await self._load(name, live, "live")
+                if loaded is not None:
+                    self._served[name] = loaded
+                    log.info("%s: now scoring with %s (was %s)", name, live, served.version)
+            canary, current = await self._registry.canary_of(name), self._canaries[name]
+            if canary == (current.version if current else None):
                 continue
-            try:
-                check_declaration(self._use_cases[name], live, await self._registry.record(live))
-                model = await self._registry.load(live)
-            except (SnapshotError, RegistryError) as exc:
-                log.error("%s: refusing live version %s: %s", name, live, exc)
-                continue
-            except TRANSIENT_ERRORS:
-                raise
-            except Exception:  # e.g. a snapshot of code this worker does not have
-                log.exception("%s: cannot load live version %s", name, live)
-                continue
-            self._served[name] = Served(live, model)
-            metrics.SERVED_VERSION.labels(name).set(version_number(live))
-            log.info("%s: now scoring with %s (was %s)", name, live, served.version)
+            self._canaries[name] = None if canary is None else await self._load(name, canary, "canary")
+            if current is not None:
+                metrics.SERVED_VERSION.remove(name, "canary")
+            if (now := self._canaries[name]) is not None:
+                log.info("%s: %s serves %.0f%% of entities as canary", name, now.version, 100 * now.fraction)
+
+    async def _load(self, name: str, version: str, arm: Arm) -> Served | None:
+        try:
+            record = await self._registry.record(version)
+            check_declaration(self._use_cases[name], version, record)
+            model = await self._registry.load(version)
+        except (SnapshotError, RegistryError) as exc:
+            log.error("%s: refusing %s version %s: %s", name, arm, version, exc)
+            return None
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:  # e.g. a snapshot of code this worker does not have
+            log.exception("%s: cannot load %s version %s", name, arm, version)
+            return None
+        metrics.SERVED_VERSION.labels(name, arm).set(version_number(version))
+        return Served(version, model, arm, record.get("canary_fraction", 0.0) if arm == "canary" else 1.0)

@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
+from stream.redis_client import redis_client
 from stream.runtime import metrics
 from stream.runtime.batches import BatchConsumer
-from stream.runtime.connection import redis_client
 from stream.runtime.joining import LabelJoiner
 from stream.runtime.learner import Learner
 from stream.runtime.outbox import Message, Outbox

@@ -57,7 +57,7 @@ import orjson
 from redis.exceptions import NoScriptError
 
 from stream.features import LABEL, EntityState, Features, Observation, Prior, Stat
-from stream.runtime.connection import RedisClient
+from stream.redis_client import RedisClient
 from stream.runtime.keys import Buckets, EntityKey, buckets, encode
 from stream.settings import Settings
 from stream.usecases import UseCase

@@ -33,7 +33,7 @@ from typing import Any, Literal, TextIO
 import numpy as np
 
 from models import snapshot
-from stream.runtime.connection import redis_client
+from stream.redis_client import redis_client
 from stream.runtime.learner import version_record
 from stream.runtime.registry import ModelRegistry, RegistryError
 from stream.runtime.state import StateStore
@@ -59,6 +59,10 @@ class Outcome:
     status: Literal["published", "unchanged"]
     version: str
     lines: list[str]
+    previous: str | None = None
+    """The live version before (``None``: none)."""
+    sha256: str = ""
+    """Of the history file."""
 
 
 def file_digest(path: Path) -> tuple[int, str]:
@@ -225,6 +229,8 @@ async def bootstrap(
                 f"published {version} (declaration {use_case.fingerprint}, file sha256 {sha256})"
                 + (f", a new lineage replacing {live}" if force and live else ""),
             ],
+            live,
+            sha256,
         )
     finally:
         await client.aclose()

@@ -94,7 +94,7 @@ def simulated_rows(
         return rows
     transactions, sales = (events, 0) if use_case.name == "fraud" else (0, events)
     config = SimulationConfig(transactions=transactions, sales=sales, drift_at=drift_at, seed=seed)
-    scratch = Settings(redis_url=settings.redis_url, namespace=f"calibrate{uuid.uuid4().hex[:8]}")
+    scratch = settings.replace(namespace=f"calibrate{uuid.uuid4().hex[:8]}")
     pairs = asyncio.run(feature_stream(scratch, use_case, config, start=start_of(seed)))
     rows = prequential(use_case.name, pairs)
     if path is not None:

@@ -11,13 +11,16 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from stream.settings import Settings, problems
 from stream.tools.simulator import HISTORY_ROWS_PER_DAY, SimulationConfig
 from stream.usecases import DEADLETTER_TOPIC, USE_CASES
+
+if TYPE_CHECKING:
+    from stream.records import AuditAction
 
 
 def _simulation_args(parser: argparse.ArgumentParser, *, transactions: int, sales: int, rate: float) -> None:
@@ -232,12 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "simulate":
         from confluent_kafka import Producer
 
-        from stream.kafka import ensure_topics
+        from stream.kafka import ensure_topics, kafka_config
         from stream.tools import simulator
         from stream.usecases import all_topics
 
         ensure_topics(settings, all_topics())
-        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+        producer = Producer({**kafka_config(settings), "linger.ms": 5})
         messages = simulator.generate(simulation_config(args), start=args.start)
         print(simulator.send(messages, producer, settings.topic))
     elif args.command == "demo":
@@ -285,6 +288,50 @@ def _bootstrap(settings: Settings, args: argparse.Namespace) -> int:
         print(f"scoring bootstrap: {refused}", file=sys.stderr)
         return 1
     print("\n".join(outcome.lines))
+    if outcome.status == "unchanged":
+        return 0
+    return _audit(
+        settings,
+        "bootstrap",
+        model=args.use_case,
+        target=f"{args.file} (sha256 {outcome.sha256})",
+        before=outcome.previous,
+        after=outcome.version,
+        detail=outcome.lines[-1],
+    )
+
+
+def _operator() -> str:
+    """Who runs this command: ``user@host``."""
+    import getpass
+    import socket
+
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _audit(settings: Settings, action: AuditAction, **what: Any) -> int:
+    """Record an operator's action on ``audit`` (it is done already): 0, or 1 if it could not be."""
+    import uuid
+
+    from confluent_kafka import KafkaException
+
+    from stream.kafka import deliver
+    from stream.records import AuditRecord
+    from stream.usecases import AUDIT_TOPIC
+
+    record = AuditRecord(
+        id=str(uuid.uuid4()),
+        action=action,
+        actor=_operator(),
+        at=dt.datetime.now(dt.UTC),
+        **what,
+    )
+    try:
+        deliver(settings, [(settings.topic(AUDIT_TOPIC), record.id.encode(), record.to_json())])
+    except KafkaException as exc:
+        print(f"scoring: done, but its audit record could not be delivered: {exc}", file=sys.stderr)
+        print(record.to_json().decode(), file=sys.stderr)  # kept in the command's output instead
+        return 1
     return 0
 
 
@@ -348,12 +395,10 @@ def _write_history(args: argparse.Namespace) -> int:
 
 
 async def _models(settings: Settings, args: argparse.Namespace) -> int:
-    import getpass
-    import socket
 
     from stream.cards import card, markdown
-    from stream.runtime.connection import redis_client
-    from stream.runtime.registry import ModelRegistry, RegistryError
+    from stream.redis_client import redis_client
+    from stream.runtime.registry import ModelRegistry, RegistryError, use_case_of
     from stream.usecases import use_case
 
     client = redis_client(settings)
@@ -363,8 +408,16 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
             for name in [args.model] if args.model else [uc.name for uc in USE_CASES]:
                 live = await registry.live(name)
                 print(f"{name}: live {live or '(none published yet)'}")
+                canary = await registry.canary_of(name)
+                if canary is not None:
+                    print(f"  canary {canary}")
                 for entry in await registry.history(name, 3):
-                    print(f"  rolled back to {entry['version']} from {entry['previous']} by {entry['by']}")
+                    if entry["action"] == "canary":
+                        print(f"  canary {entry['version']} {entry['outcome']}: {entry['reason']}")
+                    else:
+                        print(
+                            f"  rolled back to {entry['version']} from {entry['previous']} by {entry['by']}"
+                        )
                 for record in await registry.versions(name, args.limit):
                     print("  " + _version_line(record, record["version"] == live))
         elif args.action in ("show", "card"):
@@ -378,7 +431,7 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
             if args.action == "show":
                 print(json.dumps({**record, "live": record["version"] == live}, indent=2))
             else:
-                rollbacks = [
+                history = [
                     entry
                     for entry in await registry.history(record["model"], 1000)
                     if version in (entry.get("version"), entry.get("previous"))
@@ -386,20 +439,29 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
                 model_card = card(
                     record,
                     lineage=await registry.lineage(version),
-                    rollbacks=rollbacks,
+                    history=history,
                     use_case=use_case(record["model"], settings.use_cases),
                     live=live,
+                    canary=await registry.canary_of(record["model"]),
                 )
                 print(
                     json.dumps(model_card, indent=2) if args.format == "json" else markdown(model_card),
                     end="",
                 )
         elif args.action == "rollback":
-            operator = f"{getpass.getuser()}@{socket.gethostname()}"
-            previous = await registry.rollback(args.version, by=operator, reason=args.reason)
+            previous = await registry.rollback(args.version, by=_operator(), reason=args.reason)
             print(
                 f"{args.version} is live (was {previous}); workers score with it within "
                 f"{settings.model_poll_seconds:g} s, and the learner goes on learning from it"
+            )
+            return _audit(
+                settings,
+                "rollback",
+                model=use_case_of(args.version),
+                target=args.version,
+                before=previous,
+                after=args.version,
+                detail=args.reason,
             )
         else:
             blob = await registry.snapshot(args.version)

@@ -37,8 +37,8 @@ from rich.console import Console
 
 from consumers.alerts import CAUGHT_UP_SECONDS, watch
 from consumers.audit import audit
-from stream.kafka import ensure_topics
-from stream.runtime.connection import redis_client
+from stream.kafka import ensure_topics, kafka_config
+from stream.redis_client import redis_client
 from stream.runtime.registry import ModelRegistry
 from stream.settings import Settings
 from stream.tools import localstack, simulator
@@ -208,7 +208,7 @@ def run(
                 f"{config.label_delay[0]:g}-{config.label_delay[1]:g} s after their events)",
                 file=out,
             )
-            producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+            producer = Producer({**kafka_config(settings), "linger.ms": 5})
             with (
                 ThreadPoolExecutor(max_workers=1) as pool,
                 progress_view(out, events + malformed, labels) as show,

@@ -19,7 +19,7 @@ import orjson
 from models.evaluation import EvaluationResult, compare, format_table
 from models.online import Features
 from stream.records import Rejection, parse
-from stream.runtime.connection import redis_client
+from stream.redis_client import redis_client
 from stream.runtime.keys import entity_key
 from stream.runtime.state import Arrival, StateStore
 from stream.settings import Settings
@@ -79,9 +79,7 @@ def evaluate(
     settings: Settings, config: SimulationConfig, *, start: dt.datetime | None = None
 ) -> dict[str, Sequence[EvaluationResult]]:
     """Every candidate of every use case, on the simulated stream of ``config`` ending at ``start``."""
-    scratch = Settings.defaults().replace(
-        redis_url=settings.redis_url, namespace=f"eval{uuid.uuid4().hex[:8]}"
-    )
+    scratch = settings.replace(namespace=f"eval{uuid.uuid4().hex[:8]}")
     results: dict[str, Sequence[EvaluationResult]] = {}
     for use_case in USE_CASES:
         rows = asyncio.run(feature_stream(scratch, use_case, config, start=start))

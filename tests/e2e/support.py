@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 
 from consumers.reader import read
 from stream.records import DeadLetter, Prediction
-from stream.runtime.connection import redis_client
+from stream.redis_client import redis_client
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.state import StateStore
 from stream.settings import Settings

@@ -20,6 +20,8 @@ import pytest
 
 from consumers.audit import audit
 from consumers.quality import mae, roc_auc, running_means
+from consumers.reader import read
+from stream.records import AuditRecord
 from stream.settings import Settings
 from stream.tools import simulator
 from stream.tools.bootstrap import bootstrap, file_digest
@@ -85,6 +87,7 @@ def test_a_history_of_ones_own_is_bootstrapped_through_the_command_line(
     env = {**os.environ, **settings.environment()}
     reasons = {FRAUD.name: {"duplicate_event"}, DEMAND.name: {"duplicate_event", "inconsistent_dates"}}
     learned: dict[str, int] = {}
+    digests: dict[str, str] = {}
     # The worker runs from the start: the bootstrap replaces its untrained lineage, and its
     # learner goes on from the bootstrapped checkpoint.
     with worker_process(settings, tmp_path / "worker.log") as worker:
@@ -107,6 +110,7 @@ def test_a_history_of_ones_own_is_bootstrapped_through_the_command_line(
                 reason: n for reason, n in lineage["rejected"].items() if n
             }
             learned[use_case.name] = lineage["accepted"] + len(stream.rows[use_case.name])
+            digests[use_case.name] = lineage["sha256"]
 
         wait_until(lambda: _serving(settings, 1))
         send_on_schedule(settings, stream.messages)
@@ -121,6 +125,13 @@ def test_a_history_of_ones_own_is_bootstrapped_through_the_command_line(
             what="every label learned",
         )
         assert worker.poll() is None
+    # Each bootstrap is on the audit topic: by whom, which file, which version it made live.
+    audit = [m.parse() for m in read(settings, ["audit"], idle_timeout=2.0)]
+    assert [
+        (r.action, r.model, r.after, digests[r.model] in r.target)
+        for r in audit
+        if isinstance(r, AuditRecord)
+    ] == [("bootstrap", "fraud", "fraud.1", True), ("bootstrap", "demand", "demand.1", True)]
     transactions, sales = stream.rows[FRAUD.name][:400], stream.rows[DEMAND.name][:200]
     scores = served_values(settings, FRAUD, [p for p, _ in stream.rows[FRAUD.name]])[:400]
     auc = roc_auc(scores, [bool(t) for _, t in transactions])

@@ -10,7 +10,9 @@ carry the earlier version.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +26,7 @@ import pytest
 from consumers.reader import read
 from models.online import ROCAUC, OnlineModel
 from models.release import version_number
-from stream.records import Alert
+from stream.records import Alert, AuditRecord
 from stream.runtime.learner import fresh_state
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.state import JournalEntry, StateStore
@@ -203,6 +205,13 @@ def test_rollback_makes_new_predictions_carry_the_earlier_version(
     after = {event_id(m) for m in events[500:1000]}
     assert {p.model_version for p in predictions(settings) if p.event_id in after} == {first}
     assert f"fraud: live {first}" in listing and f"rolled back to {first}" in listing
+    [audit] = [m.parse() for m in read(settings, ["audit"], idle_timeout=2.0)]
+    assert isinstance(audit, AuditRecord) and (audit.action, audit.target, audit.after) == (
+        "rollback",
+        first,
+        first,
+    )
+    assert audit.before not in (None, first) and audit.actor == f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def test_a_concept_drift_opens_one_alert_within_500_labels(model_settings: Settings, tmp_path: Path) -> None:

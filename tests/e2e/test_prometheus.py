@@ -13,8 +13,10 @@ The stream holds what every panel shows, nothing exempted: malformed payloads (d
 letters), transactions an hour older than their account's latest (out-of-order events), and
 a concept drift (the fraud labels of the last third of the transactions flipped, as in
 ``test_lifecycle.py``) that opens an alert and makes the versions served since the watch's
-reference worse than it (a rollback). The worker starts while its Redis refuses connections
-(a relay opened once the worker has said it waits), so that its retries count.
+reference worse than it (a rollback). Demand's versions go through a canary (30 % of the
+products, concluded after 100 of its labels), so both arms are served. The worker starts
+while its Redis refuses connections (a relay opened once the worker has said it waits), so
+that its retries count.
 """
 
 from __future__ import annotations
@@ -181,7 +183,9 @@ def test_every_dashboard_query_returns_data(
     log = tmp_path / "worker.log"
     with RedisRelay(worker_settings.redis_url) as relay:
         # A first learned version after 500 labels (2,000 by default: all of the transactions).
-        settings = worker_settings.replace(redis_url=relay.url, first_version_min_labels=500)
+        settings = worker_settings.replace(
+            redis_url=relay.url, first_version_min_labels=500, canary="demand=0.3", canary_labels=100
+        )
         with worker_process(settings, log) as worker:
             wait_until(lambda: f"{relay.address} does not answer" in log.read_text(), what="a retry")
             relay.open()
@@ -189,6 +193,7 @@ def test_every_dashboard_query_returns_data(
             prometheus.wait_for("sum(scoring_predictions_total)", events)
             prometheus.wait_for("sum(scoring_learner_labels_learned)", labels)  # the flipped ones too
             at = prometheus.scraped_instant()
+            canary_served = prometheus.query('scoring_predictions_total{model="demand", arm="canary"}', at=at)
 
             values = {}
             for name, selector in variable_exprs():
@@ -202,6 +207,7 @@ def test_every_dashboard_query_returns_data(
             ]
     assert worker.returncode == 0, log.read_text()[-3000:]
     assert not empty, "expressions without data:\n" + "\n".join(empty)
+    assert canary_served, "no demand prediction was served by a canary"
 
 
 def _absent(prometheus: Prometheus, expr: str) -> str:

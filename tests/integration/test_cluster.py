@@ -10,7 +10,7 @@ import pytest
 import redis.exceptions
 from redis.crc import key_slot
 
-from stream.runtime.connection import redis_client
+from stream.redis_client import redis_client
 from stream.runtime.keys import buckets
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.state import JournalEntry, StateStore

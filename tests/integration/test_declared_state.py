@@ -13,7 +13,7 @@ import pytest
 
 from stream.features import EntityState, Features
 from stream.records import DeadLetter, Transaction
-from stream.runtime.connection import redis_client
+from stream.redis_client import redis_client
 from stream.runtime.keys import entity_key
 from stream.runtime.state import Arrival
 from stream.settings import Settings

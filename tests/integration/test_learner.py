@@ -17,13 +17,13 @@ from river import dummy
 from models.lifecycle import ModelLifecycle
 from models.pipelines import logistic_regression_adam
 from models.release import ReleaseConfig
-from stream.records import Alert
+from stream.records import Alert, AuditRecord
 from stream.runtime.learner import Learner, LearnerState
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
-from stream.usecases import FRAUD
+from stream.usecases import ALERTS_TOPIC, AUDIT_TOPIC, FRAUD
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,18 @@ async def test_a_better_challenger_is_promoted_published_and_alerted(settings: S
     assert record["pipeline"] == "logistic_regression_adam" and record["challenger"] == "prior"
     reasons = [r["reason"] for r in await registry.versions("fraud", 10)]
     assert "promotion" in reasons
-    alerts = [Alert.model_validate_json(value) for _, _, value in published]
+    alerts = [
+        Alert.model_validate_json(value) for topic, _, value in published if topic.endswith(ALERTS_TOPIC)
+    ]
+    [audit] = [
+        AuditRecord.model_validate_json(value) for topic, _, value in published if topic.endswith(AUDIT_TOPIC)
+    ]
+    assert (audit.action, audit.actor, audit.before, audit.after) == (
+        "promotion",
+        "learner",
+        "prior",
+        "logistic_regression_adam",
+    )
     assert [(a.kind, a.state, a.severity) for a in alerts if a.kind == "promotion"] == [
         ("promotion", "open", "info"),
         ("promotion", "resolve", "info"),

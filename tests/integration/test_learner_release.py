@@ -12,13 +12,13 @@ import redis.asyncio as aioredis
 
 from models import snapshot
 from models.online import OnlineModel
-from stream.records import Alert
+from stream.records import Alert, AuditRecord
 from stream.runtime.learner import Learner, version_record
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.state import StateStore
 from stream.settings import Settings
-from stream.usecases import FRAUD
+from stream.usecases import AUDIT_TOPIC, FRAUD
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +28,9 @@ class Inverted(OnlineModel):
 
     def predict_one(self, x: dict[str, float | str]) -> float:
         return 1.0 - super().predict_one(x)
+
+    def predict_many(self, xs: Sequence[dict[str, float | str]]) -> list[float]:
+        return [self.predict_one(x) for x in xs]  # as a worker scores a batch
 
 
 @pytest.fixture
@@ -44,13 +47,18 @@ class Stage:
         self.settings, self.client = settings, client
         self.registry = ModelRegistry(client, settings)
         self.alerts: list[Alert] = []
+        self.audit: list[AuditRecord] = []
         self.learner = Learner(
             settings, FRAUD, StateStore(client, settings), self.registry, self.publish, ErrorPolicy(settings)
         )
         self.labels = 0
 
     async def publish(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
-        self.alerts += [Alert.model_validate_json(value) for _, _, value in records]
+        for topic, _, value in records:
+            if topic.endswith(AUDIT_TOPIC):
+                self.audit.append(AuditRecord.model_validate_json(value))
+            else:
+                self.alerts.append(Alert.model_validate_json(value))
 
     async def label(self, n: int, served_version: str, served_by: OnlineModel | None, seed: int = 0) -> None:
         """``n`` labels of events that ``served_version`` (``served_by``; ``None``: untrained) scored."""
@@ -147,3 +155,5 @@ async def test_a_broken_live_version_is_rolled_back_to_its_reference_with_one_cr
         and [s for s, _ in stage.of("rollback")].count("open") == 1
     )
     assert learner.version == live and reference in (live, "fraud.0")
+    audit = [(r.action, r.actor, r.before, r.after) for r in stage.audit]
+    assert audit == [("rollback", "watch", broken, history[0]["version"])]

@@ -11,7 +11,7 @@ from models import snapshot
 from models.online import OnlineModel
 from models.pipelines import linear_regression
 from stream.backoff import Repeats
-from stream.runtime.connection import redis_client
+from stream.redis_client import redis_client
 from stream.runtime.keys import hash_tagged
 from stream.runtime.registry import ModelRegistry, RegistryError
 from stream.runtime.served import ServedModels
@@ -102,6 +102,36 @@ async def test_rollback_moves_the_live_pointer_back_and_is_recorded(registry: Mo
     assert await publish(registry, "demand.1", demand_model(6)) == ("conflict", "demand.0")
     with pytest.raises(RegistryError, match=r"demand\.9"):
         await registry.rollback("demand.9", by="ops")
+
+
+async def test_one_canary_at_a_time_its_conclusion_checkpoints_and_a_rollback_ends_it(
+    registry: ModelRegistry,
+) -> None:
+    await publish(registry, "", demand_model(0))
+    record = {"reason": "learned", "pipeline": "linear_regression", "declaration": DEMAND.fingerprint}
+    canary = await registry.canary("demand", "a", "demand.0", demand_model(5), record, b"with canary")
+    assert canary == ("canary", "demand.1") and await registry.live("demand") == "demand.0"
+    assert await registry.canary("demand", "a", "demand.0", demand_model(6), record, b"") == (
+        "conflict",
+        "demand.0",
+    )
+    checkpoint = await registry.last_checkpoint("demand")
+    assert checkpoint is not None and (checkpoint.version, checkpoint.canary) == ("demand.0", "demand.1")
+    await registry.checkpoint("demand", "a", "demand.0", b"later")
+    checkpoint = await registry.last_checkpoint("demand")
+    assert checkpoint is not None and (checkpoint.state, checkpoint.canary) == (b"later", "demand.1")
+
+    promoted = await registry.conclude(
+        "demand", "a", "demand.0", "demand.1", promote=True, reason="fine", state=b"promoted"
+    )
+    assert promoted == ("promoted", "demand.1") and await registry.canary_of("demand") is None
+    checkpoint = await registry.last_checkpoint("demand")
+    assert checkpoint is not None and (checkpoint.version, checkpoint.canary) == ("demand.1", None)
+    assert (await registry.history("demand", 1))[0]["outcome"] == "promoted"
+
+    assert (await registry.canary("demand", "a", "demand.1", demand_model(7), record, b""))[0] == "canary"
+    assert await registry.rollback("demand.0", by="ops") == "demand.1"
+    assert await registry.canary_of("demand") is None  # the learner adopts demand.0: no canary left
 
 
 async def test_old_versions_are_pruned(settings: Settings) -> None:

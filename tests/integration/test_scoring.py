@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from stream.records import DeadLetter, Prediction
-from stream.runtime.connection import RedisClient, redis_client
+from stream.redis_client import RedisClient, redis_client
 from stream.runtime.joining import LabelJoiner
 from stream.runtime.keys import entity_key
 from stream.runtime.outbox import Message, Outbox

@@ -130,8 +130,8 @@ def test_payload_text_keeps_non_utf8_as_base64() -> None:
     assert payload_text(b"\xff") == ("/w==", "base64")
 
 
-@pytest.mark.parametrize(("field", "value"), [("score", 0.125), ("forecast", 7.5)])
-def test_prediction_json_writes_what_the_record_writes(field: str, value: float) -> None:
+@pytest.mark.parametrize(("field", "value", "arm"), [("score", 0.125, "live"), ("forecast", 7.5, "canary")])
+def test_prediction_json_writes_what_the_record_writes(field: str, value: float, arm: str) -> None:
     scored_at = dt.datetime(2026, 1, 5, 3, 4, 5, 678901, tzinfo=dt.UTC)
     record = Prediction(
         event_id="e1",
@@ -140,9 +140,10 @@ def test_prediction_json_writes_what_the_record_writes(field: str, value: float)
         scored_at=scored_at,
         latency_ms=12.345,
         entity="acc-1",
+        arm=arm,
         **{field: value},
     )
     text = scored_at.isoformat().replace("+00:00", "Z")
-    fast = prediction_json("e1", "m", "m.3", text, 12.345, "acc-1", field, value)  # type: ignore[arg-type]
+    fast = prediction_json("e1", "m", "m.3", text, 12.345, "acc-1", field, value, arm)  # type: ignore[arg-type]
     assert fast == record.to_json()
     assert Prediction.model_validate_json(fast) == record

@@ -84,7 +84,10 @@ def test_a_repeated_warning_is_let_through_once_per_backoff_step(
 
 
 def test_the_policy_tells_outages_from_bugs() -> None:
-    policy = ErrorPolicy(Settings(redis_url="redis://cache:6390/0", kafka_bootstrap="k1:9092,k2:9092"))
+    remote = Settings(
+        redis_url="redis://cache:6390/0", kafka_bootstrap="k1:9092,k2:9092", model_signing_key="k"
+    )
+    policy = ErrorPolicy(remote)
     assert policy.outage(REFUSED) is policy.redis and policy.redis.address == "cache:6390"
     assert (
         policy.outage(retry.KafkaException()) is policy.broker and policy.broker.address == "k1:9092,k2:9092"

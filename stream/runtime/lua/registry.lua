@@ -1,13 +1,14 @@
--- The model registry's changes, each atomic: learner lease, publish, bootstrap, checkpoint, rollback.
+-- The model registry's changes, each atomic: learner lease, publish, hold, canary, conclude,
+-- bootstrap, checkpoint, rollback.
 -- ARGV[1] is the command, ARGV[2] its parameters as JSON; blobs follow as ARGV[3..].
 --
 -- KEYS (every command gets all of them): 1 lease, 2 live version, 3 version sequence,
 -- 4 version records (hash), 5 versions by sequence (sorted set), 6 checkpoint (hash),
--- 7 history (list), and ARGV-given snapshot keys under the prefix p.snapshots.
+-- 7 history (list), 8 canary version, and ARGV-given snapshot keys under the prefix p.snapshots.
 local command = ARGV[1]
 local p = cjson.decode(ARGV[2])
-local lease, live, seq, records, order, checkpoint, history =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local lease, live, seq, records, order, checkpoint, history, canary =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 
 -- Fencing: only the holder of the lease may publish or checkpoint, so a learner that
 -- stalled past its lease cannot overwrite the work of the one that replaced it.
@@ -19,8 +20,22 @@ local function live_version()
   return redis.call('GET', live) or ''
 end
 
--- A new version: its snapshot and record; live (with the learner checkpoint that goes with
--- it) unless p.held, a candidate the gate held, kept for the record.
+local function canary_version()
+  return redis.call('GET', canary) or ''
+end
+
+local function keep_checkpoint(state, version, canary_of)
+  redis.call('HSET', checkpoint, 'state', state, 'version', version, 'canary', canary_of, 'at', p.at)
+end
+
+local function log_history(entry)
+  redis.call('LPUSH', history, cjson.encode(entry))
+  redis.call('LTRIM', history, 0, 999)
+end
+
+-- A new version: its snapshot and record; p.as says what it is: 'live' (with the learner
+-- checkpoint that goes with it), 'canary' (serving a fraction of entities beside the live
+-- version, with the checkpoint) or 'held' (a candidate the gate held, kept for the record).
 local function add_version()
   local n = redis.call('INCR', seq) - 1
   if n < p.first then  -- a bootstrap: .0 names the untrained champion workers start with
@@ -33,15 +48,24 @@ local function add_version()
   redis.call('SET', p.snapshots .. version, ARGV[3])
   redis.call('HSET', records, version, cjson.encode(record))
   redis.call('ZADD', order, n, version)
-  if not p.held then
+  if p.as == 'live' then
     redis.call('SET', live, version)
-    redis.call('HSET', checkpoint, 'state', ARGV[4], 'version', version, 'at', p.at)
+    keep_checkpoint(ARGV[4], version, '')
+  elseif p.as == 'canary' then
+    redis.call('SET', canary, version)
+    keep_checkpoint(ARGV[4], live_version(), version)
   end
-  -- Keep the newest p.keep versions, and always the live one.
-  local current = live_version()
+  -- Keep the newest p.keep versions, and always the live one and the canary.
+  local current, trying = live_version(), canary_version()
   while redis.call('ZCARD', order) > p.keep do
-    local oldest = redis.call('ZRANGE', order, 0, 1)
-    local drop = oldest[1] == current and oldest[2] or oldest[1]
+    local oldest = redis.call('ZRANGE', order, 0, 2)
+    local drop = oldest[1]
+    for _, name in ipairs(oldest) do
+      if name ~= current and name ~= trying then
+        drop = name
+        break
+      end
+    end
     redis.call('ZREM', order, drop)
     redis.call('HDEL', records, drop)
     redis.call('DEL', p.snapshots .. drop)
@@ -66,19 +90,42 @@ elseif command == 'release' then
   end
   return 1
 
-elseif command == 'publish' or command == 'hold' then
+elseif command == 'publish' or command == 'hold' or command == 'canary' then
   -- p: token, model, parent ('' for the first version), record (JSON object), keep,
-  -- snapshots (key prefix), at; held for a hold. ARGV[3]: snapshot, ARGV[4]: checkpoint
-  -- (publish only: a held candidate leaves the live version and the checkpoint alone).
+  -- snapshots (key prefix), at, as (see add_version). ARGV[3]: snapshot, ARGV[4]: checkpoint
+  -- (not for a hold: a held candidate leaves the live version and the checkpoint alone).
   -- Compare-and-set on the live version: a rollback since the learner's last publish
-  -- makes this fail, and the learner reloads the live version instead.
+  -- makes this fail, and the learner reloads the live version instead. One canary at a time.
   if not holds_lease() then
     return {'lost_lease', live_version()}
   end
-  if live_version() ~= p.parent then
+  if live_version() ~= p.parent or (p.as == 'canary' and canary_version() ~= '') then
     return {'conflict', live_version()}
   end
-  return {p.held and 'held' or 'published', add_version()}
+  local outcome = {live = 'published', canary = 'canary', held = 'held'}
+  return {outcome[p.as], add_version()}
+
+elseif command == 'conclude' then
+  -- p: token, parent (the live version), version (the canary), promote, at, entry (JSON
+  -- object for the history). ARGV[3]: checkpoint. The canary ends: live (promoted) or gone.
+  if not holds_lease() then
+    return {'lost_lease', live_version()}
+  end
+  if live_version() ~= p.parent or canary_version() ~= p.version then
+    return {'conflict', live_version()}
+  end
+  redis.call('DEL', canary)
+  local now_live = p.parent
+  if p.promote then
+    redis.call('SET', live, p.version)
+    now_live = p.version
+  end
+  local entry = p.entry  -- by, reason
+  entry.action, entry.version, entry.previous, entry.at = 'canary', p.version, p.parent, p.at
+  entry.outcome = p.promote and 'promoted' or 'rolled_back'
+  log_history(entry)
+  keep_checkpoint(ARGV[3], now_live, '')
+  return {entry.outcome, now_live}
 
 elseif command == 'bootstrap' then
   -- p: as publish, without token; labels_learned_max: the most labels the live version's
@@ -94,6 +141,7 @@ elseif command == 'bootstrap' then
       return {'learned', p.parent}
     end
   end
+  redis.call('DEL', canary)  -- a new lineage: the canary of the old one has no future
   return {'published', add_version()}
 
 elseif command == 'checkpoint' then
@@ -104,7 +152,7 @@ elseif command == 'checkpoint' then
   if live_version() ~= p.version then
     return {'conflict', live_version()}
   end
-  redis.call('HSET', checkpoint, 'state', ARGV[3], 'version', p.version, 'at', p.at)
+  redis.call('HSET', checkpoint, 'state', ARGV[3], 'version', p.version, 'at', p.at)  -- canary kept
   return {'checkpointed', p.version}
 
 elseif command == 'rollback' then
@@ -114,10 +162,10 @@ elseif command == 'rollback' then
   end
   local previous = live_version()
   redis.call('SET', live, p.version)
+  redis.call('DEL', canary)  -- the learner restores and adopts the live version: no canary left
   local entry = p.entry  -- by, reason
   entry.action, entry.version, entry.previous, entry.at = 'rollback', p.version, previous, p.at
-  redis.call('LPUSH', history, cjson.encode(entry))
-  redis.call('LTRIM', history, 0, 999)
+  log_history(entry)
   return {'rolled_back', previous}
 end
 return redis.error_reply('unknown command ' .. tostring(command))

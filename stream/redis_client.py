@@ -1,7 +1,10 @@
-"""The deployment's Redis client: one server, or a Redis Cluster reached through any of its nodes.
+"""How every Redis client the project ships connects: the URL, the CA of a TLS server, a cluster.
 
-Every process (worker, tools, tests) builds its client here, so that a connection option
-is set once for both kinds.
+AUTH and TLS come from ``SCORING_REDIS_URL`` itself (``redis://:PASSWORD@host:port/db``,
+``rediss://...`` for TLS), as redis-py reads it; ``SCORING_REDIS_CA_FILE`` names the CA
+certificates a ``rediss://`` server's certificate is checked against (else the system's).
+redis-py checks the certificate and the host name. With ``SCORING_REDIS_CLUSTER`` the URL
+names any node of a Redis Cluster, and the client learns the others from it.
 """
 
 from __future__ import annotations
@@ -19,14 +22,17 @@ from stream.settings import Settings
 RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 
 
-def redis_client(settings: Settings, **options: Any) -> RedisClient:
-    """A client of ``settings.redis_url``: a cluster's (``redis_cluster``), else a single server's.
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """What a redis-py client takes beside the URL to connect as ``settings`` say (sync or async)."""
+    return {"ssl_ca_certs": settings.redis_ca_file} if settings.redis_ca_file else {}
 
-    ``options`` are the clients' connection options (timeouts, say).
-    """
+
+def redis_client(settings: Settings, **options: Any) -> RedisClient:
+    """The deployment's Redis, as an asyncio client: a cluster's (``redis_cluster``), else one
+    server's; ``options`` go to redis-py (timeouts, say)."""
     if settings.redis_cluster:
-        return _Cluster.from_url(settings.redis_url, **options)
-    return aioredis.Redis.from_url(settings.redis_url, **options)
+        return _Cluster.from_url(settings.redis_url, **redis_options(settings), **options)
+    return aioredis.Redis.from_url(settings.redis_url, **redis_options(settings), **options)
 
 
 class _Cluster(RedisCluster):
@@ -48,7 +54,12 @@ class _Cluster(RedisCluster):
         try:
             return await super().initialize(*args, **kwargs)
         except RedisClusterException as exc:
-            raise ConnectionError(str(exc)) from exc
+            said = exc.__cause__
+            if not isinstance(said, ConnectionError):
+                raise ConnectionError(str(exc)) from exc
+        # What the node said (a refused password, say) as it said it: raised out of the except
+        # clause, it keeps its own context (a TLS error, say).
+        raise said
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         with _closed_transport_as_outage():
