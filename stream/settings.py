@@ -93,6 +93,18 @@ class Settings(BaseSettings):
         "PEM file of the CA certificates a `rediss://` server's certificate is checked against; "
         "empty: the system's CAs.",
     )
+    redis_cluster: bool = _setting(
+        False,
+        "`SCORING_REDIS_URL` names a node (any) of a Redis Cluster: keys carry hash tags, and every "
+        "script call touches one slot (README: Redis Cluster).",
+    )
+    redis_cluster_buckets: int = _setting(
+        16,
+        "Hash-tag buckets of each use case on a Redis Cluster (an entity's state and its events live "
+        "in its bucket's slot); fixed for a deployment's data: another number moves every entity.",
+        ge=1,
+        le=256,
+    )
     namespace: str = _setting(
         "",
         "Prefix of every topic (`X.<topic>`), the consumer group and every Redis key (`X:`).",

@@ -9,10 +9,15 @@ Where the broker and Redis come from, in order:
 
 Each test works in its own namespace, so tests never see each other's topics, groups
 or keys, and the namespace is cleaned away when the test ends.
+
+A test parametrized with ``@pytest.mark.parametrize("redis_mode", ["single", "cluster"],
+indirect=True)`` runs its settings against a Redis Cluster as well: three masters started
+on free loopback ports the first time a test asks for it, stopped at the end of the session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -21,12 +26,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from stream.redis_client import redis_client
 from stream.settings import Settings
-from stream.tools.localstack import running_stack
+from stream.tools.localstack import running_redis_cluster, running_stack
 
 
 def _docker_answers() -> bool:
@@ -64,17 +69,25 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
             yield stack.kafka_bootstrap, stack.redis_url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a node of a Redis Cluster of three masters shared by the session."""
+    with running_redis_cluster(tmp_path_factory.mktemp("cluster"), masters=3) as cluster:
+        yield cluster.url
+
+
+@pytest.fixture
+def redis_mode(request: pytest.FixtureRequest) -> str:
+    """``single`` (the session's Redis), or ``cluster`` when a test is parametrized with it."""
+    return str(getattr(request, "param", "single"))
+
+
 @pytest.fixture
 def namespace(services: tuple[str, str]) -> Iterator[str]:
-    """A fresh namespace; its Redis keys and Kafka topics are deleted afterwards."""
+    """A fresh namespace; its Kafka topics are deleted afterwards (its keys by :func:`settings`)."""
     name = f"t{uuid.uuid4().hex[:10]}"
     yield name
-    kafka, redis_url = services
-    with redis.Redis.from_url(redis_url) as client:
-        keys = list(client.scan_iter(match=f"{name}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    admin = AdminClient({"bootstrap.servers": kafka})
+    admin = AdminClient({"bootstrap.servers": services[0]})
     with contextlib.suppress(KafkaException):
         topics = [t for t in admin.list_topics(timeout=5).topics if t.startswith(f"{name}.")]
         if topics:
@@ -84,15 +97,32 @@ def namespace(services: tuple[str, str]) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(services: tuple[str, str], namespace: str, tmp_path: Path) -> Settings:
-    """Settings of the shared services in the test's namespace, tuned for fast groups."""
+def settings(
+    services: tuple[str, str], namespace: str, redis_mode: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Settings]:
+    """Settings of the shared services in the test's namespace, tuned for fast groups; the
+    namespace's Redis keys are deleted afterwards."""
     kafka, redis_url = services
-    return Settings.defaults().replace(
+    cluster = redis_mode == "cluster"
+    settings = Settings.defaults().replace(
         kafka_bootstrap=kafka,
-        redis_url=redis_url,
+        redis_url=request.getfixturevalue("redis_cluster") if cluster else redis_url,
+        redis_cluster=cluster,
         namespace=namespace,
         session_timeout_seconds=2.0,
         heartbeat_interval_seconds=0.5,
         metrics_port=0,
         state_dir=str(tmp_path / "state"),
     )
+    yield settings
+    asyncio.run(_delete_keys(settings))
+
+
+async def _delete_keys(settings: Settings) -> None:
+    client = redis_client(settings)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{settings.namespace}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

@@ -30,12 +30,11 @@ import mode.loop
 import mode.utils.logging
 import prometheus_client
 import redis
-import redis.asyncio as aioredis
 from faust.app.base import BootStrategy
 from mode.types.signals import BaseSignalT
 
 from stream.kafka import ensure_topics, tls_context
-from stream.redis_client import redis_client
+from stream.redis_client import RedisClient, redis_client
 from stream.runtime.retry import ErrorPolicy, reason
 from stream.runtime.service import ScoringService
 from stream.settings import DEVELOPMENT_SIGNING_KEY, Settings
@@ -172,7 +171,7 @@ async def wait_for_services(settings: Settings) -> None:
         await cache.aclose()
 
 
-async def _ping(cache: aioredis.Redis, address: str) -> None:
+async def _ping(cache: RedisClient, address: str) -> None:
     try:
         await cache.ping()
     except redis.ConnectionError as exc:  # an outage, unless it is one of these refusals

@@ -1,4 +1,4 @@
-"""Ids in Redis keys: data, never key syntax.
+"""Ids in Redis keys: data, never key syntax; and the slots keys hash to on a Redis Cluster.
 
 Every id that becomes part of a Redis key (an event id, an entity's ids) goes through
 :func:`encode` first: it percent-escapes every character outside ``A-Z a-z 0-9 _ . - ~``,
@@ -10,6 +10,18 @@ entity named by several ids (a product at a store) keeps them apart.
 
 Typical ids (``acc-00042``, ``store-07``) are left as they are, so keys stay readable.
 
+On a Redis Cluster every key a script call touches must hash to one slot, so a use case's
+state is split into **buckets** (``redis_cluster_buckets``), each a key prefix with a hash
+tag of its own, ``<namespace>:<use case>:{<use case>.<bucket>.<salt>}:``. An entity's keys
+(its state, its events' claims and pending records, the journal they are appended to) go
+to the bucket of its :class:`EntityKey`; an event id's route and the labels parked for it,
+to the bucket of the encoded id (:meth:`Buckets.of`). The tag is made of the bucket's
+number, never of an id: whatever an id holds, it cannot choose the slot of its key. The
+salt places bucket ``b`` of ``n`` in the ``b``-th ``n``-th of the 16,384 slots (turned by
+the use case's own slot, so that two use cases interleave): a cluster gives its masters
+equal ranges of slots, and so equal shares of the buckets. On a single Redis there is one
+bucket, the plain prefix ``<namespace>:<use case>:``, and keys are as they always were.
+
 Examples
 --------
 >>> encode("acc-00042")
@@ -20,13 +32,27 @@ Examples
 False
 >>> entity_key(("store-01", "p-0001"))
 'store-01:p-0001'
+>>> buckets(Settings(namespace="t1"), "fraud").prefixes
+('t1:fraud:',)
+>>> cluster = buckets(Settings(namespace="t1", redis_cluster=True, redis_cluster_buckets=4), "fraud")
+>>> cluster.prefixes[cluster.of("acc-00042")]
+'t1:fraud:{fraud.1.1}:'
+>>> hash_tagged(Settings(redis_cluster=True), "fraud")
+'{fraud}'
 """
 
 from __future__ import annotations
 
+import functools
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NewType
 from urllib.parse import quote
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from stream.settings import Settings
 
 EntityKey = NewType("EntityKey", str)
 """An entity's ids, encoded into one part of a key (:func:`entity_key`)."""
@@ -40,3 +66,46 @@ def encode(value: str) -> str:
 def entity_key(ids: Sequence[str]) -> EntityKey:
     """The key part of an entity named by ``ids`` (one or more, in the use case's order)."""
     return EntityKey(":".join(encode(value) for value in ids))
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """The key prefixes of a use case's buckets: one per hash slot it uses (one on a single Redis)."""
+
+    prefixes: tuple[str, ...]
+
+    @property
+    def routed(self) -> bool:
+        """Whether an event's claim may live in another bucket than its id's: then a route
+        (``route:<id>``, in the id's bucket) says which, and claims the id first."""
+        return len(self.prefixes) > 1
+
+    def of(self, part: str) -> int:
+        """The bucket of an encoded id or an :class:`EntityKey`."""
+        if len(self.prefixes) == 1:
+            return 0
+        return zlib.crc32(part.encode()) % len(self.prefixes)
+
+
+def buckets(settings: Settings, use_case: str) -> Buckets:
+    """Where the keys of ``use_case`` live in the deployment's Redis."""
+    if not settings.redis_cluster:
+        return Buckets((settings.key(use_case, ""),))
+    count = settings.redis_cluster_buckets
+    return Buckets(tuple(settings.key(use_case, f"{{{_tag(use_case, b, count)}}}", "") for b in range(count)))
+
+
+def hash_tagged(settings: Settings, part: str) -> str:
+    """``part`` as a hash tag on a Redis Cluster (the keys that hold it share its slot), else as is."""
+    return f"{{{part}}}" if settings.redis_cluster else part
+
+
+@functools.cache
+def _tag(use_case: str, bucket: int, count: int) -> str:
+    """The hash tag of ``bucket`` of ``count``: its slot falls in the bucket's share of the slots."""
+    share = REDIS_CLUSTER_HASH_SLOTS // count
+    first = (key_slot(use_case.encode()) + bucket * share) % REDIS_CLUSTER_HASH_SLOTS
+    salt = 0
+    while (key_slot(f"{use_case}.{bucket}.{salt}".encode()) - first) % REDIS_CLUSTER_HASH_SLOTS >= share:
+        salt += 1
+    return f"{use_case}.{bucket}.{salt}"

@@ -51,7 +51,7 @@ from stream.runtime import metrics
 from stream.runtime.registry import DeclarationMismatch, ModelRegistry, RegistryError, check_declaration
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.served import configured_champion, configured_pipeline
-from stream.runtime.state import JournalEntry, StateStore
+from stream.runtime.state import JournalEntry, StateStore, position_ms
 from stream.settings import Settings
 from stream.usecases import ALERTS_TOPIC, AUDIT_TOPIC, IMPLICIT_SOURCE, UseCase
 
@@ -74,12 +74,14 @@ class LearnerState:
     declaration: str
     """Fingerprint of the declaration the lifecycle learned under (``Declaration.fingerprint``)."""
     position: str = "0-0"
+    """The journal position it includes: an entry's stream id, or one per journal merged
+    (several buckets of a Redis Cluster, :meth:`stream.runtime.state.StateStore.read_journal`)."""
     label_offsets: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> offset
 
     def apply(self, entry: JournalEntry) -> LearnOutcome:
         """Feed one journal entry to the lifecycle: what it changed (a scored event: its alerts)."""
         x, y_pred = entry.pending["x"], entry.pending["y_pred"]
-        self.position = entry.id
+        self.position = entry.position
         if entry.y is None:
             return LearnOutcome(self.lifecycle.scored(x, y_pred, entry.time))
         if entry.source is not None and entry.source != IMPLICIT_SOURCE:
@@ -312,7 +314,9 @@ class Learner:
         gated = reason != "bootstrap" and self._changed  # the first, untrained version is not judged
         passed = True
         if gated:
-            verdict, changes = release.judge(state.lifecycle.labels_learned, _entry_ms(state.position) / 1000)
+            verdict, changes = release.judge(
+                state.lifecycle.labels_learned, position_ms(state.position) / 1000
+            )
             await self._raise([self._alert(change) for change in changes])
             passed = verdict.passed
             metrics.GATE_DECISIONS.labels(self.name, verdict.decision).inc()
@@ -441,7 +445,7 @@ class Learner:
     async def _trim(self) -> None:
         assert self.state is not None
         if self.state.position != "0-0":
-            kept_since = _entry_ms(self.state.position) / 1000 - self.settings.journal_retention_seconds
+            kept_since = position_ms(self.state.position) / 1000 - self.settings.journal_retention_seconds
             await self._store.trim_journal(self.name, kept_since)
 
     def _follow(self) -> None:
@@ -585,7 +589,7 @@ class Learner:
             metrics.DRIFT_THRESHOLD.labels(*labels).set(reading.threshold)
         head = await self._store.journal_head(name)
         if head is not None and self.state.position != "0-0":
-            lag = (_entry_ms(head) - _entry_ms(self.state.position)) / 1000
+            lag = (position_ms(head) - position_ms(self.state.position)) / 1000
             metrics.LEARNER_LAG.labels(name).set(max(0.0, lag))
 
 
@@ -648,7 +652,3 @@ def _roles(lifecycle: ModelLifecycle) -> list[tuple[str, str, OnlineModel, Metri
 
 def _utc(t: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(t, dt.UTC)
-
-
-def _entry_ms(entry_id: str) -> int:
-    return int(entry_id.split("-", 1)[0])

@@ -22,6 +22,9 @@ Keys (under the namespace prefix), per use case ``<m>``:
   it goes with;
 - ``model:<m>:lease``: which worker's learner owns the model's updates;
 - ``model:<m>:history``: rollbacks and canaries' outcomes, newest first.
+
+On a Redis Cluster ``<m>`` is a hash tag (``model:{<m>}:live``): a use case's registry lives
+in one slot, as every call of ``lua/registry.lua`` touches all of it.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from importlib import resources
 from typing import Any, cast
 
 import orjson
-import redis.asyncio as aioredis
 
 from models import snapshot
 from models.online import OnlineModel
+from stream.redis_client import RedisClient
+from stream.runtime.keys import hash_tagged
 from stream.settings import Settings
 from stream.usecases import UseCase
 
@@ -86,13 +90,13 @@ def use_case_of(version: str) -> str:
 class ModelRegistry:
     """Published model versions of every use case, in the deployment's Redis."""
 
-    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, client: RedisClient, settings: Settings) -> None:
         self._redis = client
         self._settings = settings
         self._script = client.register_script(_SCRIPT)
 
     def _key(self, model: str, *parts: str) -> str:
-        return self._settings.key("model", model, *parts)
+        return self._settings.key("model", hash_tagged(self._settings, model), *parts)
 
     def _keys(self, model: str) -> list[str]:
         return [

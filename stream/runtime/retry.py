@@ -37,6 +37,10 @@ REDIS_OUTAGES = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,  # a restarted Redis reading its append-only file
+    # A Redis Cluster failing over, or resharding: a slot without a master for a while.
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
 )
 BROKER_OUTAGES = (KafkaException,)  # the publisher's undelivered records are one too
 TRANSIENT_ERRORS = REDIS_OUTAGES + BROKER_OUTAGES

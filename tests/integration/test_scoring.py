@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from stream.records import DeadLetter, Prediction
+from stream.redis_client import RedisClient, redis_client
 from stream.runtime.joining import LabelJoiner
 from stream.runtime.keys import entity_key
 from stream.runtime.outbox import Message, Outbox
@@ -24,7 +24,10 @@ from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
 from stream.usecases import DEMAND, FRAUD, USE_CASES, UseCase
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("redis_mode", ["single", "cluster"], indirect=True),
+]
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -71,7 +74,7 @@ class Steps:
 
 
 def new_steps(
-    settings: Settings, client: aioredis.Redis, use_cases: Sequence[UseCase[Any, Any]] = USE_CASES
+    settings: Settings, client: RedisClient, use_cases: Sequence[UseCase[Any, Any]] = USE_CASES
 ) -> Steps:
     state = StateStore(client, settings)
     served = ServedModels(settings, ModelRegistry(client, settings), use_cases)
@@ -89,7 +92,7 @@ async def joined(steps: Steps, use_case: str = "fraud") -> list[tuple[str, float
 
 @pytest.fixture
 async def steps(settings: Settings) -> AsyncIterator[Steps]:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     yield new_steps(settings, client)
     await client.aclose()
 
@@ -108,6 +111,15 @@ async def test_one_prediction_per_event_and_duplicates_dead_lettered(
     dead = [DeadLetter.model_validate_json(v) for t, _, v in outbox.records if t == deadletter]
     assert [(d.reason, d.offset) for d in dead] == [("duplicate_event", 5)]
     assert "transactions/0/0" in dead[0].detail
+
+
+async def test_an_event_id_read_again_with_another_entity_is_a_duplicate(
+    steps: Steps, settings: Settings
+) -> None:
+    await steps.scorer.score(FRAUD, [message(tx("e1", account="acc-1"), 0)])
+    outbox = await steps.scorer.score(FRAUD, [message(tx("e1", account="acc-2"), 1)])
+    assert [d["reason"] for d in published(outbox, settings, "deadletter")] == ["duplicate_event"]
+    assert await steps.state.entity("fraud", entity_key(("acc-2",))) == {}
 
 
 async def test_redelivery_republishes_the_same_prediction_without_touching_state(
@@ -157,7 +169,7 @@ async def test_a_label_before_its_event_waits_for_it(steps: Steps, settings: Set
 
 async def test_a_label_whose_event_never_comes_is_dead_lettered(settings: Settings) -> None:
     impatient = settings.replace(label_wait_seconds=0)
-    client = aioredis.Redis.from_url(impatient.redis_url)
+    client = redis_client(impatient)
     steps = new_steps(impatient, client)
     label = b'{"event_id": "never", "is_fraud": false}'
     assert (await steps.joiner.join(FRAUD, [message(label, 5, "transactions.labels")])).records == []
@@ -175,7 +187,7 @@ async def test_a_label_whose_event_never_comes_is_dead_lettered(settings: Settin
 
 async def test_label_after_the_ttl_is_expired(settings: Settings) -> None:
     short = settings.replace(label_ttl_seconds=1)
-    client = aioredis.Redis.from_url(short.redis_url)
+    client = redis_client(short)
     steps = new_steps(short, client)
     await steps.scorer.score(FRAUD, [message(tx("old"), 0)])
     await asyncio.sleep(1.2)
@@ -225,7 +237,7 @@ async def test_demand_forecasts_are_non_negative_and_learn(steps: Steps, setting
 
 
 async def test_two_workers_never_corrupt_one_entity(settings: Settings) -> None:
-    clients = [aioredis.Redis.from_url(settings.redis_url) for _ in range(2)]
+    clients = [redis_client(settings) for _ in range(2)]
     workers = [new_steps(settings, c) for c in clients]
     batches = [
         [message(tx(f"w{w}-{i}", amount=10.0 + i), i, partition=w) for i in range(200)] for w in range(2)

@@ -1,5 +1,14 @@
--- Per-event and per-entity state, changed atomically: one script, six commands (ARGV[1]).
--- Each call handles a whole batch, one item after the other, in one round trip.
+-- Per-event and per-entity state, changed atomically: one script, one command per call
+-- (ARGV[1]). Each call handles a whole batch's share of one bucket, one item after the
+-- other, in one round trip.
+--
+-- A bucket (stream/runtime/keys.py) is a key prefix, KEYS[1]: every key a call touches
+-- starts with it. On a single Redis a use case has one bucket; on a Redis Cluster the
+-- prefix holds a hash tag, so that a call touches one slot. An entity's keys live in its
+-- bucket: its state, the event hashes and pending records of its events, the maturing
+-- set and the journal they are appended to. An event id's keys live in the id's bucket:
+-- its route (with several buckets: which bucket holds its event, and which message
+-- claimed the id first) and the labels parked for it.
 --
 -- An event hash remembers an event id: where it was read from, the entity state it was
 -- scored against, its status (claimed -> scored -> learned) and the prediction published
@@ -16,22 +25,21 @@
 --
 -- Ids arrive encoded (stream/runtime/keys.py): an encoded id never holds ':', and an entity
 -- joins its encoded ids with ':' (as many as its use case declares), so a key is one kind
--- followed by one event id or one entity, and the kinds (event, pending, entity,
+-- followed by one event id or one entity, and the kinds (event, pending, route, entity,
 -- seen:<member>) are distinct prefixes: no id can name another id's key, or another kind.
 --
--- The journal (a stream, `<prefix>journal`) is what the learner reads,
--- in its order: one entry per scored event (k=s, p=pending) and one per label joined to
--- its event (k=l, p=pending, y=target, s=label source), written in the same atomic step
--- as the state change, so the learner sees each scored event and each label exactly once.
+-- The journal (a stream, `<prefix>journal`) is what the learner reads, in its order: one
+-- entry per scored event (k=s, p=pending) and one per label joined to its event (k=l,
+-- p=pending, y=target, s=label source), written in the same atomic step as the state
+-- change, so the learner sees each scored event and each label exactly once. With several
+-- buckets there is a journal per bucket, which the learner merges (stream/runtime/state.py).
 
--- ARGV[1] is the command, ARGV[2] the use case's key prefix, ARGV[3] the parameters as one
--- JSON document: a few arguments to pack and send instead of thousands of keys. Large
--- records (record's predictions and pending records) follow as arguments of their own,
--- so that no JSON has to be unescaped for them. The script builds its keys from the
--- prefix, so it needs a single Redis, not a cluster.
+-- ARGV[2] holds the parameters as one JSON document: a few arguments to pack and send
+-- instead of thousands of keys. Large records (record's predictions and pending records)
+-- follow as arguments of their own, so that no JSON has to be unescaped for them.
+local prefix = KEYS[1]
 local command = ARGV[1]
-local prefix = ARGV[2]
-local p = cjson.decode(ARGV[3])
+local p = cjson.decode(ARGV[2])
 
 local function key(kind, id)
   return prefix .. kind .. ':' .. id
@@ -97,21 +105,60 @@ local function already_learned(source, learned_from)
 end
 
 -- The one way an event is learned: scored -> learned, handing its pending record and
--- target `y` to the journal.
+-- target `y` to the journal. Returns the outcome and the pending record.
 local function learn(event_key, pending_key, label_source, y)
   local pending = redis.call('GET', pending_key)
   if not pending then
-    return {'expired_event', '', ''}
+    return 'expired_event', ''
   end
   redis.call('HSET', event_key, 'status', 'learned', 'label_source', label_source)
   redis.call('DEL', pending_key)
   journal({'k', 'l', 'p', pending, 'y', fmt(y), 's', label_source})
-  return {'learn', pending, ''}
+  return 'learn', pending
+end
+
+-- A label joined to its event if the event is scored (in the event's bucket): its outcome
+-- ('unscored' when the event is not scored yet) and the pending record it learned.
+local function join(event_id, source, y)
+  local event_key = key('event', event_id)
+  local e = redis.call('HMGET', event_key, 'status', 'label_source')
+  if e[1] == 'learned' then
+    return already_learned(source, e[2]), ''
+  elseif e[1] == 'scored' then
+    return learn(event_key, key('pending', event_id), source, y)
+  end
+  return 'unscored', ''
+end
+
+-- A label whose event is not scored yet waits (once, in its id's bucket) until the deadline.
+local function park(event_id, source, record, deadline)
+  local parked = redis.call('HGET', PARKED, event_id)
+  if parked then
+    return cjson.decode(parked).source == source and 'redelivered' or 'duplicate_label'
+  end
+  redis.call('HSET', PARKED, event_id, record)
+  redis.call('ZADD', DUE, deadline, event_id)
+  return 'parked'
 end
 
 local out = {}
 
-if command == 'observe' then
+if command == 'claim' then
+  -- With several buckets, in the ids' bucket, before `observe`: the first message that
+  -- claims an event id routes it to its entity's bucket, for as long as the event hash
+  -- lives. p: event_ttl, events: [event id, entity bucket, source]. Replies per event:
+  -- '' (the id is this message's) or the source of the message that claimed it first.
+  for _, event in ipairs(p.events) do
+    local route_key, route = key('route', event[1]), event[2] .. '|' .. event[3]
+    local first = redis.call('GET', route_key)
+    if not first then
+      redis.call('SET', route_key, route, 'EX', p.event_ttl)
+      first = route
+    end
+    out[#out + 1] = first == route and '' or string.sub(first, string.find(first, '|', 1, true) + 1)
+  end
+
+elseif command == 'observe' then
   -- p: event_ttl, entity_ttl, decay, stats (names), members (names), events: [event id,
   -- entity id, source, ts, {stat values}, {member values}].
   -- Replies per event: source, prior, status, prediction.
@@ -148,13 +195,13 @@ if command == 'observe' then
 
 elseif command == 'record' then
   -- p: label_ttl, journal_max, matures_at (under an implicit label policy: when the events
-  -- mature, else null), event_ids. ARGV[4 + 2i], ARGV[5 + 2i]: the prediction and pending
-  -- record of event i (0-based), as they are: no JSON to unescape.
+  -- mature, else null), event_ids. ARGV[1 + 2i], ARGV[2 + 2i]: the prediction and pending
+  -- record of event i (1-based), as they are: no JSON to unescape.
   for i, event_id in ipairs(p.event_ids) do
     local event_key = key('event', event_id)
     if redis.call('HGET', event_key, 'status') == 'claimed' then
-      local pending = ARGV[3 + 2 * i]
-      redis.call('HSET', event_key, 'status', 'scored', 'prediction', ARGV[2 + 2 * i])
+      local pending = ARGV[2 + 2 * i]
+      redis.call('HSET', event_key, 'status', 'scored', 'prediction', ARGV[1 + 2 * i])
       redis.call('SET', key('pending', event_id), pending, 'EX', p.label_ttl)
       if p.matures_at ~= cjson.null then
         redis.call('ZADD', MATURING, p.matures_at, event_id)
@@ -164,69 +211,91 @@ elseif command == 'record' then
   end
 
 elseif command == 'settle' then
-  -- p: deadline, journal_max, labels: [event id, label source, parked record, target].
-  -- Replies per label: outcome, pending, parked.
+  -- In the events' bucket. p: deadline, journal_max, labels: [event id, label source, parked
+  -- record, target, park (the id's bucket is this one: an unscored event's label parks here)].
+  -- Replies per label: outcome ('unscored': to park in its id's bucket), pending.
   for _, label in ipairs(p.labels) do
-    local event_id, source = label[1], label[2]
-    local event_key = key('event', event_id)
-    local e = redis.call('HMGET', event_key, 'status', 'label_source')
-    if e[1] == 'learned' then
-      append(out, {already_learned(source, e[2]), '', ''})
-    elseif e[1] == 'scored' then
-      append(out, learn(event_key, key('pending', event_id), source, label[4]))
+    local outcome, pending = join(label[1], label[2], label[4])
+    if outcome == 'unscored' and label[5] then
+      outcome = park(label[1], label[2], label[3], p.deadline)
+    end
+    append(out, {outcome, pending})
+  end
+
+elseif command == 'route' then
+  -- With several buckets, in the ids' bucket, before `settle`: where each label's event is,
+  -- or, for an event id never seen, the label parked. p: deadline, labels: [event id, label
+  -- source, parked record]. Replies per label: 'routed' and the event's bucket, or the
+  -- outcome of parking it and ''.
+  for _, label in ipairs(p.labels) do
+    local route = redis.call('GET', key('route', label[1]))
+    if route then
+      append(out, {'routed', string.sub(route, 1, string.find(route, '|', 1, true) - 1)})
     else
-      -- Its event is not scored yet: the label waits (once) until the deadline.
-      local parked = redis.call('HGET', PARKED, event_id)
-      if parked then
-        append(out, {cjson.decode(parked).source == source and 'redelivered' or 'duplicate_label', '', ''})
-      else
-        redis.call('HSET', PARKED, event_id, label[3])
-        redis.call('ZADD', DUE, p.deadline, event_id)
-        append(out, {'parked', '', ''})
-      end
+      append(out, {park(label[1], label[2], label[3], p.deadline), ''})
     end
   end
 
+elseif command == 'park' then
+  -- In the ids' bucket. p: deadline, labels: [event id, label source, parked record].
+  -- Replies per label: parked, redelivered or duplicate_label.
+  for _, label in ipairs(p.labels) do
+    out[#out + 1] = park(label[1], label[2], label[3], p.deadline)
+  end
+
+elseif command == 'due' then
+  -- In the ids' bucket, the first of three steps that settle parked labels (due, join,
+  -- unpark). p: limit. Replies per parked label, soonest deadline first: event id, parked
+  -- record ('' if gone meanwhile), the event's bucket from its route ('' without one).
+  for _, event_id in ipairs(redis.call('ZRANGE', DUE, 0, p.limit - 1)) do
+    local route = redis.call('GET', key('route', event_id))
+    local bucket = route and string.sub(route, 1, string.find(route, '|', 1, true) - 1) or ''
+    append(out, {event_id, redis.call('HGET', PARKED, event_id) or '', bucket})
+  end
+
+elseif command == 'join' then
+  -- In the events' bucket. p: journal_max, labels: [event id, label source, target].
+  -- Replies per label: outcome ('unscored' when the event is not scored yet), pending.
+  for _, label in ipairs(p.labels) do
+    append(out, {join(label[1], label[2], label[3])})
+  end
+
 elseif command == 'unpark' then
-  -- p: now, journal_max, event_ids. Replies per event id: outcome, pending, parked.
-  local now = p.now
-  for _, event_id in ipairs(p.event_ids) do
-    local event_key = key('event', event_id)
-    local parked = redis.call('HGET', PARKED, event_id)
+  -- In the ids' bucket, after `join`. p: now, labels: [event id, outcome of its join
+  -- ('unscored' too for an event id never seen)]. A label whose event is still unscored
+  -- waits until its deadline; any other is taken off the parked labels, by one worker:
+  -- the one that learned it says 'learn', the one that takes it off says its outcome
+  -- ('unknown_event' for an event never scored), any other 'gone'. Replies per label.
+  for _, label in ipairs(p.labels) do
+    local event_id, outcome = label[1], label[2]
     local deadline = tonumber(redis.call('ZSCORE', DUE, event_id))
-    local e = redis.call('HMGET', event_key, 'status', 'label_source')
-    local scored = e[1] == 'scored'
-    if parked and not scored and e[1] ~= 'learned' and deadline and deadline > now then
-      append(out, {'waiting', '', ''})
+    if outcome == 'unscored' and deadline and deadline > p.now and redis.call('HEXISTS', PARKED, event_id) == 1 then
+      out[#out + 1] = 'waiting'
     else
-      redis.call('HDEL', PARKED, event_id)
       redis.call('ZREM', DUE, event_id)
-      if not parked then
-        append(out, {'gone', '', ''})
-      elseif e[1] == 'learned' then
-        append(out, {already_learned(cjson.decode(parked).source, e[2]), '', parked})
-      elseif not scored then
-        append(out, {'unknown_event', '', parked})
+      local removed = redis.call('HDEL', PARKED, event_id) == 1
+      if outcome == 'learn' then
+        out[#out + 1] = 'learn'
+      elseif not removed then
+        out[#out + 1] = 'gone'
       else
-        local label = cjson.decode(parked)
-        local reply = learn(event_key, key('pending', event_id), label.source, label.y)
-        reply[3] = parked
-        append(out, reply)
+        out[#out + 1] = outcome == 'unscored' and 'unknown_event' or outcome
       end
     end
   end
 
 elseif command == 'mature' then
-  -- p: journal_max, target, event_ids (due to mature). Replies per event id: outcome, pending,
-  -- '' ('learn' when it is learned with the implicit target now, 'gone' when a label came first).
-  for _, event_id in ipairs(p.event_ids) do
+  -- p: journal_max, target, now, limit. Replies per event due to mature by now: outcome,
+  -- pending ('learn' when it is learned with the implicit target now, 'gone' when a label
+  -- came first).
+  for _, event_id in ipairs(redis.call('ZRANGEBYSCORE', MATURING, '-inf', p.now, 'LIMIT', 0, p.limit)) do
     local event_key = key('event', event_id)
     redis.call('ZREM', MATURING, event_id)
     if redis.call('HGET', event_key, 'status') == 'scored' then
       -- 'implicit' is the label source of stream.usecases.IMPLICIT_SOURCE.
-      append(out, learn(event_key, key('pending', event_id), 'implicit', p.target))
+      append(out, {learn(event_key, key('pending', event_id), 'implicit', p.target)})
     else
-      append(out, {'gone', '', ''})
+      append(out, {'gone', ''})
     end
   end
 
@@ -238,6 +307,16 @@ elseif command == 'update' then
     add_stat(state, p.stat, value, p.decay)
     set_entity(entity_key, state, p.entity_ttl)
   end
+
+elseif command == 'read' then
+  -- With several buckets, the learner's read of this bucket's journal. p: after, count.
+  -- Replies: this node's clock (ms) when it read, then up to `count` entries after
+  -- `after`. Every entry written later is stamped later than that clock (a stream id is
+  -- its node's time), which is what lets the learner merge the buckets' journals in one
+  -- order that a later read never changes.
+  local now = redis.call('TIME')
+  out[1] = now[1] .. format('%03d', math.floor(now[2] / 1000))
+  out[2] = redis.call('XRANGE', JOURNAL, '(' .. p.after, '+', 'COUNT', p.count)
 
 else
   return redis.error_reply('unknown command ' .. tostring(command))
