@@ -268,15 +268,18 @@ class StateStore:
             for i in range(0, len(replies), 4)
         ]
 
-    async def record(self, use_case: UseCase[Any, Any], scored: Sequence[Scored], at: float) -> None:
+    async def record(self, use_case: UseCase[Any, Any], scored: Sequence[Scored], at: float) -> list[bytes]:
         """Store the published prediction and the pending record of each event scored at ``at``.
 
-        Under an implicit label policy each event also starts maturing.
+        Under an implicit label policy each event also starts maturing. Returns, for each
+        event, ``b""`` when this call recorded it, else the prediction recorded first: two
+        scorings of one claim can race (a redelivery, an API request repeated while the first
+        is in flight), and only the first is recorded.
         """
         if not scored:
-            return
+            return []
         maturity = use_case.labels.maturity_seconds
-        await self._call(
+        return await self._call(
             "record",
             use_case.name,
             {
