@@ -68,11 +68,17 @@ class ServedModels:
         self._registry = registry
         self._use_cases = {uc.name: uc for uc in use_cases}
         self._served = {uc.name: Served(f"{uc.name}.0", untrained(settings, uc)) for uc in use_cases}
+        self._published: set[str] = set()  # use cases serving a version the registry published
         for name in self._served:
             metrics.SERVED_VERSION.labels(name).set(0)  # exported from the start: a worker serves .0
 
     def __getitem__(self, use_case: str) -> Served:
         return self._served[use_case]
+
+    def published(self, use_case: str) -> bool:
+        """Whether ``use_case`` is served by a version the registry published, not the untrained
+        ``.0`` a worker starts with before the registry has a live version."""
+        return use_case in self._published
 
     async def refresh(self) -> None:
         """Load the live version of each use case, if it changed since the last call.
@@ -84,7 +90,10 @@ class ServedModels:
         """
         for name, served in self._served.items():
             live = await self._registry.live(name)
-            if live is None or live == served.version:
+            if live is None:
+                continue
+            if live == served.version:  # a learner's first version is the untrained .0 itself
+                self._published.add(name)
                 continue
             try:
                 check_declaration(self._use_cases[name], live, await self._registry.record(live))
@@ -98,5 +107,6 @@ class ServedModels:
                 log.exception("%s: cannot load live version %s", name, live)
                 continue
             self._served[name] = Served(live, model)
+            self._published.add(name)
             metrics.SERVED_VERSION.labels(name).set(version_number(live))
             log.info("%s: now scoring with %s (was %s)", name, live, served.version)
