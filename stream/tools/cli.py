@@ -353,9 +353,8 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
 
     import redis.asyncio as aioredis
 
-    from stream.cards import card, markdown
+    from stream.cards import markdown, version_card
     from stream.runtime.registry import ModelRegistry, RegistryError
-    from stream.usecases import use_case
 
     client = aioredis.Redis.from_url(settings.redis_url)
     registry = ModelRegistry(client, settings)
@@ -375,22 +374,11 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
                 if version is None:
                     raise RegistryError(f"{args.version}: no version published yet")
             record = await registry.record(version)
-            live = await registry.live(record["model"])
             if args.action == "show":
+                live = await registry.live(record["model"])
                 print(json.dumps({**record, "live": record["version"] == live}, indent=2))
             else:
-                rollbacks = [
-                    entry
-                    for entry in await registry.history(record["model"], 1000)
-                    if version in (entry.get("version"), entry.get("previous"))
-                ]
-                model_card = card(
-                    record,
-                    lineage=await registry.lineage(version),
-                    rollbacks=rollbacks,
-                    use_case=use_case(record["model"], settings.use_cases),
-                    live=live,
-                )
+                model_card = await version_card(registry, record, settings.use_cases)
                 print(
                     json.dumps(model_card, indent=2) if args.format == "json" else markdown(model_card),
                     end="",
