@@ -1,4 +1,4 @@
-"""The ``scoring`` command line: local stack, worker, simulator, demo, topic tails."""
+"""The ``scoring`` command line: local stack, worker, API, simulator, demo, topic tails."""
 
 from __future__ import annotations
 
@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("down", help="stop the local broker and Redis that `up` started")
     commands.add_parser("status", help="show whether the broker and Redis answer")
     commands.add_parser("worker", help="run a scoring worker")
+    commands.add_parser(
+        "api", help="serve the synchronous scoring API at SCORING_API_HOST:SCORING_API_PORT"
+    ).add_argument("--openapi", action="store_true", help="print its OpenAPI document (JSON) and exit")
     simulate = commands.add_parser("simulate", help="produce simulated events and their delayed labels")
     _simulation_args(simulate, transactions=5000, sales=5000, rate=1000.0)
     _history_args(simulate)
@@ -227,6 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.runtime.app import run_worker
 
         run_worker(settings)
+    elif args.command == "api":
+        from stream.api.app import create_app, run_api
+
+        if not args.openapi:
+            return run_api(settings)
+        print(json.dumps(create_app(settings).openapi(), indent=2))
     elif args.command == "simulate" and (args.history is not None or _history_options(args)):
         return _write_history(args)
     elif args.command == "simulate":
