@@ -16,6 +16,7 @@ every route but ``/healthz`` and ``/readyz`` asks for it as a bearer token.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import sys
@@ -191,5 +192,6 @@ def run_api(settings: Settings) -> int:
             settings.api_host,
             settings.api_port,
         )
-    serve(create_app(settings), settings.api_host, settings.api_port, settings.log_level)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops cleanly, then raises Ctrl-C again
+        serve(create_app(settings), settings.api_host, settings.api_port, settings.log_level)
     return 0
