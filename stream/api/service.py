@@ -16,10 +16,12 @@ the event's source:
    reads the same event from its topic finds the API's claim and neither scores nor
    publishes it: one prediction per event id across the API and the stream.
 
-Two requests for one new event racing (a client retrying while the first is in flight, on
-one process or two) may both score the claim; only the first recorded is kept, answered to
-both and published. Every process keeps nothing the others need: any number of them can
-serve behind a load balancer.
+Each step is batched (:mod:`stream.api.batching`): the requests that arrive while Redis or the
+broker answers one call share the next, as a worker's batches do, so that under load a round
+trip serves many requests. Two requests for one new event racing (a client retrying while the
+first is in flight, on one process or two) may both score the claim; only the first recorded
+is kept, answered to both and published. Every process keeps nothing the others need: any
+number of them can serve behind a load balancer.
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 import orjson
 import redis.asyncio as aioredis
 
 from stream.api import metrics as api_metrics
+from stream.api.batching import Batcher
 from stream.cards import version_card
 from stream.kafka import ensure_topics
 from stream.records import Rejection
@@ -94,7 +98,7 @@ class ScoringApi:
         self.models = ServedModels(settings, self.registry, settings.use_cases)
         self.scorer = Scorer(settings, StateStore(self.redis, settings), self.models)
         self.use_cases = {uc.name: uc for uc in settings.use_cases}
-        self._publishing: set[asyncio.Future[None]] = set()
+        self._steps = {uc.name: _Steps(self, uc) for uc in settings.use_cases}
 
     publisher: Publisher
     """The prediction topics' producer, made by :meth:`running` (it connects when made)."""
@@ -132,12 +136,9 @@ class ScoringApi:
         )
 
     async def _close(self) -> None:
-        if self._publishing:
-            _, late = await asyncio.wait(self._publishing, timeout=FLUSH_TIMEOUT_SECONDS)
-            for publishing in late:
-                publishing.cancel()
-            if late:
-                log.error("%d predictions recorded but not published: the broker did not answer", len(late))
+        for name, steps in self._steps.items():
+            if not await steps.publish.drained(FLUSH_TIMEOUT_SECONDS):
+                log.error("%s: predictions recorded but not published: the broker did not answer", name)
         await asyncio.to_thread(self.publisher.close)
         await self.redis.aclose()
 
@@ -159,45 +160,39 @@ class ScoringApi:
             return accepted.reason, refusal(422, accepted.reason, accepted.detail)
         if not self.models.published(use_case.name):
             return "not_ready", refusal(503, "not_ready", f"{use_case.name}: no model version loaded yet")
+        steps = self._steps[use_case.name]
         try:
-            (claim,) = await self.scorer.claim(use_case, [accepted])
+            claim = await steps.claim.submit(accepted)
             if claim.source != API_SOURCE or claim.status != "claimed":
                 return _scored_before(accepted, claim)
             # A new claim, or one whose scoring did not record (a process died, or a repeated
             # request is in flight): score it from the state it claimed.
-            (predicted,) = await self.scorer.predict(use_case, [(accepted, claim)], now)
+            predicted = await steps.predict.submit((accepted, claim))
         except REDIS_OUTAGES as exc:
             return "unavailable", self._outage(exc)
         self.policy.redis.answered()
         if not predicted.first:
             return "repeated", Answer(200, predicted.prediction)
-        if not await self._published(use_case, predicted):
+        # The publication goes on past the wait, retried until the broker answers: the
+        # prediction is recorded, and no other request or worker will publish it.
+        publishing = steps.publish.submitted(predicted)
+        if not (await asyncio.wait([publishing], timeout=PUBLISH_WAIT_SECONDS))[0]:
             return "unavailable", refusal(
                 503,
                 "unavailable",
                 f"the broker has not acknowledged the prediction within {PUBLISH_WAIT_SECONDS:g} s: it is "
                 "recorded and will be published when the broker answers; the same request returns it",
             )
+        publishing.result()  # a bug's exception, if one
         return "scored", Answer(200, predicted.prediction)
 
-    async def _published(self, use_case: UseCase[Any, Any], predicted: Predicted) -> bool:
-        """Publish a prediction; whether the broker acknowledged it within :data:`PUBLISH_WAIT_SECONDS`.
-
-        The publication goes on past that wait, retried until the broker answers: the
-        prediction is recorded, and no other request or worker will publish it.
-        """
+    async def publish(self, use_case: UseCase[Any, Any], predictions: Sequence[Predicted]) -> list[None]:
+        """Publish predictions on the use case's topic; return once the broker has them all."""
         topic = self.settings.topic(use_case.prediction_topic)
-        record = (topic, predicted.entity.encode(), predicted.prediction)
-
-        async def publish() -> None:
-            await self.policy.retrying(topic, lambda: self.publisher.publish([record]))
-            metrics.PREDICTIONS.labels(use_case.name).inc()
-
-        publishing = asyncio.ensure_future(publish())
-        self._publishing.add(publishing)
-        publishing.add_done_callback(self._publishing.discard)
-        done, _ = await asyncio.wait([publishing], timeout=PUBLISH_WAIT_SECONDS)
-        return bool(done)
+        records = [(topic, p.entity.encode(), p.prediction) for p in predictions]
+        await self.policy.retrying(topic, lambda: self.publisher.publish(records))
+        metrics.PREDICTIONS.labels(use_case.name).inc(len(records))
+        return [None] * len(records)
 
     def _outage(self, exc: Exception) -> Answer:
         self.policy.redis.failed(exc)  # logged once per try of the outage, however many requests meet it
@@ -240,6 +235,18 @@ class ScoringApi:
     def _served(self, use_case: str) -> str | None:
         """The published version this process scores ``use_case`` with (``None``: not ready)."""
         return self.models[use_case].version if self.models.published(use_case) else None
+
+
+class _Steps:
+    """The steps of scoring one use case's events, each batched (:class:`~stream.api.batching.Batcher`)."""
+
+    def __init__(self, api: ScoringApi, use_case: UseCase[Any, Any]) -> None:
+        self.claim = Batcher(partial(api.scorer.claim, use_case))
+        # The scoring latency runs from the batch's first request, as a worker's from its batch.
+        self.predict: Batcher[tuple[Accepted, Claim], Predicted] = Batcher(
+            lambda claimed: api.scorer.predict(use_case, claimed, min(a.arrived or 0.0 for a, _ in claimed))
+        )
+        self.publish = Batcher(partial(api.publish, use_case))
 
 
 def _scored_before(accepted: Accepted, claim: Claim) -> tuple[str, Answer]:
