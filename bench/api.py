@@ -57,8 +57,8 @@ START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
 """Where the simulated transactions end: every run sends the same ones, whatever the hour."""
 HISTORY_DAYS = 1
 WARMUP_REQUESTS = 300
-SATURATING_TRANSACTIONS = 15_000
-"""Fresh transactions for the throughput phase (the API answers ~1-2k/s here; past them, repeats)."""
+SATURATING_RATE = 3000
+"""Fresh transactions a second of the throughput phase (the API answers fewer; past them, repeats)."""
 READY_TIMEOUT_SECONDS = 60.0
 
 Result = dict[str, Any]
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace, work: Path, out: TextIO = sys.stderr) -> Resul
     """Every phase; the result as JSON-ready data."""
     latency_requests = round(args.rate * args.seconds)
     print(f"generating {latency_requests + WARMUP_REQUESTS:,} transactions, and more to saturate", file=out)
-    events = transactions(latency_requests + WARMUP_REQUESTS + SATURATING_TRANSACTIONS)
+    events = transactions(latency_requests + WARMUP_REQUESTS + round(SATURATING_RATE * args.saturate_seconds))
     fresh = iter(events)
     result: Result = {
         "machine": measure.machine(),
