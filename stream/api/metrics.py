@@ -17,7 +17,7 @@ REQUESTS = Counter(
 )
 REQUEST_SECONDS = Histogram(
     "scoring_api_request_seconds",
-    "From a scoring request's body being read to its answer (the prediction published), by model.",
+    "From a scoring request's body being read to its answer, by model.",
     ["model"],
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5),
 )

@@ -12,9 +12,14 @@ the event's source:
    scored for another entity);
 3. score it with the live version this process follows, record it and journal it in one
    atomic step, so that its label joins and is learned as any other;
-4. publish it on the prediction topic and answer once the broker has it. A worker that then
-   reads the same event from its topic finds the API's claim and neither scores nor
-   publishes it: one prediction per event id across the API and the stream.
+4. answer, and publish it on the prediction topic. The answer does not wait for the broker
+   (about a millisecond more): what makes the prediction the event's is its record, made
+   already, which a repeated request returns. The publication is retried until the broker
+   takes it, and a stopping process publishes what it holds first; only a process killed in
+   the moment between recording and the broker's acknowledgement loses the publication (not
+   the prediction, nor its label's learning). A worker that then reads the same event from
+   its topic finds the API's claim and neither scores nor publishes it: one prediction per
+   event id across the API and the stream.
 
 Each step is batched (:mod:`stream.api.batching`): the requests that arrive while Redis or the
 broker answers one call share the next, as a worker's batches do, so that under load a round
@@ -54,10 +59,6 @@ from stream.usecases import UseCase, all_topics, entity_name
 
 log = logging.getLogger(__name__)
 
-PUBLISH_WAIT_SECONDS = 2.0
-"""Longest a request waits for the broker to acknowledge its prediction (about 1 ms when it
-answers); past it the answer is 503 and the prediction, recorded, is published when the
-broker answers again (the same request then returns it)."""
 CHECK_TIMEOUT_SECONDS = 1.0
 """Longest Redis or the broker may take to answer a request or a readiness check."""
 
@@ -173,17 +174,8 @@ class ScoringApi:
         self.policy.redis.answered()
         if not predicted.first:
             return "repeated", Answer(200, predicted.prediction)
-        # The publication goes on past the wait, retried until the broker answers: the
-        # prediction is recorded, and no other request or worker will publish it.
-        publishing = steps.publish.submitted(predicted)
-        if not (await asyncio.wait([publishing], timeout=PUBLISH_WAIT_SECONDS))[0]:
-            return "unavailable", refusal(
-                503,
-                "unavailable",
-                f"the broker has not acknowledged the prediction within {PUBLISH_WAIT_SECONDS:g} s: it is "
-                "recorded and will be published when the broker answers; the same request returns it",
-            )
-        publishing.result()  # a bug's exception, if one
+        # Retried until the broker takes it: no other request or worker will publish it.
+        steps.publish.submitted(predicted).add_done_callback(_log_unpublished)
         return "scored", Answer(200, predicted.prediction)
 
     async def publish(self, use_case: UseCase[Any, Any], predictions: Sequence[Predicted]) -> list[None]:
@@ -262,6 +254,12 @@ def _scored_before(accepted: Accepted, claim: Claim) -> tuple[str, Answer]:
             409, "duplicate_event", f"event id {event_id} was scored for another entity than {entity}"
         )
     return "repeated", Answer(200, claim.prediction)
+
+
+def _log_unpublished(publishing: asyncio.Future[None]) -> None:
+    """A publication that failed other than by an outage (which is retried): a bug."""
+    if not publishing.cancelled() and (exc := publishing.exception()) is not None:
+        log.error("a prediction recorded was not published: %s", reason(exc), exc_info=exc)
 
 
 async def _answers(check: Callable[[], Awaitable[Any]]) -> str:
