@@ -33,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from stream.api.access import listen_refusal, token_matches
 from stream.api.service import Answer, ScoringApi, refusal
 from stream.records import Prediction, Rejection
+from stream.runtime import collector
 from stream.runtime.retry import reason
 from stream.settings import Settings
 
@@ -52,8 +53,8 @@ _SCORE_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {**_REFUSAL, "description": "Not a valid event: `reason` is the dead-letter reason code."},
     503: {
         **_REFUSAL,
-        "description": "Not ready (`not_ready`: no model version loaded), or Redis or the broker does not "
-        "answer (`unavailable`).",
+        "description": "Not ready (`not_ready`: no model version loaded), or Redis does not answer "
+        "(`unavailable`).",
     },
 }
 
@@ -192,6 +193,8 @@ def run_api(settings: Settings) -> int:
             settings.api_host,
             settings.api_port,
         )
+    app = create_app(settings)
+    collector.settle()
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops cleanly, then raises Ctrl-C again
-        serve(create_app(settings), settings.api_host, settings.api_port, settings.log_level)
+        serve(app, settings.api_host, settings.api_port, settings.log_level)
     return 0
