@@ -107,7 +107,7 @@ class ScoringApi:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Follow the live model versions (and create the topics) while the API serves."""
-        self.publisher = Publisher(self.settings, linger_ms=0)
+        self.publisher = Publisher(self.settings)
         stopping = asyncio.Event()
         tasks = [
             asyncio.ensure_future(self._follow_models(stopping)),

@@ -28,24 +28,12 @@ class PublishError(KafkaException):
 
 
 class Publisher:
-    """Publishes records for one process; see the module's docstring.
-
-    Parameters
-    ----------
-    settings
-        The broker.
-    linger_ms
-        How long librdkafka waits to batch records: the worker's batches fill requests within
-        5 ms, while the API publishes one prediction per request and waits for it (with 0 the
-        broker acknowledges in about 1 ms on loopback, 6 ms with 5).
-    """
-
-    def __init__(self, settings: Settings, *, linger_ms: int = 5) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._producer = Producer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap,
                 "enable.idempotence": True,
-                "linger.ms": linger_ms,
+                "linger.ms": 5,
                 "compression.type": "lz4",
                 **KafkaLog(settings.kafka_bootstrap).options(),
             }
