@@ -76,6 +76,7 @@ def refusal(status: int, reason_code: str, detail: str) -> Answer:
 
 
 def ok(body: Any) -> Answer:
+    """The result asked for, as JSON."""
     return Answer(200, orjson.dumps(body))
 
 
