@@ -96,7 +96,8 @@ class Scorer:
         if self.settings.max_event_age_seconds and age > self.settings.max_event_age_seconds:
             return Rejection(reason="late_event", detail=f"ts {event.ts.isoformat()} is {age:.0f} s old")
         ids = use_case.entity(event)
-        return Accepted(event, ids, entity_key(ids), source, arrived)
+        # tuple.__new__: a named tuple made without its Python-level constructor (one an event).
+        return tuple.__new__(Accepted, (event, ids, entity_key(ids), source, arrived))
 
     async def claim(self, use_case: UseCase[Any, Any], events: Sequence[Accepted]) -> list[Claim]:
         """Claim each event's id and apply the event to its entity's state, in one round trip.
@@ -131,12 +132,11 @@ class Scorer:
         scored_ts = scored_at.timestamp()
         metrics.SCORING_LATENCY.labels(use_case.name).observe(scored_ts - now)
         records, names = [], []
-        for (accepted, _), x, y in zip(claimed, xs, outputs, strict=True):
-            arrived = accepted.arrived
+        for ((event, ids, key, _, arrived), _), x, y in zip(claimed, xs, outputs, strict=True):
             latency = max(0.0, scored_ts - arrived) if arrived else 0.0
-            name = entity_name(accepted.ids)
+            name = entity_name(ids)
             prediction = prediction_json(
-                accepted.event.event_id,
+                event.event_id,
                 use_case.name,
                 served.version,
                 scored_text,
@@ -145,14 +145,12 @@ class Scorer:
                 use_case.output_field,
                 y,
             )
-            pending = Pending(
-                x=x, y_pred=y, entity=accepted.key, model_version=served.version, scored_at=scored_ts
-            )
-            records.append(Scored(accepted.event.event_id, prediction, orjson.dumps(pending)))
+            pending = Pending(x=x, y_pred=y, entity=key, model_version=served.version, scored_at=scored_ts)
+            records.append(Scored(event.event_id, prediction, orjson.dumps(pending)))
             names.append(name)
         earlier = await self.state.record(use_case, records, scored_ts)
         return [
-            Predicted(before or record.prediction, name, not before)
+            tuple.__new__(Predicted, (before or record.prediction, name, not before))
             for record, name, before in zip(records, names, earlier, strict=True)
         ]
 

@@ -279,7 +279,7 @@ class StateStore:
         if not scored:
             return []
         maturity = use_case.labels.maturity_seconds
-        return await self._call(
+        raced = await self._call(
             "record",
             use_case.name,
             {
@@ -290,6 +290,10 @@ class StateStore:
             },
             [blob for _, prediction, pending in scored for blob in (prediction, pending)],
         )
+        earlier = [b""] * len(scored)
+        for index, prediction in zip(raced[::2], raced[1::2], strict=True):  # the script's are 1-based
+            earlier[index - 1] = prediction
+        return earlier
 
     async def settle(
         self, use_case: str, labels: Sequence[ArrivedLabel], wait_seconds: float

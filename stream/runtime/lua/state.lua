@@ -150,12 +150,11 @@ elseif command == 'record' then
   -- p: label_ttl, journal_max, matures_at (under an implicit label policy: when the events
   -- mature, else null), event_ids. ARGV[4 + 2i], ARGV[5 + 2i]: the prediction and pending
   -- record of event i (0-based), as they are: no JSON to unescape.
-  -- Replies per event: '' when this call recorded it, else the prediction recorded first
-  -- (two scorings of one claim raced: a redelivery, or a repeated API request).
+  -- Replies, for each event this call did not record (two scorings of one claim raced: a
+  -- redelivery, or a repeated API request), its index i and the prediction recorded first.
   for i, event_id in ipairs(p.event_ids) do
     local event_key = key('event', event_id)
-    local status = redis.call('HMGET', event_key, 'status', 'prediction')
-    if status[1] == 'claimed' then
+    if redis.call('HGET', event_key, 'status') == 'claimed' then
       local pending = ARGV[3 + 2 * i]
       redis.call('HSET', event_key, 'status', 'scored', 'prediction', ARGV[2 + 2 * i])
       redis.call('SET', key('pending', event_id), pending, 'EX', p.label_ttl)
@@ -163,9 +162,8 @@ elseif command == 'record' then
         redis.call('ZADD', MATURING, p.matures_at, event_id)
       end
       journal({'k', 's', 'p', pending})
-      out[i] = ''
     else
-      out[i] = status[2] or ''
+      append(out, {i, redis.call('HGET', event_key, 'prediction') or ''})
     end
   end
 
