@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import io
 import itertools
 import os
@@ -177,6 +178,8 @@ def run(args: argparse.Namespace, work: Path, out: TextIO = sys.stderr) -> Resul
             process = running.enter_context(measure.child([sys.executable, *server.command], env, log, work))
             wait_ready(settings.api_port, process, log)
             pids[server.name], ports[server.name] = process.pid, settings.api_port
+        gc.collect()
+        gc.freeze()  # the load lives until the end: no collector pauses in this client mid-measurement
 
         def requests_of(server: Server) -> Iterator[bytes]:
             """The API's: a fresh transaction each (repeats only should they run out); the floor's: any."""
