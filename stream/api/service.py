@@ -47,7 +47,6 @@ from stream.api.batching import Batcher
 from stream.cards import version_card
 from stream.kafka import ensure_topics
 from stream.records import Rejection
-from stream.runtime import metrics
 from stream.runtime.publisher import FLUSH_TIMEOUT_SECONDS, Publisher
 from stream.runtime.registry import ModelRegistry, RegistryError
 from stream.runtime.retry import REDIS_OUTAGES, TRANSIENT_ERRORS, ErrorPolicy, reason
@@ -184,8 +183,7 @@ class ScoringApi:
         topic = self.settings.topic(use_case.prediction_topic)
         records = [(topic, p.entity.encode(), p.prediction) for p in predictions]
         await self.policy.retrying(topic, lambda: self.publisher.publish(records))
-        metrics.PREDICTIONS.labels(use_case.name).inc(len(records))
-        return [None] * len(records)
+        return [None] * len(records)  # counted in scoring_predictions_total when predicted
 
     def _outage(self, exc: Exception) -> Answer:
         self.policy.redis.failed(exc)  # logged once per try of the outage, however many requests meet it

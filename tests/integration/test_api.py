@@ -191,7 +191,7 @@ async def test_metrics_count_the_requests(client: httpx.AsyncClient) -> None:
     await client.post("/v1/score/fraud", content=transaction("e-1"))
     text = (await client.get("/metrics")).text
     assert 'scoring_api_requests_total{model="fraud",outcome="repeated"}' in text
-    assert 'scoring_served_model_version{model="fraud"} 1.0' in text
+    assert 'scoring_served_model_version{arm="live",model="fraud"} 1.0' in text
 
 
 async def test_with_a_token_every_endpoint_but_the_probes_asks_for_it(api_settings: Settings) -> None:
