@@ -25,11 +25,47 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from stream.usecases import UseCase
+from stream.usecases import UseCase, use_case
 
-__all__ = ["card", "markdown"]
+__all__ = ["Registry", "card", "markdown", "version_card"]
+
+HISTORY_READ = 1000
+"""Newest rollback entries searched for those that name a version."""
+
+
+class Registry(Protocol):
+    """What a card reads of the model registry (:class:`stream.runtime.registry.ModelRegistry`)."""
+
+    async def live(self, model: str) -> str | None: ...
+
+    async def canary_of(self, model: str) -> str | None: ...
+
+    async def lineage(self, version: str, limit: int = ...) -> list[dict[str, Any]]: ...
+
+    async def history(self, model: str, limit: int) -> list[dict[str, Any]]: ...
+
+
+async def version_card(
+    registry: Registry, record: dict[str, Any], use_cases: Sequence[UseCase[Any, Any]]
+) -> dict[str, Any]:
+    """The card of the version of ``record``, with what it needs read from ``registry``
+    (``scoring models card``, and the API's ``GET /v1/models/{model}/versions/{version}``)."""
+    version, model = record["version"], record["model"]
+    history = [
+        entry
+        for entry in await registry.history(model, HISTORY_READ)
+        if version in (entry.get("version"), entry.get("previous"))
+    ]
+    return card(
+        record,
+        lineage=await registry.lineage(version),
+        history=history,
+        use_case=use_case(model, use_cases),
+        live=await registry.live(model),
+        canary=await registry.canary_of(model),
+    )
 
 
 def card(

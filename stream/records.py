@@ -30,6 +30,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
 )
 
 from models.drift import Kind, Severity, State
@@ -54,7 +55,18 @@ def _timestamp(value: Any) -> Any:
     return value  # anything else is left for the datetime check to reject
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp)]
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_timestamp),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time", "description": "ISO-8601 with an offset"},
+                {"type": "number", "description": "epoch milliseconds"},
+            ]
+        }
+    ),
+]
 """ISO-8601 with an offset, or epoch milliseconds."""
 
 Id = Annotated[str, Field(min_length=1, max_length=200)]

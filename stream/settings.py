@@ -225,6 +225,17 @@ class Settings(BaseSettings):
     metrics_port: int = _setting(
         9108, "Port of the worker's Prometheus `/metrics`; 0 disables.", ge=0, le=65535
     )
+    api_host: str = _setting(
+        "127.0.0.1",
+        "Address `scoring api` listens on; without SCORING_API_TOKEN only a loopback address is accepted.",
+        min_length=1,
+    )
+    api_port: int = _setting(8000, "Port `scoring api` listens on.", ge=1, le=65535)
+    api_token: str = _setting(
+        "",
+        "Bearer token every endpoint of `scoring api` but /healthz and /readyz requires (empty: no "
+        "token, loopback only).",
+    )
     log_level: str = _setting("INFO", "Worker log level.", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     state_dir: str = _setting(
         ".scoring", "Folder of the local stack (`scoring up`): data, logs, pids.", min_length=1

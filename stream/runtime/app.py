@@ -18,7 +18,6 @@ version (``refresh_models``).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import ssl
 from functools import partial
@@ -35,6 +34,7 @@ from mode.types.signals import BaseSignalT
 
 from stream.kafka import ensure_topics, tls_context
 from stream.redis_client import RedisClient, redis_client
+from stream.runtime import collector
 from stream.runtime.retry import ErrorPolicy, reason
 from stream.runtime.service import ScoringService
 from stream.settings import DEVELOPMENT_SIGNING_KEY, Settings
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 # How often labels that arrived before their event are tried again, and matured events learned.
 WAITING_LABELS_INTERVAL_SECONDS = 1.0
-# The garbage collector's generation thresholds in a worker (Python's default: 700, 10, 10).
-GC_THRESHOLDS = (50_000, 20, 10)
 # How long a try at start waits for the broker or Redis to answer before it counts as failed.
 START_TIMEOUT_SECONDS = 2.0
 
@@ -130,11 +128,7 @@ def run_worker(settings: Settings) -> None:
         prometheus_client.start_http_server(settings.metrics_port)
         log.info("metrics on :%d/metrics", settings.metrics_port)
     app = create_app(settings)
-    # What is loaded by now lives as long as the process: keep the collector from scanning
-    # it again and again, and collect the young generation less often (each event
-    # allocates dozens of short-lived objects). Measured in bench: see README Performance.
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    collector.settle()
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
 

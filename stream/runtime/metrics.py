@@ -14,7 +14,8 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 CONSUMED = Counter("scoring_messages_consumed_total", "Messages consumed, by topic.", ["topic"])
 EVENTS = Counter(
     "scoring_events_total",
-    "Events scored, or redelivered (their prediction published again), by topic.",
+    "Events scored, redelivered (their prediction published again), or scored by the API first "
+    "(not scored again, nothing published), by topic.",
     ["topic", "outcome"],
 )
 DEAD_LETTERS = Counter(

@@ -82,6 +82,10 @@ class Publisher:
                     await asyncio.sleep(POLL_SECONDS)
         await done
 
+    async def check(self, timeout: float) -> None:
+        """Return once the broker answers a metadata request; :class:`KafkaException` after ``timeout`` s."""
+        await asyncio.to_thread(self._producer.list_topics, timeout=timeout)
+
     def close(self) -> None:
         self._producer.flush(FLUSH_TIMEOUT_SECONDS)
         self._closing.set()

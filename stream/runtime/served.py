@@ -102,6 +102,7 @@ class ServedModels:
         self._use_cases = {uc.name: uc for uc in use_cases}
         self._served = {uc.name: Served(f"{uc.name}.0", untrained(settings, uc)) for uc in use_cases}
         self._canaries: dict[str, Served | None] = dict.fromkeys(self._use_cases)
+        self._published: set[str] = set()  # use cases serving a version the registry published
         for name in self._served:
             metrics.SERVED_VERSION.labels(name, "live").set(0)  # exported from the start: a worker serves .0
 
@@ -113,6 +114,11 @@ class ServedModels:
         """The canary of ``use_case``, if one serves."""
         return self._canaries[use_case]
 
+    def published(self, use_case: str) -> bool:
+        """Whether ``use_case`` is served by a version the registry published, not the untrained
+        ``.0`` a worker starts with before the registry has a live version."""
+        return use_case in self._published
+
     async def refresh(self) -> None:
         """Load the live version and the canary of each use case, if they changed since the last call.
 
@@ -123,11 +129,12 @@ class ServedModels:
         """
         for name, served in self._served.items():
             live = await self._registry.live(name)
-            if live is not None and live != served.version:
-                loaded = await self._load(name, live, "live")
-                if loaded is not None:
-                    self._served[name] = loaded
-                    log.info("%s: now scoring with %s (was %s)", name, live, served.version)
+            if live == served.version:  # a learner's first version is the untrained .0 itself
+                self._published.add(name)
+            elif live is not None and (loaded := await self._load(name, live, "live")) is not None:
+                self._served[name] = loaded
+                self._published.add(name)
+                log.info("%s: now scoring with %s (was %s)", name, live, served.version)
             canary, current = await self._registry.canary_of(name), self._canaries[name]
             if canary == (current.version if current else None):
                 continue

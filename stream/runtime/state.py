@@ -496,14 +496,17 @@ class StateStore:
             )
         return [claims[i] for i in range(len(events))]
 
-    async def record(self, use_case: UseCase[Any, Any], scored: Sequence[Scored], at: float) -> None:
+    async def record(self, use_case: UseCase[Any, Any], scored: Sequence[Scored], at: float) -> list[bytes]:
         """Store the published prediction and the pending record of each event scored at ``at``.
 
-        Under an implicit label policy each event also starts maturing.
+        Under an implicit label policy each event also starts maturing. Returns, for each
+        event, ``b""`` when this call recorded it, else the prediction recorded first: two
+        scorings of one claim can race (a redelivery, an API request repeated while the first
+        is in flight), and only the first is recorded.
         """
         layout = self.buckets(use_case.name)
         maturity = use_case.labels.maturity_seconds
-        await self._each(
+        replies = await self._each(
             use_case.name,
             "record",
             range(len(scored)),
@@ -514,9 +517,10 @@ class StateStore:
                 "matures_at": None if maturity is None else at + maturity,
                 "event_ids": [encode(scored[i].event_id) for i in group],
             },
-            None,
+            1,
             lambda group: [blob for i in group for blob in (scored[i].prediction, scored[i].pending)],
         )
+        return [cast(bytes, replies[i][0]) for i in range(len(scored))]
 
     async def settle(
         self, use_case: str, labels: Sequence[ArrivedLabel], wait_seconds: float

@@ -1,4 +1,4 @@
-"""The ``scoring`` command line: local stack, worker, simulator, demo, topic tails."""
+"""The ``scoring`` command line: local stack, worker, API, simulator, demo, topic tails."""
 
 from __future__ import annotations
 
@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("down", help="stop the local broker and Redis that `up` started")
     commands.add_parser("status", help="show whether the broker and Redis answer")
     commands.add_parser("worker", help="run a scoring worker")
+    commands.add_parser(
+        "api", help="serve the synchronous scoring API at SCORING_API_HOST:SCORING_API_PORT"
+    ).add_argument("--openapi", action="store_true", help="print its OpenAPI document (JSON) and exit")
     simulate = commands.add_parser("simulate", help="produce simulated events and their delayed labels")
     _simulation_args(simulate, transactions=5000, sales=5000, rate=1000.0)
     _history_args(simulate)
@@ -230,6 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.runtime.app import run_worker
 
         run_worker(settings)
+    elif args.command == "api":
+        from stream.api.app import create_app, run_api
+
+        if not args.openapi:
+            return run_api(settings)
+        print(json.dumps(create_app(settings).openapi(), indent=2))
     elif args.command == "simulate" and (args.history is not None or _history_options(args)):
         return _write_history(args)
     elif args.command == "simulate":
@@ -396,10 +405,9 @@ def _write_history(args: argparse.Namespace) -> int:
 
 async def _models(settings: Settings, args: argparse.Namespace) -> int:
 
-    from stream.cards import card, markdown
+    from stream.cards import markdown, version_card
     from stream.redis_client import redis_client
     from stream.runtime.registry import ModelRegistry, RegistryError, use_case_of
-    from stream.usecases import use_case
 
     client = redis_client(settings)
     registry = ModelRegistry(client, settings)
@@ -427,23 +435,11 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
                 if version is None:
                     raise RegistryError(f"{args.version}: no version published yet")
             record = await registry.record(version)
-            live = await registry.live(record["model"])
             if args.action == "show":
+                live = await registry.live(record["model"])
                 print(json.dumps({**record, "live": record["version"] == live}, indent=2))
             else:
-                history = [
-                    entry
-                    for entry in await registry.history(record["model"], 1000)
-                    if version in (entry.get("version"), entry.get("previous"))
-                ]
-                model_card = card(
-                    record,
-                    lineage=await registry.lineage(version),
-                    history=history,
-                    use_case=use_case(record["model"], settings.use_cases),
-                    live=live,
-                    canary=await registry.canary_of(record["model"]),
-                )
+                model_card = await version_card(registry, record, settings.use_cases)
                 print(
                     json.dumps(model_card, indent=2) if args.format == "json" else markdown(model_card),
                     end="",

@@ -186,7 +186,7 @@ def run(
         ensure_topics(settings, all_topics())
         start = start or dt.datetime.now(dt.UTC)
         if history_days:
-            _bootstrap_from_history(settings, config, start, history_days, Path(tmp), out)
+            bootstrap_from_history(settings, config, start, history_days, Path(tmp), out)
         messages = list(simulator.generate(config, start=start))
         kinds = Counter(m.kind for m in messages)
         events, labels, malformed = kinds["event"], kinds["label"], kinds["malformed"]
@@ -232,7 +232,7 @@ def run(
     return 0
 
 
-def _bootstrap_from_history(
+def bootstrap_from_history(
     settings: Settings,
     config: simulator.SimulationConfig,
     start: dt.datetime,

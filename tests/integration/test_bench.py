@@ -67,3 +67,30 @@ def test_bench_reports_every_section(tmp_path: Path) -> None:
     assert result["scaling"]["processes"] == 2
     _positive(result["memory"], "rss_mb_at_checkpoint", "rss_mb_at_end")
     assert "worker" in done.stdout and "broker floor" in done.stdout  # the table
+
+
+@pytest.mark.timeout(180)
+def test_bench_api_reports_the_api_next_to_its_floor(tmp_path: Path) -> None:
+    out = tmp_path / "api.json"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.api", "--rate", "100", "--seconds", "1"),
+            *("--saturate-seconds", "1", "--connections", "4"),
+            *("--out", str(out), "--work-dir", str(tmp_path / "work")),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = orjson.loads(out.read_bytes())
+    for phase in ("latency", "throughput"):
+        for server in ("api", "floor"):
+            section = result[phase][server]
+            assert section["errors"] == 0 and section["requests"] > 0, (phase, server, section)
+            assert 0 < section["p50_ms"] <= section["p99_ms"]
+        assert result[phase]["api"]["requests_per_second_vs_floor"] > 0
+    assert result["latency"]["api"]["requests"] == 100
+    assert "POST /v1/score/fraud" in done.stdout and "API / floor" in done.stdout

@@ -1,10 +1,12 @@
 """The layout shows the architecture: imports flow one way.
 
 - ``models/`` knows nothing of Kafka, Redis, Faust or :mod:`stream`;
-- ``stream/runtime/`` (what ``scoring worker`` runs) never imports a tool (``stream/tools``);
+- ``stream/runtime/`` (what ``scoring worker`` runs) never imports a tool (``stream/tools``) nor
+  the API (``stream/api``, which runs the runtime's scoring steps);
+- ``stream/api/`` (what ``scoring api`` runs) never imports a tool;
 - ``consumers/`` uses the records, the settings and the use-case declarations, never the
-  runtime or the tools;
-- the shared modules at the top of ``stream/`` import neither the runtime nor the tools.
+  runtime, the API or the tools;
+- the shared modules at the top of ``stream/`` import neither the runtime, the API nor the tools.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ def files(folder: str) -> list[Path]:
 
 FORBIDDEN = {
     "models": ("stream", "consumers", "confluent_kafka", "redis", "faust", "mode"),
-    "stream/runtime": ("stream.tools", "consumers", "bench"),
-    "stream": ("stream.runtime", "stream.tools", "consumers", "bench"),
-    "consumers": ("stream.runtime", "stream.tools", "bench"),
+    "stream/runtime": ("stream.tools", "stream.api", "consumers", "bench"),
+    "stream/api": ("stream.tools", "consumers", "bench"),
+    "stream": ("stream.runtime", "stream.tools", "stream.api", "consumers", "bench"),
+    "consumers": ("stream.runtime", "stream.tools", "stream.api", "bench"),
 }
 
 

@@ -197,6 +197,8 @@ elseif command == 'record' then
   -- p: label_ttl, journal_max, matures_at (under an implicit label policy: when the events
   -- mature, else null), event_ids. ARGV[1 + 2i], ARGV[2 + 2i]: the prediction and pending
   -- record of event i (1-based), as they are: no JSON to unescape.
+  -- Replies per event: '' when this call recorded it, else the prediction recorded first
+  -- (two scorings of one claim raced: a redelivery, or a repeated API request).
   for i, event_id in ipairs(p.event_ids) do
     local event_key = key('event', event_id)
     if redis.call('HGET', event_key, 'status') == 'claimed' then
@@ -207,6 +209,9 @@ elseif command == 'record' then
         redis.call('ZADD', MATURING, p.matures_at, event_id)
       end
       journal({'k', 's', 'p', pending})
+      append(out, {''})
+    else
+      append(out, {redis.call('HGET', event_key, 'prediction') or ''})
     end
   end
 
