@@ -315,10 +315,11 @@ class _ReadAhead:
             waiting.append((order, entry_id, fields))
         if entries:
             self.read_to[journal] = entries[-1][0].decode()
-        # Complete: an entry written later is stamped no earlier than the node's clock now.
-        # Else: the next entry comes after the last one read.
-        last = waiting[-1][0] if waiting else self.known[journal]
-        self.known[journal] = (clock, journal, 0) if complete else (last[0], journal, last[2] + 1)
+        # An entry not read yet comes after the last one read; if the read was complete, it
+        # is also stamped no earlier than the node's clock at the read.
+        ms, _, seq = _order(self.read_to[journal], journal)
+        after = (ms, journal, seq + 1)
+        self.known[journal] = max(after, (clock, journal, 0)) if complete else after
 
     def take(self, count: int) -> list[JournalEntry]:
         """Up to ``count`` waiting entries, in the merged order, that every journal is known up to."""

@@ -147,7 +147,7 @@ def test_a_killed_learner_recovers_exactly(model_settings: Settings, tmp_path: P
     with worker_process(settings, tmp_path / "first.log") as first:
         wait_until(lambda: learner_labels(settings) == 0, what="the first version")
         sender.start()
-        wait_until(lambda: learner_labels(settings) >= 2000, what="the learner to learn")
+        wait_until(lambda: learner_labels(settings) >= 1000, what="the learner to learn")
         first.kill()  # SIGKILL: no shutdown checkpoint
         assert sender.is_alive(), "the stream must still be running when the learner dies"
     with worker_process(settings, tmp_path / "second.log"):

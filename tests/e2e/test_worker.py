@@ -21,7 +21,16 @@ from stream.settings import Settings
 from stream.tools import simulator
 from stream.tools.demo import worker_process
 from stream.usecases import DEMAND, FRAUD
-from tests.e2e.support import START, dead_letters, event_id, produce, total, wait_until, with_registry
+from tests.e2e.support import (
+    START,
+    counter,
+    dead_letters,
+    event_id,
+    produce,
+    total,
+    wait_until,
+    with_registry,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -81,8 +90,10 @@ def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(
     labels = [m for m in messages if m.kind == "label"]
     malformed = {(m.value, m.expected_reason) for m in messages if m.kind == "malformed"}
     sender = threading.Thread(target=produce, args=(settings, messages), kwargs={"realtime": True})
-    sender.start()
     with worker_process(settings, tmp_path / "first.log") as first:
+        # The stream starts once the worker reads: a slow start must not let it end first.
+        wait_until(lambda: counter(settings, "scoring_assigned_partitions") > 0, what="the consumer")
+        sender.start()
         wait_until(lambda: total(settings, "scoring_predictions_total") >= 500)
         first.kill()  # kill -9 in the middle of the stream
         assert sender.is_alive(), "the stream must still be running when the worker dies"
