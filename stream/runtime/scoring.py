@@ -14,21 +14,19 @@ its prediction, which the API published, is not published twice.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
-
-import orjson
 
 from models.online import Features
 from stream.records import Rejection, parse, prediction_json
 from stream.runtime import metrics
 from stream.runtime.keys import EntityKey, entity_key
 from stream.runtime.outbox import Message, Outbox, PartitionOrder
+from stream.runtime.pending import Recorded, layout_of, scored_text
 from stream.runtime.served import Served, ServedModels
-from stream.runtime.state import Arrival, Claim, Pending, Scored, StateStore
+from stream.runtime.state import Arrival, Claim, Scored, StateStore
 from stream.settings import Settings
 from stream.usecases import DEADLETTER_TOPIC, UseCase, entity_name
 
@@ -129,36 +127,38 @@ class Scorer:
             xs.append(use_case.features.compute(accepted.event, claim.prior))
         names = [entity_name(accepted.ids) for accepted, _ in claimed]
         served_by, outputs = self._predict(use_case, names, xs)
-        scored_at = dt.datetime.now(dt.UTC)
-        scored_text = scored_at.isoformat().replace("+00:00", "Z")
-        scored_ts = scored_at.timestamp()
+        scored_ts = time.time()
+        scored = scored_text(scored_ts)
         metrics.SCORING_LATENCY.labels(use_case.name).observe(scored_ts - now)
-        records = []
+        layout = layout_of(use_case)
+        records, predictions = [], []
         for ((event, _, key, _, arrived), _), name, served, x, y in zip(
             claimed, names, served_by, xs, outputs, strict=True
         ):
-            latency = max(0.0, scored_ts - arrived) if arrived else 0.0
-            prediction = prediction_json(
-                event.event_id,
-                use_case.name,
-                served.version,
-                scored_text,
-                round(latency * 1000, 3),
-                name,
-                use_case.output_field,
-                y,
-                served.arm,
+            latency = round(max(0.0, scored_ts - arrived) * 1000, 3) if arrived else 0.0
+            predictions.append(
+                prediction_json(
+                    event.event_id,
+                    use_case.name,
+                    served.version,
+                    scored,
+                    latency,
+                    name,
+                    use_case.output_field,
+                    y,
+                    served.arm,
+                )
             )
-            pending = Pending(x=x, y_pred=y, entity=key, model_version=served.version, scored_at=scored_ts)
-            records.append(Scored(event.event_id, key, prediction, orjson.dumps(pending)))
+            made = Recorded(served.version, served.arm, scored_ts, latency, y, name)
+            records.append(Scored(event.event_id, key, layout.encode(x, made)))
         earlier = await self.state.record(use_case, records, scored_ts)
         canaries = sum(served.arm == "canary" for served in served_by)
         metrics.PREDICTIONS.labels(use_case.name, "live").inc(len(records) - canaries)
         if canaries:
             metrics.PREDICTIONS.labels(use_case.name, "canary").inc(canaries)
         return [
-            tuple.__new__(Predicted, (before or record.prediction, name, not before))
-            for record, name, before in zip(records, names, earlier, strict=True)
+            tuple.__new__(Predicted, (before or prediction, name, not before))
+            for prediction, name, before in zip(predictions, names, earlier, strict=True)
         ]
 
     async def score(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> Outbox:

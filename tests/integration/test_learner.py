@@ -7,6 +7,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 import pytest
@@ -23,7 +24,7 @@ from stream.runtime.registry import ModelRegistry
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
-from stream.usecases import ALERTS_TOPIC, AUDIT_TOPIC, FRAUD
+from stream.usecases import ALERTS_TOPIC, AUDIT_TOPIC, FRAUD, UseCase
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +98,7 @@ class FailingOnce(StateStore):
     failed = False
 
     async def read_journal(
-        self, use_case: str, after: str, count: int, block_ms: int | None = None
+        self, use_case: UseCase[Any, Any], after: str, count: int, block_ms: int | None = None
     ) -> list[JournalEntry]:
         if not self.failed:
             self.failed = True

@@ -81,11 +81,11 @@ def new_steps(
     return Steps(Scorer(settings, state, served), LabelJoiner(settings, state), state)
 
 
-async def journal(steps: Steps, use_case: str = "fraud") -> list[JournalEntry]:
+async def journal(steps: Steps, use_case: UseCase[Any, Any] = FRAUD) -> list[JournalEntry]:
     return await steps.state.read_journal(use_case, "0-0", 100_000)
 
 
-async def joined(steps: Steps, use_case: str = "fraud") -> list[tuple[str, float]]:
+async def joined(steps: Steps, use_case: UseCase[Any, Any] = FRAUD) -> list[tuple[str, float]]:
     """(label source, target) of each label in the journal, in journal order."""
     return [(e.source or "", e.y) for e in await journal(steps, use_case) if e.y is not None]
 
@@ -164,7 +164,7 @@ async def test_a_label_before_its_event_waits_for_it(steps: Steps, settings: Set
     await steps.scorer.score(FRAUD, [message(tx("e9"), 0)])
     assert (await steps.joiner.unpark(FRAUD)).records == []
     assert await joined(steps) == [("transactions.labels/0/0", 1.0)]
-    assert await steps.state.unpark("fraud", 10) == []
+    assert await steps.state.unpark(FRAUD, 10) == []
 
 
 async def test_a_label_whose_event_never_comes_is_dead_lettered(settings: Settings) -> None:
@@ -233,7 +233,7 @@ async def test_demand_forecasts_are_non_negative_and_learn(steps: Steps, setting
     [prediction] = predictions(outbox, settings, "predictions.demand")
     assert prediction.forecast is not None and prediction.forecast >= 0 and prediction.score is None
     await steps.joiner.join(DEMAND, [message(b'{"event_id": "s1", "units_sold": 4}', 0, "sales.labels")])
-    assert await joined(steps, "demand") == [("sales.labels/0/0", 4.0)]
+    assert await joined(steps, DEMAND) == [("sales.labels/0/0", 4.0)]
 
 
 async def test_two_workers_never_corrupt_one_entity(settings: Settings) -> None:
