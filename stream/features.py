@@ -180,7 +180,8 @@ class EntityState:
         self.stats[LABEL] = fold(self.stats.get(LABEL), y, decay)
 
     def document(self) -> dict[str, Any]:
-        """The entity's state as ``state.lua`` stores it in JSON (the members follow it in binary)."""
+        """The entity's state, count, last time seen and statistics, as a document (what
+        :meth:`stream.runtime.state.StateStore.entity` reads back from Redis)."""
         doc: dict[str, Any] = {"n": self.n, "stats": self.stats}
         if self.last_ts is not None:
             doc["last_ts"] = f"{self.last_ts:.17g}"

@@ -32,7 +32,7 @@ Examples
 ...     Recorded("fraud.3", "live", 1772625600.25, 12.5, 0.125, "acc-1"),
 ... )
 >>> len(record)
-69
+65
 >>> layout.decode(record, EntityKey("acc-1"))["x"]
 {'log_amount': 4.615, 'channel': 'pos', 'merchant_new': 1.0}
 >>> recorded(record)[:3]

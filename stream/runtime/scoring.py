@@ -132,7 +132,7 @@ class Scorer:
         metrics.SCORING_LATENCY.labels(use_case.name).observe(scored_ts - now)
         layout = layout_of(use_case)
         records, predictions = [], []
-        for ((event, _, key, _, arrived), _), name, served, x, y in zip(
+        for ((event, _, key, source, arrived), _), name, served, x, y in zip(
             claimed, names, served_by, xs, outputs, strict=True
         ):
             latency = round(max(0.0, scored_ts - arrived) * 1000, 3) if arrived else 0.0
@@ -150,7 +150,7 @@ class Scorer:
                 )
             )
             made = Recorded(served.version, served.arm, scored_ts, latency, y, name)
-            records.append(Scored(event.event_id, key, layout.encode(x, made)))
+            records.append(Scored(event.event_id, key, source, layout.encode(x, made)))
         earlier = await self.state.record(use_case, records, scored_ts)
         canaries = sum(served.arm == "canary" for served in served_by)
         metrics.PREDICTIONS.labels(use_case.name, "live").inc(len(records) - canaries)

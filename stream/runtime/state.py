@@ -20,10 +20,10 @@ encoded :data:`~stream.runtime.keys.EntityKey`. In the bucket of the entity:
   as long as an event with its id can still be accepted, so that a redelivered or
   repeated event is always recognised; a label more than ``label_ttl_seconds`` after its
   event was scored is ``expired_event``.
-- ``entity:<entity>``: the entity's state: one JSON document (count, last time seen,
-  ``{"stats": {field: [n, mean, var]}}``), then the hashes of the values it was seen with
-  most recently (at most :data:`~stream.features.MEMBERS_KEPT` per field), as the use
-  case's features declare them (:class:`stream.features.FeatureSet`); forgotten after
+- ``entity:<entity>``: the entity's state, packed (:class:`EntityLayout`): count, last
+  time seen, exponentially weighted statistics, then the hashes of the values it was seen
+  with most recently (at most :data:`~stream.features.MEMBERS_KEPT` per field), as the
+  use case's features declare them (:class:`stream.features.FeatureSet`); forgotten after
   ``entity_ttl_seconds`` idle.
 - ``maturing`` sorted set, by encoded event id: under an implicit label
   policy, when each scored event matures (is learned with the implicit target unless
@@ -47,9 +47,13 @@ With several buckets, the learner reads the buckets' journals merged into one or
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
+import math
+import struct
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -59,7 +63,16 @@ from typing import Any, Literal, NamedTuple, TypedDict, cast, get_args
 import orjson
 from redis.exceptions import NoScriptError
 
-from stream.features import LABEL, MEMBERS_KEPT, EntityState, Observation, Prior, Stat, member_hash
+from stream.features import (
+    LABEL,
+    MEMBERS_KEPT,
+    EntityState,
+    FeatureSet,
+    Observation,
+    Prior,
+    Stat,
+    member_hash,
+)
 from stream.redis_client import RedisClient
 from stream.runtime.keys import Buckets, EntityKey, buckets, encode
 from stream.runtime.pending import Layout, Pending, layout_of, prediction, recorded
@@ -126,11 +139,13 @@ class Arrival(NamedTuple):
 
 
 class Scored(NamedTuple):
-    """An event scored: its id, its entity, its pending record (:meth:`Layout.encode
-    <stream.runtime.pending.Layout.encode>`: features, prediction)."""
+    """An event scored: its id, its entity, where it was read (its claim's source), its
+    pending record (:meth:`Layout.encode <stream.runtime.pending.Layout.encode>`: features,
+    prediction)."""
 
     event_id: str
     entity: EntityKey
+    source: str
     pending: bytes
 
 
@@ -259,17 +274,73 @@ def _settlement(outcome: bytes, scored_at: bytes = b"", parked: ParkedLabel | No
     )
 
 
-def _decode_prior(raw: bytes, members: Sequence[str]) -> Prior:
-    """A claimed record's tail: the entity state's JSON, then ``1``/``0`` per member field."""
-    doc, _, seen = raw.rpartition(b"\n")
-    state = orjson.loads(doc)  # {"n": 3, "last_ts": "<float>", "stats": {"<field>": [n, mean, var]}}
-    last_ts = state.get("last_ts")
-    return Prior(
-        state.get("n", 0),
-        float(last_ts) if last_ts is not None else None,
-        {name: Stat(*value) for name, value in state.get("stats", {}).items()},
-        {member: flag == ord("1") for member, flag in zip(members, seen, strict=True)},
-    )
+class EntityLayout:
+    """How ``state.lua`` packs the entity states of a declaration's features: the tag of the
+    layout (4 bytes), float64s (count, last time seen or NaN, then n, mean and variance of
+    each statistic: the declared fields', then the labels'), then per member field a byte
+    counting the hashes kept and the 4-byte hashes, newest first."""
+
+    def __init__(self, features: FeatureSet) -> None:
+        self.stats = (*features.stats, LABEL)
+        self.members = features.members
+        self.tag = zlib.crc32("\n".join((*self.stats, "", *self.members)).encode())
+        self.numbers = struct.Struct("<" + "d" * (2 + 3 * len(self.stats)))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """What ``state.lua`` needs to read and write these states."""
+        return {"stats": len(self.stats), "entity_tag": self.tag}
+
+    def prior(self, numbers: bytes, seen: bytes) -> Prior:
+        """The prior of a claimed record: the entity's numbers, then ``1``/``0`` per member field."""
+        n, last_ts, *stats = self.numbers.unpack(numbers)
+        return Prior(
+            int(n),
+            None if math.isnan(last_ts) else last_ts,
+            {
+                name: Stat(int(stats[3 * j]), stats[3 * j + 1], stats[3 * j + 2])
+                for j, name in enumerate(self.stats)
+                if stats[3 * j]
+            },
+            {member: flag == ord("1") for member, flag in zip(self.members, seen, strict=True)},
+        )
+
+    def pack(self, state: EntityState) -> bytes:
+        """An entity state an offline replay reached, as ``state.lua`` keeps it."""
+        stats = [state.stats.get(name, (0.0, 0.0, 0.0)) for name in self.stats]
+        numbers = [
+            state.n,
+            math.nan if state.last_ts is None else state.last_ts,
+            *(v for s in stats for v in s),
+        ]
+        members = (state.seen.get(field, []) for field in self.members)
+        return b"".join(
+            (
+                self.tag.to_bytes(4, "little"),
+                self.numbers.pack(*numbers),
+                *(
+                    bytes((len(hashes),)) + b"".join(h.to_bytes(4, "little") for h in hashes)
+                    for hashes in members
+                ),
+            )
+        )
+
+    def document(self, raw: bytes) -> dict[str, Any]:
+        """A stored entity state as :meth:`EntityState.document <stream.features.EntityState.document>`
+        writes one (``{}`` for one of another layout)."""
+        if int.from_bytes(raw[:4], "little") != self.tag:
+            return {}
+        prior = self.prior(raw[4 : 4 + self.numbers.size], b"\x00" * len(self.members))
+        doc: dict[str, Any] = {"n": prior.n, "stats": {k: list(v) for k, v in prior.stats.items()}}
+        if prior.last_ts is not None:
+            doc["last_ts"] = f"{prior.last_ts:.17g}"
+        return doc
+
+
+@functools.cache
+def entity_layout(features: FeatureSet) -> EntityLayout:
+    """The entity layout of a declaration's features (made once)."""
+    return EntityLayout(features)
 
 
 def _claim(use_case: UseCase[Any, Any], event_id: str, record: bytes) -> Claim:
@@ -279,15 +350,12 @@ def _claim(use_case: UseCase[Any, Any], event_id: str, record: bytes) -> Claim:
         raise ScriptError(f"state.lua answered a record of status {record[:1]!r}")
     source, _, tail = record[1:].split(b"\n", 2)
     if status == "claimed":
-        return Claim(source.decode(), _decode_prior(tail, use_case.features.members), status, b"")
+        entities = entity_layout(use_case.features)
+        size = entities.numbers.size
+        return Claim(source.decode(), entities.prior(tail[:size], tail[size:]), status, b"")
     if status == "learned":
         tail = tail.split(b"\n", 1)[1]  # after the label's source
     return Claim(source.decode(), Prior(), status, prediction(use_case, event_id, recorded(tail)))
-
-
-def _members(hashes: Sequence[int]) -> bytes:
-    """An entity's remembered values of one member field, as ``state.lua`` keeps them."""
-    return bytes((len(hashes),)) + b"".join(h.to_bytes(4, "little") for h in hashes)
 
 
 Order = tuple[int, int, int]
@@ -407,10 +475,11 @@ class StateStore:
         bucket: Sequence[int],
         params: Params,
         width: int | None,
-        blobs: Callable[[list[int]], list[bytes]] | None = None,
+        arguments: Callable[[int], Sequence[Any]] | None = None,
     ) -> dict[int, list[Any]]:
         """``command`` on ``items`` (indices), each in its bucket (``bucket[item]``): one script
         call per bucket, each on one slot, all sent together (a round trip per cluster node).
+        ``arguments`` are each item's own (as many per item, after the parameters).
         Returns each item's ``width`` replies (``None``: one item per bucket, its whole reply)."""
         groups: dict[int, list[int]] = {}
         for item in items:
@@ -419,7 +488,12 @@ class StateStore:
             return {}
         prefixes = self.buckets(use_case).prefixes
         requests = [
-            (prefixes[b], [command, orjson.dumps(params(b, group)), *(blobs(group) if blobs else ())])
+            (
+                prefixes[b],
+                [command, orjson.dumps(params(b, group)), *(a for i in group for a in arguments(i))]
+                if arguments
+                else [command, orjson.dumps(params(b, group))],
+            )
             for b, group in groups.items()
         ]
         replies = await self._run(requests)
@@ -478,11 +552,9 @@ class StateStore:
                 "claim",
                 range(len(events)),
                 [layout.of(event_id) for event_id in ids],
-                lambda _, group: {
-                    "event_ttl": self.event_ttl,
-                    "events": [[ids[i], homes[i], events[i].source] for i in group],
-                },
+                lambda *_: {"event_ttl": self.event_ttl},
                 1,
+                lambda i: (ids[i], homes[i], events[i].source),
             )
             claims = {
                 i: Claim(source=first.decode(), prior=Prior(), status="claimed", prediction=b"")
@@ -490,34 +562,29 @@ class StateStore:
                 if first
             }
         names, members = use_case.features.stats, use_case.features.members
+        params = {
+            **entity_layout(use_case.features).params,
+            "event_ttl": self.event_ttl,
+            "entity_ttl": self._settings.entity_ttl_seconds,
+            "decay": use_case.features.decay,
+            "members": len(members),
+            "kept": MEMBERS_KEPT,
+        }
+
+        def arguments(i: int) -> list[Any]:
+            observation = events[i].observation
+            hashes = b"".join(member_hash(observation.members[m]).to_bytes(4, "little") for m in members)
+            stats = ("" if (v := observation.stats[n]) is None else v for n in names)
+            return [ids[i], events[i].entity, events[i].source, observation.ts, hashes, *stats]
+
         observed = await self._each(
             use_case.name,
             "observe",
             (i for i in range(len(events)) if i not in claims),
             homes,
-            lambda _, group: {
-                "event_ttl": self.event_ttl,
-                "entity_ttl": self._settings.entity_ttl_seconds,
-                "decay": use_case.features.decay,
-                "stats": names,
-                "members": len(members),
-                "kept": MEMBERS_KEPT,
-                "events": [
-                    [
-                        ids[i],
-                        events[i].entity,
-                        events[i].source,
-                        events[i].observation.ts,
-                        [events[i].observation.stats[n] for n in names],
-                    ]
-                    for i in group
-                ],
-            },
+            lambda *_: params,
             1,
-            lambda group: [
-                b"".join(member_hash(events[i].observation.members[m]).to_bytes(4, "little") for m in members)
-                for i in group
-            ],
+            arguments,
         )
         for i, (record,) in observed.items():
             claims[i] = _claim(use_case, events[i].event_id, record)
@@ -538,14 +605,13 @@ class StateStore:
             "record",
             range(len(scored)),
             [layout.of(event.entity) for event in scored],
-            lambda _, group: {
+            lambda *_: {
                 "event_ttl": self.event_ttl,
                 "journal_max": self._settings.journal_max_entries,
                 "matures_at": None if maturity is None else at + maturity,
-                "event_ids": [encode(scored[i].event_id) for i in group],
             },
             1,
-            lambda group: [scored[i].pending for i in group],
+            lambda i: (encode(scored[i].event_id), scored[i].source, scored[i].entity, scored[i].pending),
         )
         return [
             _claim(use_case, event.event_id, reply).prediction if (reply := replies[i][0]) else b""
@@ -555,9 +621,9 @@ class StateStore:
     def _learning(self, use_case: UseCase[Any, Any]) -> dict[str, Any]:
         """The parameters of ``state.lua``'s ``learn``: what learning an event needs."""
         return {
+            **entity_layout(use_case.features).params,
             "label_ttl": self._settings.label_ttl_seconds,
             "now": time.time(),
-            "label": LABEL,
             "decay": use_case.features.decay,
             "entity_ttl": self._settings.entity_ttl_seconds,
             "journal_max": self._settings.journal_max_entries,
@@ -582,14 +648,13 @@ class StateStore:
         homes = list(id_buckets)  # the buckets of their events: with one bucket, the ids'
         settlements: dict[int, Settlement] = {}
 
-        def parking(_: int, group: list[int]) -> dict[str, Any]:
-            return {
-                "deadline": deadline,
-                "labels": [[ids[i], labels[i].source, labels[i].parked.decode()] for i in group],
-            }
+        def parking(i: int) -> tuple[str, str, bytes]:
+            return ids[i], labels[i].source, labels[i].parked
 
         if layout.routed:
-            routes = await self._each(name, "route", range(len(labels)), id_buckets, parking, 2)
+            routes = await self._each(
+                name, "route", range(len(labels)), id_buckets, lambda *_: {"deadline": deadline}, 2, parking
+            )
             for i, (outcome, bucket) in routes.items():
                 if outcome == b"routed":
                     homes[i] = int(bucket)
@@ -600,25 +665,15 @@ class StateStore:
             "settle",
             (i for i in range(len(labels)) if i not in settlements),
             homes,
-            lambda bucket, group: {
-                **learning,
-                "deadline": deadline,
-                "labels": [
-                    [
-                        ids[i],
-                        labels[i].source,
-                        labels[i].parked.decode(),
-                        labels[i].y,
-                        id_buckets[i] == bucket,
-                    ]
-                    for i in group
-                ],
-            },
+            lambda *_: {**learning, "deadline": deadline},
             2,
+            lambda i: (*parking(i), labels[i].y, "1" if id_buckets[i] == homes[i] else ""),
         )
         settlements |= {i: _settlement(o, scored) for i, (o, scored) in joined.items() if o != b"unscored"}
         unscored = (i for i in joined if i not in settlements)
-        parked = await self._each(name, "park", unscored, id_buckets, parking, 1)
+        parked = await self._each(
+            name, "park", unscored, id_buckets, lambda *_: {"deadline": deadline}, 1, parking
+        )
         settlements |= {i: _settlement(outcome) for i, (outcome,) in parked.items()}
         return [settlements[i] for i in range(len(labels))]
 
@@ -644,11 +699,9 @@ class StateStore:
             "join",
             (i for i, (*_, home) in enumerate(waiting) if home >= 0),
             [home for *_, home in waiting],
-            lambda _, group: {
-                **learning,
-                "labels": [[waiting[i][1], *_source_and_target(waiting[i][2])] for i in group],
-            },
+            lambda *_: learning,
             2,
+            lambda i: (waiting[i][1], *_source_and_target(waiting[i][2])),
         )
         concluded = await self._each(
             name,
@@ -761,11 +814,11 @@ class StateStore:
         """Write entity states an offline replay reached, as ``state.lua`` keeps them: the
         stream's features continue from them. Returns how many entities were written."""
         ttl, written = self._settings.entity_ttl_seconds, 0
+        entities = entity_layout(use_case.features)
         pipe = self._redis.pipeline(transaction=False)
         for entity, state in states:
             prefix = self._entity_prefix(use_case.name, entity)
-            members = b"".join(_members(state.seen.get(field, [])) for field in use_case.features.members)
-            pipe.set(f"{prefix}entity:{entity}", orjson.dumps(state.document()) + b"\n" + members, ex=ttl)
+            pipe.set(f"{prefix}entity:{entity}", entities.pack(state), ex=ttl)
             written += 1
             if written % chunk == 0:
                 await pipe.execute()
@@ -776,12 +829,14 @@ class StateStore:
         layout = self.buckets(use_case)
         return layout.prefixes[layout.of(entity)]
 
-    async def entity(self, use_case: str, entity: EntityKey) -> dict[str, Any]:
-        """An entity's state as stored: ``{"n": ..., "last_ts": ..., "stats": {field: [n, mean, var]}}``."""
+    async def entity(self, use_case: UseCase[Any, Any], entity: EntityKey) -> dict[str, Any]:
+        """An entity's state as stored, as :meth:`EntityState.document
+        <stream.features.EntityState.document>` writes one (``{}`` when unknown)."""
         raw = cast(
-            bytes | None, await self._redis.get(f"{self._entity_prefix(use_case, entity)}entity:{entity}")
+            bytes | None,
+            await self._redis.get(f"{self._entity_prefix(use_case.name, entity)}entity:{entity}"),
         )
-        return cast(dict[str, Any], orjson.loads(raw.split(b"\n", 1)[0])) if raw else {}
+        return entity_layout(use_case.features).document(raw) if raw else {}
 
     async def statuses(self, use_case: str, event_ids: Sequence[str]) -> list[ClaimStatus | None]:
         """What Redis knows of each event id: its status, or ``None`` (never seen, or forgotten)."""
@@ -811,7 +866,7 @@ class StateStore:
             range(len(values)),
             [layout.of(entity) for entity, _ in values],
             lambda _, group: {
-                "stat": LABEL,
+                **entity_layout(use_case.features).params,
                 "decay": use_case.features.decay,
                 "entity_ttl": self._settings.entity_ttl_seconds,
                 "entities": [values[i][0] for i in group],

@@ -79,7 +79,7 @@ async def test_the_script_and_the_offline_replay_keep_the_same_state(steps: Step
         for event, y in labels:
             offline[event.account_id].learn(y, decay)
     for account, state in offline.items():
-        stored = await steps.state.entity("fraud", entity_key((account,)))
+        stored = await steps.state.entity(FRAUD, entity_key((account,)))
         expected = state.document()
         assert stored["n"] == expected["n"] and float(stored["last_ts"]) == float(expected["last_ts"])
         assert stored["stats"].keys() == expected["stats"].keys()
@@ -134,7 +134,7 @@ async def test_an_unlabelled_event_matures_into_the_implicit_target_once(setting
             (IMPLICIT_SOURCE, 0.0),
             (IMPLICIT_SOURCE, 0.0),
         ]
-        assert (await state.entity("fraud", entity_key(("acc-1",))))["stats"]["label"][0] == 3
+        assert (await state.entity(FRAUD, entity_key(("acc-1",))))["stats"]["label"][0] == 3
 
         late = orjson.dumps({"event_id": "e1", "is_fraud": True})
         outbox = await joiner.join(implicit, [message(late, 1, topic="transactions.labels")])
