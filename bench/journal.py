@@ -66,7 +66,7 @@ def pending_records(count: int) -> list[tuple[EntityKey, bytes]]:
         x = FRAUD.features.compute(event, Prior())
         entity = entity_key((event.account_id,))
         made = Recorded("fraud.12", "live", 1.0, 12.5, 0.01, event.account_id)
-        records.append((entity, layout.encode(x, made)))
+        records.append((entity, layout.encode(x, made, entity)))
     return records[:count]
 
 

@@ -14,29 +14,30 @@ A pending record is::
 - the *prediction part*: scored at (epoch seconds), latency (ms, as published), the value
   predicted (all three float64), the arm (one byte: 0 live, 1 canary), the version's name
   (its UTF-8 length in one byte, then its bytes), then the entity's name as published (the
-  rest of the part). It outlives the features: once the event is learned,
+  rest of the part; empty when it reads as its key, the usual case). It outlives the
+  features: once the event is learned,
   ``state.lua`` keeps this part only, so that a redelivered event still gets its
   prediction again, byte for byte (:func:`prediction`);
 - the *features*: the layout's tag (4 bytes: a hash of the column names, so that a record
-  is never read against another declaration's columns), one bit per column saying whether
-  it holds text (little-endian, a byte per 8 columns), then each value: a float64, or a
-  text as its UTF-8 length (one byte, or 255 then 4 bytes) and bytes.
+  is never read against another declaration's columns), two bits per column saying how
+  its value is written (a byte per 4 columns), then each value: a float64; a small integer
+  (-128 to 127: a flag, a count, a default) in one byte; or a text, as its UTF-8 length
+  (one byte, or 255 then 4 bytes) and bytes.
 
 Integers are little-endian.
 
 Examples
 --------
 >>> layout = Layout(("log_amount", "channel", "merchant_new"))
->>> record = layout.encode(
-...     {"log_amount": 4.615, "channel": "pos", "merchant_new": 1.0},
-...     Recorded("fraud.3", "live", 1772625600.25, 12.5, 0.125, "acc-1"),
-... )
+>>> made = Recorded("fraud.3", "live", 1772625600.25, 12.5, 0.125, "acc-1")
+>>> x = {"log_amount": 4.615, "channel": "pos", "merchant_new": 1.0}
+>>> record = layout.encode(x, made, EntityKey("acc-1"))
 >>> len(record)
-65
+53
 >>> layout.decode(record, EntityKey("acc-1"))["x"]
 {'log_amount': 4.615, 'channel': 'pos', 'merchant_new': 1.0}
->>> recorded(record)[:3]
-('fraud.3', 'live', 1772625600.25)
+>>> recorded(record, EntityKey("acc-1")) == made
+True
 >>> scored_text(1772625600.25)
 '2026-03-04T12:00:00.250000Z'
 """
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import struct
 import zlib
 from collections.abc import Sequence
@@ -58,7 +60,9 @@ from stream.usecases import UseCase
 _SIZE = struct.Struct("<H")  # of the prediction part
 _HEAD = struct.Struct("<dddBB")  # scored at, latency (ms), value predicted, arm, version's length
 _FLOAT = struct.Struct("<d")
+_SMALL = struct.Struct("<b")
 _LENGTH = struct.Struct("<I")
+_AS_FLOAT, _AS_TEXT, _AS_SMALL = 0, 1, 2  # how a value is written (two bits per column)
 _ARMS: tuple[Arm, ...] = ("live", "canary")
 
 
@@ -94,31 +98,38 @@ class Layout:
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)
         self.tag = zlib.crc32("\n".join(self.names).encode()).to_bytes(4, "little")
-        self._flags = (len(self.names) + 7) // 8
+        self._kinds = (len(self.names) + 3) // 4
 
-    def encode(self, x: Features, made: Recorded) -> bytes:
-        """The pending record of an event scored with features ``x`` (this layout's columns)."""
-        version, entity = made.model_version.encode(), made.entity.encode()
+    def encode(self, x: Features, made: Recorded, entity: EntityKey) -> bytes:
+        """The pending record of an event of ``entity`` scored with features ``x`` (this
+        layout's columns)."""
+        version = made.model_version.encode()
+        name = b"" if made.entity == entity else made.entity.encode()
         head = _HEAD.pack(made.scored_at, made.latency_ms, made.y, _ARMS.index(made.arm), len(version))
-        texts = 0
+        kinds = 0
         values = []
-        for i, name in enumerate(self.names):
-            value = x[name]
+        for i, column in enumerate(self.names):
+            value = x[column]
             if isinstance(value, str):
-                texts |= 1 << i
+                kinds |= _AS_TEXT << 2 * i
                 text = value.encode()
                 size = len(text)
                 values.append((bytes((size,)) if size < 255 else b"\xff" + _LENGTH.pack(size)) + text)
+            elif (
+                -128 <= value < 128 and float(value).is_integer() and (value or math.copysign(1.0, value) > 0)
+            ):
+                kinds |= _AS_SMALL << 2 * i  # not -0.0: its sign would be lost
+                values.append(_SMALL.pack(int(value)))
             else:
                 values.append(_FLOAT.pack(value))
         return b"".join(
             (
-                _SIZE.pack(len(head) + len(version) + len(entity)),
+                _SIZE.pack(len(head) + len(version) + len(name)),
                 head,
                 version,
-                entity,
+                name,
                 self.tag,
-                texts.to_bytes(self._flags, "little"),
+                kinds.to_bytes(self._kinds, "little"),
                 *values,
             )
         )
@@ -134,11 +145,12 @@ class Layout:
                 f"changed while events waited for their labels); this one's columns are {self.names}"
             )
         at += 4
-        texts = int.from_bytes(record[at : at + self._flags], "little")
-        at += self._flags
+        kinds = int.from_bytes(record[at : at + self._kinds], "little")
+        at += self._kinds
         x: Features = {}
         for i, name in enumerate(self.names):
-            if texts >> i & 1:
+            kind = kinds >> 2 * i & 3
+            if kind == _AS_TEXT:
                 size = record[at]
                 at += 1
                 if size == 255:
@@ -146,6 +158,9 @@ class Layout:
                     at += 4
                 x[name] = record[at : at + size].decode()
                 at += size
+            elif kind == _AS_SMALL:
+                x[name] = float(_SMALL.unpack_from(record, at)[0])
+                at += 1
             else:
                 (x[name],) = _FLOAT.unpack_from(record, at)
                 at += 8
@@ -170,18 +185,15 @@ def layout_of(use_case: UseCase[Any, Any]) -> Layout:
     return layout(use_case.features.names)
 
 
-def recorded(record: bytes) -> Recorded:
-    """The prediction part of a pending record (or of what ``state.lua`` keeps once it is learned)."""
+def recorded(record: bytes, entity: EntityKey) -> Recorded:
+    """The prediction part of a pending record of an event of ``entity`` (or of what
+    ``state.lua`` keeps once it is learned)."""
     (n,) = _SIZE.unpack_from(record)
     scored_at, latency_ms, y, arm, version = _HEAD.unpack_from(record, _SIZE.size)
     start = _SIZE.size + _HEAD.size
+    name = record[start + version : _SIZE.size + n].decode()
     return Recorded(
-        record[start : start + version].decode(),
-        _ARMS[arm],
-        scored_at,
-        latency_ms,
-        y,
-        record[start + version : _SIZE.size + n].decode(),
+        record[start : start + version].decode(), _ARMS[arm], scored_at, latency_ms, y, name or entity
     )
 
 

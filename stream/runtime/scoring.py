@@ -150,7 +150,7 @@ class Scorer:
                 )
             )
             made = Recorded(served.version, served.arm, scored_ts, latency, y, name)
-            records.append(Scored(event.event_id, key, source, layout.encode(x, made)))
+            records.append(Scored(event.event_id, key, source, layout.encode(x, made, key)))
         earlier = await self.state.record(use_case, records, scored_ts)
         canaries = sum(served.arm == "canary" for served in served_by)
         metrics.PREDICTIONS.labels(use_case.name, "live").inc(len(records) - canaries)

@@ -348,14 +348,15 @@ def _claim(use_case: UseCase[Any, Any], event_id: str, record: bytes) -> Claim:
     status = _STATUS.get(record[:1])
     if status is None:
         raise ScriptError(f"state.lua answered a record of status {record[:1]!r}")
-    source, _, tail = record[1:].split(b"\n", 2)
+    source, key, tail = record[1:].split(b"\n", 2)
+    entity = EntityKey(key.decode())
     if status == "claimed":
         entities = entity_layout(use_case.features)
         size = entities.numbers.size
         return Claim(source.decode(), entities.prior(tail[:size], tail[size:]), status, b"")
     if status == "learned":
         tail = tail.split(b"\n", 1)[1]  # after the label's source
-    return Claim(source.decode(), Prior(), status, prediction(use_case, event_id, recorded(tail)))
+    return Claim(source.decode(), Prior(), status, prediction(use_case, event_id, recorded(tail, entity)))
 
 
 Order = tuple[int, int, int]
