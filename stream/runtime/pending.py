@@ -13,7 +13,8 @@ A pending record is::
 
 - the *prediction part*: scored at (epoch seconds), latency (ms, as published), the value
   predicted (all three float64), the arm (one byte: 0 live, 1 canary), the version's name
-  (its UTF-8 length in one byte, then its bytes), then the entity's name as published (the
+  (its UTF-8 length in one byte, then its bytes, without the ``<model>.`` that starts it),
+  then the entity's name as published (the
   rest of the part; empty when it reads as its key, the usual case). It outlives the
   features: once the event is learned,
   ``state.lua`` keeps this part only, so that a redelivered event still gets its
@@ -28,15 +29,15 @@ Integers are little-endian.
 
 Examples
 --------
->>> layout = Layout(("log_amount", "channel", "merchant_new"))
+>>> layout = Layout(("log_amount", "channel", "merchant_new"), "fraud")
 >>> made = Recorded("fraud.3", "live", 1772625600.25, 12.5, 0.125, "acc-1")
 >>> x = {"log_amount": 4.615, "channel": "pos", "merchant_new": 1.0}
 >>> record = layout.encode(x, made, EntityKey("acc-1"))
 >>> len(record)
-53
+47
 >>> layout.decode(record, EntityKey("acc-1"))["x"]
 {'log_amount': 4.615, 'channel': 'pos', 'merchant_new': 1.0}
->>> recorded(record, EntityKey("acc-1")) == made
+>>> layout.recorded(record, EntityKey("acc-1")) == made
 True
 >>> scored_text(1772625600.25)
 '2026-03-04T12:00:00.250000Z'
@@ -93,17 +94,19 @@ class LayoutError(ValueError):
 
 
 class Layout:
-    """How one declaration's feature vectors are written: their values in column order."""
+    """How one declaration's feature vectors are written: their values in column order; and
+    its model's versions, by their number."""
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], model: str) -> None:
         self.names = tuple(names)
+        self.model = model
         self.tag = zlib.crc32("\n".join(self.names).encode()).to_bytes(4, "little")
         self._kinds = (len(self.names) + 3) // 4
 
     def encode(self, x: Features, made: Recorded, entity: EntityKey) -> bytes:
         """The pending record of an event of ``entity`` scored with features ``x`` (this
         layout's columns)."""
-        version = made.model_version.encode()
+        version = made.model_version.removeprefix(f"{self.model}.").encode()
         name = b"" if made.entity == entity else made.entity.encode()
         head = _HEAD.pack(made.scored_at, made.latency_ms, made.y, _ARMS.index(made.arm), len(version))
         kinds = 0
@@ -169,32 +172,41 @@ class Layout:
             x=x,
             y_pred=y,
             entity=entity,
-            model_version=record[start : start + version].decode(),
+            model_version=self.version(record[start : start + version]),
             scored_at=scored_at,
+        )
+
+    def version(self, stored: bytes) -> str:
+        """A version's name from its stored bytes."""
+        text = stored.decode()
+        return text if "." in text else f"{self.model}.{text}"
+
+    def recorded(self, record: bytes, entity: EntityKey) -> Recorded:
+        """The prediction part of a pending record of an event of ``entity`` (or of what
+        ``state.lua`` keeps once it is learned)."""
+        (n,) = _SIZE.unpack_from(record)
+        scored_at, latency_ms, y, arm, version = _HEAD.unpack_from(record, _SIZE.size)
+        start = _SIZE.size + _HEAD.size
+        name = record[start + version : _SIZE.size + n].decode()
+        return Recorded(
+            self.version(record[start : start + version]),
+            _ARMS[arm],
+            scored_at,
+            latency_ms,
+            y,
+            name or entity,
         )
 
 
 @functools.cache
-def layout(names: tuple[str, ...]) -> Layout:
+def layout(names: tuple[str, ...], model: str) -> Layout:
     """The layout of a declaration's columns (one per declaration, made once)."""
-    return Layout(names)
+    return Layout(names, model)
 
 
 def layout_of(use_case: UseCase[Any, Any]) -> Layout:
     """The layout of ``use_case``'s declared features."""
-    return layout(use_case.features.names)
-
-
-def recorded(record: bytes, entity: EntityKey) -> Recorded:
-    """The prediction part of a pending record of an event of ``entity`` (or of what
-    ``state.lua`` keeps once it is learned)."""
-    (n,) = _SIZE.unpack_from(record)
-    scored_at, latency_ms, y, arm, version = _HEAD.unpack_from(record, _SIZE.size)
-    start = _SIZE.size + _HEAD.size
-    name = record[start + version : _SIZE.size + n].decode()
-    return Recorded(
-        record[start : start + version].decode(), _ARMS[arm], scored_at, latency_ms, y, name or entity
-    )
+    return layout(use_case.features.names, use_case.name)
 
 
 def scored_text(at: float) -> str:

@@ -13,7 +13,8 @@ Cluster, one prefix with a hash tag per bucket); ``<id>`` is an encoded id, ``<e
 encoded :data:`~stream.runtime.keys.EntityKey`. In the bucket of the entity:
 
 - ``event:<id>``: the event's record, one string (``state.lua`` says its bytes): its
-  status (:data:`ClaimStatus`), its source (topic/partition/offset) and entity, then the
+  status (:data:`ClaimStatus`), its source (topic/partition/offset, or ``partition/offset``
+  from the use case's own event topic: :meth:`StateStore.sources`) and entity, then the
   entity state it was scored against while claimed, its pending record once scored (the
   compact bytes of :mod:`stream.runtime.pending`: features, prediction), only the
   prediction part of it once learned. Written with its TTL (:attr:`StateStore.event_ttl`):
@@ -75,7 +76,7 @@ from stream.features import (
 )
 from stream.redis_client import RedisClient
 from stream.runtime.keys import Buckets, EntityKey, buckets, encode
-from stream.runtime.pending import Layout, Pending, layout_of, prediction, recorded
+from stream.runtime.pending import Layout, Pending, layout_of, prediction
 from stream.settings import Settings
 from stream.usecases import UseCase
 
@@ -343,20 +344,36 @@ def entity_layout(features: FeatureSet) -> EntityLayout:
     return EntityLayout(features)
 
 
-def _claim(use_case: UseCase[Any, Any], event_id: str, record: bytes) -> Claim:
+@dataclass(frozen=True)
+class Sources:
+    """Where a use case's events were read, as its records keep it: ``partition/offset`` for
+    its own event topic (Kafka topic names hold no ``/``), the whole source otherwise."""
+
+    topic: str  # the event topic and its "/"
+
+    def stored(self, source: str) -> str:
+        return source.removeprefix(self.topic)
+
+    def source(self, stored: bytes) -> str:
+        text = stored.decode()
+        return self.topic + text if text.count("/") == 1 else text
+
+
+def _claim(use_case: UseCase[Any, Any], sources: Sources, event_id: str, record: bytes) -> Claim:
     """What an event's record (``state.lua``'s bytes) says of its claim."""
     status = _STATUS.get(record[:1])
     if status is None:
         raise ScriptError(f"state.lua answered a record of status {record[:1]!r}")
-    source, key, tail = record[1:].split(b"\n", 2)
-    entity = EntityKey(key.decode())
+    stored, key, tail = record[1:].split(b"\n", 2)
+    source = sources.source(stored)
     if status == "claimed":
         entities = entity_layout(use_case.features)
         size = entities.numbers.size
-        return Claim(source.decode(), entities.prior(tail[:size], tail[size:]), status, b"")
+        return Claim(source, entities.prior(tail[:size], tail[size:]), status, b"")
     if status == "learned":
         tail = tail.split(b"\n", 1)[1]  # after the label's source
-    return Claim(source.decode(), Prior(), status, prediction(use_case, event_id, recorded(tail, entity)))
+    made = layout_of(use_case).recorded(tail, EntityKey(key.decode()))
+    return Claim(source, Prior(), status, prediction(use_case, event_id, made))
 
 
 Order = tuple[int, int, int]
@@ -461,6 +478,10 @@ class StateStore:
         self._buckets: dict[str, Buckets] = {}
         self._ahead: dict[str, _ReadAhead] = {}  # per use case with several journals
 
+    def sources(self, use_case: UseCase[Any, Any]) -> Sources:
+        """How ``use_case``'s records keep where its events were read."""
+        return Sources(self._settings.topic(use_case.event_topic) + "/")
+
     def buckets(self, use_case: str) -> Buckets:
         """Where ``use_case``'s keys live."""
         known = self._buckets.get(use_case)
@@ -543,7 +564,7 @@ class StateStore:
         """
         if not events:
             return []
-        layout = self.buckets(use_case.name)
+        layout, sources = self.buckets(use_case.name), self.sources(use_case)
         ids = [encode(event.event_id) for event in events]
         homes = [layout.of(event.entity) for event in events]
         claims: dict[int, Claim] = {}
@@ -555,10 +576,10 @@ class StateStore:
                 [layout.of(event_id) for event_id in ids],
                 lambda *_: {"event_ttl": self.event_ttl},
                 1,
-                lambda i: (ids[i], homes[i], events[i].source),
+                lambda i: (ids[i], homes[i], sources.stored(events[i].source)),
             )
             claims = {
-                i: Claim(source=first.decode(), prior=Prior(), status="claimed", prediction=b"")
+                i: Claim(source=sources.source(first), prior=Prior(), status="claimed", prediction=b"")
                 for i, (first,) in firsts.items()
                 if first
             }
@@ -576,7 +597,14 @@ class StateStore:
             observation = events[i].observation
             hashes = b"".join(member_hash(observation.members[m]).to_bytes(4, "little") for m in members)
             stats = ("" if (v := observation.stats[n]) is None else v for n in names)
-            return [ids[i], events[i].entity, events[i].source, observation.ts, hashes, *stats]
+            return [
+                ids[i],
+                events[i].entity,
+                sources.stored(events[i].source),
+                observation.ts,
+                hashes,
+                *stats,
+            ]
 
         observed = await self._each(
             use_case.name,
@@ -588,7 +616,7 @@ class StateStore:
             arguments,
         )
         for i, (record,) in observed.items():
-            claims[i] = _claim(use_case, events[i].event_id, record)
+            claims[i] = _claim(use_case, sources, events[i].event_id, record)
         return [claims[i] for i in range(len(events))]
 
     async def record(self, use_case: UseCase[Any, Any], scored: Sequence[Scored], at: float) -> list[bytes]:
@@ -599,7 +627,7 @@ class StateStore:
         scorings of one claim can race (a redelivery, an API request repeated while the first
         is in flight), and only the first is recorded.
         """
-        layout = self.buckets(use_case.name)
+        layout, sources = self.buckets(use_case.name), self.sources(use_case)
         maturity = use_case.labels.maturity_seconds
         replies = await self._each(
             use_case.name,
@@ -612,10 +640,15 @@ class StateStore:
                 "matures_at": None if maturity is None else at + maturity,
             },
             1,
-            lambda i: (encode(scored[i].event_id), scored[i].source, scored[i].entity, scored[i].pending),
+            lambda i: (
+                encode(scored[i].event_id),
+                sources.stored(scored[i].source),
+                scored[i].entity,
+                scored[i].pending,
+            ),
         )
         return [
-            _claim(use_case, event.event_id, reply).prediction if (reply := replies[i][0]) else b""
+            _claim(use_case, sources, event.event_id, reply).prediction if (reply := replies[i][0]) else b""
             for i, event in enumerate(scored)
         ]
 

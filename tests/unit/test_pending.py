@@ -9,7 +9,7 @@ import pytest
 
 from stream.records import prediction_json
 from stream.runtime.keys import EntityKey
-from stream.runtime.pending import Layout, LayoutError, Recorded, prediction, recorded, scored_text
+from stream.runtime.pending import Layout, LayoutError, Recorded, layout_of, prediction, scored_text
 from stream.usecases import DEMAND, FRAUD, UseCase
 
 KEY = EntityKey("acc-1")
@@ -17,7 +17,7 @@ KEY = EntityKey("acc-1")
 
 def test_every_value_comes_back_exactly() -> None:
     layout = Layout(
-        ("zero", "minus_zero", "flag", "small", "large", "fraction", "nan", "text", "long", "empty")
+        ("zero", "minus_zero", "flag", "small", "large", "fraction", "nan", "text", "long", "empty"), "fraud"
     )
     x = {
         "zero": 0.0,
@@ -32,7 +32,18 @@ def test_every_value_comes_back_exactly() -> None:
         "empty": "",
     }
     made = Recorded("fraud.12", "canary", 1772625600.123456, 12.345, 0.25, "acc-1")
-    back = layout.decode(layout.encode(x, made, KEY), KEY)["x"]
+    record = layout.encode(x, made, KEY)
+    assert layout.recorded(record, KEY) == made
+    assert layout.decode(record, KEY)["model_version"] == "fraud.12"
+    assert (
+        Layout(("a",), "fraud")
+        .recorded(
+            Layout(("a",), "fraud").encode({"a": 1.0}, made._replace(model_version="other.3"), KEY), KEY
+        )
+        .model_version
+        == "other.3"
+    )
+    back = layout.decode(record, KEY)["x"]
     assert list(back) == list(x)
     for name, value in x.items():
         if isinstance(value, str):
@@ -44,15 +55,15 @@ def test_every_value_comes_back_exactly() -> None:
 
 
 def test_the_entity_name_is_kept_only_when_it_is_not_its_key() -> None:
-    layout = Layout(("a",))
+    layout = Layout(("a",), "fraud")
     plain = Recorded("fraud.1", "live", 1.0, 2.0, 0.5, "acc-1")
     crafted = plain._replace(entity="x:merchant")
     assert len(layout.encode({"a": 1.5}, crafted, EntityKey("x%3Amerchant"))) == len(
         layout.encode({"a": 1.5}, plain, KEY)
     ) + len("x:merchant")
-    assert recorded(layout.encode({"a": 1.5}, plain, KEY), KEY) == plain
+    assert layout.recorded(layout.encode({"a": 1.5}, plain, KEY), KEY) == plain
     crafted_key = EntityKey("x%3Amerchant")
-    assert recorded(layout.encode({"a": 1.5}, crafted, crafted_key), crafted_key) == crafted
+    assert layout.recorded(layout.encode({"a": 1.5}, crafted, crafted_key), crafted_key) == crafted
 
 
 @pytest.mark.parametrize("use_case", [FRAUD, DEMAND], ids=lambda u: u.name)
@@ -74,16 +85,17 @@ def test_a_prediction_made_again_is_the_published_bytes(use_case: UseCase[Any, A
 
 
 def test_a_record_of_other_columns_is_refused() -> None:
-    record = Layout(("a", "b")).encode(
+    record = Layout(("a", "b"), "fraud").encode(
         {"a": 1.0, "b": 2.0}, Recorded("v.1", "live", 1.0, 1.0, 1.0, "acc-1"), KEY
     )
     with pytest.raises(LayoutError, match="another declaration"):
-        Layout(("b", "a")).decode(record, KEY)
+        Layout(("b", "a"), "fraud").decode(record, KEY)
 
 
 def test_a_record_holds_values_without_names() -> None:
     x = {name: 0.123456789 for name in FRAUD.features.names}
-    record = Layout(FRAUD.features.names).encode(x, Recorded("fraud.1", "live", 1.0, 1.0, 0.5, "acc-1"), KEY)
+    record = layout_of(FRAUD).encode(x, Recorded("fraud.1", "live", 1.0, 1.0, 0.5, "acc-1"), KEY)
     # The prediction part (its size: 2 bytes; times, value, arm, version's length: 26; the
-    # version), the tag (4), how each value is written (a byte per 4 columns), 8 bytes a value.
-    assert len(record) == 2 + 26 + len("fraud.1") + 4 + 3 + 8 * len(x)
+    # version's number), the tag (4), how each value is written (a byte per 4 columns), 8
+    # bytes a value.
+    assert len(record) == 2 + 26 + len("1") + 4 + 3 + 8 * len(x)
