@@ -107,7 +107,7 @@ async def measure(
             cpu, seconds = 0.0, 0.0
             for use_case in USE_CASES:
                 batch = [
-                    Message(m.topic, 0, offset, m.value, time.time())
+                    Message(settings.topic(m.topic), 0, offset, m.value, time.time())
                     for offset, m in enumerate(m for m in of_kind if m.topic == topic_of(use_case))
                 ]
                 memory, began, cpu_before = redis_memory(ports), time.perf_counter(), redis_cpu_seconds(ports)
