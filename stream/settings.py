@@ -205,7 +205,8 @@ class Settings(BaseSettings):
     model_signing_key: str = _setting(
         DEVELOPMENT_SIGNING_KEY,
         "HMAC key signing model snapshots and checkpoints; the default, published, development key is "
-        "refused unless the broker and Redis are on loopback and the API listens there (README: Secure connections).",
+        "refused unless the broker and Redis are on loopback and the API listens there "
+        "(README: Secure connections).",
         min_length=1,
     )
     model_publish_seconds: float = _setting(
