@@ -43,7 +43,7 @@ from stream.tools import localstack
 
 WORKERS = (4, 16, 64)
 """Worker cores of the projection's rows (one worker process per core)."""
-SHARDS = (3, 6, 12, 24)
+SHARDS = (3, 6, 12, 16)
 """Redis masters of its columns."""
 ASSUMPTIONS = (
     "one worker process per core, each at the CPU per event measured here;",
@@ -235,13 +235,12 @@ def table(section: dict[str, Any]) -> list[str]:
         lines.append(f"  Redis us/event per master: {per_shard}")
     projection = section.get("projection")
     if projection:
-        lines += ["", "projected events/s (limit)  " + "".join(f"{f'{s} shard(s)':>18}" for s in SHARDS)]
+        header = "".join(f"{f'{s} masters':>21}" for s in SHARDS)
+        lines += ["", f"{'projected events/s (limit)':<27}{header}"]
         for w in WORKERS:
             row = [r for r in projection["rows"] if r["workers"] == w]
-            lines.append(
-                f"{w} worker cores{'':<14}"
-                + "".join(f"{r['events_per_second']:>11,.0f} {'(' + r['limit'] + ')':<9}" for r in row)
-            )
+            cells = [f"{r['events_per_second']:,.0f} ({r['limit']})" for r in row]
+            lines.append(f"{f'{w} worker cores':<27}" + "".join(f"{c:>21}" for c in cells))
         lines += ["assuming " + ASSUMPTIONS[0], *(f"  {a}" for a in ASSUMPTIONS[1:])]
         lines.append(
             f"learning: one learner per use case, {projection['costs']['learned_per_second']:,.0f} labels/s "
