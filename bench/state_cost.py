@@ -8,11 +8,12 @@ statistic), in groups of ``--group`` messages of one topic-partition as a worker
 them, first on a single ``redis-server``, then on a Redis Cluster of three masters. Redis
 CPU is the servers' user + system time (``INFO cpu``), summed over the nodes.
 
-Bytes per waiting event: once a use case's events are scored and before any label, what
-Redis holds for them until their labels come (or ``SCORING_LABEL_TTL_SECONDS`` passes):
-the growth of ``used_memory`` (``INFO memory``, summed over the nodes) while they were
-scored, less the journal (trimmed by the learner ``SCORING_JOURNAL_RETENTION_SECONDS``
-after it checkpoints) and the entities' state (one per entity, not per event), each
+Bytes per event, for each use case in turn: once its events are scored and before any
+label (*waiting*: what Redis holds for each until its label comes), then once their labels
+are joined (*learned*: what it holds until the record's TTL, to recognise a redelivery):
+the growth of ``used_memory`` (``INFO memory``, summed over the nodes) since the use case
+started, less the journal (trimmed by the learner ``SCORING_JOURNAL_RETENTION_SECONDS``
+after it checkpoints) and the entities' state (one per entity, not per event), both
 counted with ``MEMORY USAGE``.
 
 Examples
@@ -89,9 +90,10 @@ def memory_by_kind(settings: Settings, ports: Sequence[int], use_case: str) -> C
 
 async def measure(
     settings: Settings, ports: Sequence[int], messages: Sequence[simulator.Message], group: int
-) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
-    """Per kind (``event``, ``label``): Redis CPU (µs) per message, and messages/s; per use
-    case, Redis bytes per waiting event."""
+) -> tuple[dict[str, tuple[float, float]], dict[str, dict[str, float]]]:
+    """Per kind (``event``, ``label``): Redis CPU (µs) per message, and messages/s; and Redis
+    bytes per event once the use case's events are scored (waiting) and once their labels are
+    joined, by use case."""
     client = redis_client(settings)
     try:
         state = StateStore(client, settings)
@@ -101,26 +103,29 @@ async def measure(
             "event": (scorer.score, lambda use_case: use_case.event_topic),
             "label": (joiner.join, lambda use_case: use_case.label_topic),
         }
-        measured, waiting = {}, {}
-        for kind, (step, topic_of) in steps.items():
-            of_kind = [m for m in messages if m.kind == kind]
-            cpu, seconds = 0.0, 0.0
-            for use_case in USE_CASES:
+        cpu = dict.fromkeys(steps, 0.0)
+        seconds = dict.fromkeys(steps, 0.0)
+        held: dict[str, dict[str, float]] = {kind: {} for kind in steps}
+        for use_case in USE_CASES:
+            memory = redis_memory(ports)
+            for kind, (step, topic_of) in steps.items():
                 batch = [
                     Message(settings.topic(m.topic), 0, offset, m.value, time.time())
-                    for offset, m in enumerate(m for m in of_kind if m.topic == topic_of(use_case))
+                    for offset, m in enumerate(
+                        m for m in messages if m.kind == kind and m.topic == topic_of(use_case)
+                    )
                 ]
-                memory, began, cpu_before = redis_memory(ports), time.perf_counter(), redis_cpu_seconds(ports)
+                began, cpu_before = time.perf_counter(), redis_cpu_seconds(ports)
                 for first in range(0, len(batch), group):
                     await step(use_case, batch[first : first + group])
-                seconds += time.perf_counter() - began
-                cpu += redis_cpu_seconds(ports) - cpu_before
-                if kind == "event":
-                    grown = redis_memory(ports) - memory
-                    usage = memory_by_kind(settings, ports, use_case.name)
-                    waiting[use_case.name] = (grown - usage["journal"] - usage["entity"]) / len(batch)
-            measured[kind] = (cpu / len(of_kind) * 1e6, len(of_kind) / seconds)
-        return measured, waiting
+                seconds[kind] += time.perf_counter() - began
+                cpu[kind] += redis_cpu_seconds(ports) - cpu_before
+                usage = memory_by_kind(settings, ports, use_case.name)
+                grown = redis_memory(ports) - memory - usage["journal"] - usage["entity"]
+                held[kind][use_case.name] = grown / len(batch)
+        counts = Counter(m.kind for m in messages)
+        measured = {kind: (cpu[kind] / counts[kind] * 1e6, counts[kind] / seconds[kind]) for kind in steps}
+        return measured, held
     finally:
         await client.aclose()
 
@@ -143,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             on_cluster = settings.replace(redis_url=cluster.url, redis_cluster=True)
             clustered = asyncio.run(measure(on_cluster, cluster.ports, messages, args.group))
     print(f"{2 * args.events:,} events and their labels, steps of {args.group} messages")
-    for what, (measured, waiting) in (
+    for what, (measured, held) in (
         ("one Redis", single),
         ("3-master cluster (summed over the nodes)", clustered),
     ):
@@ -151,10 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         label_us, label_rate = measured["label"]
         print(
             f"{what}: {event_us:.1f} µs of Redis CPU per scored event ({event_rate:,.0f}/s), "
-            f"{label_us:.1f} per joined label ({label_rate:,.0f}/s); bytes per waiting event: "
-            + ", ".join(f"{name} {size:,.0f}" for name, size in waiting.items())
+            f"{label_us:.1f} per joined label ({label_rate:,.0f}/s); Redis bytes per event waiting "
+            f"for its label: {_sizes(held['event'])}, once learned: {_sizes(held['label'])}"
         )
     return 0
+
+
+def _sizes(held: dict[str, float]) -> str:
+    return ", ".join(f"{name} {size:,.0f}" for name, size in held.items())
 
 
 if __name__ == "__main__":
