@@ -14,6 +14,7 @@ its prediction, which the API published, is not published twice.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
@@ -127,7 +128,9 @@ class Scorer:
             xs.append(use_case.features.compute(accepted.event, claim.prior))
         names = [entity_name(accepted.ids) for accepted, _ in claimed]
         served_by, outputs = self._predict(use_case, names, xs)
-        scored_ts = time.time()
+        # The published time (to the microsecond) is the recorded one: the journal's scored_at
+        # is its prediction's.
+        scored_ts = dt.datetime.now(dt.UTC).timestamp()
         scored = scored_text(scored_ts)
         metrics.SCORING_LATENCY.labels(use_case.name).observe(scored_ts - now)
         layout = layout_of(use_case)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
@@ -99,3 +100,9 @@ def test_a_record_holds_values_without_names() -> None:
     # version's number), the tag (4), how each value is written (a byte per 4 columns), 8
     # bytes a value.
     assert len(record) == 2 + 26 + len("1") + 4 + 3 + 8 * len(x)
+
+
+def test_a_published_time_reads_back_as_the_recorded_one() -> None:
+    for ts in (1772625600.0, 1772625600.000001, 1772625600.999999, 1796032991.163898):
+        published = dt.datetime.fromisoformat(scored_text(ts).replace("Z", "+00:00"))
+        assert published.timestamp() == ts
