@@ -165,7 +165,7 @@ class ScoringApi:
         try:
             claim = await steps.claim.submit(accepted)
             if claim.source != API_SOURCE or claim.status != "claimed":
-                return _scored_before(accepted, claim)
+                return _scored_before(self.scorer, accepted, claim)
             # A new claim, or one whose scoring did not record (a process died, or a repeated
             # request is in flight): score it from the state it claimed.
             predicted = await steps.predict.submit((accepted, claim))
@@ -240,19 +240,20 @@ class _Steps:
         self.publish = Batcher(partial(api.publish, use_case))
 
 
-def _scored_before(accepted: Accepted, claim: Claim) -> tuple[str, Answer]:
+def _scored_before(scorer: Scorer, accepted: Accepted, claim: Claim) -> tuple[str, Answer]:
     """The answer for an event id claimed before: its prediction, unless it is not one to give."""
     event_id = accepted.event.event_id
     if claim.status == "claimed":  # a worker is scoring it, or will once its batch is redelivered
         return "in_flight", refusal(
             409, "in_flight", f"event id {event_id} is being scored from {claim.source}: repeat the request"
         )
-    entity = entity_name(accepted.ids)
-    if orjson.loads(claim.prediction)["entity"] != entity:
+    if orjson.loads(claim.prediction)["entity"] != scorer.recorded_entity(accepted):
         return "duplicate_event", refusal(
-            409, "duplicate_event", f"event id {event_id} was scored for another entity than {entity}"
+            409,
+            "duplicate_event",
+            f"event id {event_id} was scored for another entity than {entity_name(accepted.ids)}",
         )
-    return "repeated", Answer(200, claim.prediction)
+    return "repeated", Answer(200, scorer.published(accepted, claim.prediction))
 
 
 def _log_unpublished(publishing: asyncio.Future[None]) -> None:
