@@ -71,6 +71,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from stream.features import FeatureSet, Observation
 from stream.settings import Settings
+from stream.usecases import entity_name
 
 EntityKey = NewType("EntityKey", str)
 """An entity's ids, encoded into one part of a key (:func:`entity_key`)."""
@@ -92,6 +93,12 @@ def entity_key(ids: Sequence[str], secret: bytes | None = None) -> EntityKey:
     encodings joined, or, with a PII key ``secret``, the :func:`pseudonym` of that."""
     encoded = ":".join(encode(value) for value in ids)
     return EntityKey(encoded if secret is None else pseudonym(secret, encoded))
+
+
+def recorded_name(ids: Sequence[str], secret: bytes | None) -> str:
+    """How a prediction recorded in Redis names the entity of ``ids`` (:func:`entity_name`, as
+    predictions are published), or with a PII key ``secret`` its :func:`entity_key`."""
+    return entity_name(tuple(ids)) if secret is None else entity_key(ids, secret)
 
 
 def observed(features: FeatureSet, event: Any, secret: bytes | None) -> Observation:

@@ -30,7 +30,7 @@ import orjson
 from models.online import Features
 from stream.records import Rejection, parse, prediction_json
 from stream.runtime import metrics
-from stream.runtime.keys import EntityKey, entity_key, observed
+from stream.runtime.keys import EntityKey, entity_key, observed, recorded_name
 from stream.runtime.outbox import Message, Outbox, PartitionOrder
 from stream.runtime.served import Served, ServedModels
 from stream.runtime.state import Arrival, Claim, Pending, Scored, StateStore
@@ -123,7 +123,7 @@ class Scorer:
     def recorded_entity(self, accepted: Accepted) -> str:
         """How a prediction recorded in Redis names ``accepted``'s entity: its name, or with a PII
         key its key."""
-        return entity_name(accepted.ids) if self._secret is None else accepted.key
+        return recorded_name(accepted.ids, self._secret)
 
     def published(self, accepted: Accepted, recorded: bytes) -> bytes:
         """A prediction recorded for ``accepted``'s entity, as it was published: naming the entity."""
