@@ -119,6 +119,8 @@ async def stored(client: RedisClient, settings: Settings) -> dict[bytes, bytes]:
             value = sorted(await client.smembers(key))
         elif kind == "zset":
             value = await client.zrange(key, 0, -1)
+        elif kind == "list":
+            value = await client.lrange(key, 0, -1)
         elif kind == "stream":
             value = await client.xrange(key)
         else:
