@@ -24,7 +24,7 @@ prior state is numbers only; it lives ``2 x SCORING_LABEL_TTL_SECONDS``), a labe
 an event that was never scored (it names no entity either), what was published on Kafka
 topics, and what the models learned (README: Personal data). An event of the entity that
 arrives after the erase is scored as a new entity's first. Erasing again removes nothing
-more: it is idempotent.
+more (it is idempotent), and completes an erase cut short by an outage.
 """
 
 from __future__ import annotations
@@ -99,20 +99,18 @@ async def erase(
         doomed += [
             f"{where}route:{event_id}" for where, in_bucket in by_bucket.items() for event_id in in_bucket
         ]
+    # What the event hashes lead to goes first, so that an erase cut short finds it again.
+    pipe = client.pipeline(transaction=False)
+    for where, in_bucket in by_bucket.items():
+        pipe.hdel(f"{where}parked:labels", *in_bucket)
+        pipe.zrem(f"{where}parked:due", *in_bucket)
+    if events:
+        pipe.zrem(f"{home}maturing", *events)
+    parked = sum((await pipe.execute())[: 2 * len(by_bucket) : 2])
     pipe = client.pipeline(transaction=False)
     for key in doomed:
         pipe.delete(key)
     keys = sum(await pipe.execute())
-    pipe = client.pipeline(transaction=False)
-    for where, in_bucket in by_bucket.items():
-        pipe.hdel(f"{where}parked:labels", *in_bucket)
-    parked = sum(await pipe.execute())
-    pipe = client.pipeline(transaction=False)
-    if events:
-        pipe.zrem(f"{home}maturing", *events)
-    for where, in_bucket in by_bucket.items():
-        pipe.zrem(f"{where}parked:due", *in_bucket)
-    await pipe.execute()
     journal = await _erase_journal(client, f"{home}journal", entity)
     return Erased(use_case.name, recorded, keys, len(events), journal, parked)
 

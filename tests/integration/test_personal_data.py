@@ -31,15 +31,15 @@ from stream.runtime.served import ServedModels
 from stream.runtime.state import StateStore
 from stream.settings import Settings
 from stream.usecases import DEMAND, FRAUD
-from tests.apiclient import START, bootstrap_both, in_process, transaction
+from tests.apiclient import START, bootstrap_both, in_process, transaction, until_ready
 
 pytestmark = pytest.mark.integration
 
 PII_KEY = "a test key, not a secret"
-ALICE, BOB = "acc-alice-7341", "acc-bob-2290"
+ALICE, BOB, CAROL = "acc-alice-7341", "acc-bob-2290", "acc-carol-5120"
 MERCHANT = "m-shop-5501"
 STORE, PRODUCT, OTHER_PRODUCT = "store-8812", "p-berry-4410", "p-other-1"
-CLEAR = (ALICE, BOB, MERCHANT, STORE, PRODUCT, OTHER_PRODUCT)
+CLEAR = (ALICE, BOB, CAROL, MERCHANT, STORE, PRODUCT, OTHER_PRODUCT)
 
 
 def tx(event_id: str, account: str) -> bytes:
@@ -249,16 +249,25 @@ async def test_bootstrapped_state_checkpoint_and_snapshots_hold_no_clear_id_and_
     assert not [text for text in CLEAR for r in erases if text in r.to_json().decode()]
 
 
-async def test_the_api_erases_with_the_token_only_and_records_it(
-    pii_settings: Settings, client: RedisClient
+async def test_the_api_scores_with_clear_entities_erases_with_the_token_only_and_records_it(
+    pii_settings: Settings, client: RedisClient, tmp_path: Path
 ) -> None:
+    await asyncio.to_thread(bootstrap_both, pii_settings, tmp_path)
     await Worker(pii_settings, client).run()
     async with in_process(pii_settings.replace(api_token="s3cret")) as api:
+        allowed = {"Authorization": "Bearer s3cret"}
+        await until_ready(api)
+        first = await api.post("/v1/score/fraud", content=tx("c0", CAROL), headers=allowed)
+        again = await api.post("/v1/score/fraud", content=tx("c0", CAROL), headers=allowed)
+        assert first.status_code == again.status_code == 200, first.text
+        assert again.content == first.content and first.json()["entity"] == CAROL
+        other = await api.post("/v1/score/fraud", content=tx("c0", BOB), headers=allowed)
+        assert (other.status_code, other.json()["reason"]) == (409, "duplicate_event")
+        assert holding(await stored(client, pii_settings), CAROL) == []
         for headers in ({}, {"Authorization": "Bearer guess"}):
             refused = await api.delete(f"/v1/entities/fraud/{ALICE}", headers=headers)
             assert (refused.status_code, refused.json()["reason"]) == (401, "unauthorized")
         assert holding(await stored(client, pii_settings), entity_key([ALICE], pii_settings.pii_secret))
-        allowed = {"Authorization": "Bearer s3cret"}
         answer = await api.delete(f"/v1/entities/fraud/{ALICE}", headers=allowed)
         assert answer.status_code == 200, answer.text
         body = answer.json()
@@ -267,13 +276,13 @@ async def test_the_api_erases_with_the_token_only_and_records_it(
             12,
             5,
         )
-        again = (await api.delete(f"/v1/entities/fraud/{ALICE}", headers=allowed)).json()
-        assert (again["keys_removed"], again["events"]) == (0, 0)
+        repeated = (await api.delete(f"/v1/entities/fraud/{ALICE}", headers=allowed)).json()
+        assert (repeated["keys_removed"], repeated["events"]) == (0, 0)
         demand = await api.delete(f"/v1/entities/demand/{STORE}/{PRODUCT}", headers=allowed)
         assert (demand.status_code, demand.json()["events"]) == (200, 2)
         assert (await api.delete(f"/v1/entities/demand/{STORE}", headers=allowed)).status_code == 404
     records = [m.parse() for m in read(pii_settings, ["audit"], idle_timeout=2.0)]
     assert sorted(r.id for r in records if isinstance(r, AuditRecord)) == sorted(
-        [body["audit_record"], again["audit_record"], demand.json()["audit_record"]]
+        [body["audit_record"], repeated["audit_record"], demand.json()["audit_record"]]
     )
     assert all(isinstance(r, AuditRecord) and r.actor.startswith("api@") for r in records)
