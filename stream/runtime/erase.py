@@ -13,11 +13,12 @@
 
 Keys are found from the layout (:func:`stream.runtime.keys.buckets`): the entity's keys
 are in its bucket, so the entity's own keys are named directly, and its events are found by
-a ``SCAN`` of that bucket's event hashes, whose recorded prediction names the entity (its
-name, or with ``SCORING_PII_KEY`` its keyed hash: :func:`stream.runtime.keys.recorded_name`).
-On a Redis Cluster the scan visits every master, each walking its own keys. It costs a walk
-of Redis' keys, the event hashes of the entity's bucket read, and a read of its journal:
-erasing is rare, and nothing has to be kept per event for it.
+a ``SCAN`` of that bucket's event hashes, filtered in Redis (a script call per 1,000 keys)
+by their recorded prediction, which names the entity (its name, or with ``SCORING_PII_KEY``
+its keyed hash: :func:`stream.runtime.keys.recorded_name`). On a Redis Cluster the scan
+visits every master, each walking its own keys. It costs a walk of Redis' keys and a read of
+the entity's bucket's event hashes and journal: erasing is rare, and nothing has to be kept
+per event for it.
 
 What it does not reach: an event claimed and not yet scored (its hash names no entity: its
 prior state is numbers only; it lives ``2 x SCORING_LABEL_TTL_SECONDS``), a label parked for
@@ -41,7 +42,7 @@ from stream.runtime.keys import EntityKey, buckets, entity_key, recorded_name
 from stream.settings import Settings
 from stream.usecases import UseCase
 
-_CHUNK = 500  # keys or journal entries read per round trip
+_CHUNK = 1000  # keys or journal entries read per round trip
 
 
 @dataclass(frozen=True)
@@ -115,30 +116,40 @@ async def erase(
     return Erased(use_case.name, recorded, keys, len(events), journal, parked)
 
 
+# Which of the event hashes KEYS (of one bucket: one slot) hold a recorded prediction holding
+# ARGV[1]: filtered where they are, rather than every prediction sent to be read here.
+_NAMING = """
+local out = {}
+for _, key in ipairs(KEYS) do
+  local prediction = redis.call('HGET', key, 'prediction')
+  if prediction and string.find(prediction, ARGV[1], 1, true) then
+    out[#out + 1] = key
+  end
+end
+return out
+"""
+
+
 async def _events(client: RedisClient, home: str, recorded: str) -> list[str]:
-    """The encoded ids of the events in bucket ``home`` whose recorded prediction names ``recorded``."""
-    found: list[str] = []
-    start = len(home) + len("event:")
+    """The encoded ids of the events in bucket ``home`` whose recorded prediction names ``recorded``.
+
+    A prediction is recorded as :func:`stream.records.prediction_json` writes it (orjson): its
+    entity is the text ``"entity":<recorded as a JSON string>``, which nothing else in it can
+    hold (inside a JSON string every ``"`` is escaped).
+    """
+    naming = client.register_script(_NAMING)
+    needle = b'"entity":' + orjson.dumps(recorded)
+    found: list[bytes] = []
     batch: list[bytes] = []
-    async for key in client.scan_iter(match=_glob(home) + "event:*", count=_CHUNK * 2):
+    async for key in client.scan_iter(match=_glob(home) + "event:*", count=_CHUNK):
         batch.append(key)
         if len(batch) == _CHUNK:
-            found += await _naming(client, batch, recorded, start)
+            found += await naming(keys=batch, args=[needle])
             batch = []
-    return found + await _naming(client, batch, recorded, start)
-
-
-async def _naming(client: RedisClient, keys: list[bytes], recorded: str, start: int) -> list[str]:
-    if not keys:
-        return []
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.hget(key, "prediction")
-    return [
-        key[start:].decode()
-        for key, prediction in zip(keys, await pipe.execute(), strict=True)
-        if prediction and orjson.loads(prediction)["entity"] == recorded
-    ]
+    if batch:
+        found += await naming(keys=batch, args=[needle])
+    start = len(home) + len("event:")
+    return [key[start:].decode() for key in found]
 
 
 async def _erase_journal(client: RedisClient, journal: str, entity: EntityKey) -> int:
