@@ -30,16 +30,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import orjson
 import redis
 from redis.typing import EncodableT, FieldT
 
 from stream.features import Prior
 from stream.records import Transaction
 from stream.redis_client import redis_client
-from stream.runtime.keys import entity_key
+from stream.runtime.keys import EntityKey, entity_key
 from stream.runtime.learner import READ_COUNT
-from stream.runtime.state import START, Pending, StateStore
+from stream.runtime.pending import Recorded, layout_of
+from stream.runtime.state import START, StateStore
 from stream.settings import Settings
 from stream.tools.localstack import running_redis_cluster, running_stack
 from stream.tools.simulator import SimulationConfig, labelled_events
@@ -52,9 +52,11 @@ Entry = dict[FieldT, EncodableT]
 """A journal entry's fields."""
 
 
-def pending_records(count: int) -> list[bytes]:
-    """``count`` pending records of simulated transactions, as the scorer writes them."""
+def pending_records(count: int) -> list[tuple[EntityKey, bytes]]:
+    """``count`` pending records of simulated transactions with their entities, as the scorer
+    writes them."""
     records = []
+    layout = layout_of(FRAUD)
     config = SimulationConfig(transactions=count, sales=0, seed=1)
     start = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
     for topic, payload, _ in labelled_events(config, start=start):
@@ -63,17 +65,17 @@ def pending_records(count: int) -> list[bytes]:
         event = Transaction.model_validate(payload)
         x = FRAUD.features.compute(event, Prior())
         entity = entity_key((event.account_id,))
-        pending = Pending(x=x, y_pred=0.01, entity=entity, model_version="fraud.12", scored_at=1.0)
-        records.append(orjson.dumps(pending))
+        made = Recorded("fraud.12", "live", 1.0, 12.5, 0.01, event.account_id)
+        records.append((entity, layout.encode(x, made, entity)))
     return records[:count]
 
 
-def entries(records: Sequence[bytes]) -> list[Entry]:
+def entries(records: Sequence[tuple[EntityKey, bytes]]) -> list[Entry]:
     """A scored event's entry for each record, and a label's for every other one."""
-    scored: list[Entry] = [{"k": "s", "p": record} for record in records]
+    scored: list[Entry] = [{"e": entity, "p": record} for entity, record in records]
     labels: list[Entry] = [
-        {"k": "l", "p": record, "y": "1", "s": f"transactions.labels/0/{i}"}
-        for i, record in enumerate(records[::2])
+        {"e": entity, "p": record, "y": "1", "s": f"transactions.labels/0/{i}"}
+        for i, (entity, record) in enumerate(records[::2])
     ]
     return scored + labels
 
@@ -111,7 +113,7 @@ async def read_rate(settings: Settings, fields: Sequence[Entry]) -> tuple[float,
         await asyncio.sleep(0.01)  # past the millisecond of the last entry
         began, cpu, position, read = time.perf_counter(), time.process_time(), START, 0
         while read < len(fields):
-            batch = await store.read_journal(FRAUD.name, position, READ_COUNT)
+            batch = await store.read_journal(FRAUD, position, READ_COUNT)
             position, read = batch[-1].position, read + len(batch)
         return read / (time.perf_counter() - began), (time.process_time() - cpu) / read * 1e6
     finally:
@@ -138,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             buckets_read = asyncio.run(read_rate(merged, fields))
     print(
         f"{len(fields):,} entries ({args.entries:,} scored events, {len(fields) - args.entries:,} labels), "
-        f"pending records of {sum(map(len, records)) / len(records):,.0f} bytes on average"
+        f"pending records of {sum(len(record) for _, record in records) / len(records):,.0f} bytes on average"
     )
     print(
         f"append: {cost:.1f} µs of Redis CPU per entry: a journal on one slot caps its use case at "

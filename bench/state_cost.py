@@ -1,11 +1,20 @@
-"""``python -m bench.state_cost``: Redis CPU per scored event and per joined label, one Redis or a cluster.
+"""``python -m bench.state_cost``: Redis CPU per scored event and per joined label, and Redis
+bytes per waiting event, one Redis or a cluster.
 
 The worker's Redis work without the broker: the simulator's events go through
 :class:`stream.runtime.scoring.Scorer` (claim and observe, then record) and their labels
-through :class:`stream.runtime.joining.LabelJoiner` (join, then the entity's label
+through :class:`stream.runtime.joining.LabelJoiner` (join, and the entity's label
 statistic), in groups of ``--group`` messages of one topic-partition as a worker handles
 them, first on a single ``redis-server``, then on a Redis Cluster of three masters. Redis
 CPU is the servers' user + system time (``INFO cpu``), summed over the nodes.
+
+Bytes per event, for each use case in turn: once its events are scored and before any
+label (*waiting*: what Redis holds for each until its label comes), then once their labels
+are joined (*learned*: what it holds until the record's TTL, to recognise a redelivery):
+the growth of ``used_memory`` (``INFO memory``, summed over the nodes) since the use case
+started, less the journal (trimmed by the learner ``SCORING_JOURNAL_RETENTION_SECONDS``
+after it checkpoints) and the entities' state (one per entity, not per event), both
+counted with ``MEMORY USAGE``.
 
 Examples
 --------
@@ -19,6 +28,7 @@ import asyncio
 import datetime as dt
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +37,7 @@ import redis
 
 from stream.redis_client import redis_client
 from stream.runtime.joining import LabelJoiner
+from stream.runtime.keys import buckets
 from stream.runtime.outbox import Message, Outbox
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.scoring import Scorer
@@ -52,10 +63,37 @@ def redis_cpu_seconds(ports: Sequence[int]) -> float:
     return total
 
 
+def redis_memory(ports: Sequence[int]) -> int:
+    """``used_memory`` of the Redis servers at ``ports``, summed."""
+    total = 0
+    for port in ports:
+        with redis.Redis(port=port) as node:
+            total += int(node.info("memory")["used_memory"])
+    return total
+
+
+def memory_by_kind(settings: Settings, ports: Sequence[int], use_case: str) -> Counter[str]:
+    """``MEMORY USAGE`` of ``use_case``'s keys, by kind (``entity``, ``journal``, ``event``, ...)."""
+    prefixes = buckets(settings, use_case).prefixes
+    usage: Counter[str] = Counter()
+    for port in ports:
+        with redis.Redis(port=port) as node:
+            keys = [key.decode() for key in node.scan_iter(match=f"{prefixes[0].split('{')[0]}*", count=1000)]
+            pipe = node.pipeline(transaction=False)
+            for key in keys:
+                pipe.memory_usage(key, samples=0)
+            for key, size in zip(keys, pipe.execute(), strict=True):
+                bucket = next(prefix for prefix in prefixes if key.startswith(prefix))
+                usage[key.removeprefix(bucket).split(":", 1)[0]] += size or 0
+    return usage
+
+
 async def measure(
     settings: Settings, ports: Sequence[int], messages: Sequence[simulator.Message], group: int
-) -> dict[str, tuple[float, float]]:
-    """Per kind (``event``, ``label``): Redis CPU (µs) per message, and messages/s."""
+) -> tuple[dict[str, tuple[float, float]], dict[str, dict[str, float]]]:
+    """Per kind (``event``, ``label``): Redis CPU (µs) per message, and messages/s; and Redis
+    bytes per event once the use case's events are scored (waiting) and once their labels are
+    joined, by use case."""
     client = redis_client(settings)
     try:
         state = StateStore(client, settings)
@@ -65,20 +103,29 @@ async def measure(
             "event": (scorer.score, lambda use_case: use_case.event_topic),
             "label": (joiner.join, lambda use_case: use_case.label_topic),
         }
-        measured = {}
-        for kind, (step, topic_of) in steps.items():
-            of_kind = [m for m in messages if m.kind == kind]
-            cpu, began = redis_cpu_seconds(ports), time.perf_counter()
-            for use_case in USE_CASES:
+        cpu = dict.fromkeys(steps, 0.0)
+        seconds = dict.fromkeys(steps, 0.0)
+        held: dict[str, dict[str, float]] = {kind: {} for kind in steps}
+        for use_case in USE_CASES:
+            memory = redis_memory(ports)
+            for kind, (step, topic_of) in steps.items():
                 batch = [
-                    Message(m.topic, 0, offset, m.value, time.time())
-                    for offset, m in enumerate(m for m in of_kind if m.topic == topic_of(use_case))
+                    Message(settings.topic(m.topic), 0, offset, m.value, time.time())
+                    for offset, m in enumerate(
+                        m for m in messages if m.kind == kind and m.topic == topic_of(use_case)
+                    )
                 ]
+                began, cpu_before = time.perf_counter(), redis_cpu_seconds(ports)
                 for first in range(0, len(batch), group):
                     await step(use_case, batch[first : first + group])
-            seconds = time.perf_counter() - began
-            measured[kind] = ((redis_cpu_seconds(ports) - cpu) / len(of_kind) * 1e6, len(of_kind) / seconds)
-        return measured
+                seconds[kind] += time.perf_counter() - began
+                cpu[kind] += redis_cpu_seconds(ports) - cpu_before
+                usage = memory_by_kind(settings, ports, use_case.name)
+                grown = redis_memory(ports) - memory - usage["journal"] - usage["entity"]
+                held[kind][use_case.name] = grown / len(batch)
+        counts = Counter(m.kind for m in messages)
+        measured = {kind: (cpu[kind] / counts[kind] * 1e6, counts[kind] / seconds[kind]) for kind in steps}
+        return measured, held
     finally:
         await client.aclose()
 
@@ -101,14 +148,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             on_cluster = settings.replace(redis_url=cluster.url, redis_cluster=True)
             clustered = asyncio.run(measure(on_cluster, cluster.ports, messages, args.group))
     print(f"{2 * args.events:,} events and their labels, steps of {args.group} messages")
-    for what, measured in (("one Redis", single), ("3-master cluster (summed over the nodes)", clustered)):
+    for what, (measured, held) in (
+        ("one Redis", single),
+        ("3-master cluster (summed over the nodes)", clustered),
+    ):
         event_us, event_rate = measured["event"]
         label_us, label_rate = measured["label"]
         print(
             f"{what}: {event_us:.1f} µs of Redis CPU per scored event ({event_rate:,.0f}/s), "
-            f"{label_us:.1f} per joined label ({label_rate:,.0f}/s)"
+            f"{label_us:.1f} per joined label ({label_rate:,.0f}/s); Redis bytes per event waiting "
+            f"for its label: {_sizes(held['event'])}, once learned: {_sizes(held['label'])}"
         )
     return 0
+
+
+def _sizes(held: dict[str, float]) -> str:
+    return ", ".join(f"{name} {size:,.0f}" for name, size in held.items())
 
 
 if __name__ == "__main__":

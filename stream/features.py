@@ -45,6 +45,7 @@ import datetime as dt
 import math
 import types
 import typing
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -59,6 +60,17 @@ LABEL = "label"
 """The statistic of an entity's labels (its mean and count): fed by joined labels, not events."""
 
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+MEMBERS_KEPT = 64
+"""How many distinct values of a ``new_value`` feature's field an entity remembers: the ones
+it was seen with most recently (its state stays bounded; a value it has not had among
+those is new)."""
+
+
+def member_hash(value: str) -> int:
+    """The 32-bit hash by which an entity remembers a value it was seen with (CRC-32 of its
+    UTF-8): 4 bytes, whatever the value, and no value in clear in the entity's state."""
+    return zlib.crc32(value.encode())
 
 
 # --------------------------------------------------------------------- entity state
@@ -85,7 +97,7 @@ class Prior(NamedTuple):
 
     ``stats`` are the exponentially weighted statistics by field (and :data:`LABEL`);
     ``seen`` says, per field of a ``new_value`` feature, whether the entity had that
-    event's value before.
+    event's value among the last :data:`MEMBERS_KEPT` it had.
     """
 
     n: int = 0
@@ -138,15 +150,20 @@ class EntityState:
     n: int = 0
     last_ts: float | None = None
     stats: dict[str, list[float]] = field(default_factory=dict)
-    seen: dict[str, set[str]] = field(default_factory=dict)
+    seen: dict[str, list[int]] = field(default_factory=dict)
+    """Per member field, the hashes (:func:`member_hash`) of the values seen most recently, newest first."""
 
     def observe(self, observation: Observation, decay: float) -> Prior:
         """Apply an event's observation; return the state before it."""
         seen = {}
         for name, member in observation.members.items():
-            values = self.seen.setdefault(name, set())
-            seen[name] = member in values
-            values.add(member)
+            values = self.seen.setdefault(name, [])
+            h = member_hash(member)
+            seen[name] = h in values
+            if seen[name]:
+                values.remove(h)
+            values.insert(0, h)
+            del values[MEMBERS_KEPT:]
         prior = Prior(
             self.n, self.last_ts, {k: Stat(int(v[0]), v[1], v[2]) for k, v in self.stats.items()}, seen
         )
@@ -163,7 +180,8 @@ class EntityState:
         self.stats[LABEL] = fold(self.stats.get(LABEL), y, decay)
 
     def document(self) -> dict[str, Any]:
-        """The entity's state as ``state.lua`` stores it (members apart, in their sets)."""
+        """The entity's state, count, last time seen and statistics, as a document (what
+        :meth:`stream.runtime.state.StateStore.entity` reads back from Redis)."""
         doc: dict[str, Any] = {"n": self.n, "stats": self.stats}
         if self.last_ts is not None:
             doc["last_ts"] = f"{self.last_ts:.17g}"
@@ -473,7 +491,8 @@ class LogRatio(_AgainstMean):
 
 
 class NewValue(_OfField):
-    """1.0 when the entity never had the event's value of the field before."""
+    """1.0 when the entity did not have the event's value of the field among the last
+    :data:`MEMBERS_KEPT` values it had (never, for most entities)."""
 
     kind: Literal["new_value"]
     needs = frozenset({"text", "number", "boolean", "date"})

@@ -2,28 +2,27 @@
 
 :func:`erase` removes, for one entity of a use case (an account; a product at a store):
 
-- its state, ``entity:<entity>``, and its sets of values seen, ``seen:<member>:<entity>``
-  (the members its use case declares), which also hold its label statistic;
-- each of its events still remembered: the event hash ``event:<id>`` (claim, prior state,
-  published prediction), its pending record ``pending:<id>``, its place in the ``maturing``
-  set, its route ``route:<id>`` (with several buckets) and a label parked for it
-  (``parked:labels`` and ``parked:due``, in its id's bucket);
+- its state, ``entity:<entity>`` (with the values it was seen with, and its label
+  statistic);
+- each of its events still remembered: the event's record ``event:<id>`` (claim, pending
+  record or what is kept once learned), its place in the ``maturing`` set, its route
+  ``route:<id>`` (with several buckets) and a label parked for it (``parked:labels`` and
+  ``parked:due``, in its id's bucket);
 - its entries in the journal that the learner has not trimmed yet (scored events and joined
-  labels, whose pending records name the entity).
+  labels, which name the entity).
 
 Keys are found from the layout (:func:`stream.runtime.keys.buckets`): the entity's keys
 are in its bucket, so the entity's own keys are named directly, and its events are found by
-a ``SCAN`` of that bucket's event hashes, filtered in Redis (a script call per 1,000 keys)
-by their recorded prediction, which names the entity (its name, or with ``SCORING_PII_KEY``
-its keyed hash: :func:`stream.runtime.keys.recorded_name`). On a Redis Cluster the scan
-visits every master, each walking its own keys. It costs a walk of Redis' keys and a read of
-the entity's bucket's event hashes and journal: erasing is rare, and nothing has to be kept
-per event for it.
+a ``SCAN`` of that bucket's event records, filtered in Redis (a script call per 1,000 keys)
+by the entity their header names (its key: with ``SCORING_PII_KEY`` its keyed hash,
+:func:`stream.runtime.keys.entity_key`). On a Redis Cluster the scan visits every master,
+each walking its own keys. It costs a walk of Redis' keys and a read of the entity's
+bucket's event records and journal: erasing is rare, and nothing has to be kept per event
+for it.
 
-What it does not reach: an event claimed and not yet scored (its hash names no entity: its
-prior state is numbers only; it lives ``2 x SCORING_LABEL_TTL_SECONDS``), a label parked for
-an event that was never scored (it names no entity either), what was published on Kafka
-topics, and what the models learned (README: Personal data). An event of the entity that
+What it does not reach: a label parked for an event that was never scored (it names no
+entity), what was published on Kafka topics, and what the models learned (README: Personal
+data). An event of the entity that
 arrives after the erase is scored as a new entity's first. Erasing again removes nothing
 more (it is idempotent), and completes an erase cut short by an outage.
 """
@@ -34,8 +33,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
-
-import orjson
 
 from stream.redis_client import RedisClient
 from stream.runtime.keys import EntityKey, buckets, entity_key, recorded_name
@@ -86,21 +83,16 @@ async def erase(
     recorded = recorded_name(ids, secret)
     layout = buckets(settings, use_case.name)
     home = layout.prefixes[layout.of(entity)]
-    events = await _events(client, home, recorded)
+    events = await _events(client, home, entity)
     by_bucket: dict[str, list[str]] = {}  # the events' ids by the prefix of their ids' bucket
     for event_id in events:
         by_bucket.setdefault(layout.prefixes[layout.of(event_id)], []).append(event_id)
-    doomed = [
-        f"{home}entity:{entity}",
-        *(f"{home}seen:{member}:{entity}" for member in use_case.features.members),
-    ]
-    for event_id in events:
-        doomed += [f"{home}event:{event_id}", f"{home}pending:{event_id}"]
+    doomed = [f"{home}entity:{entity}", *(f"{home}event:{event_id}" for event_id in events)]
     if layout.routed:
         doomed += [
             f"{where}route:{event_id}" for where, in_bucket in by_bucket.items() for event_id in in_bucket
         ]
-    # What the event hashes lead to goes first, so that an erase cut short finds it again.
+    # What the event records lead to goes first, so that an erase cut short finds it again.
     pipe = client.pipeline(transaction=False)
     for where, in_bucket in by_bucket.items():
         pipe.hdel(f"{where}parked:labels", *in_bucket)
@@ -116,13 +108,15 @@ async def erase(
     return Erased(use_case.name, recorded, keys, len(events), journal, parked)
 
 
-# Which of the event hashes KEYS (of one bucket: one slot) hold a recorded prediction holding
-# ARGV[1]: filtered where they are, rather than every prediction sent to be read here.
+# Which of the event records KEYS (of one bucket: one slot) are of entity ARGV[1]: a record
+# starts `<status><source>\n<entity>\n` (state.lua). Filtered where they are, rather than every
+# record sent to be read here.
 _NAMING = """
-local out = {}
+local out, entity = {}, ARGV[1] .. '\\n'
 for _, key in ipairs(KEYS) do
-  local prediction = redis.call('HGET', key, 'prediction')
-  if prediction and string.find(prediction, ARGV[1], 1, true) then
+  local record = redis.call('GET', key)
+  local at = record and string.find(record, '\\n', 2, true)
+  if at and string.sub(record, at + 1, at + #entity) == entity then
     out[#out + 1] = key
   end
 end
@@ -130,15 +124,10 @@ return out
 """
 
 
-async def _events(client: RedisClient, home: str, recorded: str) -> list[str]:
-    """The encoded ids of the events in bucket ``home`` whose recorded prediction names ``recorded``.
-
-    A prediction is recorded as :func:`stream.records.prediction_json` writes it (orjson): its
-    entity is the text ``"entity":<recorded as a JSON string>``, which nothing else in it can
-    hold (inside a JSON string every ``"`` is escaped).
-    """
+async def _events(client: RedisClient, home: str, entity: EntityKey) -> list[str]:
+    """The encoded ids of the events in bucket ``home`` whose record names ``entity``."""
     naming = client.register_script(_NAMING)
-    needle = b'"entity":' + orjson.dumps(recorded)
+    needle = entity.encode()
     found: list[bytes] = []
     batch: list[bytes] = []
     async for key in client.scan_iter(match=_glob(home) + "event:*", count=_CHUNK):
@@ -161,7 +150,7 @@ async def _erase_journal(client: RedisClient, journal: str, entity: EntityKey) -
         )
         if not entries:
             return removed
-        mine = [entry_id for entry_id, fields in entries if orjson.loads(fields[b"p"])["entity"] == entity]
+        mine = [entry_id for entry_id, fields in entries if fields[b"e"] == entity.encode()]
         if mine:
             removed += await client.xdel(journal, *mine)
         after = "(" + entries[-1][0].decode()

@@ -23,7 +23,6 @@ import orjson
 
 from stream.records import Rejection, parse
 from stream.runtime import metrics
-from stream.runtime.keys import EntityKey
 from stream.runtime.outbox import Message, Outbox, PartitionOrder
 from stream.runtime.state import ArrivedLabel, LabelSource, Outcome, ParkedLabel, Settlement, StateStore
 from stream.settings import Settings
@@ -65,7 +64,7 @@ class LabelJoiner:
             y = float(use_case.target(label))
             arrived.append(ArrivedLabel(label.event_id, message.source, _parked(message, y), y))
         async with self._order.of(batch):
-            settlements = await self.state.settle(use_case.name, arrived, self.settings.label_wait_seconds)
+            settlements = await self.state.settle(use_case, arrived, self.settings.label_wait_seconds)
         await self._conclude(use_case, outbox, valid, settlements)
         return outbox
 
@@ -73,7 +72,7 @@ class LabelJoiner:
         """Join the parked labels whose event is scored now; dead-letter those that waited too long."""
         outbox = Outbox()
         concluded = []
-        for settlement in await self.state.unpark(use_case.name, limit):
+        for settlement in await self.state.unpark(use_case, limit):
             if settlement.parked is not None:
                 message = Message(**settlement.parked["message"], value=settlement.parked["value"].encode())
                 label = use_case.label_type.model_validate_json(message.value)
@@ -83,17 +82,11 @@ class LabelJoiner:
 
     async def mature(self, use_case: UseCase[Any, Any], limit: int = 1000) -> None:
         """Learn the events that matured without a label, with the implicit target; count them."""
-        target = use_case.labels.implicit_target
-        if target is None:
+        if use_case.labels.implicit_target is None:
             return
-        matured = [
-            (s.pending["entity"], target)
-            for s in await self.state.mature(use_case, time.time(), limit)
-            if s.outcome == "learn" and s.pending is not None
-        ]
+        matured = sum(s.outcome == "learn" for s in await self.state.mature(use_case, time.time(), limit))
         if matured:
-            metrics.LABELS.labels(use_case.name, "matured").inc(len(matured))
-            await self.state.learn_labels(use_case, matured)
+            metrics.LABELS.labels(use_case.name, "matured").inc(matured)
 
     async def _conclude(
         self,
@@ -102,17 +95,15 @@ class LabelJoiner:
         labels: Sequence[tuple[Message, Any]],
         settlements: Sequence[Settlement],
     ) -> None:
-        joined: list[tuple[EntityKey, float]] = []
         outcomes: Counter[str] = Counter()
         delay = metrics.LABEL_DELAY.labels(use_case.name)
         now = time.time()
         for (message, label), settlement in zip(labels, settlements, strict=True):
             outcome: str = settlement.outcome
-            if settlement.outcome == "learn" and settlement.pending is not None:
-                # Joined: the label is in the journal, for the learner. Its value also
-                # feeds the entity's label statistic, which later events' features read.
-                joined.append((settlement.pending["entity"], float(use_case.target(label))))
-                delay.observe(max(0.0, now - settlement.pending["scored_at"]))
+            if settlement.outcome == "learn" and settlement.scored_at is not None:
+                # Joined: the label is in the journal, for the learner, and its value in the
+                # entity's label statistic, which later events' features read.
+                delay.observe(max(0.0, now - settlement.scored_at))
                 outcome = "joined"
             elif settlement.outcome not in _KEPT:
                 detail = _DETAIL[settlement.outcome].format(label.event_id, self.settings.label_wait_seconds)
@@ -120,8 +111,6 @@ class LabelJoiner:
             outcomes[outcome] += 1
         for outcome, count in outcomes.items():
             metrics.LABELS.labels(use_case.name, outcome).inc(count)
-        if joined:
-            await self.state.learn_labels(use_case, joined)
 
 
 def _parked(message: Message, y: float) -> bytes:

@@ -204,7 +204,7 @@ class Learner:
             await self._restore()
         state = self.state
         assert state is not None
-        entries = await self._store.read_journal(self.name, state.position, READ_COUNT, READ_BLOCK_MS)
+        entries = await self._store.read_journal(self.use_case, state.position, READ_COUNT, READ_BLOCK_MS)
         alerts: list[Alert] = []
         for i, entry in enumerate(entries):
             outcome = state.apply(entry)

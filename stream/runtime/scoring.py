@@ -32,8 +32,9 @@ from stream.records import Rejection, parse, prediction_json
 from stream.runtime import metrics
 from stream.runtime.keys import EntityKey, entity_key, observed, recorded_name
 from stream.runtime.outbox import Message, Outbox, PartitionOrder
+from stream.runtime.pending import Recorded, layout_of, scored_text
 from stream.runtime.served import Served, ServedModels
-from stream.runtime.state import Arrival, Claim, Pending, Scored, StateStore
+from stream.runtime.state import Arrival, Claim, Scored, StateStore
 from stream.settings import Settings
 from stream.usecases import DEADLETTER_TOPIC, UseCase, entity_name
 
@@ -149,24 +150,32 @@ class Scorer:
             xs.append(use_case.features.compute(accepted.event, claim.prior))
         names = [entity_name(accepted.ids) for accepted, _ in claimed]
         served_by, outputs = self._predict(use_case, names, xs)
-        scored_at = dt.datetime.now(dt.UTC)
-        scored_text = scored_at.isoformat().replace("+00:00", "Z")
-        scored_ts = scored_at.timestamp()
+        # The published time (to the microsecond) is the recorded one: the journal's scored_at
+        # is its prediction's.
+        scored_ts = dt.datetime.now(dt.UTC).timestamp()
+        scored = scored_text(scored_ts)
         metrics.SCORING_LATENCY.labels(use_case.name).observe(scored_ts - now)
-        records = []
-        published = []
-        for ((event, _, key, _, arrived), _), name, served, x, y in zip(
-            claimed, names, served_by, xs, outputs, strict=True
-        ):
-            latency = max(0.0, scored_ts - arrived) if arrived else 0.0
-            head = (event.event_id, use_case.name, served.version, scored_text, round(latency * 1000, 3))
-            tail = (use_case.output_field, y, served.arm)
-            prediction = prediction_json(*head, name, *tail)
-            published.append(prediction)
-            if self._secret is not None:  # recorded naming its entity by its key: no clear id in Redis
-                prediction = prediction_json(*head, key, *tail)
-            pending = Pending(x=x, y_pred=y, entity=key, model_version=served.version, scored_at=scored_ts)
-            records.append(Scored(event.event_id, key, prediction, orjson.dumps(pending)))
+        layout = layout_of(use_case)
+        records, predictions = [], []
+        for (accepted, _), name, served, x, y in zip(claimed, names, served_by, xs, outputs, strict=True):
+            event, _, key, source, arrived = accepted
+            latency = round(max(0.0, scored_ts - arrived) * 1000, 3) if arrived else 0.0
+            predictions.append(
+                prediction_json(
+                    event.event_id,
+                    use_case.name,
+                    served.version,
+                    scored,
+                    latency,
+                    name,
+                    use_case.output_field,
+                    y,
+                    served.arm,
+                )
+            )
+            # Recorded naming its entity as Redis may (with a PII key, by its key: no clear id).
+            made = Recorded(served.version, served.arm, scored_ts, latency, y, self.recorded_entity(accepted))
+            records.append(Scored(event.event_id, key, source, layout.encode(x, made, key)))
         earlier = await self.state.record(use_case, records, scored_ts)
         canaries = sum(served.arm == "canary" for served in served_by)
         metrics.PREDICTIONS.labels(use_case.name, "live").inc(len(records) - canaries)
@@ -176,7 +185,7 @@ class Scorer:
             tuple.__new__(
                 Predicted, (self.published(accepted, before) if before else first, name, not before)
             )
-            for (accepted, _), first, name, before in zip(claimed, published, names, earlier, strict=True)
+            for (accepted, _), first, name, before in zip(claimed, predictions, names, earlier, strict=True)
         ]
 
     async def score(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> Outbox:

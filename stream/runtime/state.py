@@ -12,16 +12,20 @@ data, never key syntax. Keys start with a use case's bucket prefix (:func:`keys.
 Cluster, one prefix with a hash tag per bucket); ``<id>`` is an encoded id, ``<entity>`` an
 encoded :data:`~stream.runtime.keys.EntityKey`. In the bucket of the entity:
 
-- ``event:<id>`` hash: source (topic/partition/offset), prior entity
-  state, status (:data:`ClaimStatus`), published prediction. Lives
-  2 x ``label_ttl_seconds``: long enough to tell a duplicate or expired label from an
-  unknown one.
-- ``pending:<id>``: the :class:`Pending` record a label needs; lives
-  ``label_ttl_seconds``.
-- ``entity:<entity>``: the entity's state, one JSON document (count, last
-  time seen, ``{"stats": {field: [n, mean, var]}}``), and ``seen:<field>:<entity>``
-  sets of the values it was seen with, as the use case's features declare them
-  (:class:`stream.features.FeatureSet`); forgotten after ``entity_ttl_seconds`` idle.
+- ``event:<id>``: the event's record, one string (``state.lua`` says its bytes): its
+  status (:data:`ClaimStatus`), its source (topic/partition/offset, or ``partition/offset``
+  from the use case's own event topic: :meth:`StateStore.sources`) and entity, then the
+  entity state it was scored against while claimed, its pending record once scored (the
+  compact bytes of :mod:`stream.runtime.pending`: features, prediction), only the
+  prediction part of it once learned. Written with its TTL (:attr:`StateStore.event_ttl`):
+  as long as an event with its id can still be accepted, so that a redelivered or
+  repeated event is always recognised; a label more than ``label_ttl_seconds`` after its
+  event was scored is ``expired_event``.
+- ``entity:<entity>``: the entity's state, packed (:class:`EntityLayout`): count, last
+  time seen, exponentially weighted statistics, then the hashes of the values it was seen
+  with most recently (at most :data:`~stream.features.MEMBERS_KEPT` per field), as the
+  use case's features declare them (:class:`stream.features.FeatureSet`); forgotten after
+  ``entity_ttl_seconds`` idle.
 - ``maturing`` sorted set, by encoded event id: under an implicit label
   policy, when each scored event matures (is learned with the implicit target unless
   a label came first).
@@ -33,7 +37,7 @@ In the bucket of the event id:
 - ``route:<id>``, with several buckets only: the bucket of the event's entity and the
   source of the message that claimed the id first; what a label follows to its event,
   and what tells a duplicate event id from a new one whatever its entity. Lives as long
-  as the event hash.
+  as the event's record.
 - ``parked:labels`` hash and ``parked:due`` sorted set, both by encoded event id: labels
   that arrived before their event was scored, waiting at most ``label_wait_seconds``.
 
@@ -44,9 +48,13 @@ With several buckets, the learner reads the buckets' journals merged into one or
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
+import math
+import struct
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -56,9 +64,19 @@ from typing import Any, Literal, NamedTuple, TypedDict, cast, get_args
 import orjson
 from redis.exceptions import NoScriptError
 
-from stream.features import LABEL, EntityState, Features, Observation, Prior, Stat
+from stream.features import (
+    LABEL,
+    MEMBERS_KEPT,
+    EntityState,
+    FeatureSet,
+    Observation,
+    Prior,
+    Stat,
+    member_hash,
+)
 from stream.redis_client import RedisClient
 from stream.runtime.keys import Buckets, EntityKey, buckets, encode
+from stream.runtime.pending import Layout, Pending, layout_of, prediction
 from stream.settings import Settings
 from stream.usecases import UseCase
 
@@ -69,6 +87,12 @@ _SCRIPT = resources.files("stream.runtime").joinpath("lua/state.lua").read_text(
 ClaimStatus = Literal["claimed", "scored", "learned"]
 """An event id's status: claimed (its entity state applied), scored (prediction published
 and pending record stored), learned (its label joined)."""
+
+_STATUS: dict[bytes, ClaimStatus] = {
+    b"c": "claimed",
+    b"s": "scored",
+    b"l": "learned",
+}  # a record's first byte
 
 Outcome = Literal[
     "learn",
@@ -89,17 +113,6 @@ reasons ``duplicate_label``, ``matured_event`` (learned with the implicit target
 implicit target) or ``gone`` (a label came first)."""
 
 _OUTCOMES = frozenset(get_args(Outcome))
-_STATUSES = frozenset(get_args(ClaimStatus))
-
-
-class Pending(TypedDict):
-    """What a scored event leaves for its label: stored at scoring, read by the learner."""
-
-    x: Features
-    y_pred: float
-    entity: EntityKey
-    model_version: str
-    scored_at: float
 
 
 class LabelSource(TypedDict):
@@ -127,12 +140,13 @@ class Arrival(NamedTuple):
 
 
 class Scored(NamedTuple):
-    """An event scored: its id, its entity, the prediction published, the pending record
-    (JSON of :class:`Pending`)."""
+    """An event scored: its id, its entity, where it was read (its claim's source), its
+    pending record (:meth:`Layout.encode <stream.runtime.pending.Layout.encode>`: features,
+    prediction)."""
 
     event_id: str
     entity: EntityKey
-    prediction: bytes
+    source: str
     pending: bytes
 
 
@@ -159,12 +173,12 @@ class Claim:
 class Settlement:
     """Outcome of joining a label to its event.
 
-    ``learn`` carries the pending record; a settlement of a parked label carries the
-    record it was parked with.
+    ``learn`` carries when its event was scored (epoch seconds); a settlement of a parked
+    label carries the record it was parked with.
     """
 
     outcome: Outcome
-    pending: Pending | None = None
+    scored_at: float | None = None
     parked: ParkedLabel | None = None
 
 
@@ -177,8 +191,9 @@ class JournalEntry:
     """One journal entry: a scored event, or a label joined to its scored event.
 
     ``id`` is the Redis stream id (``<ms>-<seq>``): its time is the entry's stream time.
-    ``pending`` is what was recorded at scoring time; a label adds its target ``y`` and
-    ``source`` (topic/partition/offset). With several journals merged, ``positions`` holds
+    ``pending`` is what was recorded at scoring time (its entity in field ``e``, its pending
+    record's bytes in ``p``); a label adds its target ``y`` and ``source``
+    (topic/partition/offset, field ``s``). With several journals merged, ``positions`` holds
     the stream id of each once the entry is read.
     """
 
@@ -199,12 +214,14 @@ class JournalEntry:
         return self.positions or self.id
 
     @classmethod
-    def decode(cls, entry_id: bytes, fields: dict[bytes, bytes], positions: str = "") -> JournalEntry:
+    def decode(
+        cls, entry_id: bytes, fields: dict[bytes, bytes], layout: Layout, positions: str = ""
+    ) -> JournalEntry:
         y = fields.get(b"y")
         source = fields.get(b"s")
         return cls(
             id=entry_id.decode(),
-            pending=orjson.loads(fields[b"p"]),
+            pending=layout.decode(fields[b"p"], EntityKey(fields[b"e"].decode())),
             y=float(y) if y is not None else None,
             source=source.decode() if source is not None else None,
             positions=positions,
@@ -250,25 +267,113 @@ def _checked(value: bytes, allowed: frozenset[str], what: str) -> Any:
     return text
 
 
-def _settlement(outcome: bytes, pending: bytes = b"", parked: ParkedLabel | None = None) -> Settlement:
+def _settlement(outcome: bytes, scored_at: bytes = b"", parked: ParkedLabel | None = None) -> Settlement:
     return Settlement(
         outcome=_checked(outcome, _OUTCOMES, "outcome"),
-        pending=orjson.loads(pending) if pending else None,
+        scored_at=float(scored_at) if scored_at else None,
         parked=parked,
     )
 
 
-def _decode_prior(raw: bytes, members: Sequence[str]) -> Prior:
-    doc = orjson.loads(raw)
-    state = doc["state"]  # {"n": 3, "last_ts": "<float>", "stats": {"<field>": [n, mean, var]}}
-    last_ts = state.get("last_ts")
-    seen = doc["seen"]  # a list, or {} for an empty one (cjson cannot tell them apart)
-    return Prior(
-        state.get("n", 0),
-        float(last_ts) if last_ts is not None else None,
-        {name: Stat(*value) for name, value in state.get("stats", {}).items()},
-        dict(zip(members, seen, strict=False)) if isinstance(seen, list) else {},
-    )
+class EntityLayout:
+    """How ``state.lua`` packs the entity states of a declaration's features: the tag of the
+    layout (4 bytes), float64s (count, last time seen or NaN, then n, mean and variance of
+    each statistic: the declared fields', then the labels'), then per member field a byte
+    counting the hashes kept and the 4-byte hashes, newest first."""
+
+    def __init__(self, features: FeatureSet) -> None:
+        self.stats = (*features.stats, LABEL)
+        self.members = features.members
+        self.tag = zlib.crc32("\n".join((*self.stats, "", *self.members)).encode())
+        self.numbers = struct.Struct("<" + "d" * (2 + 3 * len(self.stats)))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """What ``state.lua`` needs to read and write these states."""
+        return {"stats": len(self.stats), "entity_tag": self.tag}
+
+    def prior(self, numbers: bytes, seen: bytes) -> Prior:
+        """The prior of a claimed record: the entity's numbers, then ``1``/``0`` per member field."""
+        n, last_ts, *stats = self.numbers.unpack(numbers)
+        return Prior(
+            int(n),
+            None if math.isnan(last_ts) else last_ts,
+            {
+                name: Stat(int(stats[3 * j]), stats[3 * j + 1], stats[3 * j + 2])
+                for j, name in enumerate(self.stats)
+                if stats[3 * j]
+            },
+            {member: flag == ord("1") for member, flag in zip(self.members, seen, strict=True)},
+        )
+
+    def pack(self, state: EntityState) -> bytes:
+        """An entity state an offline replay reached, as ``state.lua`` keeps it."""
+        stats = [state.stats.get(name, (0.0, 0.0, 0.0)) for name in self.stats]
+        numbers = [
+            state.n,
+            math.nan if state.last_ts is None else state.last_ts,
+            *(v for s in stats for v in s),
+        ]
+        members = (state.seen.get(field, []) for field in self.members)
+        return b"".join(
+            (
+                self.tag.to_bytes(4, "little"),
+                self.numbers.pack(*numbers),
+                *(
+                    bytes((len(hashes),)) + b"".join(h.to_bytes(4, "little") for h in hashes)
+                    for hashes in members
+                ),
+            )
+        )
+
+    def document(self, raw: bytes) -> dict[str, Any]:
+        """A stored entity state as :meth:`EntityState.document <stream.features.EntityState.document>`
+        writes one (``{}`` for one of another layout)."""
+        if int.from_bytes(raw[:4], "little") != self.tag:
+            return {}
+        prior = self.prior(raw[4 : 4 + self.numbers.size], b"\x00" * len(self.members))
+        doc: dict[str, Any] = {"n": prior.n, "stats": {k: list(v) for k, v in prior.stats.items()}}
+        if prior.last_ts is not None:
+            doc["last_ts"] = f"{prior.last_ts:.17g}"
+        return doc
+
+
+@functools.cache
+def entity_layout(features: FeatureSet) -> EntityLayout:
+    """The entity layout of a declaration's features (made once)."""
+    return EntityLayout(features)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where a use case's events were read, as its records keep it: ``partition/offset`` for
+    its own event topic (Kafka topic names hold no ``/``), the whole source otherwise."""
+
+    topic: str  # the event topic and its "/"
+
+    def stored(self, source: str) -> str:
+        return source.removeprefix(self.topic)
+
+    def source(self, stored: bytes) -> str:
+        text = stored.decode()
+        return self.topic + text if text.count("/") == 1 else text
+
+
+def _claim(use_case: UseCase[Any, Any], sources: Sources, event_id: str, record: bytes) -> Claim:
+    """What an event's record (``state.lua``'s bytes) says of its claim."""
+    status = _STATUS.get(record[:1])
+    if status is None:
+        raise ScriptError(f"state.lua answered a record of status {record[:1]!r}")
+    stored, key, tail = record[1:].split(b"\n", 2)
+    source = sources.source(stored)
+    if status == "claimed":
+        entities = entity_layout(use_case.features)
+        size = entities.numbers.size
+        return Claim(source, entities.prior(tail[:size], tail[size:]), status, b"")
+    if status == "learned":
+        tail = tail.split(b"\n", 1)[1]  # after the label's source
+    made = layout_of(use_case).recorded(tail, EntityKey(key.decode()))
+    return Claim(source, Prior(), status, prediction(use_case, event_id, made))
 
 
 Order = tuple[int, int, int]
@@ -321,7 +426,7 @@ class _ReadAhead:
         after = (ms, journal, seq + 1)
         self.known[journal] = max(after, (clock, journal, 0)) if complete else after
 
-    def take(self, count: int) -> list[JournalEntry]:
+    def take(self, count: int, layout: Layout) -> list[JournalEntry]:
         """Up to ``count`` waiting entries, in the merged order, that every journal is known up to."""
         bound = min(self.known)
         heads = [(waiting[0][0], journal) for journal, waiting in enumerate(self.waiting) if waiting]
@@ -336,7 +441,7 @@ class _ReadAhead:
                 heapq.heappush(heads, (waiting[0][0], journal))
             positions[journal] = entry_id.decode()
             record = dict(zip(fields[::2], fields[1::2], strict=True))
-            read.append(JournalEntry.decode(entry_id, record, ",".join(positions)))
+            read.append(JournalEntry.decode(entry_id, record, layout, ",".join(positions)))
             self.last = order
         if read:
             self.position = read[-1].position
@@ -360,9 +465,22 @@ class StateStore:
         self._redis = client
         self._settings = settings
         self._script = client.register_script(_SCRIPT)
-        self._event_ttl = 2 * settings.label_ttl_seconds
+        age = settings.max_event_age_seconds
+        self.event_ttl = (
+            max(settings.label_ttl_seconds, age + settings.max_clock_skew_seconds)
+            if age
+            else (2 * settings.label_ttl_seconds)
+        )
+        """How long an event's record (and route) lives: as long as an event with its id can
+        still be accepted (``max_event_age_seconds`` + ``max_clock_skew_seconds`` after it was
+        claimed), so that a redelivered or repeated event is always recognised, and at least
+        ``label_ttl_seconds``; without an age limit, twice that."""
         self._buckets: dict[str, Buckets] = {}
         self._ahead: dict[str, _ReadAhead] = {}  # per use case with several journals
+
+    def sources(self, use_case: UseCase[Any, Any]) -> Sources:
+        """How ``use_case``'s records keep where its events were read."""
+        return Sources(self._settings.topic(use_case.event_topic) + "/")
 
     def buckets(self, use_case: str) -> Buckets:
         """Where ``use_case``'s keys live."""
@@ -379,10 +497,11 @@ class StateStore:
         bucket: Sequence[int],
         params: Params,
         width: int | None,
-        blobs: Callable[[list[int]], list[bytes]] | None = None,
+        arguments: Callable[[int], Sequence[Any]] | None = None,
     ) -> dict[int, list[Any]]:
         """``command`` on ``items`` (indices), each in its bucket (``bucket[item]``): one script
         call per bucket, each on one slot, all sent together (a round trip per cluster node).
+        ``arguments`` are each item's own (as many per item, after the parameters).
         Returns each item's ``width`` replies (``None``: one item per bucket, its whole reply)."""
         groups: dict[int, list[int]] = {}
         for item in items:
@@ -391,7 +510,12 @@ class StateStore:
             return {}
         prefixes = self.buckets(use_case).prefixes
         requests = [
-            (prefixes[b], [command, orjson.dumps(params(b, group)), *(blobs(group) if blobs else ())])
+            (
+                prefixes[b],
+                [command, orjson.dumps(params(b, group)), *(a for i in group for a in arguments(i))]
+                if arguments
+                else [command, orjson.dumps(params(b, group))],
+            )
             for b, group in groups.items()
         ]
         replies = await self._run(requests)
@@ -440,7 +564,7 @@ class StateStore:
         """
         if not events:
             return []
-        layout = self.buckets(use_case.name)
+        layout, sources = self.buckets(use_case.name), self.sources(use_case)
         ids = [encode(event.event_id) for event in events]
         homes = [layout.of(event.entity) for event in events]
         claims: dict[int, Claim] = {}
@@ -450,136 +574,144 @@ class StateStore:
                 "claim",
                 range(len(events)),
                 [layout.of(event_id) for event_id in ids],
-                lambda _, group: {
-                    "event_ttl": self._event_ttl,
-                    "events": [[ids[i], homes[i], events[i].source] for i in group],
-                },
+                lambda *_: {"event_ttl": self.event_ttl},
                 1,
+                lambda i: (ids[i], homes[i], sources.stored(events[i].source)),
             )
             claims = {
-                i: Claim(source=first.decode(), prior=Prior(), status="claimed", prediction=b"")
+                i: Claim(source=sources.source(first), prior=Prior(), status="claimed", prediction=b"")
                 for i, (first,) in firsts.items()
                 if first
             }
         names, members = use_case.features.stats, use_case.features.members
+        params = {
+            **entity_layout(use_case.features).params,
+            "event_ttl": self.event_ttl,
+            "entity_ttl": self._settings.entity_ttl_seconds,
+            "decay": use_case.features.decay,
+            "members": len(members),
+            "kept": MEMBERS_KEPT,
+        }
+
+        def arguments(i: int) -> list[Any]:
+            observation = events[i].observation
+            hashes = b"".join(member_hash(observation.members[m]).to_bytes(4, "little") for m in members)
+            stats = ("" if (v := observation.stats[n]) is None else v for n in names)
+            return [
+                ids[i],
+                events[i].entity,
+                sources.stored(events[i].source),
+                observation.ts,
+                hashes,
+                *stats,
+            ]
+
         observed = await self._each(
             use_case.name,
             "observe",
             (i for i in range(len(events)) if i not in claims),
             homes,
-            lambda _, group: {
-                "event_ttl": self._event_ttl,
-                "entity_ttl": self._settings.entity_ttl_seconds,
-                "decay": use_case.features.decay,
-                "stats": names,
-                "members": members,
-                "events": [
-                    [
-                        ids[i],
-                        events[i].entity,
-                        events[i].source,
-                        events[i].observation.ts,
-                        [events[i].observation.stats[n] for n in names],
-                        [events[i].observation.members[m] for m in members],
-                    ]
-                    for i in group
-                ],
-            },
-            4,
+            lambda *_: params,
+            1,
+            arguments,
         )
-        for i, (source, prior, status, prediction) in observed.items():
-            claims[i] = Claim(
-                source=source.decode(),
-                prior=_decode_prior(prior, members),
-                status=_checked(status, _STATUSES, "status"),
-                prediction=prediction,
-            )
+        for i, (record,) in observed.items():
+            claims[i] = _claim(use_case, sources, events[i].event_id, record)
         return [claims[i] for i in range(len(events))]
 
     async def record(self, use_case: UseCase[Any, Any], scored: Sequence[Scored], at: float) -> list[bytes]:
-        """Store the published prediction and the pending record of each event scored at ``at``.
+        """Store the pending record of each event scored at ``at`` (features and prediction).
 
         Under an implicit label policy each event also starts maturing. Returns, for each
         event, ``b""`` when this call recorded it, else the prediction recorded first: two
         scorings of one claim can race (a redelivery, an API request repeated while the first
         is in flight), and only the first is recorded.
         """
-        layout = self.buckets(use_case.name)
+        layout, sources = self.buckets(use_case.name), self.sources(use_case)
         maturity = use_case.labels.maturity_seconds
         replies = await self._each(
             use_case.name,
             "record",
             range(len(scored)),
             [layout.of(event.entity) for event in scored],
-            lambda _, group: {
-                "label_ttl": self._settings.label_ttl_seconds,
+            lambda *_: {
+                "event_ttl": self.event_ttl,
                 "journal_max": self._settings.journal_max_entries,
                 "matures_at": None if maturity is None else at + maturity,
-                "event_ids": [encode(scored[i].event_id) for i in group],
             },
             1,
-            lambda group: [blob for i in group for blob in (scored[i].prediction, scored[i].pending)],
+            lambda i: (
+                encode(scored[i].event_id),
+                sources.stored(scored[i].source),
+                scored[i].entity,
+                scored[i].pending,
+            ),
         )
-        return [cast(bytes, replies[i][0]) for i in range(len(scored))]
+        return [
+            _claim(use_case, sources, event.event_id, reply).prediction if (reply := replies[i][0]) else b""
+            for i, event in enumerate(scored)
+        ]
+
+    def _learning(self, use_case: UseCase[Any, Any]) -> dict[str, Any]:
+        """The parameters of ``state.lua``'s ``learn``: what learning an event needs."""
+        return {
+            **entity_layout(use_case.features).params,
+            "label_ttl": self._settings.label_ttl_seconds,
+            "now": time.time(),
+            "decay": use_case.features.decay,
+            "entity_ttl": self._settings.entity_ttl_seconds,
+            "journal_max": self._settings.journal_max_entries,
+        }
 
     async def settle(
-        self, use_case: str, labels: Sequence[ArrivedLabel], wait_seconds: float
+        self, use_case: UseCase[Any, Any], labels: Sequence[ArrivedLabel], wait_seconds: float
     ) -> list[Settlement]:
         """Join each label to its event, once per event.
 
-        A joined label goes to the journal. A label whose event is not scored yet is parked
+        A joined label goes to the journal, and its target to its entity's label statistic,
+        atomically. A label whose event is not scored yet is parked
         with its record (which must hold the target as ``y``) for ``wait_seconds``, in the
         bucket of its event id: with the event when there is one bucket (one call), after
         a call in the event's bucket that found it unscored when there are several.
         """
-        layout = self.buckets(use_case)
-        deadline = time.time() + wait_seconds
+        name, layout = use_case.name, self.buckets(use_case.name)
+        learning = self._learning(use_case)
+        deadline = learning["now"] + wait_seconds
         ids = [encode(label.event_id) for label in labels]
         id_buckets = [layout.of(event_id) for event_id in ids]
         homes = list(id_buckets)  # the buckets of their events: with one bucket, the ids'
         settlements: dict[int, Settlement] = {}
 
-        def parking(_: int, group: list[int]) -> dict[str, Any]:
-            return {
-                "deadline": deadline,
-                "labels": [[ids[i], labels[i].source, labels[i].parked.decode()] for i in group],
-            }
+        def parking(i: int) -> tuple[str, str, bytes]:
+            return ids[i], labels[i].source, labels[i].parked
 
         if layout.routed:
-            routes = await self._each(use_case, "route", range(len(labels)), id_buckets, parking, 2)
+            routes = await self._each(
+                name, "route", range(len(labels)), id_buckets, lambda *_: {"deadline": deadline}, 2, parking
+            )
             for i, (outcome, bucket) in routes.items():
                 if outcome == b"routed":
                     homes[i] = int(bucket)
                 else:  # an event id never seen: the label waits for it (or is a second one)
                     settlements[i] = _settlement(outcome)
         joined = await self._each(
-            use_case,
+            name,
             "settle",
             (i for i in range(len(labels)) if i not in settlements),
             homes,
-            lambda bucket, group: {
-                "deadline": deadline,
-                "journal_max": self._settings.journal_max_entries,
-                "labels": [
-                    [
-                        ids[i],
-                        labels[i].source,
-                        labels[i].parked.decode(),
-                        labels[i].y,
-                        id_buckets[i] == bucket,
-                    ]
-                    for i in group
-                ],
-            },
+            lambda *_: {**learning, "deadline": deadline},
             2,
+            lambda i: (*parking(i), labels[i].y, "1" if id_buckets[i] == homes[i] else ""),
         )
-        settlements |= {i: _settlement(o, pending) for i, (o, pending) in joined.items() if o != b"unscored"}
+        settlements |= {i: _settlement(o, scored) for i, (o, scored) in joined.items() if o != b"unscored"}
         unscored = (i for i in joined if i not in settlements)
-        parked = await self._each(use_case, "park", unscored, id_buckets, parking, 1)
+        parked = await self._each(
+            name, "park", unscored, id_buckets, lambda *_: {"deadline": deadline}, 1, parking
+        )
         settlements |= {i: _settlement(outcome) for i, (outcome,) in parked.items()}
         return [settlements[i] for i in range(len(labels))]
 
-    async def unpark(self, use_case: str, limit: int) -> list[Settlement]:
+    async def unpark(self, use_case: UseCase[Any, Any], limit: int) -> list[Settlement]:
         """Settle the oldest parked labels whose event got scored or whose wait is over.
 
         Three steps, each a call per bucket: the parked labels (in their ids' buckets), their
@@ -587,29 +719,26 @@ class StateStore:
         the order of two workers' steps, a label is learned once, taken off after it is
         learned, and dead-lettered by the one worker that takes it off.
         """
-        layout = self.buckets(use_case)
-        dues = await self._each(
-            use_case, "due", *self._everywhere(use_case), lambda *_: {"limit": limit}, None
-        )
+        name, layout = use_case.name, self.buckets(use_case.name)
+        dues = await self._each(name, "due", *self._everywhere(name), lambda *_: {"limit": limit}, None)
         waiting: list[tuple[int, str, ParkedLabel | None, int]] = []  # id bucket, id, label, event bucket
         for bucket, reply in dues.items():
             for event_id, record, route in zip(reply[::3], reply[1::3], reply[2::3], strict=True):
                 label: ParkedLabel | None = orjson.loads(record) if record else None
                 home = int(route) if route else -1 if layout.routed else bucket  # -1: no event yet
                 waiting.append((bucket, event_id.decode(), label, home if label is not None else -1))
+        learning = self._learning(use_case)
         joined = await self._each(
-            use_case,
+            name,
             "join",
             (i for i, (*_, home) in enumerate(waiting) if home >= 0),
             [home for *_, home in waiting],
-            lambda _, group: {
-                "journal_max": self._settings.journal_max_entries,
-                "labels": [[waiting[i][1], *_source_and_target(waiting[i][2])] for i in group],
-            },
+            lambda *_: learning,
             2,
+            lambda i: (waiting[i][1], *_source_and_target(waiting[i][2])),
         )
         concluded = await self._each(
-            use_case,
+            name,
             "unpark",
             range(len(waiting)),
             [bucket for bucket, *_ in waiting],
@@ -633,26 +762,21 @@ class StateStore:
         target = use_case.labels.implicit_target
         if target is None:
             return []
-        params = {
-            "journal_max": self._settings.journal_max_entries,
-            "target": target,
-            "now": now,
-            "limit": limit,
-        }
+        params = {**self._learning(use_case), "target": target, "now": now, "limit": limit}
         replies = await self._each(
             use_case.name, "mature", *self._everywhere(use_case.name), lambda *_: params, None
         )
         return [
-            _settlement(outcome, pending)
+            _settlement(outcome, scored)
             for reply in replies.values()
-            for outcome, pending in zip(reply[::2], reply[1::2], strict=True)
+            for outcome, scored in zip(reply[::2], reply[1::2], strict=True)
         ]
 
     def _journals(self, use_case: str) -> list[str]:
         return [prefix + "journal" for prefix in self.buckets(use_case).prefixes]
 
     async def read_journal(
-        self, use_case: str, after: str, count: int, block_ms: int | None = None
+        self, use_case: UseCase[Any, Any], after: str, count: int, block_ms: int | None = None
     ) -> list[JournalEntry]:
         """Up to ``count`` journal entries after position ``after``, waiting up to ``block_ms`` for one.
 
@@ -664,15 +788,15 @@ class StateStore:
         Entries stamped in the very millisecond of a read are returned by a read once the
         clocks have passed it, tried again at once.
         """
-        journals = self._journals(use_case)
+        journals, layout = self._journals(use_case.name), layout_of(use_case)
         if len(journals) == 1:
             reply = cast(
                 list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
                 await self._redis.xread({journals[0]: after}, count=count, block=block_ms),
             )
-            return [JournalEntry.decode(i, f) for _, entries in reply for i, f in entries]
+            return [JournalEntry.decode(i, f, layout) for _, entries in reply for i, f in entries]
         for _ in range(_MERGED_READ_TRIES):
-            read, unknown = await self._read_merged(use_case, after, count)
+            read, unknown = await self._read_merged(use_case.name, layout, after, count)
             if not unknown:
                 break
             await asyncio.sleep(_MERGED_READ_PAUSE)
@@ -680,7 +804,9 @@ class StateStore:
             await asyncio.sleep(block_ms / 1000)
         return read
 
-    async def _read_merged(self, use_case: str, after: str, count: int) -> tuple[list[JournalEntry], bool]:
+    async def _read_merged(
+        self, use_case: str, layout: Layout, after: str, count: int
+    ) -> tuple[list[JournalEntry], bool]:
         """The entries after ``after`` that every journal is known up to, in the merged order;
         and whether entries were read that are not known to be next yet."""
         journals = len(self.buckets(use_case).prefixes)
@@ -698,7 +824,7 @@ class StateStore:
         )
         for journal, (clock, entries) in replies.items():
             ahead.add(use_case, journal, entries, int(clock), complete=len(entries) < asked)
-        read = ahead.take(count)
+        read = ahead.take(count, layout)
         return read, not read and any(ahead.waiting)
 
     async def journal_head(self, use_case: str) -> str | None:
@@ -722,16 +848,11 @@ class StateStore:
         """Write entity states an offline replay reached, as ``state.lua`` keeps them: the
         stream's features continue from them. Returns how many entities were written."""
         ttl, written = self._settings.entity_ttl_seconds, 0
+        entities = entity_layout(use_case.features)
         pipe = self._redis.pipeline(transaction=False)
         for entity, state in states:
             prefix = self._entity_prefix(use_case.name, entity)
-            pipe.set(f"{prefix}entity:{entity}", orjson.dumps(state.document()), ex=ttl)
-            for field, values in state.seen.items():
-                key = f"{prefix}seen:{field}:{entity}"
-                pipe.delete(key)
-                if values:
-                    pipe.sadd(key, *values)
-                    pipe.expire(key, ttl)
+            pipe.set(f"{prefix}entity:{entity}", entities.pack(state), ex=ttl)
             written += 1
             if written % chunk == 0:
                 await pipe.execute()
@@ -742,10 +863,14 @@ class StateStore:
         layout = self.buckets(use_case)
         return layout.prefixes[layout.of(entity)]
 
-    async def entity(self, use_case: str, entity: EntityKey) -> dict[str, Any]:
-        """An entity's state as stored: ``{"n": ..., "last_ts": ..., "stats": {field: [n, mean, var]}}``."""
-        raw = await self._redis.get(f"{self._entity_prefix(use_case, entity)}entity:{entity}")
-        return cast(dict[str, Any], orjson.loads(raw)) if raw else {}
+    async def entity(self, use_case: UseCase[Any, Any], entity: EntityKey) -> dict[str, Any]:
+        """An entity's state as stored, as :meth:`EntityState.document
+        <stream.features.EntityState.document>` writes one (``{}`` when unknown)."""
+        raw = cast(
+            bytes | None,
+            await self._redis.get(f"{self._entity_prefix(use_case.name, entity)}entity:{entity}"),
+        )
+        return entity_layout(use_case.features).document(raw) if raw else {}
 
     async def statuses(self, use_case: str, event_ids: Sequence[str]) -> list[ClaimStatus | None]:
         """What Redis knows of each event id: its status, or ``None`` (never seen, or forgotten)."""
@@ -760,12 +885,9 @@ class StateStore:
         pipe = self._redis.pipeline(transaction=False)
         for event_id, home in zip(ids, homes, strict=True):
             if home is not None:
-                pipe.hget(f"{layout.prefixes[home]}event:{event_id}", "status")
+                pipe.getrange(f"{layout.prefixes[home]}event:{event_id}", 0, 0)
         found = iter(await pipe.execute())
-        return [
-            None if home is None or (status := next(found)) is None else _checked(status, _STATUSES, "status")
-            for home in homes
-        ]
+        return [None if home is None else _STATUS.get(next(found)) for home in homes]
 
     async def learn_labels(
         self, use_case: UseCase[Any, Any], values: Sequence[tuple[EntityKey, float]]
@@ -778,7 +900,7 @@ class StateStore:
             range(len(values)),
             [layout.of(entity) for entity, _ in values],
             lambda _, group: {
-                "stat": LABEL,
+                **entity_layout(use_case.features).params,
                 "decay": use_case.features.decay,
                 "entity_ttl": self._settings.entity_ttl_seconds,
                 "entities": [values[i][0] for i in group],

@@ -65,8 +65,9 @@ from models.online import OnlineModel
 from stream.features import EntityState, Features
 from stream.runtime.keys import EntityKey, entity_key, observed
 from stream.runtime.learner import LearnerState, fresh_state
+from stream.runtime.pending import Pending
 from stream.runtime.served import Served
-from stream.runtime.state import JournalEntry, Pending
+from stream.runtime.state import JournalEntry
 from stream.settings import Settings
 from stream.usecases import IMPLICIT_SOURCE, UseCase
 

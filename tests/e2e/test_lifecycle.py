@@ -54,7 +54,7 @@ def live_model(settings: Settings) -> tuple[str, OnlineModel]:
 
 
 def journal(settings: Settings) -> list[JournalEntry]:
-    return with_registry(settings, lambda _, state: state.read_journal("fraud", "0-0", 10_000_000))
+    return with_registry(settings, lambda _, state: state.read_journal(FRAUD, "0-0", 10_000_000))
 
 
 def learner_labels(settings: Settings) -> int:

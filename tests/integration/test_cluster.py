@@ -54,7 +54,7 @@ async def test_every_key_is_in_its_bucket_slot_whatever_the_ids_hold(
     kinds = {
         key.removeprefix(next(p for p in prefixes if key.startswith(p))).split(":", 1)[0] for key in keys
     }
-    assert kinds == {"route", "event", "pending", "entity", "seen", "journal", "parked"}
+    assert kinds == {"route", "event", "entity", "journal", "parked"}
     for key in keys:
         [prefix] = [p for p in prefixes if key.startswith(p)]
         assert key_slot(key.encode()) == key_slot(prefix.encode()), key
@@ -68,13 +68,13 @@ async def test_the_buckets_journals_read_as_one_order_in_any_slices(steps: Steps
         FRAUD, [message(label, i, "transactions.labels") for i, label in enumerate(labels)]
     )
 
-    whole = await steps.state.read_journal(FRAUD.name, "0-0", 10_000)
+    whole = await steps.state.read_journal(FRAUD, "0-0", 10_000)
     assert len(whole) == 300 and len({e.position for e in whole}) == 300
     assert [e.time for e in whole] == sorted(e.time for e in whole)
     sliced: list[JournalEntry] = []
     while len(sliced) < len(whole):
         after = sliced[-1].position if sliced else "0-0"
-        sliced += await steps.state.read_journal(FRAUD.name, after, 7)
+        sliced += await steps.state.read_journal(FRAUD, after, 7)
     assert sliced == whole
     assert whole[-1].position == await steps.state.journal_head(FRAUD.name)
 
@@ -84,6 +84,6 @@ async def test_a_cluster_that_does_not_answer_is_an_outage(settings: Settings) -
     client = redis_client(nowhere, socket_connect_timeout=1)
     policy = ErrorPolicy(nowhere)
     with pytest.raises(redis.exceptions.ConnectionError) as raised:
-        await StateStore(client, nowhere).read_journal(FRAUD.name, "0-0", 1)
+        await StateStore(client, nowhere).read_journal(FRAUD, "0-0", 1)
     assert policy.outage(raised.value) is policy.redis
     await client.aclose()

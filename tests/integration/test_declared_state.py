@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from stream.features import EntityState, Features
+from stream.features import MEMBERS_KEPT, EntityState, Features
 from stream.records import DeadLetter, Transaction
 from stream.redis_client import redis_client
 from stream.runtime.keys import entity_key
@@ -79,12 +79,43 @@ async def test_the_script_and_the_offline_replay_keep_the_same_state(steps: Step
         for event, y in labels:
             offline[event.account_id].learn(y, decay)
     for account, state in offline.items():
-        stored = await steps.state.entity("fraud", entity_key((account,)))
+        stored = await steps.state.entity(FRAUD, entity_key((account,)))
         expected = state.document()
         assert stored["n"] == expected["n"] and float(stored["last_ts"]) == float(expected["last_ts"])
         assert stored["stats"].keys() == expected["stats"].keys()
         for name, stat in expected["stats"].items():
             assert stored["stats"][name] == pytest.approx(stat, rel=1e-12)
+
+
+async def test_an_entity_remembers_its_latest_values_as_the_offline_replay_does(steps: Steps) -> None:
+    # 1.5 x MEMBERS_KEPT merchants, the first again, then each again from the latest: the
+    # first ones were forgotten (new again), the latest are known.
+    names = [f"m{i}" for i in range(MEMBERS_KEPT + MEMBERS_KEPT // 2)]
+    visits = [*names, "m0", *names[::-1]]
+    events = [
+        Transaction.model_validate_json(
+            tx(f"v{i}", account="a", merchant=m, ts=START + dt.timedelta(seconds=i))
+        )
+        for i, m in enumerate(visits)
+    ]
+    arrivals = [
+        Arrival(e.event_id, entity_key(("a",)), f"t/0/{i}", FRAUD.features.observe(e))
+        for i, e in enumerate(events)
+    ]
+    claims = [
+        claim
+        for first in range(0, len(arrivals), 40)
+        for claim in await steps.state.observe(FRAUD, arrivals[first : first + 40])
+    ]
+    offline = EntityState()
+    expected = [offline.observe(FRAUD.features.observe(e), FRAUD.features.decay).seen for e in events]
+    assert [claim.prior.seen for claim in claims] == expected
+    assert [seen["merchant_id"] for seen in expected[: len(names)]] == [False] * len(names)
+    assert expected[len(names)]["merchant_id"] is False  # m0 was forgotten
+    again = [seen["merchant_id"] for seen in expected[len(names) + 1 :]]  # the latest first
+    kept = MEMBERS_KEPT - 1  # m0 took one place
+    assert again == [True] * kept + [False] * (len(names) - kept)
+    assert len(offline.seen["merchant_id"]) == MEMBERS_KEPT
 
 
 async def test_restored_entities_continue_in_the_stream(steps: Steps) -> None:
@@ -134,7 +165,7 @@ async def test_an_unlabelled_event_matures_into_the_implicit_target_once(setting
             (IMPLICIT_SOURCE, 0.0),
             (IMPLICIT_SOURCE, 0.0),
         ]
-        assert (await state.entity("fraud", entity_key(("acc-1",))))["stats"]["label"][0] == 3
+        assert (await state.entity(FRAUD, entity_key(("acc-1",))))["stats"]["label"][0] == 3
 
         late = orjson.dumps({"event_id": "e1", "is_fraud": True})
         outbox = await joiner.join(implicit, [message(late, 1, topic="transactions.labels")])

@@ -6,26 +6,45 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Sequence
+from typing import Any
 
-import orjson
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 from river import dummy
 
 from models.lifecycle import ModelLifecycle
+from models.online import Features
 from models.pipelines import logistic_regression_adam
 from models.release import ReleaseConfig
 from stream.records import Alert, AuditRecord
+from stream.runtime.keys import EntityKey
 from stream.runtime.learner import Learner, LearnerState
+from stream.runtime.pending import Recorded, layout_of
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
-from stream.usecases import ALERTS_TOPIC, AUDIT_TOPIC, FRAUD
+from stream.usecases import ALERTS_TOPIC, AUDIT_TOPIC, FRAUD, UseCase
 
 pytestmark = pytest.mark.integration
+
+SIGNAL = FRAUD.declare(
+    {**FRAUD.declaration.model_dump(), "features": {"signal": {"kind": "numeric", "field": "amount"}}}
+)
+"""Fraud with one feature, ``signal``: what the journal entries written below hold."""
+
+
+async def journal_label(
+    client: aioredis.Redis, settings: Settings, x: Features, y_pred: float, version: str, y: bool, source: str
+) -> None:
+    """Append a joined label to fraud's journal, as ``state.lua`` does (an event of entity ``a``)."""
+    made = Recorded(version, "live", time.time(), 0.0, y_pred, "a")
+    pending = layout_of(SIGNAL).encode(x, made, EntityKey("a"))
+    fields = {"e": "a", "p": pending, "y": str(float(y)), "s": source}
+    await client.xadd(settings.key("fraud", "journal"), fields)  # type: ignore[arg-type]
 
 
 async def test_a_better_challenger_is_promoted_published_and_alerted(settings: Settings) -> None:
@@ -37,7 +56,9 @@ async def test_a_better_challenger_is_promoted_published_and_alerted(settings: S
     async def publish(records: Sequence[tuple[str, bytes, bytes]]) -> None:
         published.extend(records)
 
-    learner = Learner(settings, FRAUD, StateStore(client, settings), registry, publish, ErrorPolicy(settings))
+    learner = Learner(
+        settings, SIGNAL, StateStore(client, settings), registry, publish, ErrorPolicy(settings)
+    )
     # A champion that only knows the base rate, against a model that reads the one feature.
     learner.state = LearnerState(
         ModelLifecycle(
@@ -49,16 +70,13 @@ async def test_a_better_challenger_is_promoted_published_and_alerted(settings: S
             warmup=0,
             release=ReleaseConfig(first_labels=0),  # the promoted champion may serve at once
         ),
-        FRAUD.fingerprint,
+        SIGNAL.fingerprint,
     )
     rng = random.Random(1)
     for i in range(600):
         y = rng.random() < 0.5
         x = {"signal": (1.0 if y else -1.0) + rng.gauss(0, 0.5)}
-        pending = orjson.dumps({"x": x, "y_pred": 0.5, "entity": "a", "model_version": "fraud.0"})
-        await client.xadd(
-            settings.key("fraud", "journal"), {"k": "l", "p": pending, "y": str(float(y)), "s": f"l/0/{i}"}
-        )
+        await journal_label(client, settings, x, 0.5, "fraud.0", y, f"l/0/{i}")
 
     assert await registry.lease("fraud", learner._token)
     for _ in range(3):
@@ -97,7 +115,7 @@ class FailingOnce(StateStore):
     failed = False
 
     async def read_journal(
-        self, use_case: str, after: str, count: int, block_ms: int | None = None
+        self, use_case: UseCase[Any, Any], after: str, count: int, block_ms: int | None = None
     ) -> list[JournalEntry]:
         if not self.failed:
             self.failed = True

@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Sequence
 
-import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -18,7 +17,8 @@ from stream.runtime.registry import ModelRegistry
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.state import StateStore
 from stream.settings import Settings
-from stream.usecases import AUDIT_TOPIC, FRAUD
+from stream.usecases import AUDIT_TOPIC
+from tests.integration.test_learner import SIGNAL, journal_label
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ class Stage:
         self.alerts: list[Alert] = []
         self.audit: list[AuditRecord] = []
         self.learner = Learner(
-            settings, FRAUD, StateStore(client, settings), self.registry, self.publish, ErrorPolicy(settings)
+            settings, SIGNAL, StateStore(client, settings), self.registry, self.publish, ErrorPolicy(settings)
         )
         self.labels = 0
 
@@ -67,9 +67,9 @@ class Stage:
             y = rng.random() < 0.3
             x: dict[str, float | str] = {"signal": (1.0 if y else -1.0) + rng.gauss(0, 0.5)}
             y_pred = 0.5 if served_by is None else served_by.predict_one(x)
-            pending = orjson.dumps({"x": x, "y_pred": y_pred, "entity": "a", "model_version": served_version})
-            fields = {"k": "l", "p": pending, "y": str(float(y)), "s": f"l/0/{self.labels}"}
-            await self.client.xadd(self.settings.key("fraud", "journal"), fields)  # type: ignore[arg-type]
+            await journal_label(
+                self.client, self.settings, x, y_pred, served_version, y, f"l/0/{self.labels}"
+            )
             self.labels += 1
 
     async def learn(self) -> None:
@@ -132,7 +132,7 @@ async def test_a_broken_live_version_is_rolled_back_to_its_reference_with_one_cr
     state = learner.state
     assert state is not None
     champion = state.lifecycle.champion
-    record = version_record(settings, FRAUD, state, "learned")
+    record = version_record(settings, SIGNAL, state, "learned")
     blob = snapshot.dumps(state, settings.signing_key)
     inverted = Inverted(champion.name, champion.task, champion.estimator)
     outcome, broken = await registry.publish("fraud", learner._token, good, inverted, record, blob)

@@ -159,8 +159,8 @@ async def test_no_clear_id_is_stored_and_erase_removes_one_account_only(
 
     erased = await erase(client, pii_settings, FRAUD, [ALICE])
     assert (erased.target, erased.events, erased.parked_labels) == (alice, 5, 1)
-    # the entity and its 2 sets, 5 events, 4 pending records (a0's was learned); on a cluster, 5 routes
-    assert erased.keys == 3 + 5 + 4 + (5 if pii_settings.redis_cluster else 0)
+    # the entity (its remembered values in it), 5 event records; on a cluster, 5 routes
+    assert erased.keys == 1 + 5 + (5 if pii_settings.redis_cluster else 0)
     assert erased.journal_entries == 6  # 5 scored, 1 label joined
     after = await stored(client, pii_settings)
     assert holding(after, alice) == []
@@ -176,7 +176,7 @@ async def test_no_clear_id_is_stored_and_erase_removes_one_account_only(
 
     product = await erase(client, pii_settings, DEMAND, [STORE, PRODUCT])
     assert (product.events, product.journal_entries) == (2, 3)
-    assert await worker.state.entity("demand", entity_key([STORE, OTHER_PRODUCT], pii_settings.pii_secret))
+    assert await worker.state.entity(DEMAND, entity_key([STORE, OTHER_PRODUCT], pii_settings.pii_secret))
     assert holding(await stored(client, pii_settings), product.target) == []
 
 
@@ -236,14 +236,14 @@ async def test_bootstrapped_state_checkpoint_and_snapshots_hold_no_clear_id_and_
     done = erase_command(pii_settings, "--account", ALICE)
     assert done.returncode == 0, done.stderr
     alice = entity_key([ALICE], pii_settings.pii_secret)
-    assert done.stdout.startswith("fraud: removed 12 keys (5 events), 6 journal entries and 1 parked labels")
+    assert done.stdout.startswith("fraud: removed 6 keys (5 events), 6 journal entries and 1 parked labels")
     assert erase_command(pii_settings, "--store", STORE, "--product", PRODUCT).returncode == 0
     assert erase_command(pii_settings, "--store", STORE).returncode == 2
     records = [m.parse() for m in read(pii_settings, ["audit"], idle_timeout=2.0)]
     erases = [r for r in records if isinstance(r, AuditRecord) and r.action == "erase"]
     assert sorted((r.model, r.target, r.detail[:15]) for r in erases) == [
-        ("demand", entity_key([STORE, PRODUCT], pii_settings.pii_secret), "removed 4 keys "),
-        ("fraud", alice, "removed 12 keys"),
+        ("demand", entity_key([STORE, PRODUCT], pii_settings.pii_secret), "removed 3 keys "),
+        ("fraud", alice, "removed 6 keys "),
     ]
     assert all("@" in r.actor for r in erases)
     assert not [text for text in CLEAR for r in erases if text in r.to_json().decode()]
@@ -273,7 +273,7 @@ async def test_the_api_scores_with_clear_entities_erases_with_the_token_only_and
         body = answer.json()
         assert (body["entity"], body["keys_removed"], body["events"]) == (
             entity_key([ALICE], pii_settings.pii_secret),
-            12,
+            6,
             5,
         )
         repeated = (await api.delete(f"/v1/entities/fraud/{ALICE}", headers=allowed)).json()

@@ -81,11 +81,11 @@ def new_steps(
     return Steps(Scorer(settings, state, served), LabelJoiner(settings, state), state)
 
 
-async def journal(steps: Steps, use_case: str = "fraud") -> list[JournalEntry]:
+async def journal(steps: Steps, use_case: UseCase[Any, Any] = FRAUD) -> list[JournalEntry]:
     return await steps.state.read_journal(use_case, "0-0", 100_000)
 
 
-async def joined(steps: Steps, use_case: str = "fraud") -> list[tuple[str, float]]:
+async def joined(steps: Steps, use_case: UseCase[Any, Any] = FRAUD) -> list[tuple[str, float]]:
     """(label source, target) of each label in the journal, in journal order."""
     return [(e.source or "", e.y) for e in await journal(steps, use_case) if e.y is not None]
 
@@ -119,17 +119,17 @@ async def test_an_event_id_read_again_with_another_entity_is_a_duplicate(
     await steps.scorer.score(FRAUD, [message(tx("e1", account="acc-1"), 0)])
     outbox = await steps.scorer.score(FRAUD, [message(tx("e1", account="acc-2"), 1)])
     assert [d["reason"] for d in published(outbox, settings, "deadletter")] == ["duplicate_event"]
-    assert await steps.state.entity("fraud", entity_key(("acc-2",))) == {}
+    assert await steps.state.entity(FRAUD, entity_key(("acc-2",))) == {}
 
 
 async def test_redelivery_republishes_the_same_prediction_without_touching_state(
     steps: Steps, settings: Settings
 ) -> None:
     first = await steps.scorer.score(FRAUD, [message(tx("e1"), 7)])
-    state_before = await steps.state.entity("fraud", ACC_1)
+    state_before = await steps.state.entity(FRAUD, ACC_1)
     again = await steps.scorer.score(FRAUD, [message(tx("e1"), 7)])
     assert again.records == first.records
-    assert await steps.state.entity("fraud", ACC_1) == state_before
+    assert await steps.state.entity(FRAUD, ACC_1) == state_before
 
 
 async def test_labels_are_joined_exactly_once(steps: Steps, settings: Settings) -> None:
@@ -149,7 +149,7 @@ async def test_labels_are_joined_exactly_once(steps: Steps, settings: Settings) 
     assert await joined(steps) == [("transactions.labels/0/0", 1.0), ("transactions.labels/0/4", 0.0)]
     reasons = [d["reason"] for d in published(outbox, settings, "deadletter")]
     assert reasons == ["bad_type", "duplicate_label"]  # the label of "nope" waits for its event
-    _, fraud_rate, _ = (await steps.state.entity("fraud", ACC_1))["stats"]["label"]
+    _, fraud_rate, _ = (await steps.state.entity(FRAUD, ACC_1))["stats"]["label"]
     assert 0 < fraud_rate < 1
 
 
@@ -164,7 +164,7 @@ async def test_a_label_before_its_event_waits_for_it(steps: Steps, settings: Set
     await steps.scorer.score(FRAUD, [message(tx("e9"), 0)])
     assert (await steps.joiner.unpark(FRAUD)).records == []
     assert await joined(steps) == [("transactions.labels/0/0", 1.0)]
-    assert await steps.state.unpark("fraud", 10) == []
+    assert await steps.state.unpark(FRAUD, 10) == []
 
 
 async def test_a_label_whose_event_never_comes_is_dead_lettered(settings: Settings) -> None:
@@ -233,7 +233,7 @@ async def test_demand_forecasts_are_non_negative_and_learn(steps: Steps, setting
     [prediction] = predictions(outbox, settings, "predictions.demand")
     assert prediction.forecast is not None and prediction.forecast >= 0 and prediction.score is None
     await steps.joiner.join(DEMAND, [message(b'{"event_id": "s1", "units_sold": 4}', 0, "sales.labels")])
-    assert await joined(steps, "demand") == [("sales.labels/0/0", 4.0)]
+    assert await joined(steps, DEMAND) == [("sales.labels/0/0", 4.0)]
 
 
 async def test_two_workers_never_corrupt_one_entity(settings: Settings) -> None:
@@ -250,7 +250,7 @@ async def test_two_workers_never_corrupt_one_entity(settings: Settings) -> None:
             for i in range(0, 200, 10)
         )
     )
-    state = await workers[0].state.entity("fraud", ACC_1)
+    state = await workers[0].state.entity(FRAUD, ACC_1)
     assert state["n"] == 400 and state["stats"]["amount"][0] == 400
     for c in clients:
         await c.aclose()
@@ -313,7 +313,7 @@ async def test_crafted_ids_are_scored_and_never_share_state(steps: Steps, settin
     )
     assert {p.entity for p in predictions(outbox, settings)} == set(CRAFTED_IDS)
     for account in CRAFTED_IDS:
-        state = await steps.state.entity("fraud", entity_key((account,)))
+        state = await steps.state.entity(FRAUD, entity_key((account,)))
         assert (state["n"], state["stats"]["amount"][0]) == (2, 2), account
     # Labels by crafted event ids join their own event only.
     labels = [
@@ -336,4 +336,4 @@ async def test_a_product_at_a_store_is_one_entity_however_its_ids_read(
     outbox = await steps.scorer.score(DEMAND, batch)
     assert len(predictions(outbox, settings, "predictions.demand")) == len(pairs)
     for store, product in pairs:
-        assert (await steps.state.entity("demand", entity_key((store, product))))["n"] == 1
+        assert (await steps.state.entity(DEMAND, entity_key((store, product))))["n"] == 1

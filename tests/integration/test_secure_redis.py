@@ -108,7 +108,7 @@ async def test_the_worker_scores_and_joins_over_it(secured: Settings, client: re
 
     assert [topic for topic, _, _ in scored.records] == [secured.topic("predictions.fraud")]
     assert joined.records == []  # no dead letter: the label found its event's cached features
-    journal = await state.read_journal("fraud", "0-0", 10)
+    journal = await state.read_journal(FRAUD, "0-0", 10)
     assert [(entry.source, entry.y) for entry in journal if entry.y is not None] == [
         ("transactions.labels/0/0", 1.0)
     ]
