@@ -59,8 +59,13 @@ def test_bench_reports_every_section(tmp_path: Path) -> None:
         _positive(throughput, "events_per_second", "vs_stock_faust", "cpu_us_per_event", "peak_rss_mb")
         assert throughput["predictions"] >= throughput["valid_events"] == 2000
         assert throughput["events"] > 2000  # the invalid ones too
-        _positive(result["latency"][name], "p50_ms", "p99_ms", "samples")
-    _positive(result["latency"]["broker_floor"], "p50_ms", "p99_ms", "samples")
+    for rate in ("fixed", "half_max"):  # 500 events/s, and half the worker's events/s
+        latency = result["latency"][rate]
+        assert latency["offered_rate"] > 0
+        _positive(latency["broker_floor"], "p50_ms", "p99_ms", "samples")
+        _positive(latency["worker"], "p50_ms", "p99_ms", "samples", "p99_vs_floor")
+        for baseline in ("stock_faust", "confluent_loop"):  # not offered a rate above their events/s
+            assert latency[baseline]["status"] in ("ok", "skipped"), latency[baseline]
     _positive(result["labels"]["worker"], "labels_joined_per_second")
     _positive(result["labels"]["worker"], "labels_learned_per_second")
     _positive(result["scaling"], "events_per_second", "ratio_to_one")
