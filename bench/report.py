@@ -88,7 +88,7 @@ def table(result: dict[str, Any]) -> str:
                     section.get(name, {}),
                     lambda r: [
                         f"{r['p50_ms']:,.1f}",
-                        f"{r['p99_ms']:,.1f}",
+                        f"{r['p99_ms']:,.1f}" if not r.get("missing") else f">{r['p99_ms_at_least']:,.0f}",
                         f"{r['p99_vs_floor']:.1f}x" if "p99_vs_floor" in r else "-",
                         f"{r['samples']:,}",
                     ],
