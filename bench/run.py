@@ -120,6 +120,11 @@ class Load:
     messages: list[Paced]
 
 
+LOAD_SEEDS = {"fixed": 1, "half_max": 3}
+"""Added to the run's seed for each load: ids unlike the prefilled events', each other's and the
+memory phase's (+2). An event of one load must not be taken for one of another load."""
+
+
 def offered_load(opts: Options, name: str, rate: float) -> Load:
     """Events at ``rate`` events/s for ``latency_seconds``, each label ``LABEL_DELAY`` after its event."""
     valid = max(2, round(rate * opts.latency_seconds / (1 + opts.malformed_rate)))
@@ -129,7 +134,7 @@ def offered_load(opts: Options, name: str, rate: float) -> Load:
         rate=rate,
         malformed_rate=opts.malformed_rate,
         label_delay=LABEL_DELAY,
-        seed=opts.seed + 1,
+        seed=opts.seed + LOAD_SEEDS[name],
     )
     messages = [
         Paced(m.topic, m.key, m.value, m.at, orjson.loads(m.value)["event_id"] if m.kind == "event" else None)
