@@ -5,11 +5,13 @@ Examples
 .venv/bin/python -m bench                                  # 200k events, ~15 minutes on 2 cores
 .venv/bin/python -m bench --events 2000 --latency-seconds 2 --latency-rate 500
 .venv/bin/python -m bench --rss-events 1000000             # and the worker's RSS, 100k vs 1M
+.venv/bin/python -m bench --redis-cluster 3                # and the worker on a 3-master Redis Cluster
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import sys
 import tempfile
@@ -20,8 +22,10 @@ from typing import Any
 
 import orjson
 
+from bench import scale
 from bench.report import table
 from bench.run import Options, run
+from stream.settings import Settings
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -44,6 +48,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0,
         help="also measure the worker's RSS over this many events (0: skip)",
     )
+    parser.add_argument(
+        "--redis-cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run the worker on a Redis Cluster of N masters (at least 3), and project a scale-out",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"), help="JSON result")
     parser.add_argument(
@@ -52,6 +63,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.events < 2 or args.processes < 1 or args.latency_rate <= 0 or args.latency_seconds <= 0:
         parser.error("--events >= 2, --processes >= 1, --latency-rate and --latency-seconds > 0")
+    if args.redis_cluster < 0 or 0 < args.redis_cluster < 3:
+        parser.error("--redis-cluster: 0 (none) or at least 3 masters (redis-cli --cluster create needs 3)")
     return args
 
 
@@ -88,10 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = args.work_dir.resolve() if args.work_dir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         try:
-            result = run(opts, work)
+            phases = [("cluster", functools.partial(scale.cluster, masters=args.redis_cluster))]
+            result = run(opts, work, phases=phases if args.redis_cluster else ())
         except KeyboardInterrupt:
             print("interrupted: every process started was stopped", file=sys.stderr)
             return 130
+    scale.add_projection(result, Settings.defaults().redis_cluster_buckets)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(_rounded(result), option=orjson.OPT_INDENT_2) + b"\n")
     print(table(result))

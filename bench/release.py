@@ -52,13 +52,7 @@ def release_alarms(
     settings: Settings, use_case: UseCase[Any, Any], rows: list[tuple[Any, float | None]], label_delay: float
 ) -> Counter[str]:
     """Versions published and release alert changes (``<kind>/<state>``) of one replay."""
-    replay = Replay(
-        settings,
-        use_case,
-        label_delay=label_delay,
-        publish_seconds=settings.model_publish_seconds,
-        poll_seconds=settings.model_poll_seconds,
-    )
+    replay = Replay.as_deployed(settings, use_case, label_delay=label_delay)
     replay.add_all(rows)
     replay.finish(flush=False)
     counts = Counter(f"{a.kind}/{a.state}" for a in replay.alerts if a.kind in RELEASE_KINDS)

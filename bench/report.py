@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bench import scale
+
 NAMES = {
     "worker": "worker",
     "scaling": "worker, {n} processes",
@@ -132,4 +134,6 @@ def table(result: dict[str, Any]) -> str:
                 ],
             )
         )
+    if "cluster" in result:
+        lines += scale.table(result["cluster"])
     return "\n".join(lines)

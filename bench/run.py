@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import gc
 import os
 import sys
@@ -581,8 +582,14 @@ def add_ratios(result: Result) -> None:
         scaled["ratio_to_one"] = scaled["events_per_second"] / rates["worker"]
 
 
-def run(opts: Options, work: Path, out: TextIO = sys.stderr) -> Result:
-    """Every phase; the result as JSON-ready data."""
+Phase = Callable[[Bench, Dataset], Result]
+"""A further phase, on the run's stack and events: its result goes in the result under its name."""
+
+
+def run(
+    opts: Options, work: Path, out: TextIO = sys.stderr, phases: Sequence[tuple[str, Phase]] = ()
+) -> Result:
+    """Every phase, then ``phases``; the result as JSON-ready data."""
     result: Result = {
         "machine": measure.machine(),
         "options": dataclasses.asdict(opts),
@@ -620,5 +627,7 @@ def run(opts: Options, work: Path, out: TextIO = sys.stderr) -> Result:
             result["memory"] = guarded(bench, "memory", lambda: memory(bench))
         else:
             result["memory"] = {"status": "skipped", "reason": "run with --rss-events N"}
+        for name, phase in phases:
+            result[name] = guarded(bench, name, functools.partial(phase, bench, data))
     add_ratios(result)
     return result

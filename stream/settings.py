@@ -205,7 +205,8 @@ class Settings(BaseSettings):
     model_signing_key: str = _setting(
         DEVELOPMENT_SIGNING_KEY,
         "HMAC key signing model snapshots and checkpoints; the default, published, development key is "
-        "refused unless the broker and Redis are on loopback (README: Secure connections).",
+        "refused unless the broker and Redis are on loopback and the API listens there "
+        "(README: Secure connections).",
         min_length=1,
     )
     model_publish_seconds: float = _setting(
@@ -311,6 +312,8 @@ class Settings(BaseSettings):
             for host in hosts
             if not is_loopback(host)
         ]
+        if not is_loopback(self.api_host):  # never "": the setting has a minimum length
+            remote.append(f"{env_name('api_host')} listens on {self.api_host}")
         if remote:
             raise SettingRefused(
                 "model_signing_key",

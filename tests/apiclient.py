@@ -22,7 +22,7 @@ from stream.api.app import create_app
 from stream.records import Prediction
 from stream.settings import Settings
 from stream.tools import simulator
-from stream.tools.demo import bootstrap_from_history
+from stream.tools.demo import bootstrap_from_history, stop
 
 START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
 """When these tests' events happen (an API with ``max_event_age_seconds=0`` scores them)."""
@@ -79,12 +79,7 @@ def api_process(settings: Settings, log_path: Path) -> Iterator[str]:
         try:
             yield f"http://{settings.api_host}:{settings.api_port}"
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, signal.SIGTERM)
     # uvicorn stops cleanly on SIGTERM, then ends by the signal, as a process manager expects.
     log_text = log_path.read_text()
     assert process.returncode == -signal.SIGTERM, log_text[-3000:]

@@ -9,9 +9,9 @@ Examples
 >>> from stream.settings import Settings
 >>> listen_refusal(Settings(api_host="127.0.0.1")) is None
 True
->>> listen_refusal(Settings(api_host="0.0.0.0"))[:55]
+>>> listen_refusal(Settings(api_host="0.0.0.0", model_signing_key="a secret"))[:55]
 'SCORING_API_HOST=0.0.0.0 is not a loopback address, and'
->>> listen_refusal(Settings(api_host="0.0.0.0", api_token="s3cret")) is None
+>>> listen_refusal(Settings(api_host="0.0.0.0", api_token="s3cret", model_signing_key="a secret")) is None
 True
 >>> token_matches("s3cret", "s3cret"), token_matches("s3cret", "guess"), token_matches("s3cret", None)
 (True, False, False)
@@ -20,24 +20,13 @@ True
 from __future__ import annotations
 
 import hmac
-import ipaddress
 
-from stream.settings import Settings
-
-
-def loopback(host: str) -> bool:
-    """Whether ``host`` (an address, or ``localhost``) is reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
+from stream.settings import Settings, is_loopback
 
 
 def listen_refusal(settings: Settings) -> str | None:
     """Why the API must not listen where the settings say, if it must not."""
-    if settings.api_token or loopback(settings.api_host):
+    if settings.api_token or is_loopback(settings.api_host):
         return None
     return (
         f"SCORING_API_HOST={settings.api_host} is not a loopback address, and SCORING_API_TOKEN is not "

@@ -31,12 +31,10 @@ def replay_run(settings: Settings, use_case_name: str, path: Path, *, label_dela
     """One replay of the history at ``path`` under ``settings``' declaration of the use case."""
     use_case = named(use_case_name, settings.use_cases)
     estimates = EstimateRecorder()
-    replay = Replay(
+    replay = Replay.as_deployed(
         settings,
         use_case,
         label_delay=label_delay,
-        publish_seconds=settings.model_publish_seconds,
-        poll_seconds=settings.model_poll_seconds,
         on_scored=lambda event, pending, target: estimates.record(replay, pending["scored_at"]),
     )
     with History(use_case, path) as history:

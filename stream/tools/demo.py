@@ -61,12 +61,20 @@ def worker_process(settings: Settings, log_path: Path) -> Iterator[subprocess.Po
         try:
             yield process
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
+
+
+def stop(process: subprocess.Popen[bytes], signum: int = signal.SIGINT, timeout: float = 20.0) -> None:
+    """Send ``process`` ``signum``, then SIGKILL it if it has not ended within ``timeout`` seconds;
+    reap it either way."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signum)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def scrape(port: int) -> dict[str, float]:

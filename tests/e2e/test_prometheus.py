@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -44,7 +45,7 @@ import pytest
 
 from stream.settings import Settings
 from stream.tools import localstack, simulator
-from stream.tools.demo import worker_process
+from stream.tools.demo import stop, worker_process
 from stream.usecases import FRAUD
 from tests.dashboard import metric_names, rate_interval, sent_exprs, variable_exprs
 from tests.e2e.support import START, event_id, send_on_schedule, wait_until
@@ -166,12 +167,7 @@ def prometheus(worker_settings: Settings, tmp_path: Path) -> Iterator[Prometheus
             assert process.poll() is None, log.read_text()[-3000:]
             yield server
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, signal.SIGTERM)
 
 
 def test_every_dashboard_query_returns_data(

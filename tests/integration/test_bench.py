@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
+from bench.scale import SHARDS, WORKERS
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,7 +23,7 @@ def _positive(section: dict[str, Any], *keys: str) -> None:
         assert section[key] > 0, (key, section)
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 def test_bench_reports_every_section(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     done = subprocess.run(
@@ -39,6 +41,8 @@ def test_bench_reports_every_section(tmp_path: Path) -> None:
             "2",
             "--rss-events",
             "2000",
+            "--redis-cluster",
+            "3",
             "--out",
             str(out),
             "--work-dir",
@@ -47,7 +51,7 @@ def test_bench_reports_every_section(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=230,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -72,6 +76,20 @@ def test_bench_reports_every_section(tmp_path: Path) -> None:
     assert result["scaling"]["processes"] == 2
     _positive(result["memory"], "rss_mb_at_checkpoint", "rss_mb_at_end")
     assert "worker" in done.stdout and "broker floor" in done.stdout  # the table
+
+    cluster = result["cluster"]
+    assert cluster["status"] == "ok" and cluster["masters"] == 3
+    assert [run["workers"] for run in cluster["runs"]] == [1, 2]
+    for run in cluster["runs"]:
+        _positive({"status": "ok", **run}, "events_per_second", "cpu_us_per_event", "redis_cpu_us_per_event")
+        assert run["predictions"] >= 2000
+        assert len(run["redis_cpu_us_per_event_per_shard"]) == len(run["commands_per_event_per_shard"]) == 3
+        assert all(n > 0 for n in run["commands_per_event_per_shard"])  # every master has buckets
+        assert run["balance"] >= 1.0
+    rows = cluster["projection"]["rows"]
+    assert {(r["workers"], r["shards"]) for r in rows} == {(w, s) for w in WORKERS for s in SHARDS}
+    assert all(r["events_per_second"] > 0 and r["limit"] in ("workers", "redis", "broker") for r in rows)
+    assert "cluster of 3 masters" in done.stdout and "projected events/s" in done.stdout
 
 
 @pytest.mark.timeout(180)

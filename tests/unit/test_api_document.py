@@ -34,7 +34,7 @@ def test_every_scoring_route_documents_its_event_and_its_refusals() -> None:
 def test_without_a_token_the_api_refuses_to_listen_beyond_loopback() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "stream.tools.cli", "api"],
-        env={"SCORING_API_HOST": "0.0.0.0", "PATH": ""},
+        env={"SCORING_API_HOST": "0.0.0.0", "SCORING_MODEL_SIGNING_KEY": "a secret", "PATH": ""},
         capture_output=True,
         text=True,
         timeout=60,

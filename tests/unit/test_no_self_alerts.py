@@ -20,7 +20,6 @@ from models.drift import KINDS
 from stream.runtime.state import Pending
 from stream.settings import Settings
 from stream.tools.replay import Replay
-from stream.usecases import UseCase
 from tests.foreign import WITH_COUNTRY_AND_CURRENCY, paced_stream, records
 
 LABEL_DELAY = 3600.0
@@ -39,17 +38,6 @@ def settings(tmp_path: Path) -> Settings:
     return Settings.defaults().replace(use_cases_file=str(declaration))
 
 
-def replay(settings: Settings, use_case: UseCase[Any, Any], label_delay: float, **kwargs: Any) -> Replay:
-    return Replay(
-        settings,
-        use_case,
-        label_delay=label_delay,
-        publish_seconds=settings.model_publish_seconds,
-        poll_seconds=settings.model_poll_seconds,
-        **kwargs,
-    )
-
-
 def test_a_stationary_stream_raises_no_drift_alert_while_the_challenger_is_promoted(
     settings: Settings,
 ) -> None:
@@ -59,7 +47,7 @@ def test_a_stationary_stream_raises_no_drift_alert_while_the_challenger_is_promo
         transactions=40_000, sales=20_000, rate=200.0, label_delay=1.0, concept="interactions"
     )
     for use_case in settings.use_cases:
-        run = replay(settings, use_case, 1.0)
+        run = Replay.as_deployed(settings, use_case, label_delay=1.0)
         run.add_all(records(use_case, stream.rows[use_case.name]))
         run.finish(flush=True)
         kinds = [(a.kind, a.state, a.feature) for a in run.alerts]
@@ -93,7 +81,7 @@ def test_a_new_input_mix_is_drift_and_its_estimated_quality_falls_before_the_lab
         if estimate.valid and "roc_auc" in estimate.estimated:
             estimated.append((pending["scored_at"], estimate.estimated["roc_auc"]))
 
-    run = replay(settings, fraud, LABEL_DELAY, on_scored=watch)
+    run = Replay.as_deployed(settings, fraud, label_delay=LABEL_DELAY, on_scored=watch)
     run.add_all(rows)
     run.finish(flush=False)
 

@@ -125,6 +125,16 @@ def test_the_development_key_is_refused_when_a_service_is_elsewhere(
     assert Settings.defaults().replace(kafka_bootstrap=kafka, redis_url=redis_url, model_signing_key="s3cret")
 
 
+@pytest.mark.parametrize(
+    ("host", "named"), [("0.0.0.0", "0.0.0.0"), ("10.1.2.3", "10.1.2.3"), ("api.internal", "api.internal")]
+)
+def test_the_development_key_is_refused_when_the_api_listens_beyond_loopback(host: str, named: str) -> None:
+    [line] = refused(api_host=host)
+    assert f"SCORING_API_HOST listens on {named}" in line
+    assert Settings.defaults().replace(api_host=host, model_signing_key="s3cret")
+    assert Settings.defaults().replace(api_host="::1").signing_key
+
+
 def test_the_cli_stops_on_the_development_key_off_loopback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
