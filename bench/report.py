@@ -75,7 +75,8 @@ def table(result: dict[str, Any]) -> str:
     latency = result["latency"]
     lines += [
         "",
-        f"{'latency':<{WIDTH}}" + "".join(f"{h:>15}" for h in ("p50 ms", "p99 ms", "p99 / floor", "samples")),
+        f"{'latency':<{WIDTH}}"
+        + "".join(f"{h:>15}" for h in ("p50 ms", "p99 ms", "p99 / floor", "samples", "sender late ms")),
     ]
     for rate in ("fixed", "half_max"):
         if rate not in latency:
@@ -92,6 +93,7 @@ def table(result: dict[str, Any]) -> str:
                         *(f"{'>' if r['missing'] else ''}{r[p]:,.1f}" for p in ("p50_ms", "p99_ms")),
                         f"{r['p99_vs_floor']:.1f}x" if "p99_vs_floor" in r else "-",
                         f"{r['samples']:,}",
+                        f"{r['sender_behind_ms']:,.0f}" if "sender_behind_ms" in r else "-",
                     ],
                 )
             )
@@ -99,7 +101,8 @@ def table(result: dict[str, Any]) -> str:
         f"(offered load for {latency['seconds']:g} s, each event's label "
         f"{latency['label_delay_seconds'][0]:g}-{latency['label_delay_seconds'][1]:g} s after it; "
         "broker floor: plain produce -> consume round trip of small messages at the rate; "
-        "'>': some events had no prediction 30 s after the load, counted as that late)"
+        "'>': some events had no prediction 30 s after the load, counted as that late; "
+        "sender late: how far the bench's producer fell behind its schedule, the broker's queue full)"
     )
 
     labels = result["labels"].get("worker", {})

@@ -288,7 +288,9 @@ def latency(
     """Offer ``load`` at its pace; each event's send time to its prediction's CreateTime.
 
     Predictions are awaited 30 s after the last event is sent; those that have not come by then
-    (``missing``) count as that late: the percentiles are then lower bounds.
+    (``missing``) count as that late: the percentiles are then lower bounds. ``sender_behind_ms``
+    is how far the bench's own producer fell behind the schedule (its queue full): the broker
+    did not take the load as fast as it was offered.
 
     Also the cores used meanwhile by the variant's process, its children (a worker's learner
     process), Redis and the broker.
@@ -306,13 +308,14 @@ def latency(
     sent = traffic.send_paced(settings, load.messages)
     after = cpu()
     deadline = time.monotonic() + 30.0
-    while len(reader.by_event) < len(sent) and time.monotonic() < deadline:
+    while len(reader.by_event) < len(sent.at) and time.monotonic() < deadline:
         _alive_or_fail(processes)
         reader.poll()
     got, given_up = reader.by_event, time.time()
-    out = latency_stats([got.get(e, given_up) - t for e, t in sent.items()], len(sent))
-    out["missing"] = sum(1 for e in sent if e not in got)
-    out["samples"] = len(sent) - out["missing"]
+    out = latency_stats([got.get(e, given_up) - t for e, t in sent.at.items()], len(sent.at))
+    out["missing"] = sum(1 for e in sent.at if e not in got)
+    out["samples"] = len(sent.at) - out["missing"]
+    out["sender_behind_ms"] = sent.behind_seconds * 1000.0
     span = after["time"] - before["time"]
     out.update({name: (after[name] - before[name]) / span for name in after if name != "time"})
     return out
