@@ -19,6 +19,6 @@ RUN pip install . \
 USER scoring
 WORKDIR /home/scoring
 
-EXPOSE 9108
+EXPOSE 9108 8000
 ENTRYPOINT ["scoring"]
 CMD ["worker"]

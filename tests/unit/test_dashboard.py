@@ -315,3 +315,16 @@ def test_the_yaml_files_parse_to_the_same_wiring() -> None:
     assert scoring["dns_sd_configs"] == [
         {"names": ["worker"], "type": "A", "port": Settings.defaults().metrics_port, "refresh_interval": "5s"}
     ]
+
+
+def test_compose_runs_the_api_with_its_profile_beyond_loopback_behind_a_token() -> None:
+    import yaml
+
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    api, worker = services["api"], services["worker"]
+    assert api["profiles"] == ["api"] and api["command"] == ["api"] and "profiles" not in worker
+    environment = api["environment"]
+    assert {k: v for k, v in environment.items() if k in worker["environment"]} == worker["environment"]
+    assert environment["SCORING_API_HOST"] == "0.0.0.0"  # reachable through the published port
+    assert environment["SCORING_API_TOKEN"] == "${SCORING_API_TOKEN:-}"  # unset: the API refuses to start
+    assert api["ports"] == [f"127.0.0.1:${{API_HOST_PORT:-8000}}:{Settings.defaults().api_port}"]
