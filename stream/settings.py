@@ -209,6 +209,12 @@ class Settings(BaseSettings):
         "(README: Secure connections).",
         min_length=1,
     )
+    pii_key: SecretStr = _setting(
+        SecretStr(""),
+        "HMAC-SHA256 key of personal data: when set, entity ids (and the values an entity's `new_value` "
+        "features remember) are stored in Redis only as keyed hashes (README: Personal data); empty: "
+        "stored as they are. Keep it for as long as Redis keeps state: another key makes every entity new.",
+    )
     model_publish_seconds: float = _setting(
         1.0, "The learner publishes a new model version and checkpoints at most this often.", ge=0
     )
@@ -405,6 +411,12 @@ class Settings(BaseSettings):
     @property
     def signing_key(self) -> bytes:
         return self.model_signing_key.encode()
+
+    @property
+    def pii_secret(self) -> bytes | None:
+        """The key entity ids are hashed with in Redis (:mod:`stream.runtime.keys`); ``None``: none."""
+        key = self.pii_key.get_secret_value()
+        return key.encode() if key else None
 
     def service_hosts(self) -> dict[str, list[str]]:
         """Setting -> the hosts it sends this deployment's clients to (``""``: a local socket).

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -93,11 +94,12 @@ class UseCase(Generic[E, L]):
         Model name, as published in predictions, and Redis key space.
     task
         ``classification`` publishes a ``score`` in [0, 1]; ``regression`` a ``forecast`` >= 0.
-    entity
-        The ids naming the entity whose state an event reads and updates (an account; a
-        product at a store). Ids are data: the runtime encodes them before they enter a
-        key. Joined by ``:`` (:func:`entity_name`) they are the prediction's ``entity``
-        and key, so that one entity's predictions keep their order.
+    entity_fields, entity
+        The fields of the event whose ids name the entity whose state an event reads and
+        updates (an account; a product at a store), and the function giving an event's ids.
+        Ids are data: the runtime encodes them before they enter a key. Joined by ``:``
+        (:func:`entity_name`) they are the prediction's ``entity`` and key, so that one
+        entity's predictions keep their order.
     target
         The value a label teaches the model.
     declaration, features
@@ -111,6 +113,7 @@ class UseCase(Generic[E, L]):
     prediction_topic: str
     event_type: type[E]
     label_type: type[L]
+    entity_fields: tuple[str, ...]
     entity: Callable[[E], tuple[str, ...]]
     target: Callable[[L], Any]
     declaration: Declaration
@@ -169,11 +172,12 @@ def _contract(
     task: Task,
     event_type: type[E],
     label_type: type[L],
-    entity: Callable[[E], tuple[str, ...]],
+    entity: tuple[str, ...],
     target: Callable[[L], Any],
     topic: str,
 ) -> UseCase[E, L]:
-    """A use case's contract, declared by ``usecases.toml``'s table of its name."""
+    """A use case's contract, declared by ``usecases.toml``'s table of its name; ``entity``: the
+    fields naming its entity."""
     declaration, features = _compiled(task, event_type, _BUILT_IN[name])
     return UseCase(
         name,
@@ -183,11 +187,18 @@ def _contract(
         prediction_topic=f"predictions.{name}",
         event_type=event_type,
         label_type=label_type,
-        entity=entity,
+        entity_fields=entity,
+        entity=_ids_of(entity),
         target=target,
         declaration=declaration,
         features=features,
     )
+
+
+def _ids_of(fields: tuple[str, ...]) -> Callable[[Any], tuple[str, ...]]:
+    """The function giving an event's values of ``fields``, as a tuple."""
+    get: Callable[[Any], Any] = operator.attrgetter(*fields)  # several fields: a tuple already
+    return get if len(fields) > 1 else lambda event: (get(event),)
 
 
 _BUILT_IN: dict[str, Any] = tomllib.loads(resources.files("stream").joinpath("usecases.toml").read_text())
@@ -197,7 +208,7 @@ FRAUD: UseCase[Transaction, TransactionLabel] = _contract(
     "classification",
     Transaction,
     TransactionLabel,
-    entity=lambda tx: (tx.account_id,),
+    entity=("account_id",),
     target=lambda label: label.is_fraud,
     topic="transactions",
 )
@@ -207,7 +218,7 @@ DEMAND: UseCase[Sale, SaleLabel] = _contract(
     "regression",
     Sale,
     SaleLabel,
-    entity=lambda sale: (sale.store_id, sale.product_id),
+    entity=("store_id", "product_id"),
     target=lambda label: label.units_sold,
     topic="sales",
 )

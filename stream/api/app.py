@@ -1,6 +1,8 @@
 """The FastAPI app of ``scoring api`` and its server: routes wired to the service. Logic lives elsewhere.
 
     POST /v1/score/<use case>                  the event record -> its Prediction record
+    DELETE /v1/entities/<use case>/<ids>       erase an entity's data: one path segment per id
+                                               (fraud: {account_id}; demand: {store_id}/{product_id})
     GET  /v1/models                            live and served version of each use case
     GET  /v1/models/{model}/versions/{version} a version's registry record and model card
     GET  /healthz                              the process is up
@@ -58,6 +60,19 @@ _SCORE_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
 }
 
+_ERASE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Erased (again: nothing more removed): `keys_removed`, `events`, `journal_entries`, "
+        "`parked_labels`, `entity` (its keyed hash with SCORING_PII_KEY), `audit_record` (its id)."
+    },
+    401: _SCORE_RESPONSES[401],
+    503: {
+        **_REFUSAL,
+        "description": "Redis does not answer (`unavailable`), or the erase is done but its audit record "
+        "was not delivered (`audit_unavailable`, with the `record`).",
+    },
+}
+
 
 class Refused(Exception):
     """Raised where a route cannot return: answered with its :class:`Answer`."""
@@ -109,6 +124,32 @@ def create_app(settings: Settings) -> FastAPI:
             },
         )
 
+    for use_case in settings.use_cases:
+        fields = use_case.entity_fields
+        app.add_api_route(
+            f"/v1/entities/{use_case.name}/" + "/".join(f"{{{field}}}" for field in fields),
+            _erasing(api, use_case.name, fields),
+            methods=["DELETE"],
+            name=f"erase_{use_case.name}",
+            summary=f"Erase a {use_case.name} entity's data: its state, cached events, pending records and "
+            "parked labels; recorded on the audit topic",
+            dependencies=guarded,
+            responses=_ERASE_RESPONSES,
+            openapi_extra={
+                "parameters": [
+                    {
+                        "name": field,
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": f"The entity's {field}, percent-encoded (an id holding `/` cannot "
+                        "be named in a path: use `scoring erase`)",
+                    }
+                    for field in fields
+                ]
+            },
+        )
+
     @app.get("/v1/models", dependencies=guarded, summary="Live and served version of each model")
     async def models() -> Response:
         return _response(await api.live_versions())
@@ -149,6 +190,15 @@ def _scoring(api: ScoringApi, use_case: str) -> Callable[[Request], Awaitable[Re
         return _response(await api.score(use_case, payload, time.time()))
 
     return score
+
+
+def _erasing(
+    api: ScoringApi, use_case: str, fields: tuple[str, ...]
+) -> Callable[[Request], Awaitable[Response]]:
+    async def erase(request: Request) -> Response:
+        return _response(await api.erase(use_case, [request.path_params[field] for field in fields]))
+
+    return erase
 
 
 def _response(answer: Answer) -> Response:

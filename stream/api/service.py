@@ -33,20 +33,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
 import orjson
-import redis.asyncio as aioredis
+from confluent_kafka import KafkaException
 
 from stream.api import metrics as api_metrics
 from stream.api.batching import Batcher
 from stream.cards import version_card
-from stream.kafka import ensure_topics
-from stream.records import Rejection
+from stream.kafka import deliver, ensure_topics
+from stream.records import AuditRecord, Rejection
+from stream.redis_client import redis_client
+from stream.runtime import erase
 from stream.runtime.publisher import FLUSH_TIMEOUT_SECONDS, Publisher
 from stream.runtime.registry import ModelRegistry, RegistryError
 from stream.runtime.retry import REDIS_OUTAGES, TRANSIENT_ERRORS, ErrorPolicy, reason
@@ -54,7 +59,7 @@ from stream.runtime.scoring import API_SOURCE, Accepted, Predicted, Scorer
 from stream.runtime.served import ServedModels
 from stream.runtime.state import Claim, StateStore
 from stream.settings import Settings
-from stream.usecases import UseCase, all_topics, entity_name
+from stream.usecases import AUDIT_TOPIC, UseCase, all_topics, entity_name
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +95,8 @@ class ScoringApi:
         self.settings = settings
         self.policy = ErrorPolicy(settings)
         # Timeouts: a request fails fast (503) rather than waiting for a Redis that hangs.
-        self.redis = aioredis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=CHECK_TIMEOUT_SECONDS,
-            socket_connect_timeout=CHECK_TIMEOUT_SECONDS,
+        self.redis = redis_client(
+            settings, socket_timeout=CHECK_TIMEOUT_SECONDS, socket_connect_timeout=CHECK_TIMEOUT_SECONDS
         )
         self.registry = ModelRegistry(self.redis, settings)
         self.models = ServedModels(settings, self.registry, settings.use_cases)
@@ -165,7 +168,7 @@ class ScoringApi:
         try:
             claim = await steps.claim.submit(accepted)
             if claim.source != API_SOURCE or claim.status != "claimed":
-                return _scored_before(accepted, claim)
+                return _scored_before(self.scorer, accepted, claim)
             # A new claim, or one whose scoring did not record (a process died, or a repeated
             # request is in flight): score it from the state it claimed.
             predicted = await steps.predict.submit((accepted, claim))
@@ -188,6 +191,39 @@ class ScoringApi:
     def _outage(self, exc: Exception) -> Answer:
         self.policy.redis.failed(exc)  # logged once per try of the outage, however many requests meet it
         return refusal(503, "unavailable", reason(exc))
+
+    # Administration -------------------------------------------------------------------------
+
+    async def erase(self, use_case: str, ids: Sequence[str]) -> Answer:
+        """Erase an entity's data from Redis (:mod:`stream.runtime.erase`) and record it on ``audit``.
+
+        200 with what was removed and the audit record's id; 503 ``unavailable`` if Redis does not
+        answer; 503 ``audit_unavailable``, with the record, if the erase is done but the broker did
+        not take its record (erasing again removes nothing more and is recorded).
+        """
+        try:
+            erased = await erase.erase(self.redis, self.settings, self.use_cases[use_case], ids)
+        except REDIS_OUTAGES as exc:
+            return self._outage(exc)
+        self.policy.redis.answered()
+        record = AuditRecord(
+            id=str(uuid.uuid4()),
+            action="erase",
+            actor=f"api@{socket.gethostname()}",  # whoever holds SCORING_API_TOKEN
+            at=dt.datetime.now(dt.UTC),
+            model=use_case,
+            target=erased.target,
+            detail=erased.detail,
+        )
+        audit = [(self.settings.topic(AUDIT_TOPIC), record.id.encode(), record.to_json())]
+        try:
+            await asyncio.to_thread(deliver, self.settings, audit)
+        except KafkaException as exc:
+            log.error("erased %s, but its audit record was not delivered: %s", erased.target, exc)
+            detail = f"erased, but the audit record was not delivered ({exc}): erase again to record it"
+            body = {"reason": "audit_unavailable", "detail": detail, "record": orjson.loads(record.to_json())}
+            return Answer(503, orjson.dumps(body))
+        return ok({**erased.body(), "audit_record": record.id})
 
     # Views ----------------------------------------------------------------------------------
 
@@ -240,19 +276,20 @@ class _Steps:
         self.publish = Batcher(partial(api.publish, use_case))
 
 
-def _scored_before(accepted: Accepted, claim: Claim) -> tuple[str, Answer]:
+def _scored_before(scorer: Scorer, accepted: Accepted, claim: Claim) -> tuple[str, Answer]:
     """The answer for an event id claimed before: its prediction, unless it is not one to give."""
     event_id = accepted.event.event_id
     if claim.status == "claimed":  # a worker is scoring it, or will once its batch is redelivered
         return "in_flight", refusal(
             409, "in_flight", f"event id {event_id} is being scored from {claim.source}: repeat the request"
         )
-    entity = entity_name(accepted.ids)
-    if orjson.loads(claim.prediction)["entity"] != entity:
+    if orjson.loads(claim.prediction)["entity"] != scorer.recorded_entity(accepted):
         return "duplicate_event", refusal(
-            409, "duplicate_event", f"event id {event_id} was scored for another entity than {entity}"
+            409,
+            "duplicate_event",
+            f"event id {event_id} was scored for another entity than {entity_name(accepted.ids)}",
         )
-    return "repeated", Answer(200, claim.prediction)
+    return "repeated", Answer(200, scorer.published(accepted, claim.prediction))
 
 
 def _log_unpublished(publishing: asyncio.Future[None]) -> None:

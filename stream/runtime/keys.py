@@ -10,6 +10,18 @@ entity named by several ids (a product at a store) keeps them apart.
 
 Typical ids (``acc-00042``, ``store-07``) are left as they are, so keys stay readable.
 
+**Personal data.** With ``SCORING_PII_KEY`` set (``Settings.pii_secret``), an entity's ids
+never reach Redis in clear: :func:`entity_key` is then the keyed hash (:func:`pseudonym`:
+HMAC-SHA256, its first 128 bits in hex) of their encoding, and :func:`observed` hashes the
+values an entity's ``new_value`` sets remember (a merchant, a device: who a person deals
+with). An entity's key is all that its state, its events' pending records, the journal and
+the label statistic hold of it, so every one of them is keyed by the hash too. 128 bits are
+plenty: the hash only has to tell entities apart (two entities of one use case share state
+with probability about n² / 2¹²⁹, 10⁻²¹ for a billion entities), and without the key it can
+be neither computed nor reversed, however few the ids are (a plain hash of an account number
+could be found by trying them all; a keyed one cannot). Event ids are not hashed: they name
+transactions, not people, and labels find their events by them.
+
 On a Redis Cluster every key a script call touches must hash to one slot, so a use case's
 state is split into **buckets** (``redis_cluster_buckets``), each a key prefix with a hash
 tag of its own, ``<namespace>:<use case>:{<use case>.<bucket>.<salt>}:``. An entity's keys
@@ -32,6 +44,10 @@ Examples
 False
 >>> entity_key(("store-01", "p-0001"))
 'store-01:p-0001'
+>>> entity_key(("store-01", "p-0001"), b"a secret")
+'3c4420ac37572cac2694b9e1d40f87c3'
+>>> pseudonym(b"a secret", "m-0042") == pseudonym(b"a secret", "m-0042") != pseudonym(b"another", "m-0042")
+True
 >>> buckets(Settings(namespace="t1"), "fraud").prefixes
 ('t1:fraud:',)
 >>> cluster = buckets(Settings(namespace="t1", redis_cluster=True, redis_cluster_buckets=4), "fraud")
@@ -44,15 +60,18 @@ False
 from __future__ import annotations
 
 import functools
+import hmac
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NewType
+from typing import Any, NewType
 from urllib.parse import quote
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from stream.features import FeatureSet, Observation
 from stream.settings import Settings
+from stream.usecases import entity_name
 
 EntityKey = NewType("EntityKey", str)
 """An entity's ids, encoded into one part of a key (:func:`entity_key`)."""
@@ -63,9 +82,32 @@ def encode(value: str) -> str:
     return quote(value, safe="")
 
 
-def entity_key(ids: Sequence[str]) -> EntityKey:
-    """The key part of an entity named by ``ids`` (one or more, in the use case's order)."""
-    return EntityKey(":".join(encode(value) for value in ids))
+def pseudonym(secret: bytes, value: str) -> str:
+    """``value`` as it is stored under a PII key ``secret``: HMAC-SHA256, its first 128 bits in hex
+    (never key syntax). The one way personal ids are hashed."""
+    return hmac.digest(secret, value.encode(), "sha256")[:16].hex()
+
+
+def entity_key(ids: Sequence[str], secret: bytes | None = None) -> EntityKey:
+    """The key part of an entity named by ``ids`` (one or more, in the use case's order): their
+    encodings joined, or, with a PII key ``secret``, the :func:`pseudonym` of that."""
+    encoded = ":".join(encode(value) for value in ids)
+    return EntityKey(encoded if secret is None else pseudonym(secret, encoded))
+
+
+def recorded_name(ids: Sequence[str], secret: bytes | None) -> str:
+    """How a prediction recorded in Redis names the entity of ``ids`` (:func:`entity_name`, as
+    predictions are published), or with a PII key ``secret`` its :func:`entity_key`."""
+    return entity_name(tuple(ids)) if secret is None else entity_key(ids, secret)
+
+
+def observed(features: FeatureSet, event: Any, secret: bytes | None) -> Observation:
+    """What ``event`` adds to its entity's state, as stored: with a PII key ``secret``, the values
+    its entity's sets remember are :func:`pseudonym` s (``new_value`` only asks whether one was seen)."""
+    observation = features.observe(event)
+    if secret is None or not observation.members:
+        return observation
+    return observation._replace(members={m: pseudonym(secret, v) for m, v in observation.members.items()})
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,11 @@ job, in that order, so delivery is at least once. A redelivered event is recogni
 source (topic/partition/offset) and gets the same prediction again, never a second scoring;
 an event the API scored first (source :data:`API_SOURCE`) is not scored again either, and
 its prediction, which the API published, is not published twice.
+
+With a PII key (``SCORING_PII_KEY``), entities are keyed by a keyed hash of their ids
+(:func:`~stream.runtime.keys.entity_key`), and the prediction recorded in Redis names its
+entity by that key: the published prediction, which downstream consumers read, keeps the
+entity's clear name (:meth:`Scorer.published` gives it back to a prediction read again).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import orjson
 from models.online import Features
 from stream.records import Rejection, parse, prediction_json
 from stream.runtime import metrics
-from stream.runtime.keys import EntityKey, entity_key
+from stream.runtime.keys import EntityKey, entity_key, observed, recorded_name
 from stream.runtime.outbox import Message, Outbox, PartitionOrder
 from stream.runtime.served import Served, ServedModels
 from stream.runtime.state import Arrival, Claim, Pending, Scored, StateStore
@@ -48,7 +53,7 @@ class Accepted(NamedTuple):
     event
         The validated record.
     ids, key
-        Its entity's ids, and their encoding in Redis keys.
+        Its entity's ids, and their encoding in Redis keys (a keyed hash with a PII key).
     source
         Where it was read: ``topic/partition/offset``, or :data:`API_SOURCE`.
     arrived
@@ -81,6 +86,7 @@ class Scorer:
         self.models = models
         self._order = PartitionOrder()
         self._dead_letters = settings.topic(DEADLETTER_TOPIC)
+        self._secret = settings.pii_secret
 
     def accept(
         self, use_case: UseCase[Any, Any], payload: bytes, source: str, arrived: float | None, now: float
@@ -98,7 +104,7 @@ class Scorer:
             return Rejection(reason="late_event", detail=f"ts {event.ts.isoformat()} is {age:.0f} s old")
         ids = use_case.entity(event)
         # tuple.__new__: a named tuple made without its Python-level constructor (one an event).
-        return tuple.__new__(Accepted, (event, ids, entity_key(ids), source, arrived))
+        return tuple.__new__(Accepted, (event, ids, entity_key(ids, self._secret), source, arrived))
 
     async def claim(self, use_case: UseCase[Any, Any], events: Sequence[Accepted]) -> list[Claim]:
         """Claim each event's id and apply the event to its entity's state, in one round trip.
@@ -108,8 +114,22 @@ class Scorer:
         """
         return await self.state.observe(
             use_case,
-            [Arrival(a.event.event_id, a.key, a.source, use_case.features.observe(a.event)) for a in events],
+            [
+                Arrival(a.event.event_id, a.key, a.source, observed(use_case.features, a.event, self._secret))
+                for a in events
+            ],
         )
+
+    def recorded_entity(self, accepted: Accepted) -> str:
+        """How a prediction recorded in Redis names ``accepted``'s entity: its name, or with a PII
+        key its key."""
+        return recorded_name(accepted.ids, self._secret)
+
+    def published(self, accepted: Accepted, recorded: bytes) -> bytes:
+        """A prediction recorded for ``accepted``'s entity, as it was published: naming the entity."""
+        if self._secret is None:
+            return recorded
+        return orjson.dumps(orjson.loads(recorded) | {"entity": entity_name(accepted.ids)})
 
     async def predict(
         self, use_case: UseCase[Any, Any], claimed: Sequence[tuple[Accepted, Claim]], now: float
@@ -134,21 +154,17 @@ class Scorer:
         scored_ts = scored_at.timestamp()
         metrics.SCORING_LATENCY.labels(use_case.name).observe(scored_ts - now)
         records = []
+        published = []
         for ((event, _, key, _, arrived), _), name, served, x, y in zip(
             claimed, names, served_by, xs, outputs, strict=True
         ):
             latency = max(0.0, scored_ts - arrived) if arrived else 0.0
-            prediction = prediction_json(
-                event.event_id,
-                use_case.name,
-                served.version,
-                scored_text,
-                round(latency * 1000, 3),
-                name,
-                use_case.output_field,
-                y,
-                served.arm,
-            )
+            head = (event.event_id, use_case.name, served.version, scored_text, round(latency * 1000, 3))
+            tail = (use_case.output_field, y, served.arm)
+            prediction = prediction_json(*head, name, *tail)
+            published.append(prediction)
+            if self._secret is not None:  # recorded naming its entity by its key: no clear id in Redis
+                prediction = prediction_json(*head, key, *tail)
             pending = Pending(x=x, y_pred=y, entity=key, model_version=served.version, scored_at=scored_ts)
             records.append(Scored(event.event_id, key, prediction, orjson.dumps(pending)))
         earlier = await self.state.record(use_case, records, scored_ts)
@@ -157,8 +173,10 @@ class Scorer:
         if canaries:
             metrics.PREDICTIONS.labels(use_case.name, "canary").inc(canaries)
         return [
-            tuple.__new__(Predicted, (before or record.prediction, name, not before))
-            for record, name, before in zip(records, names, earlier, strict=True)
+            tuple.__new__(
+                Predicted, (self.published(accepted, before) if before else first, name, not before)
+            )
+            for (accepted, _), first, name, before in zip(claimed, published, names, earlier, strict=True)
         ]
 
     async def score(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> Outbox:
@@ -189,7 +207,9 @@ class Scorer:
                 )
             elif claim.status != "claimed":
                 # A redelivery of an event already scored: publish the same prediction again.
-                outbox.add(prediction_topic, entity_name(accepted.ids), claim.prediction)
+                outbox.add(
+                    prediction_topic, entity_name(accepted.ids), self.published(accepted, claim.prediction)
+                )
                 metrics.EVENTS.labels(message.topic, "redelivered").inc()
             else:
                 to_score.append((accepted, claim))

@@ -205,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
             dest="action", required=True
         )
         tail.add_parser("tail").set_defaults(topics=topics)
+    erase = commands.add_parser(
+        "erase",
+        help="remove an entity's data from Redis: state, cached events, pending records, parked labels "
+        "(README: Personal data)",
+    )
+    for field, named in _entity_fields().items():
+        erase.add_argument(
+            _entity_flag(field),
+            dest=field,
+            metavar=field.upper(),
+            help=f"the {field} of the entity ({named})",
+        )
     alerts = commands.add_parser("alerts", help="watch the drift alerts (alerts.drift)").add_subparsers(
         dest="action", required=True
     )
@@ -214,6 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--open", action="store_true", help="print only the alerts open now, once caught up, and exit"
     )
     return parser
+
+
+def _entity_fields() -> dict[str, str]:
+    """Each field naming an entity in a use case's contract -> the use cases it names entities of."""
+    fields: dict[str, list[str]] = {}
+    for uc in USE_CASES:
+        for field in uc.entity_fields:
+            fields.setdefault(field, []).append(uc.name)
+    return {field: ", ".join(names) for field, names in fields.items()}
+
+
+def _entity_flag(field: str) -> str:
+    """The ``scoring erase`` option of an entity's field: ``account_id`` -> ``--account``."""
+    return "--" + field.removesuffix("_id").replace("_", "-")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -263,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _backtest(settings, args)
     elif args.command == "models":
         return asyncio.run(_models(settings, args))
+    elif args.command == "erase":
+        return asyncio.run(_erase(settings, args))
     elif args.command == "evaluate":
         from stream.tools import evaluate
 
@@ -308,6 +336,34 @@ def _bootstrap(settings: Settings, args: argparse.Namespace) -> int:
         after=outcome.version,
         detail=outcome.lines[-1],
     )
+
+
+async def _erase(settings: Settings, args: argparse.Namespace) -> int:
+    """Erase the entity the options name from every use case whose entities those fields name."""
+    from stream.redis_client import redis_client
+    from stream.runtime.erase import erase
+
+    given = {field for field in _entity_fields() if getattr(args, field) is not None}
+    chosen = [uc for uc in settings.use_cases if set(uc.entity_fields) == given]
+    if not chosen:
+        ways = " or ".join(
+            " ".join(f"{_entity_flag(f)} {f.upper()}" for f in uc.entity_fields) + f" ({uc.name})"
+            for uc in settings.use_cases
+        )
+        print(f"scoring erase: name one entity: {ways}", file=sys.stderr)
+        return 2
+    client = redis_client(settings)
+    try:
+        erased = [
+            await erase(client, settings, uc, [getattr(args, f) for f in uc.entity_fields]) for uc in chosen
+        ]
+    finally:
+        await client.aclose()
+    status = 0
+    for done in erased:
+        print(f"{done.use_case}: {done.detail} (entity {done.target})")
+        status |= _audit(settings, "erase", model=done.use_case, target=done.target, detail=done.detail)
+    return status
 
 
 def _operator() -> str:

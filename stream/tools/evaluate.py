@@ -20,7 +20,7 @@ from models.evaluation import EvaluationResult, compare, format_table
 from models.online import Features
 from stream.records import Rejection, parse
 from stream.redis_client import redis_client
-from stream.runtime.keys import entity_key
+from stream.runtime.keys import entity_key, observed
 from stream.runtime.state import Arrival, StateStore
 from stream.settings import Settings
 from stream.tools.simulator import SimulationConfig, labelled_events
@@ -43,6 +43,7 @@ async def feature_stream(
     """
     client = redis_client(settings)
     store = StateStore(client, settings)
+    secret = settings.pii_secret
     events: list[tuple[Any, float]] = []
     for topic, payload, label in labelled_events(config, start=start):
         if topic == use_case.event_topic:
@@ -58,7 +59,10 @@ async def feature_stream(
                 use_case,
                 [
                     Arrival(
-                        e.event_id, entity_key(use_case.entity(e)), f"eval/{i}", use_case.features.observe(e)
+                        e.event_id,
+                        entity_key(use_case.entity(e), secret),
+                        f"eval/{i}",
+                        observed(use_case.features, e, secret),
                     )
                     for i, (e, _) in enumerate(batch)
                 ],
@@ -66,7 +70,9 @@ async def feature_stream(
             rows += [
                 (use_case.features.compute(e, c.prior), y) for (e, y), c in zip(batch, claims, strict=True)
             ]
-            await store.learn_labels(use_case, [(entity_key(use_case.entity(e)), y) for e, y in batch])
+            await store.learn_labels(
+                use_case, [(entity_key(use_case.entity(e), secret), y) for e, y in batch]
+            )
     finally:
         keys = [k async for k in client.scan_iter(match=f"{settings.namespace}:*", count=1000)]
         if keys:

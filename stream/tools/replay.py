@@ -63,7 +63,7 @@ from typing import IO, Any, overload
 from models.lifecycle import LearnOutcome
 from models.online import OnlineModel
 from stream.features import EntityState, Features
-from stream.runtime.keys import EntityKey, entity_key
+from stream.runtime.keys import EntityKey, entity_key, observed
 from stream.runtime.learner import LearnerState, fresh_state
 from stream.runtime.served import Served
 from stream.runtime.state import JournalEntry, Pending
@@ -219,6 +219,7 @@ class Replay:
         self.entities: dict[EntityKey, EntityState] = {}
         self._keys: dict[tuple[str, ...], EntityKey] = {}  # an entity's ids -> its key, encoded once
         self._entity = use_case.entity
+        self._secret = settings.pii_secret  # entities and their sets' values as Redis stores them
         self.label_delay = label_delay
         self.publish_seconds = publish_seconds
         self.poll_seconds = poll_seconds
@@ -287,12 +288,12 @@ class Replay:
         ids = self._entity(event)
         key = self._keys.get(ids)
         if key is None:
-            key = self._keys[ids] = entity_key(ids)
+            key = self._keys[ids] = entity_key(ids, self._secret)
         state = self.entities.get(key)
         if state is None:
             state = self.entities[key] = EntityState()
         features = self.features
-        prior = state.observe(features.observe(event), features.decay)
+        prior = state.observe(observed(features, event, self._secret), features.decay)
         x = features.compute(event, prior)
         self.counts["scored"] += 1
         self._order = order = self._order + 1

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 SCHEMA = schemathesis.openapi.from_path(Path(__file__).parents[2] / "docs/openapi.json")
 EXAMPLES = 15
 """Requests per operation and generation mode: enough to meet every kind of input, few enough
-to keep the suite fast (7 operations; the 2 scoring ones with invalid bodies too)."""
+to keep the suite fast (9 operations; the 2 scoring ones with invalid bodies too)."""
 
 
 @pytest.mark.timeout(600)
