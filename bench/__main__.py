@@ -2,7 +2,7 @@
 
 Examples
 --------
-.venv/bin/python -m bench                                  # 200k events, ~3 minutes on 2 cores
+.venv/bin/python -m bench                                  # 200k events, ~15 minutes on 2 cores
 .venv/bin/python -m bench --events 2000 --latency-seconds 2 --latency-rate 500
 .venv/bin/python -m bench --rss-events 1000000             # and the worker's RSS, 100k vs 1M
 .venv/bin/python -m bench --redis-cluster 3                # and the worker on a 3-master Redis Cluster
@@ -31,8 +31,16 @@ from stream.settings import Settings
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000, help="valid events prefilled per variant")
-    parser.add_argument("--latency-rate", type=float, default=2000.0, help="offered load, messages/s")
-    parser.add_argument("--latency-seconds", type=float, default=10.0, help="duration of the offered load")
+    parser.add_argument("--latency-rate", type=float, default=2000.0, help="offered load, events/s")
+    parser.add_argument(
+        "--latency-seconds", type=float, default=60.0, help="duration of the offered load, at each rate"
+    )
+    parser.add_argument(
+        "--no-half-max",
+        dest="half_max",
+        action="store_false",
+        help="skip the second offered load, at half the worker's measured events/s",
+    )
     parser.add_argument("--processes", type=int, default=2, help="worker processes of the scaling phase")
     parser.add_argument(
         "--rss-events",
@@ -83,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         events=args.events,
         latency_rate=args.latency_rate,
         latency_seconds=args.latency_seconds,
+        half_max=args.half_max,
         processes=args.processes,
         rss_events=args.rss_events,
         seed=args.seed,

@@ -3,9 +3,11 @@
 One consumer reads both event topics in batches (what has arrived, up to ``BATCH`` messages;
 it waits only when nothing has); each batch is scored by :class:`bench.baseline.BaselineScorer` (the
 same work as the stock Faust baseline), its predictions and dead letters are produced with
-the worker's producer settings, and the offsets are committed once every record is
-delivered: at least once, like the worker. The consumer's fetch waits at most
-``FETCH_WAIT_MS`` for data, as a latency-minded plain client would set it.
+the worker's producer settings, and the offsets are stored once every record is
+delivered and committed by librdkafka every ``COMMIT_MS``: at least once, like the worker. The
+consumer's fetch waits at most ``FETCH_WAIT_MS`` for data, as a latency-minded plain client
+would set it. (It committed after each batch before: a commit request every few
+milliseconds at 2,000 events/s, which made its latency seconds on the local broker at times.)
 
 Run by the benchmark as ``python -m bench.confluent_loop`` with the ``SCORING_*``
 environment of :class:`stream.settings.Settings`; SIGINT or SIGTERM stops it cleanly.
@@ -17,7 +19,7 @@ import signal
 from collections import defaultdict
 from types import FrameType
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from bench.baseline import BaselineScorer
 from stream.kafka import kafka_config
@@ -27,6 +29,7 @@ from stream.usecases import USE_CASES
 BATCH = 1000
 WINDOW_SECONDS = 0.05
 FETCH_WAIT_MS = 10
+COMMIT_MS = 1000
 
 
 def run(settings: Settings) -> None:
@@ -46,7 +49,9 @@ def run(settings: Settings) -> None:
             **kafka_config(settings),
             "group.id": settings.topic("confluent-loop"),
             "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
+            "enable.auto.commit": True,
+            "enable.auto.offset.store": False,  # stored once delivered, committed every COMMIT_MS
+            "auto.commit.interval.ms": COMMIT_MS,
             "session.timeout.ms": int(settings.session_timeout_seconds * 1000),
             "heartbeat.interval.ms": int(settings.heartbeat_interval_seconds * 1000),
             "fetch.wait.max.ms": FETCH_WAIT_MS,
@@ -71,13 +76,16 @@ def run(settings: Settings) -> None:
                     continue
                 messages = [first, *consumer.consume(num_messages=BATCH - 1, timeout=0)]
             batches: defaultdict[str, list[bytes]] = defaultdict(list)
+            offsets: dict[tuple[str, int], int] = {}
             for message in messages:
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise KafkaException(error)
-                batches[message.topic() or ""].append(message.value() or b"")
+                topic, partition = message.topic() or "", message.partition() or 0
+                batches[topic].append(message.value() or b"")
+                offsets[topic, partition] = (message.offset() or 0) + 1
             for topic, values in batches.items():
                 for out_topic, key, value in scorer.handle(logical[topic], values):
                     while True:
@@ -88,7 +96,7 @@ def run(settings: Settings) -> None:
                             producer.poll(0.05)
             if producer.flush(30.0):
                 raise KafkaException("records undelivered after 30 s")
-            consumer.commit(asynchronous=True)
+            consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()])
     finally:
         producer.flush(10.0)
         consumer.close()

@@ -27,6 +27,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s child processes (a worker's learner process), none once it is gone."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def status_mb(pid: int, field: str) -> float:
     """A ``/proc/<pid>/status`` memory field (``VmRSS``, ``VmHWM``: peak RSS) in MB; 0 if gone."""
     try:

@@ -75,19 +75,34 @@ def table(result: dict[str, Any]) -> str:
     latency = result["latency"]
     lines += [
         "",
-        f"{'latency':<{WIDTH}}" + "".join(f"{h:>15}" for h in ("p50 ms", "p99 ms", "samples")),
+        f"{'latency':<{WIDTH}}"
+        + "".join(f"{h:>15}" for h in ("p50 ms", "p99 ms", "p99 / floor", "samples", "sender late ms")),
     ]
-    for name in ("worker", "stock_faust", "confluent_loop", "broker_floor"):
-        lines.append(
-            _row(
-                NAMES[name],
-                latency.get(name, {}),
-                lambda r: [f"{r['p50_ms']:,.1f}", f"{r['p99_ms']:,.1f}", f"{r['samples']:,}"],
+    for rate in ("fixed", "half_max"):
+        if rate not in latency:
+            continue
+        section = latency[rate]
+        what = "half the worker's events/s" if rate == "half_max" else "asked for"
+        lines.append(f"at {section['offered_rate']:,.0f} events/s ({what})")
+        for name in ("worker", "stock_faust", "confluent_loop", "broker_floor"):
+            lines.append(
+                _row(
+                    f"  {NAMES[name]}",
+                    section.get(name, {}),
+                    lambda r: [
+                        *(f"{'>' if r['missing'] else ''}{r[p]:,.1f}" for p in ("p50_ms", "p99_ms")),
+                        f"{r['p99_vs_floor']:.1f}x" if "p99_vs_floor" in r else "-",
+                        f"{r['samples']:,}",
+                        f"{r['sender_behind_ms']:,.0f}" if "sender_behind_ms" in r else "-",
+                    ],
+                )
             )
-        )
     lines.append(
-        f"(offered load {latency['offered_rate']:,.0f} events/s for {latency['seconds']:g} s; "
-        "broker floor: plain produce -> consume round trip of small messages)"
+        f"(offered load for {latency['seconds']:g} s, each event's label "
+        f"{latency['label_delay_seconds'][0]:g}-{latency['label_delay_seconds'][1]:g} s after it; "
+        "broker floor: plain produce -> consume round trip of small messages at the rate; "
+        "'>': some events had no prediction 30 s after the load, counted as that late; "
+        "sender late: how far the bench's producer fell behind its schedule, the broker's queue full)"
     )
 
     labels = result["labels"].get("worker", {})

@@ -6,15 +6,22 @@ For each variant (the real worker, the stock Faust agent, the plain confluent lo
    variant, wait until it has published one prediction per valid event. Events/s is all
    input messages over the span from the first to the last prediction's CreateTime (the
    time the scorer produced it); CPU per event is the variant's processes' user + system
-   time over that span (interpolated from samples every ~50 ms); peak RSS is VmHWM.
-2. **latency**: the running variant gets an offered load at a fixed rate (fresh events,
-   distinct ids); latency is each event's send time to its prediction's CreateTime.
+   time over that span, a worker's learner process included (interpolated from samples
+   every ~50 ms); peak RSS is VmHWM.
+2. **latency**: the running variant gets an offered load for ``latency_seconds`` at each
+   rate: ``latency_rate`` and, with ``half_max``, half the worker's events/s measured in
+   phase 1. Fresh events (distinct ids) come at the rate, and their labels too, each
+   ``LABEL_DELAY`` seconds after its event, as in production: the worker joins and learns
+   them while it scores (the baselines read no labels; the broker carries them all the
+   same). Latency is each event's send time to its prediction's CreateTime. A baseline
+   whose events/s in phase 1 is below a rate is not offered it (it could only fall behind).
 3. **labels** (worker only): the labels of the N events are produced while the worker
    runs; labels joined/s is counted from the worker's ``scoring_labels_total{outcome=joined}``,
    labels learned/s from its learners' ``scoring_learner_labels_learned``.
 
-Then the broker's own floor (plain produce -> consume round trip at the same rate), the
-worker with several processes on the same N events, and optionally the worker's memory
+The broker's own floor (plain produce -> consume round trip at the same rate) is measured
+at each rate (the second once the worker's events/s is known); then the worker with several
+processes on the same N events, and optionally the worker's memory
 after 100k events and after many more. A variant that fails or times out is reported as
 failed with the reason; its processes are stopped in every case.
 """
@@ -32,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from subprocess import Popen
 from typing import Any, TextIO
@@ -54,6 +62,8 @@ COMMANDS = {
 }
 START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
 """Where the simulated streams end: every run measures the same events, whatever the hour."""
+LABEL_DELAY = (1.0, 3.0)
+"""Seconds from an event to its label in the latency phase (uniform): labels flow at the event rate."""
 MIN_RATE = 500.0
 """Events (or labels) per second below which a phase is called stuck: its timeout is N / MIN_RATE + 60 s."""
 
@@ -64,7 +74,8 @@ Result = dict[str, Any]
 class Options:
     events: int = 200_000
     latency_rate: float = 2000.0
-    latency_seconds: float = 10.0
+    latency_seconds: float = 60.0
+    half_max: bool = True
     processes: int = 2
     rss_events: int = 0
     malformed_rate: float = 0.03
@@ -101,22 +112,36 @@ def dataset(opts: Options, n: int, seed: int) -> Dataset:
     return Dataset(events, labels, valid=len(labels))
 
 
-def offered_load(opts: Options) -> list[Paced]:
-    """Fresh events (ids unlike the prefilled ones) due at ``latency_rate`` messages/s."""
-    valid = max(2, round(opts.latency_rate * opts.latency_seconds / (1 + opts.malformed_rate)))
+@dataclass(frozen=True)
+class Load:
+    """An offered load: events (ids unlike the prefilled ones) at ``rate`` events/s, and their labels."""
+
+    name: str  # "fixed" (the rate asked for) or "half_max" (half the worker's maximum)
+    rate: float
+    messages: list[Paced]
+
+
+LOAD_SEEDS = {"fixed": 1, "half_max": 3}
+"""Added to the run's seed for each load: ids unlike the prefilled events', each other's and the
+memory phase's (+2). An event of one load must not be taken for one of another load."""
+
+
+def offered_load(opts: Options, name: str, rate: float) -> Load:
+    """Events at ``rate`` events/s for ``latency_seconds``, each label ``LABEL_DELAY`` after its event."""
+    valid = max(2, round(rate * opts.latency_seconds / (1 + opts.malformed_rate)))
     config = simulator.SimulationConfig(
         transactions=valid // 2,
         sales=valid - valid // 2,
-        rate=opts.latency_rate,
+        rate=rate,
         malformed_rate=opts.malformed_rate,
-        label_delay=(0.0, 0.0),
-        seed=opts.seed + 1,
+        label_delay=LABEL_DELAY,
+        seed=opts.seed + LOAD_SEEDS[name],
     )
-    return [
+    messages = [
         Paced(m.topic, m.key, m.value, m.at, orjson.loads(m.value)["event_id"] if m.kind == "event" else None)
         for m in simulator.generate(config, start=START)
-        if m.kind != "label"
     ]
+    return Load(name, rate, messages)
 
 
 @dataclass(frozen=True)
@@ -196,7 +221,7 @@ def throughput(
         redis_pid, broker_pid = services["redis"], services["broker"]
         return (
             time.time(),
-            sum(measure.cpu_seconds(pid) for pid in pids),
+            sum(_cpu_seconds(pid) for pid in pids),
             measure.cpu_seconds(redis_pid) if redis_pid else 0.0,
             measure.cpu_seconds(broker_pid) if broker_pid else 0.0,
         )
@@ -234,6 +259,11 @@ def throughput(
     }
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds of a variant's process and its children (a worker's learner process)."""
+    return measure.cpu_seconds(pid) + sum(measure.cpu_seconds(child) for child in measure.children(pid))
+
+
 def latency_stats(latencies: Sequence[float], expected: int) -> Result:
     if not latencies:
         raise Failed(f"no event of {expected} came back")
@@ -253,17 +283,65 @@ def latency(
     processes: Sequence[Proc],
     settings: Settings,
     reader: PredictionReader,
-    load: Sequence[Paced],
+    load: Load,
 ) -> Result:
-    """Offer ``load`` at its pace; each event's send time to its prediction's CreateTime."""
+    """Offer ``load`` at its pace; each event's send time to its prediction's CreateTime.
+
+    Predictions are awaited 30 s after the last event is sent; those that have not come by then
+    (``missing``) count as that late: the percentiles are then lower bounds. ``sender_behind_ms``
+    is how far the bench's own producer fell behind the schedule (its queue full): the broker
+    did not take the load as fast as it was offered.
+
+    Also the cores used meanwhile by the variant's process, its children (a worker's learner
+    process), Redis and the broker.
+    """
     reader.reset(track_events=True)
-    sent = traffic.send_paced(settings, load)
-    deadline = time.monotonic() + 30.0 + bench.opts.latency_seconds
-    while len(reader.by_event) < len(sent) and time.monotonic() < deadline:
+    main = processes[0].pid
+    pids = {"": main, "redis_": bench.service_pid("redis"), "broker_": bench.service_pid("broker")}
+
+    def cpu() -> dict[str, float]:
+        seconds = {f"{name}cpu_cores": measure.cpu_seconds(pid) if pid else 0.0 for name, pid in pids.items()}
+        seconds["children_cpu_cores"] = _cpu_seconds(main) - seconds["cpu_cores"]
+        return {"time": time.monotonic(), **seconds}
+
+    before = cpu()
+    sent = traffic.send_paced(settings, load.messages)
+    after = cpu()
+    deadline = time.monotonic() + 30.0
+    while len(reader.by_event) < len(sent.at) and time.monotonic() < deadline:
         _alive_or_fail(processes)
         reader.poll()
-    got = reader.by_event
-    return latency_stats([got[e] - t for e, t in sent.items() if e in got], len(sent))
+    got, given_up = reader.by_event, time.time()
+    out = latency_stats([got.get(e, given_up) - t for e, t in sent.at.items()], len(sent.at))
+    out["missing"] = sum(1 for e in sent.at if e not in got)
+    out["samples"] = len(sent.at) - out["missing"]
+    out["sender_behind_ms"] = sent.behind_seconds * 1000.0
+    span = after["time"] - before["time"]
+    out.update({name: (after[name] - before[name]) / span for name in after if name != "time"})
+    return out
+
+
+def latencies(
+    bench: Bench,
+    name: str,
+    processes: Sequence[Proc],
+    settings: Settings,
+    reader: PredictionReader,
+    loads: Sequence[Load],
+    result: Result,
+) -> None:
+    """The latency phase of variant ``name`` at each load's rate (those it can sustain), into ``result``."""
+    measured = result["throughput"][name]["events_per_second"]
+    for load in loads:
+        section = result["latency"][load.name]
+        if load.rate > measured:
+            section[name] = {
+                "status": "skipped",
+                "reason": f"offered {load.rate:,.0f} events/s, above its {measured:,.0f} events/s",
+            }
+            continue
+        section[name] = out = latency(bench, processes, settings, reader, load)
+        bench.say(f"{name}: at {load.rate:,.0f} events/s p50 {out['p50_ms']:.1f}, p99 {out['p99_ms']:.1f} ms")
 
 
 def _joined(samples: dict[str, float]) -> float:
@@ -349,18 +427,24 @@ def _reader(settings: Settings) -> PredictionReader:
     return PredictionReader(settings, topics)
 
 
-def variant(bench: Bench, name: str, data: Dataset, load: Sequence[Paced], result: Result) -> None:
-    """Throughput, latency (and labels for the worker) of one variant, into ``result``."""
-    sections = ["throughput", "latency", *(["labels"] if name == "worker" else [])]
+def variant(bench: Bench, name: str, data: Dataset, loads: list[Load], result: Result) -> None:
+    """Throughput, latency (and labels for the worker) of one variant, into ``result``.
+
+    The worker's events/s sets the rate of the ``half_max`` load, added to ``loads`` here.
+    """
     try:
         settings = _prepare(bench, name, data)
         reader = _reader(settings)
         try:
             with bench.processes(name, [settings]) as processes:
                 result["throughput"][name] = throughput(bench, processes, reader, data)
-                bench.say(f"{name}: {result['throughput'][name]['events_per_second']:,.0f} events/s")
-                result["latency"][name] = latency(bench, processes, settings, reader, load)
-                bench.say(f"{name}: latency p50 {result['latency'][name]['p50_ms']:.1f} ms")
+                measured = result["throughput"][name]["events_per_second"]
+                bench.say(f"{name}: {measured:,.0f} events/s")
+                if name == "worker" and bench.opts.half_max:
+                    bench.say(f"generating the offered load at {measured / 2:,.0f} events/s")
+                    loads.append(offered_load(bench.opts, "half_max", measured / 2))
+                    result["latency"]["half_max"] = {"offered_rate": measured / 2}
+                latencies(bench, name, processes, settings, reader, loads, result)
                 if name == "worker":
                     result["labels"][name] = labels(bench, processes, settings, data)
                     rates = result["labels"][name]
@@ -372,8 +456,10 @@ def variant(bench: Bench, name: str, data: Dataset, load: Sequence[Paced], resul
             reader.close()
     except Exception as exc:
         bench.say(f"{name}: failed: {exc}")
-        for section in sections:
-            result[section].setdefault(name, failed(exc))
+        for section in [result["throughput"], *(result["latency"][load.name] for load in loads)]:
+            section.setdefault(name, failed(exc))
+        if name == "worker":
+            result["labels"].setdefault(name, failed(exc))
 
 
 def failed(exc: BaseException) -> Result:
@@ -389,18 +475,17 @@ def guarded(bench: Bench, name: str, phase: Callable[[], Result]) -> Result:
         return failed(exc)
 
 
-def floor(bench: Bench) -> Result:
-    settings = bench.settings("floor")
+def floor(bench: Bench, load: Load) -> Result:
+    settings = bench.settings(f"floor-{load.name}")
     ensure_topics(settings, ["roundtrip"])
-    n = round(bench.opts.latency_rate * bench.opts.latency_seconds)
-    latencies = traffic.broker_floor(
-        settings,
-        settings.topic("roundtrip"),
-        bench.opts.latency_rate,
-        bench.opts.latency_seconds,
+    n = round(load.rate * bench.opts.latency_seconds)
+    round_trips = traffic.broker_floor(
+        settings, settings.topic("roundtrip"), load.rate, bench.opts.latency_seconds
     )
-    stats = latency_stats(latencies, n)
-    bench.say(f"broker floor: p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms")
+    stats = latency_stats(round_trips, n)
+    bench.say(
+        f"broker floor at {load.rate:,.0f}/s: p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms"
+    )
     return stats
 
 
@@ -475,7 +560,15 @@ def memory(bench: Bench) -> Result:
 
 
 def add_ratios(result: Result) -> None:
-    """Each throughput next to the baselines', and several processes next to one."""
+    """Each throughput next to the baselines', several processes next to one, each p99 next to
+    the broker floor's at the same rate."""
+    for section in result["latency"].values():
+        if not isinstance(section, dict) or section.get("broker_floor", {}).get("status") != "ok":
+            continue
+        floor_p99 = section["broker_floor"]["p99_ms"]
+        for name in COMMANDS:
+            if section.get(name, {}).get("status") == "ok":
+                section[name]["p99_vs_floor"] = section[name]["p99_ms"] / floor_p99
     rates = {
         name: r["events_per_second"] for name, r in result["throughput"].items() if r.get("status") == "ok"
     }
@@ -501,7 +594,11 @@ def run(
         "machine": measure.machine(),
         "options": dataclasses.asdict(opts),
         "throughput": {},
-        "latency": {"offered_rate": opts.latency_rate, "seconds": opts.latency_seconds},
+        "latency": {
+            "seconds": opts.latency_seconds,
+            "label_delay_seconds": list(LABEL_DELAY),
+            "fixed": {"offered_rate": opts.latency_rate},
+        },
         "labels": {},
     }
     began = time.monotonic()
@@ -510,14 +607,21 @@ def run(
         file=out,
     )
     data = dataset(opts, opts.events, opts.seed)
-    load = offered_load(opts)
+    loads = [offered_load(opts, "fixed", opts.latency_rate)]
     gc.freeze()  # the data lives until the end: no collector pauses scanning it mid-measurement
     result["options"]["invalid_events"] = len(data.events) - data.valid
     with localstack.running_stack(work / "stack") as stack:
         bench = Bench(opts, stack, work, out, began)
-        result["latency"]["broker_floor"] = guarded(bench, "broker floor", lambda: floor(bench))
+        result["latency"]["fixed"]["broker_floor"] = guarded(
+            bench, "broker floor", lambda: floor(bench, loads[0])
+        )
         for name in COMMANDS:
-            variant(bench, name, data, load, result)
+            variant(bench, name, data, loads, result)
+            if name == "worker" and len(loads) > 1:  # the rate of the second load is known now
+                gc.freeze()
+                result["latency"]["half_max"]["broker_floor"] = guarded(
+                    bench, "broker floor", partial(floor, bench, loads[1])
+                )
         result["scaling"] = guarded(bench, "scaling", lambda: scaling(bench, data))
         if opts.rss_events > 0:
             result["memory"] = guarded(bench, "memory", lambda: memory(bench))

@@ -48,18 +48,34 @@ class Paced:
     event_id: str | None
 
 
-def send_paced(settings: Settings, messages: Sequence[Paced]) -> dict[str, float]:
-    """Produce each message at its ``at`` (seconds from now); returns ``time.time()`` of each event id."""
+@dataclass
+class Sent:
+    """What :func:`send_paced` sent: ``time.time()`` of each event id, and how far behind its
+    schedule it fell at worst (the broker not taking the messages as fast: its queue full)."""
+
+    at: dict[str, float] = field(default_factory=dict)
+    behind_seconds: float = 0.0
+
+
+def send_paced(settings: Settings, messages: Sequence[Paced]) -> Sent:
+    """Produce each message at its ``at`` (seconds from now), or as soon as the producer's queue
+    has room again."""
     out = producer(settings, linger_ms=LINGER_MS)
     names = {m.topic: settings.topic(m.topic) for m in messages}
-    sent: dict[str, float] = {}
+    sent = Sent()
     begin = time.monotonic()
     for message in messages:
         while (wait := begin + message.at - time.monotonic()) > 0:
             time.sleep(min(wait, 0.01))
-        out.produce(names[message.topic], message.value, message.key)
+        while True:
+            try:
+                out.produce(names[message.topic], message.value, message.key)
+                break
+            except BufferError:  # the local queue is full: wait for deliveries
+                out.poll(0.01)
         if message.event_id is not None:
-            sent[message.event_id] = time.time()
+            sent.at[message.event_id] = time.time()
+        sent.behind_seconds = max(sent.behind_seconds, -wait)
         out.poll(0)
     if out.flush(30.0):
         raise RuntimeError("paced producer: messages undelivered after 30 s")

@@ -12,7 +12,8 @@ learns from the journal both write:
 The input topics are consumed in batches by :class:`stream.runtime.batches.BatchConsumer`, a task
 of the worker: a batch is acknowledged only after everything it produced is delivered,
 so nothing is lost when a worker dies mid-batch. Every worker follows the live model
-version (``refresh_models``).
+version (``refresh_models``). The learners run in the worker's learner process
+(:mod:`stream.runtime.learning`), which a task of the worker starts and keeps running.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from mode.types.signals import BaseSignalT
 from stream.kafka import ensure_topics, tls_context
 from stream.redis_client import RedisClient, redis_client
 from stream.runtime import collector
+from stream.runtime.learning import worker_registry
 from stream.runtime.retry import ErrorPolicy, reason
 from stream.runtime.service import ScoringService
 from stream.settings import DEVELOPMENT_SIGNING_KEY, Settings
@@ -81,12 +83,12 @@ def broker_credentials(settings: Settings) -> faust.auth.Credentials | None:
     return None if context is None else faust.SSLCredentials(context)
 
 
-def create_app(settings: Settings) -> faust.App:
-    """A Faust app for ``settings``: the batch consumer, the learners, and their timers."""
+def create_app(service: ScoringService) -> faust.App:
+    """A Faust app around ``service``: the batch consumer, the learner process, and the timers."""
+    settings = service.settings
     app = faust_app(settings, settings.consumer_group)
     # Faust's own Kafka clients stay off: the batch consumer and the publisher do the I/O.
     app.boot_strategy = BootStrategy(app, enable_kafka=False)
-    service = ScoringService(settings)
 
     app.task(service.consumer.run)
     for use_case in settings.use_cases:
@@ -94,8 +96,7 @@ def create_app(settings: Settings) -> faust.App:
             partial(service.handle_waiting_labels, use_case)
         )
     app.timer(settings.model_poll_seconds, name="refresh_models")(service.refresh_models)
-    for learner in service.learners:
-        app.task(learner.run)
+    app.task(service.learning.run)
 
     @app.on_before_shutdown.connect
     async def _close(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
@@ -124,10 +125,11 @@ def run_worker(settings: Settings) -> None:
             "model snapshots are signed with the development key (allowed on loopback only): "
             "set SCORING_MODEL_SIGNING_KEY"
         )
+    service = ScoringService(settings)
     if settings.metrics_port:
-        prometheus_client.start_http_server(settings.metrics_port)
+        prometheus_client.start_http_server(settings.metrics_port, registry=worker_registry(service.learning))
         log.info("metrics on :%d/metrics", settings.metrics_port)
-    app = create_app(settings)
+    app = create_app(service)
     collector.settle()
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

@@ -1,6 +1,7 @@
 """The learner of a use case: one per deployment, it owns the model's updates.
 
-Every worker runs a learner per use case, but only the holder of the use case's lease in
+Every worker runs a learner per use case, in its learner process (:mod:`stream.runtime.learning`:
+learning never holds up the worker's scoring), but only the holder of the use case's lease in
 Redis learns; the others wait to take over if it stops renewing it. The leader:
 
 1. reads the use case's journal (:class:`stream.runtime.state.JournalEntry`) in order: scored
@@ -62,7 +63,8 @@ Publish = Callable[[Sequence[tuple[str, bytes, bytes]]], Awaitable[None]]
 # Journal entries read at a time, and how long a read waits for the first one.
 READ_COUNT = 500
 READ_BLOCK_MS = 100
-# Entries learned between two yields to the event loop (1.5-2.5 ms of work).
+# Entries learned between two yields to the event loop (1.5-2.5 ms of work): the learners of
+# a worker's use cases share the learner process's loop.
 YIELD_EVERY = 50
 
 
@@ -229,7 +231,7 @@ class Learner:
                 if self.state is None:
                     return  # the lease or the live version moved: the next step restores
             if i % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)  # let the scoring agents of this worker run
+                await asyncio.sleep(0)  # let the other use cases' learners run
         await self._raise(alerts)
         await self._save()
         if self.state is not None:

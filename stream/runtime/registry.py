@@ -262,7 +262,11 @@ class ModelRegistry:
 
     async def load(self, version: str) -> OnlineModel:
         """The model of a kept version, its signature checked before it is unpickled."""
-        blob = await self.snapshot(version)
+        return self.unpickled(version, await self.snapshot(version))
+
+    def unpickled(self, version: str, blob: bytes) -> OnlineModel:
+        """The model in ``blob``, the snapshot of ``version``, its signature checked first (no I/O:
+        a worker runs it off its event loop)."""
         served = snapshot.loads(blob, self._settings.signing_key)
         if not isinstance(served, OnlineModel):
             raise RegistryError(f"snapshot of {version} holds a {type(served).__name__}, not a model")

@@ -4,7 +4,8 @@ Every worker polls the live pointer of each use case (one small Redis read every
 ``model_poll_seconds``) and, when it moved, loads the snapshot it names: a new version
 from the learner, or an earlier one after a rollback. Until a version is published, a
 worker scores with version ``<model>.0``: the configured champion pipeline, untrained,
-which is also what the learner publishes first.
+which is also what the learner publishes first. A new version is checked and unpickled
+off the event loop, then swapped in whole: scoring never waits for it, and never sees half of it.
 
 A use case with a canary (``SCORING_CANARY``) may have a second version beside the live one:
 it serves the entities :func:`in_canary` picks (a stable hash of the entity, the same in
@@ -14,6 +15,7 @@ the others.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Iterable
@@ -148,7 +150,9 @@ class ServedModels:
         try:
             record = await self._registry.record(version)
             check_declaration(self._use_cases[name], version, record)
-            model = await self._registry.load(version)
+            blob = await self._registry.snapshot(version)
+            # Checked and unpickled in a thread: scoring goes on meanwhile, with the version it has.
+            model = await asyncio.to_thread(self._registry.unpickled, version, blob)
         except (SnapshotError, RegistryError) as exc:
             log.error("%s: refusing %s version %s: %s", name, arm, version, exc)
             return None

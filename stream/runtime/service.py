@@ -22,7 +22,7 @@ from stream.redis_client import redis_client
 from stream.runtime import metrics
 from stream.runtime.batches import BatchConsumer
 from stream.runtime.joining import LabelJoiner
-from stream.runtime.learner import Learner
+from stream.runtime.learning import LearnerProcess
 from stream.runtime.outbox import Message, Outbox
 from stream.runtime.publisher import Publisher
 from stream.runtime.registry import ModelRegistry
@@ -31,7 +31,7 @@ from stream.runtime.scoring import Scorer
 from stream.runtime.served import ServedModels
 from stream.runtime.state import StateStore
 from stream.settings import Settings
-from stream.usecases import ALERTS_TOPIC, DEADLETTER_TOPIC, UseCase
+from stream.usecases import DEADLETTER_TOPIC, UseCase
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,7 @@ class ScoringService:
         self.scorer = Scorer(settings, state, self.models)
         self.joiner = LabelJoiner(settings, state)
         self.publisher = Publisher(settings)
-        alerts = settings.topic(ALERTS_TOPIC)
-        self.learners = [
-            Learner(
-                settings,
-                uc,
-                state,
-                registry,
-                lambda records: self.policy.retrying(alerts, lambda: self.publisher.publish(records)),
-                self.policy,
-            )
-            for uc in settings.use_cases
-        ]
+        self.learning = LearnerProcess(settings)  # the learners run in a process of their own
         self._steps: dict[str, Step] = {}
         for uc in settings.use_cases:
             self._steps[settings.topic(uc.event_topic)] = partial(self.scorer.score, uc)
@@ -94,8 +83,7 @@ class ScoringService:
 
     async def close(self) -> None:
         await self.consumer.stop()
-        for learner in self.learners:
-            await learner.stop()
+        await self.learning.stop()
         await asyncio.to_thread(self.publisher.close)
         await self.redis.aclose()
 
