@@ -72,9 +72,9 @@ Timestamp = Annotated[
 Id = Annotated[str, Field(min_length=1, max_length=200)]
 
 OutputField = Literal["score", "forecast"]
+"""Where a prediction carries its value: a classifier's ``score``, a regressor's ``forecast``."""
 Arm = Literal["live", "canary"]
 """Which version served a prediction: the live one, or the canary beside it (README: Release)."""
-"""Where a prediction carries its value: a classifier's ``score``, a regressor's ``forecast``."""
 
 
 class Record(BaseModel):
@@ -212,7 +212,7 @@ class AuditRecord(Record):
     """One administrative action, on ``audit``: who did what to which model, when, and what
     changed (``before`` and ``after``: the live version, or the champion's pipeline).
 
-    ``actor`` is the operator (``user@host`` of a command; the API's token name) or the service
+    ``actor`` is the operator (``user@host`` of a command, ``api@<host>`` of the API) or the service
     itself: ``learner`` (a challenger promoted), ``watch`` (an automatic rollback), ``canary``
     (a canary promoted or rolled back). The learner's records take their ``id`` and ``at`` from
     the journal entry that decided them, so a learner that replays its journal after a crash
