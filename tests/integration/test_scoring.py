@@ -82,7 +82,17 @@ def new_steps(
 
 
 async def journal(steps: Steps, use_case: UseCase[Any, Any] = FRAUD) -> list[JournalEntry]:
-    return await steps.state.read_journal(use_case, "0-0", 100_000)
+    """Every entry written so far. On a cluster the merged read returns an entry only once
+    every node's clock has passed it, so read on until two reads 50 ms apart bring nothing."""
+    entries: list[JournalEntry] = []
+    quiet = 0
+    while quiet < 2:
+        more = await steps.state.read_journal(use_case, entries[-1].position if entries else "0-0", 100_000)
+        entries += more
+        quiet = 0 if more else quiet + 1
+        if not more:
+            await asyncio.sleep(0.05)
+    return entries
 
 
 async def joined(steps: Steps, use_case: UseCase[Any, Any] = FRAUD) -> list[tuple[str, float]]:
