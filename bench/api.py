@@ -5,8 +5,8 @@ On a fresh broker and Redis, both use cases are bootstrapped from a day of simul
 measured alone in turn, in one run:
 
 - ``scoring api`` (:mod:`stream.api`), scoring ``POST /v1/score/fraud``: validation, the
-  entity state's Lua call, the model, the record and journal, and the prediction published
-  to the broker before the answer;
+  entity state's Lua call, the model, the record and journal, then the prediction handed to
+  the producer (the answer does not wait for the broker);
 - the floor (:mod:`bench.api_floor`): a do-nothing ``POST`` on the same stack (FastAPI on
   uvicorn, as :func:`stream.api.app.serve` runs it).
 
