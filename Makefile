@@ -20,7 +20,7 @@ test: install  ## lint, type-check, then unit, integration and end-to-end tests
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-bench: install  ## throughput, latency and memory next to two baselines (minutes)
+bench: install  ## throughput, latency and memory next to two baselines and the broker (minutes)
 	$(BIN)/python -m bench
 
 lint: install

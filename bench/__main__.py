@@ -55,6 +55,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="also run the worker on a Redis Cluster of N masters (at least 3), and project a scale-out",
     )
+    parser.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        default=Settings.defaults().fetch_max_wait_ms,
+        help="the workers' SCORING_FETCH_MAX_WAIT_MS (default: its default)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"), help="JSON result")
     parser.add_argument(
@@ -63,6 +69,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.events < 2 or args.processes < 1 or args.latency_rate <= 0 or args.latency_seconds <= 0:
         parser.error("--events >= 2, --processes >= 1, --latency-rate and --latency-seconds > 0")
+    if args.fetch_wait_ms < 0:
+        parser.error("--fetch-wait-ms >= 0")
     if args.redis_cluster < 0 or 0 < args.redis_cluster < 3:
         parser.error("--redis-cluster: 0 (none) or at least 3 masters (redis-cli --cluster create needs 3)")
     return args
@@ -94,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         half_max=args.half_max,
         processes=args.processes,
         rss_events=args.rss_events,
+        fetch_wait_ms=args.fetch_wait_ms,
         seed=args.seed,
     )
     out = args.out.resolve()

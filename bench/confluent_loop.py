@@ -9,16 +9,26 @@ consumer's fetch waits at most ``FETCH_WAIT_MS`` for data, as a latency-minded p
 would set it. (It committed after each batch before: a commit request every few
 milliseconds at 2,000 events/s, which made its latency seconds on the local broker at times.)
 
-Run by the benchmark as ``python -m bench.confluent_loop`` with the ``SCORING_*``
-environment of :class:`stream.settings.Settings`; SIGINT or SIGTERM stops it cleanly.
+With ``--passthrough`` it does no work at all: it reads the label topics too, as the worker
+does, and for each event that names an id it produces ``{"event_id": ...}`` on the use case's
+prediction topic with the event's key, nothing else. It is the broker's floor under the
+latency phase's own load (keyed events and labels in, keyed predictions out), where the
+fresh-topic floor measures one unkeyed topic alone.
+
+Run by the benchmark as ``python -m bench.confluent_loop [--passthrough]`` with the
+``SCORING_*`` environment of :class:`stream.settings.Settings`; SIGINT or SIGTERM stops it
+cleanly.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from types import FrameType
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from bench.baseline import BaselineScorer
@@ -32,8 +42,36 @@ FETCH_WAIT_MS = 10
 COMMIT_MS = 1000
 
 
-def run(settings: Settings) -> None:
-    """Score the namespace's event topics until SIGINT or SIGTERM."""
+Records = list[tuple[str, bytes, bytes]]
+"""``(logical topic, key, value)`` to produce."""
+
+
+def forwarded(topic: str, messages: Sequence[tuple[bytes, bytes]]) -> Records:
+    """The pass-through's records for ``(key, value)`` messages read from logical ``topic``.
+
+    Examples
+    --------
+    >>> forwarded("transactions", [(b"a1", b'{"event_id": "e1", "amount": 3}'), (b"a2", b"{")])
+    [('predictions.fraud', b'a1', b'{"event_id":"e1"}')]
+    >>> forwarded("transactions.labels", [(b"a1", b'{"event_id": "e1", "is_fraud": true}')])
+    []
+    """
+    use_case = next((uc for uc in USE_CASES if uc.event_topic == topic), None)
+    if use_case is None:  # a label: read, as the worker reads it, and nothing more
+        return []
+    out: Records = []
+    for key, value in messages:
+        try:
+            event_id = orjson.loads(value)["event_id"]
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            continue
+        out.append((use_case.prediction_topic, key, orjson.dumps({"event_id": event_id})))
+    return out
+
+
+def run(settings: Settings, *, passthrough: bool = False) -> None:
+    """Score the namespace's event topics (forward them, reading the labels too, with
+    ``passthrough``) until SIGINT or SIGTERM."""
     stopping = False
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
@@ -43,7 +81,10 @@ def run(settings: Settings) -> None:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     scorer = BaselineScorer()
-    logical = {settings.topic(uc.event_topic): uc.event_topic for uc in USE_CASES}
+    inputs = [uc.event_topic for uc in USE_CASES]
+    if passthrough:
+        inputs += [uc.label_topic for uc in USE_CASES]
+    logical = {settings.topic(topic): topic for topic in inputs}
     consumer = Consumer(
         {
             **kafka_config(settings),
@@ -75,7 +116,7 @@ def run(settings: Settings) -> None:
                 if first is None:
                     continue
                 messages = [first, *consumer.consume(num_messages=BATCH - 1, timeout=0)]
-            batches: defaultdict[str, list[bytes]] = defaultdict(list)
+            batches: defaultdict[str, list[tuple[bytes, bytes]]] = defaultdict(list)
             offsets: dict[tuple[str, int], int] = {}
             for message in messages:
                 error = message.error()
@@ -84,10 +125,14 @@ def run(settings: Settings) -> None:
                         continue
                     raise KafkaException(error)
                 topic, partition = message.topic() or "", message.partition() or 0
-                batches[topic].append(message.value() or b"")
+                batches[topic].append((message.key() or b"", message.value() or b""))
                 offsets[topic, partition] = (message.offset() or 0) + 1
-            for topic, values in batches.items():
-                for out_topic, key, value in scorer.handle(logical[topic], values):
+            for topic, read in batches.items():
+                if passthrough:
+                    records = forwarded(logical[topic], read)
+                else:
+                    records = scorer.handle(logical[topic], [value for _, value in read])
+                for out_topic, key, value in records:
                     while True:
                         try:
                             producer.produce(settings.topic(out_topic), value, key)
@@ -103,4 +148,4 @@ def run(settings: Settings) -> None:
 
 
 if __name__ == "__main__":
-    run(Settings.from_env())
+    run(Settings.from_env(), passthrough="--passthrough" in sys.argv[1:])

@@ -12,6 +12,7 @@ NAMES = {
     "scaling": "worker, {n} processes",
     "stock_faust": "stock Faust agent",
     "confluent_loop": "plain confluent loop",
+    "passthrough": "broker pass-through",
     "broker_floor": "broker floor",
 }
 WIDTH = 24
@@ -36,6 +37,7 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         f"scoring benchmark: {o['events']:,} events (+{o.get('invalid_events', 0):,} invalid), "
         f"{m['nproc']} x {m['cpu_model']}, Python {m['python']}, {m['date']}",
+        f"workers' fetch wait {o['fetch_wait_ms']} ms",
         "",
         f"{'throughput':<{WIDTH}}"
         + "".join(
@@ -62,7 +64,7 @@ def table(result: dict[str, Any]) -> str:
         ]
 
     scaling = dict(result.get("scaling", {}))
-    for name in ("worker", "scaling", "stock_faust", "confluent_loop"):
+    for name in ("worker", "scaling", "stock_faust", "confluent_loop", "passthrough"):
         r = scaling if name == "scaling" else result["throughput"].get(name, {})
         if name == "scaling" and "events_per_second" in r and "worker" in result["throughput"]:
             one = result["throughput"]["worker"]
@@ -84,7 +86,7 @@ def table(result: dict[str, Any]) -> str:
         section = latency[rate]
         what = "half the worker's events/s" if rate == "half_max" else "asked for"
         lines.append(f"at {section['offered_rate']:,.0f} events/s ({what})")
-        for name in ("worker", "stock_faust", "confluent_loop", "broker_floor"):
+        for name in ("worker", "stock_faust", "confluent_loop", "passthrough", "broker_floor"):
             lines.append(
                 _row(
                     f"  {NAMES[name]}",
@@ -101,6 +103,7 @@ def table(result: dict[str, Any]) -> str:
         f"(offered load for {latency['seconds']:g} s, each event's label "
         f"{latency['label_delay_seconds'][0]:g}-{latency['label_delay_seconds'][1]:g} s after it; "
         "broker floor: plain produce -> consume round trip of small messages at the rate; "
+        "broker pass-through: the same load, forwarded with no work; "
         "'>': some events had no prediction 30 s after the load, counted as that late; "
         "sender late: how far the bench's producer fell behind its schedule, the broker's queue full)"
     )

@@ -1,6 +1,7 @@
 """The benchmark's phases, on a fresh broker and Redis, each variant in a namespace of its own.
 
-For each variant (the real worker, the stock Faust agent, the plain confluent loop):
+For each variant (the real worker, the stock Faust agent, the plain confluent loop, and the
+broker's pass-through, the plain loop doing no work: :mod:`bench.confluent_loop`):
 
 1. **throughput**: prefill the N events (valid and invalid, generated once), start the
    variant, wait until it has published one prediction per valid event. Events/s is all
@@ -12,16 +13,18 @@ For each variant (the real worker, the stock Faust agent, the plain confluent lo
    rate: ``latency_rate`` and, with ``half_max``, half the worker's events/s measured in
    phase 1. Fresh events (distinct ids) come at the rate, and their labels too, each
    ``LABEL_DELAY`` seconds after its event, as in production: the worker joins and learns
-   them while it scores (the baselines read no labels; the broker carries them all the
-   same). Latency is each event's send time to its prediction's CreateTime. A baseline
-   whose events/s in phase 1 is below a rate is not offered it (it could only fall behind).
+   them while it scores (the baselines read no labels, the pass-through reads them; the
+   broker carries them all the same). Latency is each event's send time to its
+   prediction's CreateTime. A baseline whose events/s in phase 1 is below a rate is not
+   offered it (it could only fall behind).
 3. **labels** (worker only): the labels of the N events are produced while the worker
    runs; labels joined/s is counted from the worker's ``scoring_labels_total{outcome=joined}``,
    labels learned/s from its learners' ``scoring_learner_labels_learned``.
 
-The broker's own floor (plain produce -> consume round trip at the same rate) is measured
-at each rate (the second once the worker's events/s is known); then the worker with several
-processes on the same N events, and optionally the worker's memory
+The broker's own floor (plain produce -> consume round trip at the same rate, one fresh
+unkeyed topic) is measured at each rate (the second once the worker's events/s is known);
+the pass-through's latency is the broker's floor under the phase's whole load. Then the
+worker with several processes on the same N events, and optionally the worker's memory
 after 100k events and after many more. A variant that fails or times out is reported as
 failed with the reason; its processes are stopped in every case.
 """
@@ -59,6 +62,7 @@ COMMANDS = {
     "worker": ["-m", "stream.tools.cli", "worker"],
     "stock_faust": ["-m", "bench.stock_faust"],
     "confluent_loop": ["-m", "bench.confluent_loop"],
+    "passthrough": ["-m", "bench.confluent_loop", "--passthrough"],
 }
 START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
 """Where the simulated streams end: every run measures the same events, whatever the hour."""
@@ -78,6 +82,7 @@ class Options:
     half_max: bool = True
     processes: int = 2
     rss_events: int = 0
+    fetch_wait_ms: int = Settings.defaults().fetch_max_wait_ms
     malformed_rate: float = 0.03
     seed: int = 1
 
@@ -173,6 +178,7 @@ class Bench:
             log_level="WARNING",
             state_dir=str(self.work),
             max_event_age_seconds=0,  # the streams end at START, in the past
+            fetch_max_wait_ms=self.opts.fetch_wait_ms,
         )
 
     def say(self, text: str) -> None:

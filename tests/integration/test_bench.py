@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from bench import broker_load
 from bench.scale import SHARDS, WORKERS
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,7 @@ def test_bench_reports_every_section(tmp_path: Path) -> None:
     result = orjson.loads(out.read_bytes())
 
     assert result["machine"]["nproc"] > 0 and result["machine"]["cpu_model"]
-    for name in ("worker", "stock_faust", "confluent_loop"):
+    for name in ("worker", "stock_faust", "confluent_loop", "passthrough"):
         throughput = result["throughput"][name]
         _positive(throughput, "events_per_second", "vs_stock_faust", "cpu_us_per_event", "peak_rss_mb")
         assert throughput["predictions"] >= throughput["valid_events"] == 10000
@@ -68,7 +69,8 @@ def test_bench_reports_every_section(tmp_path: Path) -> None:
         assert latency["offered_rate"] > 0
         _positive(latency["broker_floor"], "p50_ms", "p99_ms", "samples")
         _positive(latency["worker"], "p50_ms", "p99_ms", "samples", "p99_vs_floor")
-        for baseline in ("stock_faust", "confluent_loop"):  # not offered a rate above their events/s
+        # Not offered a rate above their events/s:
+        for baseline in ("stock_faust", "confluent_loop", "passthrough"):
             assert latency[baseline]["status"] in ("ok", "skipped"), latency[baseline]
     _positive(result["labels"]["worker"], "labels_joined_per_second")
     _positive(result["labels"]["worker"], "labels_learned_per_second")
@@ -117,3 +119,14 @@ def test_bench_api_reports_the_api_next_to_its_floor(tmp_path: Path) -> None:
         assert result[phase]["api"]["requests_per_second_vs_floor"] > 0
     assert result["latency"]["api"]["requests"] == 100
     assert "POST /v1/score/fraud" in done.stdout and "API / floor" in done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_bench_broker_load_reports_each_sending(tmp_path: Path) -> None:
+    args = broker_load.parse_args(["--rate", "200", "--seconds", "1", "--keys", "10"])
+    results = broker_load.run(args, tmp_path)
+    assert [r["sending"] for r in results] == [s.name for s in broker_load.SENDINGS]
+    for r in results:
+        assert r["forwarded"] == r["events"] == 200, r  # one forwarded record per event, none lost
+        assert 0 < r["p50_ms"] <= r["p99_ms"] and r["broker_cpu_cores"] > 0, r
+    assert "keyed, linger 50 ms" in broker_load.table(results, args)
