@@ -40,7 +40,7 @@ from stream.settings import Settings
 from stream.tools import localstack
 
 PARTITIONS = Settings.defaults().topic_partitions
-FETCH_WAIT_MS = 5
+FETCH_WAIT_MS = Settings.defaults().fetch_max_wait_ms
 """The worker's default fetch wait (``SCORING_FETCH_MAX_WAIT_MS``)."""
 SETTLE_SECONDS = 3.0
 """Left to the consumers to join their groups before sending, and to the last records after."""

@@ -5,21 +5,21 @@ with one critical alert, and the champion starts over from the live version."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
 
 from models import snapshot
-from stream.records import Alert, AuditRecord, Prediction
+from stream.records import Prediction
 from stream.runtime.learner import Learner, version_record
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.served import in_canary
 from stream.settings import Settings
-from stream.usecases import AUDIT_TOPIC, FRAUD
-from tests.integration.test_learner_release import Inverted
+from stream.usecases import FRAUD
+from tests.integration.test_learner_release import Inverted, Published
 from tests.integration.test_scoring import Steps, message, new_steps, predictions, tx
 
 pytestmark = pytest.mark.integration
@@ -47,22 +47,15 @@ class Worker:
     def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
         self.settings = settings
         self.steps: Steps = new_steps(settings, client, [FRAUD])
-        self.alerts: list[Alert] = []
-        self.audit: list[AuditRecord] = []
+        published = Published()
+        self.alerts, self.audit = published.alerts, published.audit
         self.registry = ModelRegistry(client, settings)
         self.learner = Learner(
-            settings, FRAUD, self.steps.state, self.registry, self.publish, ErrorPolicy(settings)
+            settings, FRAUD, self.steps.state, self.registry, published, ErrorPolicy(settings)
         )
         self.rng = random.Random(0)
         self.sent = 0
         self.served: list[Prediction] = []
-
-    async def publish(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
-        for topic, _, value in records:
-            if topic.endswith(AUDIT_TOPIC):
-                self.audit.append(AuditRecord.model_validate_json(value))
-            else:
-                self.alerts.append(Alert.model_validate_json(value))
 
     async def round(self, n: int = 200) -> list[Prediction]:
         """``n`` transactions scored (fraud: amounts above 400), their labels joined, one learner step."""

@@ -3,8 +3,6 @@ buckets' journals read as one order, a cluster that does not answer as an outage
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import orjson
 import pytest
 import redis.exceptions
@@ -17,19 +15,12 @@ from stream.runtime.state import JournalEntry, StateStore
 from stream.settings import Settings
 from stream.tools.localstack import free_port
 from stream.usecases import FRAUD
-from tests.integration.test_scoring import CRAFTED_IDS, Steps, message, new_steps, tx
+from tests.integration.test_scoring import CRAFTED_IDS, Steps, message, tx
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.parametrize("redis_mode", ["cluster"], indirect=True),
 ]
-
-
-@pytest.fixture
-async def steps(settings: Settings) -> AsyncIterator[Steps]:
-    client = redis_client(settings)
-    yield new_steps(settings, client)
-    await client.aclose()
 
 
 async def test_every_key_is_in_its_bucket_slot_whatever_the_ids_hold(

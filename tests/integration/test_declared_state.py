@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -27,13 +26,6 @@ pytestmark = [
 
 ACCOUNTS = ("a", "b", "c")
 START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)  # the state script takes any time: none is late
-
-
-@pytest.fixture
-async def steps(settings: Settings) -> AsyncIterator[Steps]:
-    client = redis_client(settings)
-    yield new_steps(settings, client)
-    await client.aclose()
 
 
 def same(x: Features, y: Features) -> bool:

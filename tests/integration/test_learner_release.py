@@ -40,25 +40,33 @@ async def client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
     await redis.aclose()
 
 
+class Published:
+    """A learner's publish step that keeps what it is given: alerts, and audit records."""
+
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+        self.audit: list[AuditRecord] = []
+
+    async def __call__(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        for topic, _, value in records:
+            if topic.endswith(AUDIT_TOPIC):
+                self.audit.append(AuditRecord.model_validate_json(value))
+            else:
+                self.alerts.append(Alert.model_validate_json(value))
+
+
 class Stage:
     """A learner of fraud with its registry and the alerts it publishes."""
 
     def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
         self.settings, self.client = settings, client
         self.registry = ModelRegistry(client, settings)
-        self.alerts: list[Alert] = []
-        self.audit: list[AuditRecord] = []
+        published = Published()
+        self.alerts, self.audit = published.alerts, published.audit
         self.learner = Learner(
-            settings, SIGNAL, StateStore(client, settings), self.registry, self.publish, ErrorPolicy(settings)
+            settings, SIGNAL, StateStore(client, settings), self.registry, published, ErrorPolicy(settings)
         )
         self.labels = 0
-
-    async def publish(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
-        for topic, _, value in records:
-            if topic.endswith(AUDIT_TOPIC):
-                self.audit.append(AuditRecord.model_validate_json(value))
-            else:
-                self.alerts.append(Alert.model_validate_json(value))
 
     async def label(self, n: int, served_version: str, served_by: OnlineModel | None, seed: int = 0) -> None:
         """``n`` labels of events that ``served_version`` (``served_by``; ``None``: untrained) scored."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,13 +98,6 @@ async def journal(steps: Steps, use_case: UseCase[Any, Any] = FRAUD) -> list[Jou
 async def joined(steps: Steps, use_case: UseCase[Any, Any] = FRAUD) -> list[tuple[str, float]]:
     """(label source, target) of each label in the journal, in journal order."""
     return [(e.source or "", e.y) for e in await journal(steps, use_case) if e.y is not None]
-
-
-@pytest.fixture
-async def steps(settings: Settings) -> AsyncIterator[Steps]:
-    client = redis_client(settings)
-    yield new_steps(settings, client)
-    await client.aclose()
 
 
 async def test_one_prediction_per_event_and_duplicates_dead_lettered(
