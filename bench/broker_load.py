@@ -35,7 +35,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from bench import measure
-from stream.kafka import ensure_topics
+from stream.kafka import ensure_topics, kafka_config
 from stream.settings import Settings
 from stream.tools import localstack
 
@@ -83,7 +83,11 @@ def measured(bootstrap: str, broker_pid: int, sending: Sending, args: argparse.N
     ensure_topics(settings, ["events", "labels", "forwarded"])
     events, labels, forwarded = (settings.topic(t) for t in ("events", "labels", "forwarded"))
     prefix = f"{settings.namespace}."
-    client = {"bootstrap.servers": bootstrap, "session.timeout.ms": 2000, "heartbeat.interval.ms": 500}
+    client: dict[str, str | int] = {
+        **kafka_config(settings),
+        "session.timeout.ms": 2000,
+        "heartbeat.interval.ms": 500,
+    }
     stopping = threading.Event()
     latencies: list[float] = []
 
