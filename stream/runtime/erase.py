@@ -143,14 +143,14 @@ async def _events(client: RedisClient, home: str, entity: EntityKey) -> list[str
 
 async def _erase_journal(client: RedisClient, journal: str, entity: EntityKey) -> int:
     """Remove the entries of ``journal`` whose pending record names ``entity``; how many."""
-    removed, after = 0, "-"
+    removed, after, needle = 0, "-", entity.encode()
     while True:
         entries = cast(
             list[tuple[bytes, dict[bytes, bytes]]], await client.xrange(journal, min=after, count=_CHUNK)
         )
         if not entries:
             return removed
-        mine = [entry_id for entry_id, fields in entries if fields[b"e"] == entity.encode()]
+        mine = [entry_id for entry_id, fields in entries if fields[b"e"] == needle]
         if mine:
             removed += await client.xdel(journal, *mine)
         after = "(" + entries[-1][0].decode()

@@ -497,7 +497,7 @@ class StateStore:
         bucket: Sequence[int],
         params: Params,
         width: int | None,
-        arguments: Callable[[int], Sequence[Any]] | None = None,
+        arguments: Callable[[int], Sequence[Any]] = lambda _: (),
     ) -> dict[int, list[Any]]:
         """``command`` on ``items`` (indices), each in its bucket (``bucket[item]``): one script
         call per bucket, each on one slot, all sent together (a round trip per cluster node).
@@ -512,9 +512,7 @@ class StateStore:
         requests = [
             (
                 prefixes[b],
-                [command, orjson.dumps(params(b, group)), *(a for i in group for a in arguments(i))]
-                if arguments
-                else [command, orjson.dumps(params(b, group))],
+                [command, orjson.dumps(params(b, group)), *(v for i in group for v in arguments(i))],
             )
             for b, group in groups.items()
         ]
