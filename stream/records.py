@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import uuid
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
@@ -228,6 +229,11 @@ class AuditRecord(Record):
     before: str | None = None
     after: str | None = None
     detail: str = ""
+
+    @classmethod
+    def now(cls, action: AuditAction, actor: str, **what: Any) -> AuditRecord:
+        """The record of an operator's ``action``, done now: a new ``id``, ``at`` the time now."""
+        return cls(id=str(uuid.uuid4()), action=action, actor=actor, at=dt.datetime.now(dt.UTC), **what)
 
 
 class Rejection(BaseModel):

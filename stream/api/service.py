@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, NamedTuple
@@ -206,11 +204,9 @@ class ScoringApi:
         except REDIS_OUTAGES as exc:
             return self._outage(exc)
         self.policy.redis.answered()
-        record = AuditRecord(
-            id=str(uuid.uuid4()),
-            action="erase",
-            actor=f"api@{socket.gethostname()}",  # whoever holds SCORING_API_TOKEN
-            at=dt.datetime.now(dt.UTC),
+        record = AuditRecord.now(
+            "erase",
+            f"api@{socket.gethostname()}",  # whoever holds SCORING_API_TOKEN
             model=use_case,
             target=erased.target,
             detail=erased.detail,

@@ -376,21 +376,13 @@ def _operator() -> str:
 
 def _audit(settings: Settings, action: AuditAction, **what: Any) -> int:
     """Record an operator's action on ``audit`` (it is done already): 0, or 1 if it could not be."""
-    import uuid
-
     from confluent_kafka import KafkaException
 
     from stream.kafka import deliver
     from stream.records import AuditRecord
     from stream.usecases import AUDIT_TOPIC
 
-    record = AuditRecord(
-        id=str(uuid.uuid4()),
-        action=action,
-        actor=_operator(),
-        at=dt.datetime.now(dt.UTC),
-        **what,
-    )
+    record = AuditRecord.now(action, _operator(), **what)
     try:
         deliver(settings, [(settings.topic(AUDIT_TOPIC), record.id.encode(), record.to_json())])
     except KafkaException as exc:
