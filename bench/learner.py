@@ -60,9 +60,11 @@ def journal(
     entries: list[JournalEntry] = []
     state, apply = replay.learner, replay.learner.apply
 
-    def recording(entry: JournalEntry) -> LearnOutcome:
+    def recording(
+        entry: JournalEntry, *, champion_pred: float | None = None, judged: bool = True
+    ) -> LearnOutcome:
         entries.append(entry)
-        return apply(entry)
+        return apply(entry, champion_pred=champion_pred, judged=judged)
 
     state.apply = recording  # type: ignore[method-assign]  # the very entries, in the learner's order
     replay.add_all(rows)

@@ -160,9 +160,18 @@ class ModelLifecycle:
         t: float,
         served_version: str,
         scored_at: float | None = None,
+        *,
+        champion_pred: float | None = None,
+        judged: bool = True,
     ) -> LearnOutcome:
         """The label ``y`` of an event scored with ``x`` and served ``y_pred`` by
-        ``served_version`` (at stream time ``scored_at``) is joined at ``t``."""
+        ``served_version`` (at stream time ``scored_at``) is joined at ``t``.
+
+        ``champion_pred`` is the champion's prediction of ``x``, when the caller knows it
+        (the champion served the event and has learned nothing since): it is made here
+        otherwise. ``judged=False`` while no version is served (a bootstrap's replay): the
+        release's gate and watch then have no version to judge, and keep no evidence.
+        """
         self.served_metric.update(y, y_pred)
         if self.labels_learned < WINDOW:
             self.first_served.update(y, y_pred)
@@ -170,11 +179,12 @@ class ModelLifecycle:
         # Concept drift is judged on the champion's own test-then-train error, not on the
         # served prediction: that one also carries the publication lag (a burst of fraud
         # scored before its first label arrived), which is no change of concept.
-        before = self.champion.predict_one(x)
+        before = self.champion.predict_one(x) if champion_pred is None else champion_pred
         alerts = self.monitor.learned(y, before, t, served=y_pred, scored_at=scored_at)
-        alerts += self.release.learned(
-            x, y, served_version=served_version, served_pred=y_pred, candidate_pred=before, t=t
-        )
+        if judged:
+            alerts += self.release.learned(
+                x, y, served_version=served_version, served_pred=y_pred, candidate_pred=before, t=t
+            )
         if self._challenger and any(a.kind == "concept_drift" and a.state == "open" for a in alerts):
             self.contest.restart_challenger(self._challenger[1], self._challenger[0])
         canary = None

@@ -80,8 +80,14 @@ class LearnerState:
     (several buckets of a Redis Cluster, :meth:`stream.runtime.state.StateStore.read_journal`)."""
     label_offsets: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> offset
 
-    def apply(self, entry: JournalEntry) -> LearnOutcome:
-        """Feed one journal entry to the lifecycle: what it changed (a scored event: its alerts)."""
+    def apply(
+        self, entry: JournalEntry, *, champion_pred: float | None = None, judged: bool = True
+    ) -> LearnOutcome:
+        """Feed one journal entry to the lifecycle: what it changed (a scored event: its alerts).
+
+        ``champion_pred`` and ``judged``: of a label, as
+        :meth:`models.lifecycle.ModelLifecycle.learned` takes them.
+        """
         x, y_pred = entry.pending["x"], entry.pending["y_pred"]
         self.position = entry.position
         if entry.y is None:
@@ -90,7 +96,14 @@ class LearnerState:
             where, _, offset = entry.source.rpartition("/")
             self.label_offsets[where] = max(int(offset), self.label_offsets.get(where, -1))
         return self.lifecycle.learned(
-            x, y_pred, entry.y, entry.time, entry.pending["model_version"], entry.pending.get("scored_at")
+            x,
+            y_pred,
+            entry.y,
+            entry.time,
+            entry.pending["model_version"],
+            entry.pending.get("scored_at"),
+            champion_pred=champion_pred,
+            judged=judged,
         )
 
 

@@ -378,7 +378,9 @@ class Learning:
         self.labels = LearnedLabels()
         self.publications: list[tuple[float, str]] = []
         self.alerts: list[AlertChange] = []
-        self._pending: dict[int, Pending] = {}  # by order: events whose label or maturity is due
+        # By order, the events whose label or maturity is due: the pending record, and how many
+        # labels the champion had learned when it served the event itself (-1: a version served it).
+        self._pending: dict[int, tuple[Pending, int]] = {}
         self._seq = 0
         self._version = 0
         self.version = f"{name}.0"
@@ -397,9 +399,10 @@ class Learning:
             self._publish_if_due(t)
             if self._next is not None and self._next[0] <= t:
                 self._served, self._next = self._next[1], None
-        served = self._served
+        served, learned = self._served, -1
         if served is None:  # the champion serves itself
-            model, version = self.learner.lifecycle.champion, self.version
+            lifecycle = self.learner.lifecycle
+            model, version, learned = lifecycle.champion, self.version, lifecycle.labels_learned
         else:
             model, version = served.model, served.version
         y_pred = model.predict_one(x)
@@ -412,16 +415,27 @@ class Learning:
         }
         self._learn_entry(JournalEntry(self._entry_id(t), pending))
         if due:
-            self._pending[order] = pending
+            self._pending[order] = pending, learned
         return pending
 
     def learn(self, order: int, t: float, y: float, source: str) -> None:
-        """Learn the label ``y`` of the event ``order``, joined at ``t`` from ``source``."""
-        pending = self._pending.pop(order)
+        """Learn the label ``y`` of the event ``order``, joined at ``t`` from ``source``.
+
+        The champion's prediction before it learns is the one it served, when it served the
+        event itself and has learned no label since (the champion changes only as a label is
+        learned): a bootstrap, whose labels come at once, predicts each row once. Nothing is
+        served from a bootstrap's replay, so nothing is judged (no gate, no watch).
+        """
+        pending, learned = self._pending.pop(order)
         n = len(self.labels)
         baseline = self._baseline_sum / n if n else 0.0
         entry = JournalEntry(self._entry_id(t), pending, y, source if source == IMPLICIT_SOURCE else None)
-        outcome = self._learn_entry(entry)
+        unchanged = learned == self.learner.lifecycle.labels_learned
+        outcome = self._learn_entry(
+            entry,
+            champion_pred=pending["y_pred"] if unchanged else None,
+            judged=self.publish_seconds is not None,
+        )
         self.labels.append(
             t, y, pending["y_pred"], outcome.champion_pred, outcome.challenger_pred, baseline, source
         )
@@ -449,8 +463,10 @@ class Learning:
         self._seq += 1
         return f"{max(0, int(t * 1000))}-{self._seq}"
 
-    def _learn_entry(self, entry: JournalEntry) -> LearnOutcome:
-        outcome = self.learner.apply(entry)
+    def _learn_entry(
+        self, entry: JournalEntry, *, champion_pred: float | None = None, judged: bool = True
+    ) -> LearnOutcome:
+        outcome = self.learner.apply(entry, champion_pred=champion_pred, judged=judged)
         for change in outcome.alerts:
             self.alerts.append(AlertChange(entry.time, change.kind, change.state, change.feature or ""))
         if outcome.promoted:

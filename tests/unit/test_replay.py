@@ -15,7 +15,7 @@ from models.pipelines import CANDIDATES
 from stream.features import Prior
 from stream.records import parse
 from stream.runtime.learner import fresh_state
-from stream.runtime.state import Pending
+from stream.runtime.state import JournalEntry, Pending
 from stream.settings import Settings
 from stream.tools.replay import HISTORY_SOURCE, Learning, LearningProcess, Replay
 from stream.tools.report import prequential
@@ -148,6 +148,41 @@ def test_a_replay_in_two_processes_learns_what_one_process_does() -> None:
     for role in ("champion", "challenger"):
         ours, theirs = (getattr(r.learner.lifecycle.contest, role) for r in (one, two))
         assert [theirs.predict_one(x) for x in xs] == [ours.predict_one(x) for x in xs]
+
+
+def test_a_bootstraps_replay_learns_what_the_streams_learner_learns_from_its_journal() -> None:
+    """A bootstrap's replay takes shortcuts (the champion's prediction made once per row, no
+    gate while nothing is served): the stream's learner, fed the same journal, learns the same."""
+    settings = Settings.from_env(
+        {
+            "SCORING_PROMOTION_MIN_LABELS": "100",
+            "SCORING_CHAMPIONS": "demand=linear_regression",
+            "SCORING_CHALLENGERS": "demand=log_linear_regression",
+        }
+    )
+    scored: list[tuple[Pending, float]] = []
+    replay = Replay(settings, DEMAND, on_scored=lambda _, pending, y: scored.append((pending, y or 0.0)))
+    rows = history(DEMAND, 3000)
+    replay.add_all(rows)
+    replay.finish(flush=True)
+
+    # Its journal, labels at once: each scored event, then its label, in stream time.
+    stream = fresh_state(settings, DEMAND)
+    learned = []
+    for seq, (pending, y) in enumerate(scored):
+        t = pending["scored_at"]
+        served = {**pending, "y_pred": stream.lifecycle.champion.predict_one(pending["x"])}
+        stream.apply(JournalEntry(f"{int(t * 1000)}-{2 * seq + 1}", served))
+        outcome = stream.apply(JournalEntry(f"{int(t * 1000)}-{2 * seq + 2}", served, y))
+        learned.append((served["y_pred"], outcome.champion_pred, outcome.challenger_pred))
+
+    ours = replay.learner.lifecycle
+    assert ours.contest.promotions == stream.lifecycle.contest.promotions >= 1
+    assert [(label.served, label.champion, label.challenger) for label in replay.labels] == learned
+    xs = [DEMAND.features.compute(event, Prior()) for event, _ in rows[-20:]]
+    for role in ("champion", "challenger"):
+        theirs = getattr(stream.lifecycle.contest, role)
+        assert [getattr(ours.contest, role).predict_one(x) for x in xs] == [theirs.predict_one(x) for x in xs]
 
 
 def test_a_replay_in_two_processes_raises_what_failed_in_the_second() -> None:
