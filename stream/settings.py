@@ -361,6 +361,22 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _personal_fields_hashed(self) -> Settings:
+        if self.pii_secret is None:
+            return self
+        for use_case in self.use_cases:
+            if clear := use_case.personal_in_clear:
+                named = ", ".join(f"{feature} (categorical on {field})" for feature, field in clear)
+                raise SettingRefused(
+                    "pii_key",
+                    f"{use_case.name} declares {named}: with the key set, its personal fields reach "
+                    "Redis only as keyed hashes, and a category would keep their values in clear in "
+                    "the waiting records, the journal and the model; remove those features, or "
+                    "leave the key empty",
+                )
+        return self
+
+    @model_validator(mode="after")
     def _release_consistent(self) -> Settings:
         for use_case in self.use_cases:  # ReleaseConfig says what does not fit, e.g. a confirmation
             self.release(use_case.name)  # before a decision, or a canary of every entity

@@ -25,7 +25,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from models.pipelines import CANDIDATES, Task
-from stream.features import Feature, FeatureSet
+from stream.features import Categorical, Feature, FeatureSet, NewValue
 from stream.records import Label, OutputField, Record, Sale, SaleLabel, Transaction, TransactionLabel
 
 E = TypeVar("E", bound=Record)
@@ -148,6 +148,27 @@ class UseCase(Generic[E, L]):
     @property
     def fingerprint(self) -> str:
         return self.declaration.fingerprint
+
+    @property
+    def personal_in_clear(self) -> list[tuple[str, str]]:
+        """(feature, field) of each feature that would carry a personal field's value in clear:
+        a ``categorical`` on a field naming the entity, or on one a ``new_value`` feature
+        remembers. With ``SCORING_PII_KEY`` set those fields reach Redis only as keyed hashes,
+        which a category is not: such a declaration is refused (:class:`stream.settings.Settings`).
+
+        >>> FRAUD.personal_in_clear
+        []
+        >>> FRAUD.declare({**FRAUD.declaration.model_dump(),
+        ...     "features": {"account": {"kind": "categorical", "field": "account_id"}}}).personal_in_clear
+        [('account', 'account_id')]
+        """
+        features = self.declaration.features
+        personal = set(self.entity_fields) | {f.field for f in features.values() if isinstance(f, NewValue)}
+        return [
+            (name, f.field)
+            for name, f in features.items()
+            if isinstance(f, Categorical) and f.field in personal
+        ]
 
     def declare(self, table: Mapping[str, Any]) -> UseCase[E, L]:
         """This use case with the declaration ``table``, validated (:class:`ValueError` if not)."""

@@ -94,3 +94,18 @@ def test_a_maturity_longer_than_the_label_ttl_is_refused(tmp_path: Path) -> None
     path = write(tmp_path, MINE.replace("maturity_seconds = 5", "maturity_seconds = 9000"))
     with pytest.raises(ValidationError, match="past SCORING_LABEL_TTL_SECONDS"):
         Settings.from_env({"SCORING_USE_CASES_FILE": path, "SCORING_LABEL_TTL_SECONDS": "3600"})
+
+
+def test_a_category_of_a_personal_field_is_refused_while_personal_data_is_hashed(tmp_path: Path) -> None:
+    text = MINE + 'account = { kind = "categorical", field = "account_id" }\n'
+    text += 'merchant = { kind = "categorical", field = "merchant_id" }\n'
+    text += 'merchant_new = { kind = "new_value", field = "merchant_id" }\n'
+    path = write(tmp_path, text)
+    with pytest.raises(ValidationError) as refused:
+        Settings.from_env({"SCORING_USE_CASES_FILE": path, "SCORING_PII_KEY": "k" * 32})
+    (line,) = problems(refused.value)
+    assert line.startswith("SCORING_PII_KEY: fraud declares account (categorical on account_id), ")
+    assert "merchant (categorical on merchant_id)" in line and "country" not in line
+    # Without the key nothing is hashed, so nothing is refused; the built-in declarations pass.
+    assert Settings.from_env({"SCORING_USE_CASES_FILE": path}).use_cases[0].personal_in_clear
+    Settings.from_env({"SCORING_PII_KEY": "k" * 32})
