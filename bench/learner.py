@@ -61,10 +61,10 @@ def journal(
     state, apply = replay.learner, replay.learner.apply
 
     def recording(
-        entry: JournalEntry, *, champion_pred: float | None = None, judged: bool = True
+        entry: JournalEntry, *, champion_pred: float | None = None, served: bool = True
     ) -> LearnOutcome:
         entries.append(entry)
-        return apply(entry, champion_pred=champion_pred, judged=judged)
+        return apply(entry, champion_pred=champion_pred, served=served)
 
     state.apply = recording  # type: ignore[method-assign]  # the very entries, in the learner's order
     replay.add_all(rows)

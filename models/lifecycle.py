@@ -162,26 +162,28 @@ class ModelLifecycle:
         scored_at: float | None = None,
         *,
         champion_pred: float | None = None,
-        judged: bool = True,
+        served: bool = True,
     ) -> LearnOutcome:
         """The label ``y`` of an event scored with ``x`` and served ``y_pred`` by
         ``served_version`` (at stream time ``scored_at``) is joined at ``t``.
 
         ``champion_pred`` is the champion's prediction of ``x``, when the caller knows it
         (the champion served the event and has learned nothing since): it is made here
-        otherwise. ``judged=False`` while no version is served (a bootstrap's replay): the
-        release's gate and watch then have no version to judge, and keep no evidence.
+        otherwise. ``served=False`` while no version serves (a bootstrap's replay, where the
+        champion predicts the history it learns): the served metric does not count the label,
+        and the release's gate and watch, with no version to judge, keep no evidence of it.
         """
-        self.served_metric.update(y, y_pred)
-        if self.labels_learned < WINDOW:
-            self.first_served.update(y, y_pred)
-        self.recent_served.append((y, y_pred))
+        if served:
+            self.served_metric.update(y, y_pred)
+            if len(self.recent_served) < WINDOW:  # the first WINDOW labels served
+                self.first_served.update(y, y_pred)
+            self.recent_served.append((y, y_pred))
         # Concept drift is judged on the champion's own test-then-train error, not on the
         # served prediction: that one also carries the publication lag (a burst of fraud
         # scored before its first label arrived), which is no change of concept.
         before = self.champion.predict_one(x) if champion_pred is None else champion_pred
         alerts = self.monitor.learned(y, before, t, served=y_pred, scored_at=scored_at)
-        if judged:
+        if served:
             alerts += self.release.learned(
                 x, y, served_version=served_version, served_pred=y_pred, candidate_pred=before, t=t
             )
@@ -207,7 +209,7 @@ class ModelLifecycle:
         for y, y_pred in self.recent_served:
             last.update(y, y_pred)
         return {
-            "first": float(self.first_served.get()) if self.labels_learned else None,
+            "first": float(self.first_served.get()) if self.recent_served else None,
             "last": float(last.get()) if self.recent_served else None,
             "window": WINDOW,
         }

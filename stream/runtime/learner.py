@@ -81,11 +81,11 @@ class LearnerState:
     label_offsets: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> offset
 
     def apply(
-        self, entry: JournalEntry, *, champion_pred: float | None = None, judged: bool = True
+        self, entry: JournalEntry, *, champion_pred: float | None = None, served: bool = True
     ) -> LearnOutcome:
         """Feed one journal entry to the lifecycle: what it changed (a scored event: its alerts).
 
-        ``champion_pred`` and ``judged``: of a label, as
+        ``champion_pred`` and ``served``: of a label, as
         :meth:`models.lifecycle.ModelLifecycle.learned` takes them.
         """
         x, y_pred = entry.pending["x"], entry.pending["y_pred"]
@@ -103,7 +103,7 @@ class LearnerState:
             entry.pending["model_version"],
             entry.pending.get("scored_at"),
             champion_pred=champion_pred,
-            judged=judged,
+            served=served,
         )
 
 
@@ -654,12 +654,13 @@ def version_record(
 
 
 def _roles(lifecycle: ModelLifecycle) -> list[tuple[str, str, OnlineModel, Metric]]:
-    """(role, pipeline, model, prequential metric): served, champion and challenger (if any)."""
+    """(role, pipeline, model, prequential metric): served (once a label of a served event was
+    learned: a bootstrap serves nothing), champion and challenger (if any)."""
     contest = lifecycle.contest
-    roles = [
-        ("served", contest.champion_name, contest.champion, lifecycle.served_metric),
-        ("champion", contest.champion_name, contest.champion, contest.champion_metric),
-    ]
+    roles: list[tuple[str, str, OnlineModel, Metric]] = []
+    if lifecycle.recent_served:
+        roles.append(("served", contest.champion_name, contest.champion, lifecycle.served_metric))
+    roles.append(("champion", contest.champion_name, contest.champion, contest.champion_metric))
     if contest.challenger is not None and contest.challenger_name is not None:
         roles.append(("challenger", contest.challenger_name, contest.challenger, contest.challenger_metric))
     return roles

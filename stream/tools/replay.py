@@ -424,7 +424,8 @@ class Learning:
         The champion's prediction before it learns is the one it served, when it served the
         event itself and has learned no label since (the champion changes only as a label is
         learned): a bootstrap, whose labels come at once, predicts each row once. Nothing is
-        served from a bootstrap's replay, so nothing is judged (no gate, no watch).
+        served from a bootstrap's replay (``publish_seconds`` is ``None``): its labels count in
+        no served metric, and no gate or watch judges a version on them.
         """
         pending, learned = self._pending.pop(order)
         n = len(self.labels)
@@ -434,7 +435,7 @@ class Learning:
         outcome = self._learn_entry(
             entry,
             champion_pred=pending["y_pred"] if unchanged else None,
-            judged=self.publish_seconds is not None,
+            served=self.publish_seconds is not None,
         )
         self.labels.append(
             t, y, pending["y_pred"], outcome.champion_pred, outcome.challenger_pred, baseline, source
@@ -464,9 +465,9 @@ class Learning:
         return f"{max(0, int(t * 1000))}-{self._seq}"
 
     def _learn_entry(
-        self, entry: JournalEntry, *, champion_pred: float | None = None, judged: bool = True
+        self, entry: JournalEntry, *, champion_pred: float | None = None, served: bool = True
     ) -> LearnOutcome:
-        outcome = self.learner.apply(entry, champion_pred=champion_pred, judged=judged)
+        outcome = self.learner.apply(entry, champion_pred=champion_pred, served=served)
         for change in outcome.alerts:
             self.alerts.append(AlertChange(entry.time, change.kind, change.state, change.feature or ""))
         if outcome.promoted:

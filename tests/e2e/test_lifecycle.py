@@ -40,6 +40,7 @@ pytestmark = pytest.mark.e2e
 
 T = TypeVar("T")
 
+
 def live_model(settings: Settings) -> tuple[str, OnlineModel]:
     async def use(registry: ModelRegistry, _: StateStore) -> tuple[str, OnlineModel]:
         live = await registry.live("fraud")

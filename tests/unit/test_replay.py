@@ -14,7 +14,7 @@ from river import evaluate, metrics
 from models.pipelines import CANDIDATES
 from stream.features import Prior
 from stream.records import parse
-from stream.runtime.learner import fresh_state
+from stream.runtime.learner import fresh_state, version_record
 from stream.runtime.state import JournalEntry, Pending
 from stream.settings import Settings
 from stream.tools.replay import HISTORY_SOURCE, Learning, LearningProcess, Replay
@@ -183,6 +183,23 @@ def test_a_bootstraps_replay_learns_what_the_streams_learner_learns_from_its_jou
     for role in ("champion", "challenger"):
         theirs = getattr(stream.lifecycle.contest, role)
         assert [getattr(ours.contest, role).predict_one(x) for x in xs] == [theirs.predict_one(x) for x in xs]
+
+
+def test_a_bootstrap_serves_nothing_so_only_the_streams_labels_make_the_served_metric() -> None:
+    settings = Settings.defaults()
+    replay = Replay(settings, DEMAND)
+    rows = history(DEMAND, 1200)  # past the challenger's warm-up, when the contest's metrics start
+    replay.add_all(rows)
+    replay.finish(flush=True)
+    state = replay.learner
+    record = version_record(settings, DEMAND, state, "bootstrap")
+    assert "served_MAE" not in record["metrics"] and record["metrics"]["champion_MAE"] > 0
+    assert record["served_windows"]["first"] is None and state.lifecycle.labels_learned == len(rows)
+
+    x = DEMAND.features.compute(rows[-1][0], Prior())
+    state.lifecycle.learned(x, 3.0, 4.5, t=rows[-1][0].ts.timestamp() + 60, served_version="demand.1")
+    record = version_record(settings, DEMAND, state, "learned")
+    assert record["metrics"]["served_MAE"] == 1.5 and record["served_windows"]["first"] == 1.5
 
 
 def test_a_replay_in_two_processes_raises_what_failed_in_the_second() -> None:
