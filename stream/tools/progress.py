@@ -43,7 +43,7 @@ def rows_progress(out: TextIO | None, description: str, total: int | None) -> It
             yield show
         return
     began = due = time.perf_counter()
-    done = 0
+    done, shown = 0, -1  # rows done, and when last shown
 
     def line() -> str:
         rate = done / max(time.perf_counter() - began, 1e-9)
@@ -51,11 +51,13 @@ def rows_progress(out: TextIO | None, description: str, total: int | None) -> It
         return f"{description}: {done:,} rows, {rate:,.0f} rows/s{left}"
 
     def advance(n: int) -> None:
-        nonlocal done, due
+        nonlocal done, due, shown
         done += n
         if time.perf_counter() >= due:
             due = time.perf_counter() + PLAIN_LINE_SECONDS
+            shown = done
             console.print(line(), highlight=False)
 
     yield advance
-    console.print(line(), highlight=False)
+    if shown != done:  # the end, unless the last line said it already
+        console.print(line(), highlight=False)
