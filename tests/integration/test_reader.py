@@ -62,7 +62,7 @@ def test_read_parses_records_in_partition_order_and_stops_when_idle(settings: Se
     got = list(read(settings, ["predictions.fraud", "deadletter"], idle_timeout=1.0))
     elapsed = time.monotonic() - started
 
-    assert elapsed < 1.0 + settings.session_timeout_seconds + 3.0
+    assert elapsed < 30.0  # it stopped by itself once idle: a guard against a hang, not a speed bound
     assert {d.topic for d in got} == {"predictions.fraud", "deadletter"}
     assert sorted((d.parse() for d in got if d.topic == "deadletter"), key=str) == sorted(letters, key=str)
     read_predictions = [d.parse() for d in got if d.topic == "predictions.fraud"]
