@@ -212,8 +212,9 @@ class Settings(BaseSettings):
     pii_key: SecretStr = _setting(
         SecretStr(""),
         "HMAC-SHA256 key of personal data: when set, entity ids (and the values an entity's `new_value` "
-        "features remember) are stored in Redis only as keyed hashes (README: Personal data); empty: "
-        "stored as they are. Keep it for as long as Redis keeps state: another key makes every entity new.",
+        "features remember) are stored in Redis only as keyed hashes (README: Personal data), and a "
+        "declared `categorical` on such a field is refused at start; empty: stored as they are. "
+        "Keep it for as long as Redis keeps state: another key makes every entity new.",
     )
     model_publish_seconds: float = _setting(
         1.0, "The learner publishes a new model version and checkpoints at most this often.", ge=0
