@@ -34,7 +34,6 @@ import datetime as dt
 import gc
 import io
 import itertools
-import os
 import sys
 import tempfile
 import time
@@ -53,7 +52,6 @@ from stream.settings import Settings
 from stream.tools import localstack, simulator
 from stream.tools.demo import bootstrap_from_history
 
-REPO = Path(__file__).resolve().parent.parent
 START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
 """Where the simulated transactions end: every run sends the same ones, whatever the hour."""
 HISTORY_DAYS = 1
@@ -170,10 +168,9 @@ def run(args: argparse.Namespace, work: Path, out: TextIO = sys.stderr) -> Resul
         print("bootstrapping both use cases from a day of history", file=out)
         bootstrap_from_history(base, simulator.SimulationConfig(), START, HISTORY_DAYS, work, io.StringIO())
         pids, ports = {}, {}
-        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
         for server in SERVERS:
             settings = base.replace(api_port=localstack.free_port())
-            env = {**os.environ, **settings.environment(), "PYTHONPATH": path}
+            env = settings.child_environment()
             log = work / f"{server.name}.log"
             process = running.enter_context(measure.child([sys.executable, *server.command], env, log, work))
             wait_ready(settings.api_port, process, log)

@@ -36,7 +36,6 @@ import dataclasses
 import datetime as dt
 import functools
 import gc
-import os
 import sys
 import threading
 import time
@@ -57,7 +56,6 @@ from stream.tools import localstack, simulator
 from stream.tools.demo import scrape
 from stream.usecases import USE_CASES, all_topics
 
-REPO = Path(__file__).resolve().parent.parent
 COMMANDS = {
     "worker": ["-m", "stream.tools.cli", "worker"],
     "stock_faust": ["-m", "bench.stock_faust"],
@@ -194,11 +192,10 @@ class Bench:
     @contextlib.contextmanager
     def processes(self, variant: str, settings: Sequence[Settings]) -> Iterator[list[Proc]]:
         """One process of ``variant`` per settings, started together, all stopped afterwards."""
-        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
         with contextlib.ExitStack() as stack:
             started = []
             for i, s in enumerate(settings):
-                env = {**os.environ, **s.environment(), "PYTHONPATH": path}
+                env = s.child_environment()
                 log = self.work / f"{s.namespace}-{i}.log"
                 command = [sys.executable, *COMMANDS[variant]]
                 started.append(Proc(stack.enter_context(measure.child(command, env, log, self.work)), log))

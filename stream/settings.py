@@ -9,6 +9,7 @@ with one line per bad setting (:func:`problems`), instead of surfacing later as 
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -407,6 +408,11 @@ class Settings(BaseSettings):
         """The environment that gives a child process exactly these settings (secrets included)."""
         return {env_name(name): str(_revealed(value)) for name, value in self.model_dump().items()}
 
+    def child_environment(self) -> dict[str, str]:
+        """A child process's whole environment: this process's, these settings, and a
+        ``PYTHONPATH`` that finds this very code (:func:`code_path`)."""
+        return {**os.environ, **self.environment(), "PYTHONPATH": code_path()}
+
     def topic(self, name: str) -> str:
         """The namespaced name of a logical topic."""
         return f"{self.namespace}.{name}" if self.namespace else name
@@ -500,6 +506,13 @@ def _fractions(value: str, use_cases: tuple[UseCase[Any, Any], ...]) -> dict[str
 
 _DEFAULTS: dict[str, Any] = {name: f.default for name, f in Settings.model_fields.items()}
 _IGNORED = "would be ignored with SCORING_KAFKA_SECURITY_PROTOCOL={} (it applies to {})"
+
+
+def code_path() -> str:
+    """The ``PYTHONPATH`` of a child process that must run this very code, wherever this
+    process found it: the folder holding the ``stream`` package first, then this process's own."""
+    here = str(Path(__file__).resolve().parents[1])
+    return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
 
 
 class SettingRefused(ValueError):

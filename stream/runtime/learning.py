@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 import mode.utils.logging
 import uvloop
@@ -91,8 +90,6 @@ STOP_TIMEOUT_SECONDS = 15.0
 STABLE_SECONDS = 60.0
 """A learner process that ran this long before it died is started again without waiting longer."""
 
-_ROOT = Path(__file__).resolve().parents[2]  # where the ``stream`` package is
-
 
 class LearnerProcess:
     """The worker's side of its learner process: start, supervise, scrape, stop."""
@@ -129,10 +126,9 @@ class LearnerProcess:
     def _start(self) -> subprocess.Popen[bytes]:
         requests_read, requests_write = os.pipe()
         replies_read, replies_write = os.pipe()
-        path = os.pathsep.join(p for p in (str(_ROOT), os.environ.get("PYTHONPATH", "")) if p)
         process = subprocess.Popen(
             [sys.executable, "-m", "stream.runtime.learning", str(requests_read), str(replies_write)],
-            env={**os.environ, **self.settings.environment(), "PYTHONPATH": path},
+            env=self.settings.child_environment(),
             pass_fds=(requests_read, replies_write),
         )
         os.close(requests_read)

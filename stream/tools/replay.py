@@ -57,7 +57,6 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any, overload
 
 from models.lifecycle import LearnOutcome
@@ -68,7 +67,7 @@ from stream.runtime.learner import LearnerState, fresh_state
 from stream.runtime.pending import Pending
 from stream.runtime.served import Served
 from stream.runtime.state import JournalEntry
-from stream.settings import Settings
+from stream.settings import Settings, code_path
 from stream.usecases import IMPLICIT_SOURCE, UseCase
 
 HISTORY_SOURCE = "history"
@@ -529,14 +528,11 @@ class LearningProcess:
     itself back, pickled, on its standard output. Its errors come back with their traceback."""
 
     def __init__(self, learning: Learning) -> None:
-        # The child imports this very code, wherever this process found it.
-        here = str(Path(__file__).resolve().parents[2])
-        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
         self._child = subprocess.Popen(
             [sys.executable, "-c", "from stream.tools.replay import serve; serve()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": path},
+            env={**os.environ, "PYTHONPATH": code_path()},  # the child imports this very code
         )
         assert self._child.stdin is not None and self._child.stdout is not None
         self._to: IO[bytes] = self._child.stdin
