@@ -35,7 +35,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -49,7 +49,13 @@ from models.online import OnlineModel
 from models.release import CanaryOutcome, version_number
 from stream.records import Alert, AuditAction, AuditRecord
 from stream.runtime import metrics
-from stream.runtime.registry import DeclarationMismatch, ModelRegistry, RegistryError, check_declaration
+from stream.runtime.registry import (
+    DeclarationMismatch,
+    ModelRegistry,
+    Publish,
+    RegistryError,
+    check_declaration,
+)
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.served import configured_champion, configured_pipeline
 from stream.runtime.state import JournalEntry, StateStore, position_ms
@@ -57,8 +63,6 @@ from stream.settings import Settings
 from stream.usecases import ALERTS_TOPIC, AUDIT_TOPIC, IMPLICIT_SOURCE, UseCase
 
 log = logging.getLogger(__name__)
-
-Publish = Callable[[Sequence[tuple[str, bytes, bytes]]], Awaitable[None]]
 
 # Journal entries read at a time, and how long a read waits for the first one.
 READ_COUNT = 500
@@ -213,8 +217,11 @@ class Learner:
         """Read and learn one slice of the journal; publish or checkpoint when due.
 
         Alerts are published before the checkpoint that moves past their entries, so a
-        crash in between publishes them again (with the same ids), never loses them.
+        crash in between publishes them again (with the same ids), never loses them. Audit
+        records the registry keeps undelivered past their actor's grace (it died, or the
+        broker did not answer, after its action) are delivered first.
         """
+        await self._registry.deliver_audit(self.name, self._publish)
         if self.state is None:
             await self._restore()
         state = self.state
@@ -239,7 +246,16 @@ class Learner:
                 alerts = []
                 contest = state.lifecycle.contest
                 before, after = contest.challenger_name, contest.champion_name
-                await self._audit(entry, "promotion", "learner", after, before, after, promotion[0].detail)
+                audit = self._audit_record(
+                    entry,
+                    "promotion",
+                    "learner",
+                    after,
+                    before=before,
+                    after=after,
+                    detail=promotion[0].detail,
+                )
+                await self._publish([(self.settings.topic(AUDIT_TOPIC), audit.id.encode(), audit.to_json())])
                 await self._save(force=True, reason="promotion")
                 if self.state is None:
                     return  # the lease or the live version moved: the next step restores
@@ -405,7 +421,8 @@ class Learner:
         """The watch found the versions served since ``target`` worse: make it live, learn on from it."""
         detail = next((c.detail for c in changes if c.kind == "rollback"), "")
         try:
-            previous = await self._registry.rollback(target, by="watch", reason=detail)
+            audit = self._audit_record(entry, "rollback", "watch", target, detail=detail)
+            previous = await self._registry.rollback(target, by="watch", reason=detail, audit=audit)
         except RegistryError as exc:  # the reference was pruned: watch the live version instead
             log.error("%s: cannot roll back to %s (%s); the watch starts over", self.name, target, exc)
             assert self.state is not None
@@ -419,7 +436,7 @@ class Learner:
             return
         metrics.ROLLBACKS.labels(self.name).inc()
         log.error("%s: rolled back from %s to %s: %s", self.name, previous, target, detail)
-        await self._audit(entry, "rollback", "watch", target, previous, target, detail)
+        await self._registry.deliver_audit(self.name, self._publish, audit)
         await self._adopt_live()
 
     async def _conclude(
@@ -435,8 +452,16 @@ class Learner:
         )
         blob = snapshot.dumps(self.state, self.settings.signing_key)
         promote = outcome == "promoted"
+        audit = self._audit_record(entry, "canary", "canary", canary, detail=f"{outcome}: {detail}")
         result, live = await self._registry.conclude(
-            self.name, self._token, self.version, canary, promote=promote, reason=detail, state=blob
+            self.name,
+            self._token,
+            self.version,
+            canary,
+            promote=promote,
+            reason=detail,
+            state=blob,
+            audit=audit,
         )
         if result != outcome:
             log.warning(
@@ -450,7 +475,7 @@ class Learner:
             return
         metrics.CANARY_OUTCOMES.labels(self.name, outcome).inc()
         (log.info if promote else log.error)("%s: canary %s %s: %s", self.name, canary, outcome, detail)
-        await self._audit(entry, "canary", "canary", canary, self.version, live, f"{outcome}: {detail}")
+        await self._registry.deliver_audit(self.name, self._publish, audit)
         self.version = live
         metrics.PUBLISHED_VERSION.labels(self.name).set(version_number(live))
         self._published_position = self.state.position
@@ -531,22 +556,23 @@ class Learner:
         )
         return [opened, opened.model_copy(update={"state": "resolve"})]
 
-    async def _audit(
+    def _audit_record(
         self,
         entry: JournalEntry,
         action: AuditAction,
         actor: str,
         target: str,
-        before: str | None,
-        after: str | None,
+        *,
+        before: str | None = None,
+        after: str | None = None,
         detail: str,
-    ) -> None:
-        """Publish what the learner did on ``audit``, as of the journal ``entry`` that decided it.
-
-        Published once the registry has done it: a crash in between loses the record (the
-        registry's history keeps rollbacks and canaries' outcomes).
-        """
-        record = AuditRecord(
+    ) -> AuditRecord:
+        """The record of what the learner did, as of the journal ``entry`` that decided it: its id
+        and time from the entry, so that a learner replaying its journal makes the same one.
+        A registry call that keeps it (a rollback, a canary's outcome) sets ``before`` and
+        ``after``; a promotion's are the champion's pipelines, published before the checkpoint
+        that moves past ``entry`` (a crash in between publishes it again)."""
+        return AuditRecord(
             id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"scoring/{self.name}/audit/{action}/{entry.id}")),
             action=action,
             actor=actor,
@@ -557,7 +583,6 @@ class Learner:
             after=after,
             detail=detail,
         )
-        await self._publish([(self.settings.topic(AUDIT_TOPIC), record.id.encode(), record.to_json())])
 
     async def _raise(self, alerts: Sequence[Alert]) -> None:
         if not alerts:

@@ -21,7 +21,14 @@ Keys (under the namespace prefix), per use case ``<m>``:
 - ``model:<m>:checkpoint`` hash: the learner's signed state, the live version and the canary
   it goes with;
 - ``model:<m>:lease``: which worker's learner owns the model's updates;
-- ``model:<m>:history``: rollbacks and canaries' outcomes, newest first.
+- ``model:<m>:history``: rollbacks and canaries' outcomes, newest first;
+- ``model:<m>:audit`` hash and ``model:<m>:audit:due`` sorted set: the audit records of
+  rollbacks, canaries' outcomes and bootstraps not delivered yet, by id, and when others
+  than their actor may deliver them. A call that does one of those keeps its record in the
+  same atomic step, and its actor delivers it at once (:meth:`ModelRegistry.deliver_audit`);
+  if the actor dies or the broker does not answer, the model's learner delivers it
+  :data:`AUDIT_GRACE_SECONDS` later: a record is never lost (and is delivered twice, with one
+  id, only by an actor slower than that).
 
 On a Redis Cluster ``<m>`` is a hash tag (``model:{<m>}:live``): a use case's registry lives
 in one slot, as every call of ``lua/registry.lua`` touches all of it.
@@ -30,6 +37,7 @@ in one slot, as every call of ``lua/registry.lua`` touches all of it.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
@@ -38,12 +46,20 @@ import orjson
 
 from models import snapshot
 from models.online import OnlineModel
+from stream.records import AuditRecord
 from stream.redis_client import RedisClient
 from stream.runtime.keys import hash_tagged
 from stream.settings import Settings
-from stream.usecases import UseCase
+from stream.usecases import AUDIT_TOPIC, UseCase
 
 _SCRIPT = resources.files("stream.runtime").joinpath("lua/registry.lua").read_text()
+
+Publish = Callable[[Sequence[tuple[str, bytes, bytes]]], Awaitable[None]]
+"""Publishes records (topic, key, value) and returns once the broker has them."""
+
+AUDIT_GRACE_SECONDS = 60.0
+"""How long an action's actor has to deliver its audit record before the learner does: longer
+than a command waits for the broker (:data:`stream.kafka.ADMIN_TIMEOUT_SECONDS`)."""
 
 
 class RegistryError(RuntimeError):
@@ -99,9 +115,11 @@ class ModelRegistry:
         return self._settings.key("model", hash_tagged(self._settings, model), *parts)
 
     def _keys(self, model: str) -> list[str]:
-        return [
-            self._key(model, part) for part in ("lease", "live", "seq", "records", "order", "checkpoint")
-        ] + [self._key(model, "history"), self._key(model, "canary")]
+        return (
+            [self._key(model, part) for part in ("lease", "live", "seq", "records", "order", "checkpoint")]
+            + [self._key(model, "history"), self._key(model, "canary")]
+            + [self._key(model, "audit"), self._key(model, "audit", "due")]
+        )
 
     async def _call(self, command: str, model: str, params: dict[str, Any], *blobs: bytes) -> Any:
         params = {**params, "snapshots": self._key(model, "snapshot", "")}
@@ -145,10 +163,20 @@ class ModelRegistry:
         return await self._add(model, token, parent, candidate, record, state, "canary")
 
     async def conclude(
-        self, model: str, token: str, parent: str, canary: str, *, promote: bool, reason: str, state: bytes
+        self,
+        model: str,
+        token: str,
+        parent: str,
+        canary: str,
+        *,
+        promote: bool,
+        reason: str,
+        state: bytes,
+        audit: AuditRecord | None = None,
     ) -> tuple[str, str]:
         """End the ``canary`` beside the live ``parent``: promoted to every entity, or rolled back,
-        with the learner ``state`` as checkpoint and an entry in the history.
+        with the learner ``state`` as checkpoint, an entry in the history and the ``audit`` record
+        (its ``before`` and ``after`` the live versions), to deliver (:meth:`deliver_audit`).
 
         Returns ``("promoted" | "rolled_back", live)``; ``conflict`` or ``lost_lease`` (nothing
         written) as :meth:`publish`.
@@ -160,6 +188,7 @@ class ModelRegistry:
             "promote": promote,
             "at": time.time(),
             "entry": {"by": "canary", "reason": reason},
+            **_audit_params(audit),
         }
         outcome, live = await self._call("conclude", model, params, state)
         return outcome.decode(), live.decode()
@@ -207,8 +236,10 @@ class ModelRegistry:
         state: bytes,
         *,
         labels_learned_max: int,
+        audit: AuditRecord | None = None,
     ) -> tuple[str, str]:
-        """Publish a version learned offline (``scoring bootstrap``) with its learner ``state``.
+        """Publish a version learned offline (``scoring bootstrap``) with its learner ``state``
+        and the ``audit`` record, as :meth:`conclude`.
 
         Needs no lease: the learner that holds it finds the live version moved and restores
         this checkpoint. Returns ``("published", version)``; ``("conflict", live)`` when the
@@ -225,6 +256,7 @@ class ModelRegistry:
             "labels_learned_max": labels_learned_max,
             "first": 1,  # never .0: that is the untrained champion a worker serves before any load
             "as": "live",
+            **_audit_params(audit),
         }
         blob = snapshot.dumps(served, self._settings.signing_key)
         outcome, version = await self._call("bootstrap", model, params, blob, state)
@@ -310,17 +342,57 @@ class ModelRegistry:
             orjson.loads(raw) for raw in await self._redis.lrange(self._key(model, "history"), 0, limit - 1)
         ]
 
-    async def rollback(self, version: str, by: str, reason: str = "") -> str:
+    async def rollback(
+        self, version: str, by: str, reason: str = "", audit: AuditRecord | None = None
+    ) -> str:
         """Make ``version`` live again, for every worker and the learner; returns the previous one.
 
         The snapshot's signature is checked first: a rollback never makes workers load
         a snapshot they would refuse. ``by`` (an operator, or ``watch`` for the learner's
-        automatic rollbacks) and ``reason`` go in the history.
+        automatic rollbacks) and ``reason`` go in the history, the ``audit`` record as
+        :meth:`conclude` keeps it.
         """
         model = use_case_of(version)
         await self.load(version)
-        params = {"version": version, "at": time.time(), "entry": {"by": by, "reason": reason}}
+        params = {
+            "version": version,
+            "at": time.time(),
+            "entry": {"by": by, "reason": reason},
+            **_audit_params(audit),
+        }
         outcome, previous = await self._call("rollback", model, params)
         if outcome.decode() != "rolled_back":
             raise RegistryError(f"cannot roll back to {version}: {outcome.decode()}")
         return cast(bytes, previous).decode()
+
+    async def deliver_audit(
+        self, model: str, publish: Publish, record: AuditRecord | None = None
+    ) -> list[AuditRecord]:
+        """Deliver an audit record a registry call kept for ``model`` with ``publish``, then forget
+        it: ``record``, by its actor; without one, every record its actor has not delivered
+        within :data:`AUDIT_GRACE_SECONDS` (the learner's way). Returns those delivered."""
+        kept, due = self._key(model, "audit"), self._key(model, "audit", "due")
+        if record is None:
+            ids = cast(list[bytes], await self._redis.zrangebyscore(due, "-inf", time.time()))
+        else:
+            ids = [record.id.encode()]
+        if not ids:
+            return []
+        values = cast(list[bytes | None], await self._redis.hmget(kept, ids))
+        found = [
+            (record_id, value) for record_id, value in zip(ids, values, strict=True) if value is not None
+        ]
+        if found:
+            topic = self._settings.topic(AUDIT_TOPIC)
+            await publish([(topic, record_id, value) for record_id, value in found])
+            await self._redis.hdel(kept, *(record_id for record_id, _ in found))
+        await self._redis.zrem(due, *ids)
+        return [AuditRecord.model_validate_json(value) for _, value in found]
+
+
+def _audit_params(audit: AuditRecord | None) -> dict[str, Any]:
+    """A registry call's parameter for the audit record it keeps, if any (``registry.lua``
+    sets its ``before`` and ``after``)."""
+    if audit is None:
+        return {}
+    return {"audit": audit.model_dump(mode="json"), "audit_due": time.time() + AUDIT_GRACE_SECONDS}

@@ -33,6 +33,7 @@ from typing import Any, Literal, TextIO
 import numpy as np
 
 from models import snapshot
+from stream.records import AuditRecord
 from stream.redis_client import redis_client
 from stream.runtime.learner import version_record
 from stream.runtime.registry import ModelRegistry, RegistryError
@@ -59,10 +60,8 @@ class Outcome:
     status: Literal["published", "unchanged"]
     version: str
     lines: list[str]
-    previous: str | None = None
-    """The live version before (``None``: none)."""
-    sha256: str = ""
-    """Of the history file."""
+    audit: AuditRecord | None = None
+    """The audit record the registry kept with the version (with an ``actor``), to deliver."""
 
 
 def file_digest(path: Path) -> tuple[int, str]:
@@ -135,8 +134,14 @@ async def bootstrap(
     *,
     force: bool = False,
     out: TextIO | None = None,
+    actor: str | None = None,
 ) -> Outcome:
-    """Learn ``use_case`` from the history at ``path`` and publish it live (see the module)."""
+    """Learn ``use_case`` from the history at ``path`` and publish it live (see the module).
+
+    With an ``actor`` (who runs it), the registry keeps the bootstrap's audit record with the
+    version, for the caller to deliver (:attr:`Outcome.audit`,
+    :meth:`~stream.runtime.registry.ModelRegistry.deliver_audit`).
+    """
     size, sha256 = file_digest(path)
     client = redis_client(settings)
     try:
@@ -194,6 +199,18 @@ async def bootstrap(
             "replaces": live,
         }
         blob = snapshot.dumps(state, settings.signing_key)
+        replaces = f", a new lineage replacing {live}" if force and live else ""
+        audit = (
+            None
+            if actor is None
+            else AuditRecord.now(
+                "bootstrap",
+                actor,
+                model=use_case.name,
+                target=f"{path} (sha256 {sha256})",
+                detail=f"{report.accepted} rows learned (declaration {use_case.fingerprint}){replaces}",
+            )
+        )
         outcome, version = await registry.bootstrap(
             use_case.name,
             live or "",
@@ -201,6 +218,7 @@ async def bootstrap(
             record,
             blob,
             labels_learned_max=-1 if force else 0,
+            audit=audit,
         )
         if outcome != "published":
             raise BootstrapRefused(
@@ -226,11 +244,9 @@ async def bootstrap(
                     for role in ("champion", "challenger", "baseline")
                     if (value := tail[f"{role}_{metric}"]) is not None
                 ),
-                f"published {version} (declaration {use_case.fingerprint}, file sha256 {sha256})"
-                + (f", a new lineage replacing {live}" if force and live else ""),
+                f"published {version} (declaration {use_case.fingerprint}, file sha256 {sha256}){replaces}",
             ],
-            live,
-            sha256,
+            audit,
         )
     finally:
         await client.aclose()

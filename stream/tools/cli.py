@@ -20,7 +20,8 @@ from stream.tools.simulator import HISTORY_ROWS_PER_DAY, SimulationConfig
 from stream.usecases import DEADLETTER_TOPIC, USE_CASES
 
 if TYPE_CHECKING:
-    from stream.records import AuditAction
+    from stream.records import AuditAction, AuditRecord
+    from stream.runtime.registry import ModelRegistry
 
 
 def _simulation_args(parser: argparse.ArgumentParser, *, transactions: int, sales: int, rate: float) -> None:
@@ -317,25 +318,16 @@ def _bootstrap(settings: Settings, args: argparse.Namespace) -> int:
     from stream.tools.history import HistoryError
     from stream.usecases import use_case
 
+    chosen = use_case(args.use_case, settings.use_cases)
     try:
-        outcome = asyncio.run(
-            bootstrap(settings, use_case(args.use_case, settings.use_cases), args.file, force=args.force)
-        )
+        outcome = asyncio.run(bootstrap(settings, chosen, args.file, force=args.force, actor=_operator()))
     except (OSError, HistoryError, BootstrapRefused) as refused:
         print(f"scoring bootstrap: {refused}", file=sys.stderr)
         return 1
     print("\n".join(outcome.lines))
-    if outcome.status == "unchanged":
+    if outcome.audit is None:  # unchanged
         return 0
-    return _audit(
-        settings,
-        "bootstrap",
-        model=args.use_case,
-        target=f"{args.file} (sha256 {outcome.sha256})",
-        before=outcome.previous,
-        after=outcome.version,
-        detail=outcome.lines[-1],
-    )
+    return asyncio.run(_deliver_kept(settings, outcome.audit))
 
 
 async def _erase(settings: Settings, args: argparse.Namespace) -> int:
@@ -372,6 +364,39 @@ def _operator() -> str:
     import socket
 
     return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+async def _deliver_kept(
+    settings: Settings, record: AuditRecord, registry: ModelRegistry | None = None
+) -> int:
+    """Deliver the audit ``record`` the registry kept with the action just done: 0, or 1 if the
+    broker did not take it (it stays in Redis, and the model's learner delivers it)."""
+    from confluent_kafka import KafkaException
+
+    from stream.kafka import deliver
+    from stream.redis_client import redis_client
+    from stream.runtime.registry import ModelRegistry
+
+    async def publish(records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        await asyncio.to_thread(deliver, settings, records)
+
+    client = None
+    if registry is None:
+        client = redis_client(settings)
+        registry = ModelRegistry(client, settings)
+    try:
+        await registry.deliver_audit(record.model, publish, record)
+    except KafkaException as exc:
+        print(
+            f"scoring: done, but its audit record could not be delivered ({exc}): Redis keeps it, "
+            f"and the learner of {record.model} delivers it",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if client is not None:
+            await client.aclose()
+    return 0
 
 
 def _audit(settings: Settings, action: AuditAction, **what: Any) -> int:
@@ -454,6 +479,7 @@ def _write_history(args: argparse.Namespace) -> int:
 async def _models(settings: Settings, args: argparse.Namespace) -> int:
 
     from stream.cards import markdown, version_card
+    from stream.records import AuditRecord
     from stream.redis_client import redis_client
     from stream.runtime.registry import ModelRegistry, RegistryError, use_case_of
 
@@ -493,20 +519,16 @@ async def _models(settings: Settings, args: argparse.Namespace) -> int:
                     end="",
                 )
         elif args.action == "rollback":
-            previous = await registry.rollback(args.version, by=_operator(), reason=args.reason)
+            model, operator = use_case_of(args.version), _operator()
+            audit = AuditRecord.now(
+                "rollback", operator, model=model, target=args.version, detail=args.reason
+            )
+            previous = await registry.rollback(args.version, by=operator, reason=args.reason, audit=audit)
             print(
                 f"{args.version} is live (was {previous}); workers score with it within "
                 f"{settings.model_poll_seconds:g} s, and the learner goes on learning from it"
             )
-            return _audit(
-                settings,
-                "rollback",
-                model=use_case_of(args.version),
-                target=args.version,
-                before=previous,
-                after=args.version,
-                detail=args.reason,
-            )
+            return await _deliver_kept(settings, audit, registry)
         else:
             blob = await registry.snapshot(args.version)
             await registry.load(args.version)  # export only what a worker would accept

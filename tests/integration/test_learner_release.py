@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from models import snapshot
 from models.online import OnlineModel
 from stream.records import Alert, AuditRecord
+from stream.runtime import registry as registry_module
 from stream.runtime.learner import Learner, version_record
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.retry import ErrorPolicy
@@ -165,3 +166,21 @@ async def test_a_broken_live_version_is_rolled_back_to_its_reference_with_one_cr
     assert learner.version == live and reference in (live, "fraud.0")
     audit = [(r.action, r.actor, r.before, r.after) for r in stage.audit]
     assert audit == [("rollback", "watch", broken, history[0]["version"])]
+
+
+async def test_an_audit_record_left_undelivered_by_its_actor_is_delivered_by_the_learner(
+    settings: Settings, client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "AUDIT_GRACE_SECONDS", 0.0)  # the actor's grace is over
+    stage = Stage(settings, client)
+    good = await stage.first_version()
+    await stage.label(10, good, await stage.registry.load(good))
+    await stage.learn()
+    # An operator's rollback whose command died before delivering its record (or found no broker).
+    record = AuditRecord.now("rollback", "ops@host", model="fraud", target="fraud.0", detail="by hand")
+    assert await stage.registry.rollback("fraud.0", by="ops@host", audit=record) == good
+    assert stage.audit == []
+    await stage.learner.step()
+    assert stage.audit == [record.model_copy(update={"before": good, "after": "fraud.0"})]
+    await stage.learner.step()
+    assert len(stage.audit) == 1, "delivered once"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
@@ -11,12 +11,14 @@ from models import snapshot
 from models.online import OnlineModel
 from models.pipelines import linear_regression
 from stream.backoff import Repeats
+from stream.records import AuditRecord
 from stream.redis_client import redis_client
+from stream.runtime import registry as registry_module
 from stream.runtime.keys import hash_tagged
 from stream.runtime.registry import ModelRegistry, RegistryError
 from stream.runtime.served import ServedModels
 from stream.settings import Settings
-from stream.usecases import DEMAND
+from stream.usecases import AUDIT_TOPIC, DEMAND
 
 pytestmark = [
     pytest.mark.integration,
@@ -102,6 +104,45 @@ async def test_rollback_moves_the_live_pointer_back_and_is_recorded(registry: Mo
     assert await publish(registry, "demand.1", demand_model(6)) == ("conflict", "demand.0")
     with pytest.raises(RegistryError, match=r"demand\.9"):
         await registry.rollback("demand.9", by="ops")
+
+
+async def test_an_actions_audit_record_is_kept_with_it_until_delivered_once(
+    registry: ModelRegistry, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await publish(registry, "", demand_model(0))
+    await publish(registry, "demand.0", demand_model(5))
+    record = AuditRecord.now("rollback", "ops@host", model="demand", target="demand.0", detail="worse")
+    assert await registry.rollback("demand.0", by="ops@host", audit=record) == "demand.1"
+    published: list[tuple[str, bytes, bytes]] = []
+
+    async def broker_down(records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        raise ConnectionError("no broker")
+
+    async def broker(records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        published.extend(records)
+
+    # Kept in the same step as the rollback: an actor that finds no broker (or dies) loses nothing.
+    with pytest.raises(ConnectionError):
+        await registry.deliver_audit("demand", broker_down, record)
+    assert await registry.deliver_audit("demand", broker) == [], "its actor's, within its grace"
+    [delivered] = await registry.deliver_audit("demand", broker, record)
+    # The registry says what changed: the live version before and after.
+    assert delivered == record.model_copy(update={"before": "demand.1", "after": "demand.0"})
+    assert [(t, k) for t, k, _ in published] == [(settings.topic(AUDIT_TOPIC), record.id.encode())]
+    assert AuditRecord.model_validate_json(published[0][2]) == delivered
+    assert await registry.deliver_audit("demand", broker, record) == [] and len(published) == 1
+
+    # Past its actor's grace, a record is anyone's to deliver (the learner's way).
+    monkeypatch.setattr(registry_module, "AUDIT_GRACE_SECONDS", 0.0)
+    late = AuditRecord.now("rollback", "ops@host", model="demand", target="demand.1")
+    assert await registry.rollback("demand.1", by="ops@host", audit=late) == "demand.0"
+    [overdue] = await registry.deliver_audit("demand", broker)
+    assert (overdue.id, overdue.before, overdue.after) == (late.id, "demand.0", "demand.1")
+    # A refused action keeps nothing.
+    refused = AuditRecord.now("rollback", "ops@host", model="demand", target="demand.9")
+    with pytest.raises(RegistryError):
+        await registry.rollback("demand.9", by="ops@host", audit=refused)
+    assert await registry.deliver_audit("demand", broker) == [] and len(published) == 2
 
 
 async def test_one_canary_at_a_time_its_conclusion_checkpoints_and_a_rollback_ends_it(

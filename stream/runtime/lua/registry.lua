@@ -4,11 +4,13 @@
 --
 -- KEYS (every command gets all of them): 1 lease, 2 live version, 3 version sequence,
 -- 4 version records (hash), 5 versions by sequence (sorted set), 6 checkpoint (hash),
--- 7 history (list), 8 canary version, and ARGV-given snapshot keys under the prefix p.snapshots.
+-- 7 history (list), 8 canary version, 9 audit records not delivered yet (hash, by id),
+-- 10 when each may be delivered by others than its actor (sorted set, by id), and
+-- ARGV-given snapshot keys under the prefix p.snapshots.
 local command = ARGV[1]
 local p = cjson.decode(ARGV[2])
-local lease, live, seq, records, order, checkpoint, history, canary =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local lease, live, seq, records, order, checkpoint, history, canary, undelivered, overdue =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 
 -- Fencing: only the holder of the lease may publish or checkpoint, so a learner that
 -- stalled past its lease cannot overwrite the work of the one that replaced it.
@@ -31,6 +33,20 @@ end
 local function log_history(entry)
   redis.call('LPUSH', history, cjson.encode(entry))
   redis.call('LTRIM', history, 0, 999)
+end
+
+-- The audit record of what this call did (p.audit, if given), kept with it in the same atomic
+-- step until delivered: by its actor, or by the learner from p.audit_due on. `before` and
+-- `after` are the live versions before and after the call, which only the call knows for sure.
+local function keep_audit(before, after)
+  local record = p.audit
+  if record then
+    record.before = before ~= '' and before or cjson.null
+    record.after = after
+    if redis.call('HSETNX', undelivered, record.id, cjson.encode(record)) == 1 then -- else: a replay's
+      redis.call('ZADD', overdue, p.audit_due, record.id)
+    end
+  end
 end
 
 -- A new version: its snapshot and record; p.as says what it is: 'live' (with the learner
@@ -125,6 +141,7 @@ elseif command == 'conclude' then
   entry.outcome = p.promote and 'promoted' or 'rolled_back'
   log_history(entry)
   keep_checkpoint(ARGV[3], now_live, '')
+  keep_audit(p.parent, now_live)
   return {entry.outcome, now_live}
 
 elseif command == 'bootstrap' then
@@ -142,7 +159,9 @@ elseif command == 'bootstrap' then
     end
   end
   redis.call('DEL', canary)  -- a new lineage: the canary of the old one has no future
-  return {'published', add_version()}
+  local version = add_version()
+  keep_audit(p.parent, version)
+  return {'published', version}
 
 elseif command == 'checkpoint' then
   -- p: token, version (the learner's live version), at. ARGV[3]: checkpoint.
@@ -166,6 +185,7 @@ elseif command == 'rollback' then
   local entry = p.entry  -- by, reason
   entry.action, entry.version, entry.previous, entry.at = 'rollback', p.version, previous, p.at
   log_history(entry)
+  keep_audit(previous, p.version)
   return {'rolled_back', previous}
 end
 return redis.error_reply('unknown command ' .. tostring(command))
