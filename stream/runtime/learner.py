@@ -598,7 +598,8 @@ class Learner:
         contest = lifecycle.contest
         metrics.LEARNER_LABELS.labels(name).set(lifecycle.labels_learned)
         for role, pipeline, model, metric in _roles(lifecycle):
-            metrics.PREQUENTIAL.labels(name, role, pipeline, type(metric).__name__).set(metric.get())
+            value = math.nan if metric is None else metric.get()
+            metrics.PREQUENTIAL.labels(name, role, pipeline, _metric_name(lifecycle)).set(value)
             if role != "served":
                 metrics.LABELS_LEARNED.labels(name, role).set(model.labels_learned)
         if contest.challenger_name is not None:
@@ -650,8 +651,9 @@ def version_record(
         "learner_labels": lifecycle.labels_learned,
         "metrics": {
             **{
-                f"{role}_{type(metric).__name__}": float(metric.get())
+                f"{role}_{_metric_name(lifecycle)}": float(metric.get())
                 for role, _, _, metric in _roles(lifecycle)
+                if metric is not None
             },
             **estimated,
         },
@@ -678,17 +680,28 @@ def version_record(
     }
 
 
-def _roles(lifecycle: ModelLifecycle) -> list[tuple[str, str, OnlineModel, Metric]]:
+def _roles(lifecycle: ModelLifecycle) -> list[tuple[str, str, OnlineModel, Metric | None]]:
     """(role, pipeline, model, prequential metric): served (once a label of a served event was
-    learned: a bootstrap serves nothing), champion and challenger (if any)."""
+    learned: a bootstrap serves nothing), champion and challenger (if any). The champion's and
+    the challenger's metric is ``None`` until the contest has judged a label since it last
+    started over (during the challenger's warm-up, say): a metric of nothing is no score."""
     contest = lifecycle.contest
-    roles: list[tuple[str, str, OnlineModel, Metric]] = []
+    judged = contest.test.n > 0
+    roles: list[tuple[str, str, OnlineModel, Metric | None]] = []
     if lifecycle.recent_served:
         roles.append(("served", contest.champion_name, contest.champion, lifecycle.served_metric))
-    roles.append(("champion", contest.champion_name, contest.champion, contest.champion_metric))
+    roles.append(
+        ("champion", contest.champion_name, contest.champion, contest.champion_metric if judged else None)
+    )
     if contest.challenger is not None and contest.challenger_name is not None:
-        roles.append(("challenger", contest.challenger_name, contest.challenger, contest.challenger_metric))
+        challenger_metric = contest.challenger_metric if judged else None
+        roles.append(("challenger", contest.challenger_name, contest.challenger, challenger_metric))
     return roles
+
+
+def _metric_name(lifecycle: ModelLifecycle) -> str:
+    """The name of the use case's prequential metric (``ROCAUC``, ``MAE``)."""
+    return type(lifecycle.served_metric).__name__
 
 
 def _utc(t: float) -> dt.datetime:

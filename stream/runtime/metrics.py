@@ -103,7 +103,8 @@ LEARNER_LABELS = Gauge(
 PREQUENTIAL = Gauge(
     "scoring_prequential_metric",
     "Prequential quality by role: `served` scores the predictions as published (ROC AUC for fraud, MAE "
-    "for demand); `champion` and `challenger` their predictions just before learning each label.",
+    "for demand); `champion` and `challenger` their predictions just before learning each label, since "
+    "their contest last started over (NaN until it has judged a label: the challenger's warm-up).",
     ["model", "role", "pipeline", "metric"],
 )
 PROMOTION_STATISTIC = Gauge(

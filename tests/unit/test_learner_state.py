@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.runtime.learner import fresh_state
+from stream.runtime.learner import fresh_state, version_record
 from stream.settings import Settings
 from stream.usecases import DEMAND, FRAUD
 
@@ -38,3 +38,19 @@ def test_the_drift_monitor_leaves_alone_the_features_each_use_case_declares_exem
 
 def test_a_fresh_state_remembers_the_declaration_it_learns_under() -> None:
     assert fresh_state(Settings(), FRAUD).declaration == FRAUD.fingerprint != DEMAND.fingerprint
+
+
+def test_the_contests_metrics_are_reported_once_it_has_judged_a_label() -> None:
+    settings = Settings(promotion_min_labels=10)
+    state = fresh_state(settings, DEMAND)
+    lifecycle = state.lifecycle
+    warmup = lifecycle.contest.warming
+    assert warmup > 0
+    for i in range(warmup + 3):
+        x = {"log_price": float(i % 5), "category": "dairy"}
+        lifecycle.learned(x, 1.0, float(i % 7), t=1000.0 + i, served_version="demand.0")
+        in_warmup = i < warmup
+        reported = version_record(settings, DEMAND, state, "learned")["metrics"]
+        # A metric of no label (an MAE of 0, a perfect score) is not reported during the warm-up.
+        assert ("champion_MAE" in reported, "challenger_MAE" in reported) == (not in_warmup,) * 2, i
+    assert reported["champion_MAE"] > 0 and reported["served_MAE"] > 0
