@@ -7,7 +7,9 @@ during a short simulated stream. Then every PromQL expression of
 (``/api/v1/query``) as Grafana sends it on the dashboard's defaults: the ``model`` variable on
 "All" (a panel repeated by model once per model), ``$__rate_interval`` as Grafana computes it
 for this scrape interval. Each must return at least one series. The dashboard is read by
-``tests/dashboard.py``, as the unit test that checks its metric names reads it.
+``tests/dashboard.py``, as the unit test that checks its metric names reads it. A real
+``scoring api`` beside the worker, asked to score a few events, is scraped with its bearer
+token, as a deployment's Prometheus would scrape it, for the API's panels.
 
 The stream holds what every panel shows, nothing exempted: malformed payloads (dead
 letters), transactions an hour older than their account's latest (out-of-order events), and
@@ -47,6 +49,8 @@ from stream.settings import Settings
 from stream.tools import localstack, simulator
 from stream.tools.demo import stop, worker_process
 from stream.usecases import FRAUD
+from tests.apiclient import api_process, transaction
+from tests.apiclient import wait_for as answering
 from tests.dashboard import metric_names, rate_interval, sent_exprs, variable_exprs
 from tests.e2e.support import START, event_id, send_on_schedule, wait_until
 
@@ -127,8 +131,15 @@ class Prometheus:
 
 
 @pytest.fixture
-def prometheus(worker_settings: Settings, tmp_path: Path) -> Iterator[Prometheus]:
-    """Prometheus on a free loopback port, scraping the worker of ``worker_settings`` every second.
+def api_settings(worker_settings: Settings) -> Settings:
+    """A ``scoring api`` beside the worker, on a free port, behind a token."""
+    return worker_settings.replace(api_port=localstack.free_port(), api_token="e2e-scrape-token")
+
+
+@pytest.fixture
+def prometheus(worker_settings: Settings, api_settings: Settings, tmp_path: Path) -> Iterator[Prometheus]:
+    """Prometheus on a free loopback port, scraping every second the worker of ``worker_settings``,
+    and the API of ``api_settings`` with its token.
 
     Its configuration and data live in a temporary folder of its own, removed afterwards (its
     log stays in the test's ``tmp_path``); nothing of a system Prometheus is used.
@@ -147,6 +158,11 @@ def prometheus(worker_settings: Settings, tmp_path: Path) -> Iterator[Prometheus
             "  - job_name: scoring\n"
             "    static_configs:\n"
             f"      - targets: ['127.0.0.1:{worker_settings.metrics_port}']\n"
+            "  - job_name: api\n"
+            "    authorization:\n"
+            f"      credentials: {api_settings.api_token}\n"
+            "    static_configs:\n"
+            f"      - targets: ['127.0.0.1:{api_settings.api_port}']\n"
         )
         with open(log, "wb") as out:
             process = subprocess.Popen(
@@ -171,7 +187,7 @@ def prometheus(worker_settings: Settings, tmp_path: Path) -> Iterator[Prometheus
 
 
 def test_every_dashboard_query_returns_data(
-    worker_settings: Settings, prometheus: Prometheus, tmp_path: Path
+    worker_settings: Settings, api_settings: Settings, prometheus: Prometheus, tmp_path: Path
 ) -> None:
     messages = stream()
     events = sum(m.kind in ("event", "out_of_order") for m in messages)
@@ -182,12 +198,19 @@ def test_every_dashboard_query_returns_data(
         settings = worker_settings.replace(
             redis_url=relay.url, first_version_min_labels=500, canary="demand=0.3", canary_labels=100
         )
-        with worker_process(settings, log) as worker:
+        with worker_process(settings, log) as worker, api_process(api_settings, tmp_path / "api.log") as api:
             wait_until(lambda: f"{relay.address} does not answer" in log.read_text(), what="a retry")
             relay.open()
             send_on_schedule(settings, messages)
             prometheus.wait_for("sum(scoring_predictions_total)", events)
+            asked = ask_the_api(api, api_settings)
+            prometheus.wait_for("sum(scoring_api_requests_total)", asked)
             prometheus.wait_for("sum(scoring_learner_labels_learned)", labels)  # the flipped ones too
+            window = rate_interval(SCRAPE_SECONDS, GRAFANA_INTERVAL_SECONDS)
+            wait_until(  # two scrapes of the API's series in the window: a rate
+                lambda: bool(prometheus.query(f"rate(scoring_api_requests_total[{window}])")),
+                what="prometheus to scrape the API twice",
+            )
             at = prometheus.scraped_instant()
             canary_served = prometheus.query('scoring_predictions_total{model="demand", arm="canary"}', at=at)
 
@@ -195,7 +218,6 @@ def test_every_dashboard_query_returns_data(
             for name, selector in variable_exprs():
                 values[name] = prometheus.api(f"label/{name}/values", **{"match[]": selector})
                 assert sorted(values[name]) == ["demand", "fraud"], name
-            window = rate_interval(SCRAPE_SECONDS, GRAFANA_INTERVAL_SECONDS)
             empty = [
                 f"{title}: {expr}{_absent(prometheus, expr)}"
                 for title, expr in sent_exprs(values, window)
@@ -204,6 +226,21 @@ def test_every_dashboard_query_returns_data(
     assert worker.returncode == 0, log.read_text()[-3000:]
     assert not empty, "expressions without data:\n" + "\n".join(empty)
     assert canary_served, "no demand prediction was served by a canary"
+
+
+def ask_the_api(url: str, settings: Settings) -> int:
+    """Ask the API to score a few transactions, one of them malformed; how many requests."""
+    answering(f"{url}/readyz")
+    payloads = [transaction(f"api-{i}", account=f"api-acc-{i}") for i in range(5)] + [b"{"]
+    headers = {"Authorization": f"Bearer {settings.api_token}", "Content-Type": "application/json"}
+    for payload in payloads:
+        request = urllib.request.Request(f"{url}/v1/score/fraud", data=payload, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200
+        except urllib.error.HTTPError as refused:
+            assert refused.code == 422 and payload == b"{", refused.read()
+    return len(payloads)
 
 
 def _absent(prometheus: Prometheus, expr: str) -> str:

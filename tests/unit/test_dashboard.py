@@ -1,7 +1,8 @@
 """The Grafana dashboard and the monitoring stack of docker-compose.yml tell the truth.
 
 Every PromQL expression of ``deploy/grafana/dashboards/scoring.json`` may name only metrics
-that ``stream/runtime/metrics.py`` registers (with the suffixes Prometheus exposes: ``_total`` for
+that ``stream/runtime/metrics.py`` or ``stream/api/metrics.py`` (the API's own) registers
+(with the suffixes Prometheus exposes: ``_total`` for
 counters, ``_bucket``/``_sum``/``_count`` for histograms), every metric registered there
 is on a panel, and the provisioning files and the compose file wire Prometheus, Grafana
 and the dashboard together. The YAML files are checked as text, so the checks need no
@@ -19,6 +20,7 @@ import prometheus_client
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
+import stream.api.metrics
 import stream.runtime.metrics
 import tests.dashboard
 from stream.settings import Settings
@@ -59,10 +61,12 @@ def exposed(family: str, kind: str) -> set[str]:
 
 
 def families() -> dict[str, str]:
-    """Family name -> type of every metric stream/runtime/metrics.py defines, as the registry holds them."""
+    """Family name -> type of every metric stream/runtime/metrics.py and stream/api/metrics.py
+    define, as the registry holds them."""
     defined = {
         family.name
-        for value in vars(stream.runtime.metrics).values()
+        for module in (stream.runtime.metrics, stream.api.metrics)
+        for value in vars(module).values()
         if isinstance(value, MetricWrapperBase)
         for family in value.describe()
     }
@@ -73,7 +77,7 @@ def families() -> dict[str, str]:
 
 
 def known_series() -> dict[str, str]:
-    """Series name -> its family, for every metric of stream/runtime/metrics.py."""
+    """Series name -> its family, for every metric of the service (:func:`families`)."""
     return {series: name for name, kind in families().items() for series in exposed(name, kind)}
 
 
@@ -148,7 +152,7 @@ def test_every_expr_names_only_metrics_of_stream_metrics() -> None:
     wrong = [
         (where, name) for where, expr in exprs() + variable_exprs() for name in sorted(unknown_names(expr))
     ]
-    assert not wrong, f"metrics not defined in stream/runtime/metrics.py: {wrong}"
+    assert not wrong, f"metrics not defined in stream/runtime/metrics.py or stream/api/metrics.py: {wrong}"
     for where, expr in exprs():
         assert metric_names(expr), f"{where}: {expr!r} selects no metric"
 
