@@ -25,7 +25,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from models.pipelines import CANDIDATES, Task
-from stream.features import Categorical, Feature, FeatureSet, NewValue
+from stream.features import Categorical, Feature, FeatureSet
 from stream.records import Label, OutputField, Record, Sale, SaleLabel, Transaction, TransactionLabel
 
 E = TypeVar("E", bound=Record)
@@ -162,11 +162,10 @@ class UseCase(Generic[E, L]):
         ...     "features": {"account": {"kind": "categorical", "field": "account_id"}}}).personal_in_clear
         [('account', 'account_id')]
         """
-        features = self.declaration.features
-        personal = set(self.entity_fields) | {f.field for f in features.values() if isinstance(f, NewValue)}
+        personal = {*self.entity_fields, *self.features.members}
         return [
             (name, f.field)
-            for name, f in features.items()
+            for name, f in self.declaration.features.items()
             if isinstance(f, Categorical) and f.field in personal
         ]
 
