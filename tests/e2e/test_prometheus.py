@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -232,14 +233,10 @@ def ask_the_api(url: str, settings: Settings) -> int:
     """Ask the API to score a few transactions, one of them malformed; how many requests."""
     answering(f"{url}/readyz")
     payloads = [transaction(f"api-{i}", account=f"api-acc-{i}") for i in range(5)] + [b"{"]
-    headers = {"Authorization": f"Bearer {settings.api_token}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {settings.api_token}"}
     for payload in payloads:
-        request = urllib.request.Request(f"{url}/v1/score/fraud", data=payload, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                assert response.status == 200
-        except urllib.error.HTTPError as refused:
-            assert refused.code == 422 and payload == b"{", refused.read()
+        answer = httpx.post(f"{url}/v1/score/fraud", content=payload, headers=headers, timeout=10)
+        assert answer.status_code == (422 if payload == b"{" else 200), answer.text
     return len(payloads)
 
 
