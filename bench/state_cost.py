@@ -2,7 +2,7 @@
 bytes per waiting event, one Redis or a cluster.
 
 The worker's Redis work without the broker: the simulator's events go through
-:class:`stream.runtime.scoring.Scorer` (claim and observe, then record) and their labels
+:class:`stream.runtime.scoring.Scorer` (read the entities, then record) and their labels
 through :class:`stream.runtime.joining.LabelJoiner` (join, and the entity's label
 statistic), in groups of ``--group`` messages of one topic-partition as a worker handles
 them, first on a single ``redis-server``, then on a Redis Cluster of three masters. Redis

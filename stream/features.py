@@ -141,11 +141,11 @@ def fold(stat: list[float] | None, value: float, decay: float) -> list[float]:
 
 @dataclass(slots=True)
 class EntityState:
-    """An entity's state held in memory by an offline replay (bootstrap, backtest).
-
-    The same updates as ``state.lua`` makes in Redis (a test holds the two equal), and
-    :meth:`document` writes it in the same JSON, so a stream continues from a replay's state.
-    """
+    """An entity's state: what a worker applies each event to before scoring it (read from
+    Redis and written back packed, :class:`stream.runtime.state.EntityLayout`), and what an
+    offline replay (bootstrap, backtest) holds in memory, so a stream continues from a
+    replay's state. ``state.lua`` folds labels into it in Redis as :meth:`learn` does (a test
+    holds the two equal)."""
 
     n: int = 0
     last_ts: float | None = None

@@ -5,27 +5,27 @@ Scoring an event (:meth:`ScoringApi.score`) takes the worker's steps
 the event's source:
 
 1. validate the body as the use case's event (422 with the dead-letter reason code);
-2. claim its id and apply it to its entity's state (the worker's Lua call); an id claimed
-   before keeps its first prediction: the same request again, or the same event read from
-   the topic first, returns the prediction recorded then, byte for byte, and nothing is
-   scored or published again (409 while a worker is still scoring it, or when the id was
-   scored for another entity);
-3. score it with the live version this process follows, record it and journal it in one
-   atomic step, so that its label joins and is learned as any other;
-4. answer, and publish it on the prediction topic. The answer does not wait for the broker
+2. score it as a worker does: read its entity's state, score it with the live version this
+   process follows, then record it, write the state and journal it in one atomic step, so
+   that its label joins and is learned as any other. An id recorded before keeps its first
+   prediction: the same request again, or the same event read from the topic first, returns
+   the prediction recorded then, byte for byte, and nothing is scored or published again
+   (409 when the id was scored for another entity, or, with several Redis buckets, while a
+   worker that claimed it has not recorded it yet);
+3. answer, and publish it on the prediction topic. The answer does not wait for the broker
    (about a millisecond more): what makes the prediction the event's is its record, made
    already, which a repeated request returns. The publication is retried until the broker
    takes it, and a stopping process publishes what it holds first; only a process killed in
    the moment between recording and the broker's acknowledgement loses the publication (not
    the prediction, nor its label's learning). A worker that then reads the same event from
-   its topic finds the API's claim and neither scores nor publishes it: one prediction per
+   its topic finds the API's record and neither scores nor publishes it: one prediction per
    event id across the API and the stream.
 
 Each step is batched (:mod:`stream.api.batching`): the requests that arrive while Redis or the
 broker answers one call share the next, as a worker's batches do, so that under load a round
 trip serves many requests. Two requests for one new event racing (a client retrying while the
-first is in flight, on one process or two) may both score the claim; only the first recorded
-is kept, answered to both and published. Every process keeps nothing the others need: any
+first is in flight, on one process or two) may both score the event; only the first recorded
+is kept, answered to both and published once. Every process keeps nothing the others need: any
 number of them can serve behind a load balancer.
 """
 
@@ -164,17 +164,12 @@ class ScoringApi:
             return "not_ready", refusal(503, "not_ready", f"{use_case.name}: no model version loaded yet")
         steps = self._steps[use_case.name]
         try:
-            claim = await steps.claim.submit(accepted)
-            if claim.source != API_SOURCE or claim.status != "claimed":
-                return _scored_before(self.scorer, accepted, claim)
-            # A new claim, or one whose scoring did not record (a process died, or a repeated
-            # request is in flight): score it from the state it claimed.
-            predicted = await steps.predict.submit((accepted, claim))
+            predicted = await steps.predict.submit(accepted)
         except REDIS_OUTAGES as exc:
             return "unavailable", self._outage(exc)
         self.policy.redis.answered()
-        if not predicted.first:
-            return "repeated", Answer(200, predicted.prediction)
+        if isinstance(predicted, Claim):
+            return _scored_before(self.scorer, accepted, predicted)
         # Retried until the broker takes it: no other request or worker will publish it.
         steps.publish.submitted(predicted).add_done_callback(_log_unpublished)
         return "scored", Answer(200, predicted.prediction)
@@ -264,10 +259,9 @@ class _Steps:
     """The steps of scoring one use case's events, each batched (:class:`~stream.api.batching.Batcher`)."""
 
     def __init__(self, api: ScoringApi, use_case: UseCase[Any, Any]) -> None:
-        self.claim = Batcher(partial(api.scorer.claim, use_case))
         # The scoring latency runs from the batch's first request, as a worker's from its batch.
-        self.predict: Batcher[tuple[Accepted, Claim], Predicted] = Batcher(
-            lambda claimed: api.scorer.predict(use_case, claimed, min(a.arrived or 0.0 for a, _ in claimed))
+        self.predict: Batcher[Accepted, Predicted | Claim] = Batcher(
+            lambda events: api.scorer.predict(use_case, events, min(a.arrived or 0.0 for a in events))
         )
         self.publish = Batcher(partial(api.publish, use_case))
 
@@ -275,7 +269,7 @@ class _Steps:
 def _scored_before(scorer: Scorer, accepted: Accepted, claim: Claim) -> tuple[str, Answer]:
     """The answer for an event id claimed before: its prediction, unless it is not one to give."""
     event_id = accepted.event.event_id
-    if claim.status == "claimed":  # a worker is scoring it, or will once its batch is redelivered
+    if claim.status == "claimed":  # routed by a worker that has not recorded it (yet)
         return "in_flight", refusal(
             409, "in_flight", f"event id {event_id} is being scored from {claim.source}: repeat the request"
         )

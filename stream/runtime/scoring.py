@@ -1,15 +1,16 @@
 """Scoring events: consumed batches, or one request of the HTTP API, in; predictions out.
 
 :class:`Scorer` holds no Kafka client. Its steps are shared by the worker and the API
-(:mod:`stream.api`): :meth:`~Scorer.accept` validates an event, :meth:`~Scorer.claim`
-claims its id and applies it to its entity's state in Redis (one round trip for a batch),
-and :meth:`~Scorer.predict` scores claimed events with the live model version and records
-them (a second round trip), the journal included. :meth:`~Scorer.score` is the worker's
-batch: it returns what must be published; publishing and acknowledging are the caller's
-job, in that order, so delivery is at least once. A redelivered event is recognised by its
-source (topic/partition/offset) and gets the same prediction again, never a second scoring;
-an event the API scored first (source :data:`API_SOURCE`) is not scored again either, and
-its prediction, which the API published, is not published twice.
+(:mod:`stream.api`): :meth:`~Scorer.accept` validates an event, :meth:`~Scorer.predict`
+reads the events' entities' states from Redis (one round trip for a batch), applies each
+event to its entity's state and scores it with the version serving it, then records it,
+writes the state and journals it (a second round trip, atomic per event and entity).
+:meth:`~Scorer.score` is the worker's batch: it returns what must be published; publishing
+and acknowledging are the caller's job, in that order, so delivery is at least once. A
+redelivered event is recognised by its source (topic/partition/offset) and gets the same
+prediction again, never a second scoring; an event the API scored first (source
+:data:`API_SOURCE`) is not scored again either, and its prediction, which the API
+published, is not published twice.
 
 With a PII key (``SCORING_PII_KEY``), entities are keyed by a keyed hash of their ids
 (:func:`~stream.runtime.keys.entity_key`), and the prediction recorded in Redis names its
@@ -28,13 +29,14 @@ from typing import Any, NamedTuple
 import orjson
 
 from models.online import Features
+from stream.features import EntityState
 from stream.records import Rejection, parse, prediction_json
 from stream.runtime import metrics
 from stream.runtime.keys import EntityKey, entity_key, observed, recorded_name
 from stream.runtime.outbox import Message, Outbox, PartitionOrder
 from stream.runtime.pending import Recorded, layout_of, scored_text
 from stream.runtime.served import Served, ServedModels
-from stream.runtime.state import Arrival, Claim, Scored, StateStore
+from stream.runtime.state import Arrival, Changed, Claim, Scored, StateStore, entity_layout
 from stream.settings import Settings
 from stream.usecases import DEADLETTER_TOPIC, UseCase, entity_name
 
@@ -42,8 +44,14 @@ log = logging.getLogger(__name__)
 
 API_SOURCE = "api"
 """Where an event scored through the HTTP API was read (a consumed event's source is its
-``topic/partition/offset``): the same for every API process, so that a request repeated after
-a process died between claiming and recording finds its own claim and is scored from it."""
+``topic/partition/offset``): the same for every API process, so that a repeated request is
+the same event whichever process answers it (with several buckets, one repeated after a
+process died between routing the id and recording it finds the route its own)."""
+
+
+MAX_ROUNDS = 100
+"""How many times a batch's events are read and scored again, their entities having changed
+meanwhile, before the batch fails (:mod:`stream.runtime.retry`): more would be a livelock."""
 
 
 class Accepted(NamedTuple):
@@ -70,12 +78,10 @@ class Accepted(NamedTuple):
 
 
 class Predicted(NamedTuple):
-    """An event's prediction as recorded in Redis, its entity's name (the prediction's key),
-    and whether this scoring recorded it (``False``: an earlier scoring of the claim did)."""
+    """An event's prediction, made and recorded now, and its entity's name (the prediction's key)."""
 
     prediction: bytes
     entity: str
-    first: bool
 
 
 class Scorer:
@@ -107,20 +113,6 @@ class Scorer:
         # tuple.__new__: a named tuple made without its Python-level constructor (one an event).
         return tuple.__new__(Accepted, (event, ids, entity_key(ids, self._secret), source, arrived))
 
-    async def claim(self, use_case: UseCase[Any, Any], events: Sequence[Accepted]) -> list[Claim]:
-        """Claim each event's id and apply the event to its entity's state, in one round trip.
-
-        An id claimed before is left as it was: its claim says by whom (its source), and
-        whether it was scored since.
-        """
-        return await self.state.observe(
-            use_case,
-            [
-                Arrival(a.event.event_id, a.key, a.source, observed(use_case.features, a.event, self._secret))
-                for a in events
-            ],
-        )
-
     def recorded_entity(self, accepted: Accepted) -> str:
         """How a prediction recorded in Redis names ``accepted``'s entity: its name, or with a PII
         key its key."""
@@ -133,22 +125,69 @@ class Scorer:
         return orjson.dumps(orjson.loads(recorded) | {"entity": entity_name(accepted.ids)})
 
     async def predict(
-        self, use_case: UseCase[Any, Any], claimed: Sequence[tuple[Accepted, Claim]], now: float
-    ) -> list[Predicted]:
-        """Score claimed events with the version serving each (the live one, or a canary for its
-        entities); record and journal them.
+        self, use_case: UseCase[Any, Any], events: Sequence[Accepted], now: float
+    ) -> list[Predicted | Claim]:
+        """Score each new event with the version serving it (the live one, or a canary for its
+        entity); record and journal it. An event id claimed before is not scored: its claim
+        says by whom (its source), and its prediction once recorded.
 
-        Each event is scored from the entity state its claim holds, so scoring a claim again
-        (a redelivery that finds it unrecorded) gives the same features. ``now`` is when the
-        events were accepted (the scoring latency's start).
+        Each event is applied to its entity's state as read (after the batch's earlier events
+        of that entity) and scored from the state before it; one whose entity changed in
+        Redis meanwhile (another worker, the API, a label) is read and scored again. ``now``
+        is when the events were accepted (the scoring latency's start).
         """
-        xs = []
-        for accepted, claim in claimed:
-            if claim.prior.is_out_of_order(accepted.event.ts.timestamp()):
-                metrics.OUT_OF_ORDER.labels(use_case.name).inc()
-                log.debug("out-of-order event %s at %s", accepted.event.event_id, accepted.source)
-            xs.append(use_case.features.compute(accepted.event, claim.prior))
-        names = [entity_name(accepted.ids) for accepted, _ in claimed]
+        outcomes: dict[int, Predicted | Claim] = {}
+        todo = list(range(len(events)))
+        for _ in range(MAX_ROUNDS):
+            if not todo:
+                break
+            reading = await self.state.read(
+                use_case, [Arrival(events[i].event.event_id, events[i].key, events[i].source) for i in todo]
+            )
+            new = []
+            for i, claim in zip(todo, reading.claims, strict=True):
+                if claim is None:
+                    new.append(i)
+                else:
+                    outcomes[i] = claim
+            scored = await self._score(use_case, [events[i] for i in new], reading.entities, now)
+            todo = [i for i, outcome in zip(new, scored, strict=True) if outcome == "changed"]
+            outcomes |= {i: outcome for i, outcome in zip(new, scored, strict=True) if outcome != "changed"}
+            if todo:
+                log.debug(
+                    "%s: %d events' entities changed while they were scored: again", use_case.name, len(todo)
+                )
+        if todo:
+            raise RuntimeError(f"{use_case.name}: entities changed while scored, {MAX_ROUNDS} times over")
+        return [outcomes[i] for i in range(len(events))]
+
+    async def _score(
+        self,
+        use_case: UseCase[Any, Any],
+        events: Sequence[Accepted],
+        entities: dict[EntityKey, bytes],
+        now: float,
+    ) -> list[Predicted | Claim | Changed]:
+        """Apply each event to its entity's state as ``entities`` hold them (as read), score it
+        and record it: see :meth:`predict`."""
+        if not events:
+            return []
+        features, packing = use_case.features, entity_layout(use_case.features)
+        states: dict[EntityKey, EntityState] = {}
+        stored = dict(entities)
+        xs, reads, writes, out_of_order = [], [], [], []
+        for accepted in events:
+            key = accepted.key
+            state = states.get(key)
+            if state is None:
+                state = states[key] = packing.unpack(stored[key])
+            prior = state.observe(observed(features, accepted.event, self._secret), features.decay)
+            out_of_order.append(prior.is_out_of_order(accepted.event.ts.timestamp()))
+            reads.append(stored[key])
+            stored[key] = packing.pack(state)
+            writes.append(stored[key])
+            xs.append(features.compute(accepted.event, prior))
+        names = [entity_name(accepted.ids) for accepted in events]
         served_by, outputs = self._predict(use_case, names, xs)
         # The published time (to the microsecond) is the recorded one: the journal's scored_at
         # is its prediction's.
@@ -157,7 +196,9 @@ class Scorer:
         metrics.SCORING_LATENCY.labels(use_case.name).observe(scored_ts - now)
         layout = layout_of(use_case)
         records, predictions = [], []
-        for (accepted, _), name, served, x, y in zip(claimed, names, served_by, xs, outputs, strict=True):
+        for accepted, name, served, x, y, read, write in zip(
+            events, names, served_by, xs, outputs, reads, writes, strict=True
+        ):
             event, _, key, source, arrived = accepted
             latency = round(max(0.0, scored_ts - arrived) * 1000, 3) if arrived else 0.0
             predictions.append(
@@ -175,17 +216,20 @@ class Scorer:
             )
             # Recorded naming its entity as Redis may (with a PII key, by its key: no clear id).
             made = Recorded(served.version, served.arm, scored_ts, latency, y, self.recorded_entity(accepted))
-            records.append(Scored(event.event_id, key, source, layout.encode(x, made, key)))
-        earlier = await self.state.record(use_case, records, scored_ts)
-        canaries = sum(served.arm == "canary" for served in served_by)
-        metrics.PREDICTIONS.labels(use_case.name, "live").inc(len(records) - canaries)
+            records.append(Scored(event.event_id, key, source, read, write, layout.encode(x, made, key)))
+        outcomes = await self.state.score(use_case, records, scored_ts)
+        recorded = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        canaries = sum(served_by[i].arm == "canary" for i in recorded)
+        metrics.PREDICTIONS.labels(use_case.name, "live").inc(len(recorded) - canaries)
         if canaries:
             metrics.PREDICTIONS.labels(use_case.name, "canary").inc(canaries)
+        for i in recorded:
+            if out_of_order[i]:
+                metrics.OUT_OF_ORDER.labels(use_case.name).inc()
+                log.debug("out-of-order event %s at %s", events[i].event.event_id, events[i].source)
         return [
-            tuple.__new__(
-                Predicted, (self.published(accepted, before) if before else first, name, not before)
-            )
-            for (accepted, _), first, name, before in zip(claimed, predictions, names, earlier, strict=True)
+            tuple.__new__(Predicted, (first, name)) if outcome is None else outcome
+            for first, name, outcome in zip(predictions, names, outcomes, strict=True)
         ]
 
     async def score(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> Outbox:
@@ -199,38 +243,37 @@ class Scorer:
                 outbox.dead_letter(self._dead_letters, message, accepted.reason, accepted.detail)
             else:
                 valid.append((message, accepted))
+        if not valid:
+            return outbox
+        # From the read to the record: an entity's events change its state in their order.
         async with self._order.of(batch):
-            claims = await self.claim(use_case, [accepted for _, accepted in valid])
-        to_score = []
+            outcomes = await self.predict(use_case, [accepted for _, accepted in valid], now)
         prediction_topic = self.settings.topic(use_case.prediction_topic)
-        for (message, accepted), claim in zip(valid, claims, strict=True):
-            if claim.source == API_SOURCE:
+        scored = 0
+        for (message, accepted), outcome in zip(valid, outcomes, strict=True):
+            if isinstance(outcome, Predicted):
+                outbox.add(prediction_topic, outcome.entity, outcome.prediction)
+                if accepted.arrived:
+                    outbox.predicted.append((use_case.name, accepted.arrived))
+                scored += 1
+            elif outcome.source == API_SOURCE:
                 # The API scored it (or is scoring it) and publishes its prediction itself.
                 metrics.EVENTS.labels(message.topic, "scored_by_api").inc()
-            elif claim.source != message.source:
+            elif outcome.source != message.source:
                 outbox.dead_letter(
                     self._dead_letters,
                     message,
                     "duplicate_event",
-                    f"event id {accepted.event.event_id} was first read at {claim.source}",
+                    f"event id {accepted.event.event_id} was first read at {outcome.source}",
                 )
-            elif claim.status != "claimed":
+            else:
                 # A redelivery of an event already scored: publish the same prediction again.
                 outbox.add(
-                    prediction_topic, entity_name(accepted.ids), self.published(accepted, claim.prediction)
+                    prediction_topic, entity_name(accepted.ids), self.published(accepted, outcome.prediction)
                 )
                 metrics.EVENTS.labels(message.topic, "redelivered").inc()
-            else:
-                to_score.append((accepted, claim))
-        if not to_score:
-            return outbox
-        for (accepted, _), predicted in zip(
-            to_score, await self.predict(use_case, to_score, now), strict=True
-        ):
-            outbox.add(prediction_topic, predicted.entity, predicted.prediction)
-            if accepted.arrived:
-                outbox.predicted.append((use_case.name, accepted.arrived))
-        metrics.EVENTS.labels(batch[0].topic, "scored").inc(len(to_score))
+        if scored:
+            metrics.EVENTS.labels(batch[0].topic, "scored").inc(scored)
         return outbox
 
     def _predict(

@@ -1,10 +1,13 @@
-"""Redis state of the service: entity features, event claims and pending labels.
+"""Redis state of the service: entity features, event records and pending labels.
 
-Every change goes through ``lua/state.lua`` so that it is atomic per event and per
-entity: two workers never corrupt one entity's state, and an event id is claimed once.
-Each call handles a whole batch's share of a bucket in one script call: one round trip
-(per cluster node), and Redis pays the script's dispatch once per bucket rather than once
-per event.
+Scoring a batch takes two round trips: a read (the batch's event records and entity states,
+one ``MGET`` per bucket), then, once the worker has applied the events to their entities'
+states and scored them, one ``lua/state.lua`` call per bucket that records each event and
+writes its entity's state atomically, if the entity is still as read (else the event is
+read and scored again): two workers never corrupt one entity's state, and an event id is
+recorded once. Every other change (labels, maturing events) goes through the script too,
+a whole batch's share of a bucket per call, so that Redis pays the script's dispatch once
+per bucket rather than once per event.
 
 Ids enter keys only through :mod:`stream.runtime.keys`: an event id or an entity's ids are
 data, never key syntax. Keys start with a use case's bucket prefix (:func:`keys.buckets
@@ -14,13 +17,12 @@ encoded :data:`~stream.runtime.keys.EntityKey`. In the bucket of the entity:
 
 - ``event:<id>``: the event's record, one string (``state.lua`` says its bytes): its
   status (:data:`ClaimStatus`), its source (topic/partition/offset, or ``partition/offset``
-  from the use case's own event topic: :meth:`StateStore.sources`) and entity, then the
-  entity state it was scored against while claimed, its pending record once scored (the
-  compact bytes of :mod:`stream.runtime.pending`: features, prediction), only the
-  prediction part of it once learned. Written with its TTL (:attr:`StateStore.event_ttl`):
-  as long as an event with its id can still be accepted, so that a redelivered or
-  repeated event is always recognised; a label more than ``label_ttl_seconds`` after its
-  event was scored is ``expired_event``.
+  from the use case's own event topic: :meth:`StateStore.sources`) and entity, then its
+  pending record once scored (the compact bytes of :mod:`stream.runtime.pending`: features,
+  prediction), only the prediction part of it once learned. Written with its TTL
+  (:attr:`StateStore.event_ttl`): as long as an event with its id can still be accepted,
+  so that a redelivered or repeated event is always recognised; a label more than
+  ``label_ttl_seconds`` after its event was scored is ``expired_event``.
 - ``entity:<entity>``: the entity's state, packed (:class:`EntityLayout`): count, last
   time seen, exponentially weighted statistics, then the hashes of the values it was seen
   with most recently (at most :data:`~stream.features.MEMBERS_KEPT` per field), as the
@@ -35,8 +37,9 @@ encoded :data:`~stream.runtime.keys.EntityKey`. In the bucket of the entity:
 In the bucket of the event id:
 
 - ``route:<id>``, with several buckets only: the bucket of the event's entity and the
-  source of the message that claimed the id first; what a label follows to its event,
-  and what tells a duplicate event id from a new one whatever its entity. Lives as long
+  source of the message that claimed the id first (before the batch's read); what a label
+  follows to its event, and what tells a duplicate event id from a new one whatever its
+  entity. Lives as long
   as the event's record.
 - ``parked:labels`` hash and ``parked:due`` sorted set, both by encoded event id: labels
   that arrived before their event was scored, waiting at most ``label_wait_seconds``.
@@ -64,16 +67,7 @@ from typing import Any, Literal, NamedTuple, TypedDict, cast, get_args
 import orjson
 from redis.exceptions import NoScriptError
 
-from stream.features import (
-    LABEL,
-    MEMBERS_KEPT,
-    EntityState,
-    FeatureSet,
-    Observation,
-    Prior,
-    Stat,
-    member_hash,
-)
+from stream.features import LABEL, EntityState, FeatureSet
 from stream.redis_client import RedisClient
 from stream.runtime.keys import Buckets, EntityKey, buckets, encode
 from stream.runtime.pending import Layout, Pending, layout_of, prediction
@@ -85,14 +79,15 @@ log = logging.getLogger(__name__)
 _SCRIPT = resources.files("stream.runtime").joinpath("lua/state.lua").read_text()
 
 ClaimStatus = Literal["claimed", "scored", "learned"]
-"""An event id's status: claimed (its entity state applied), scored (prediction published
-and pending record stored), learned (its label joined)."""
+"""An event id's status: scored (its prediction and pending record recorded), learned (its
+label joined); with several buckets, claimed (routed by a message that has not recorded it
+yet)."""
 
-_STATUS: dict[bytes, ClaimStatus] = {
-    b"c": "claimed",
-    b"s": "scored",
-    b"l": "learned",
-}  # a record's first byte
+_STATUS: dict[bytes, ClaimStatus] = {b"s": "scored", b"l": "learned"}  # a record's first byte
+
+Changed = Literal["changed"]
+"""An event not recorded because its entity's state changed since it was read: to read and
+score again."""
 
 Outcome = Literal[
     "learn",
@@ -131,22 +126,23 @@ class ParkedLabel(TypedDict):
 
 
 class Arrival(NamedTuple):
-    """An event to claim: its id, its entity, where it was read, what it adds to the entity."""
+    """An event to score: its id, its entity, where it was read."""
 
     event_id: str
     entity: EntityKey
     source: str
-    observation: Observation
 
 
 class Scored(NamedTuple):
-    """An event scored: its id, its entity, where it was read (its claim's source), its
-    pending record (:meth:`Layout.encode <stream.runtime.pending.Layout.encode>`: features,
-    prediction)."""
+    """An event scored: its id, its entity, where it was read, its entity's state as read
+    (``b""``: none) and with the event applied (:meth:`EntityLayout.pack`), its pending record
+    (:meth:`Layout.encode <stream.runtime.pending.Layout.encode>`: features, prediction)."""
 
     event_id: str
     entity: EntityKey
     source: str
+    read: bytes
+    state: bytes
     pending: bytes
 
 
@@ -161,12 +157,20 @@ class ArrivedLabel(NamedTuple):
 
 @dataclass(frozen=True)
 class Claim:
-    """What Redis knew of an event id when an event arrived (its first claim, if any)."""
+    """What Redis knew of an event id claimed before: where the message that claimed it was
+    read, its status, its prediction (recorded: scored or learned)."""
 
     source: str
-    prior: Prior
     status: ClaimStatus
     prediction: bytes
+
+
+class Reading(NamedTuple):
+    """What Redis holds for a batch of events: each event id's :class:`Claim` if it was claimed
+    before (``None``: new), and the stored states of the new events' entities (``b""``: none)."""
+
+    claims: list[Claim | None]
+    entities: dict[EntityKey, bytes]
 
 
 @dataclass(frozen=True)
@@ -292,19 +296,23 @@ class EntityLayout:
         """What ``state.lua`` needs to read and write these states."""
         return {"stats": len(self.stats), "entity_tag": self.tag}
 
-    def prior(self, numbers: bytes, seen: bytes) -> Prior:
-        """The prior of a claimed record: the entity's numbers, then ``1``/``0`` per member field."""
-        n, last_ts, *stats = self.numbers.unpack(numbers)
-        return Prior(
+    def unpack(self, raw: bytes) -> EntityState:
+        """A stored entity state (``b""``, or one of another layout: a new one)."""
+        if raw[:4] != self.tag.to_bytes(4, "little"):
+            return EntityState()
+        n, last_ts, *stats = self.numbers.unpack_from(raw, 4)
+        state = EntityState(
             int(n),
             None if math.isnan(last_ts) else last_ts,
-            {
-                name: Stat(int(stats[3 * j]), stats[3 * j + 1], stats[3 * j + 2])
-                for j, name in enumerate(self.stats)
-                if stats[3 * j]
-            },
-            {member: flag == ord("1") for member, flag in zip(self.members, seen, strict=True)},
+            {name: stats[3 * j : 3 * j + 3] for j, name in enumerate(self.stats) if stats[3 * j]},
         )
+        at = 4 + self.numbers.size
+        for member in self.members:  # none after a label folded into a new entity
+            count = raw[at] if at < len(raw) else 0
+            if count:
+                state.seen[member] = list(struct.unpack_from(f"<{count}I", raw, at + 1))
+            at += 1 + 4 * count
+        return state
 
     def pack(self, state: EntityState) -> bytes:
         """An entity state an offline replay reached, as ``state.lua`` keeps it."""
@@ -331,11 +339,7 @@ class EntityLayout:
         writes one (``{}`` for one of another layout)."""
         if int.from_bytes(raw[:4], "little") != self.tag:
             return {}
-        prior = self.prior(raw[4 : 4 + self.numbers.size], b"\x00" * len(self.members))
-        doc: dict[str, Any] = {"n": prior.n, "stats": {k: list(v) for k, v in prior.stats.items()}}
-        if prior.last_ts is not None:
-            doc["last_ts"] = f"{prior.last_ts:.17g}"
-        return doc
+        return self.unpack(raw).document()
 
 
 @functools.cache
@@ -363,17 +367,12 @@ def _claim(use_case: UseCase[Any, Any], sources: Sources, event_id: str, record:
     """What an event's record (``state.lua``'s bytes) says of its claim."""
     status = _STATUS.get(record[:1])
     if status is None:
-        raise ScriptError(f"state.lua answered a record of status {record[:1]!r}")
+        raise ScriptError(f"Redis holds a record of status {record[:1]!r}")
     stored, key, tail = record[1:].split(b"\n", 2)
-    source = sources.source(stored)
-    if status == "claimed":
-        entities = entity_layout(use_case.features)
-        size = entities.numbers.size
-        return Claim(source, entities.prior(tail[:size], tail[size:]), status, b"")
     if status == "learned":
         tail = tail.split(b"\n", 1)[1]  # after the label's source
     made = layout_of(use_case).recorded(tail, EntityKey(key.decode()))
-    return Claim(source, Prior(), status, prediction(use_case, event_id, made))
+    return Claim(sources.source(stored), status, prediction(use_case, event_id, made))
 
 
 Order = tuple[int, int, int]
@@ -552,22 +551,20 @@ class StateStore:
         every = range(len(self.buckets(use_case).prefixes))
         return every, every
 
-    async def observe(self, use_case: UseCase[Any, Any], events: Sequence[Arrival]) -> list[Claim]:
-        """Claim each event and apply its observation to its entity.
+    async def read(self, use_case: UseCase[Any, Any], events: Sequence[Arrival]) -> Reading:
+        """The stored states of a batch's entities: one ``MGET`` per bucket.
 
-        An event id already claimed is left untouched: its claim is returned as it was.
-        With several buckets, the event id is first routed to its entity's bucket (the first
-        message with that id claims it): another message with that id is a duplicate,
-        whatever its entity.
+        With several buckets, each event id is first routed to its entity's bucket (the
+        first message with that id claims it): another message with that id is a duplicate,
+        whatever its entity, and its claim is read (``claimed`` until that message records
+        it). Otherwise an id recorded before is found when it is recorded (:meth:`score`).
         """
-        if not events:
-            return []
         layout, sources = self.buckets(use_case.name), self.sources(use_case)
         ids = [encode(event.event_id) for event in events]
         homes = [layout.of(event.entity) for event in events]
-        claims: dict[int, Claim] = {}
+        routed: dict[int, tuple[int, str]] = {}  # an id another message claimed: its bucket, source
         if layout.routed:
-            firsts = await self._each(
+            routes = await self._each(
                 use_case.name,
                 "claim",
                 range(len(events)),
@@ -576,77 +573,81 @@ class StateStore:
                 1,
                 lambda i: (ids[i], homes[i], sources.stored(events[i].source)),
             )
-            claims = {
-                i: Claim(source=sources.source(first), prior=Prior(), status="claimed", prediction=b"")
-                for i, (first,) in firsts.items()
-                if first
-            }
-        names, members = use_case.features.stats, use_case.features.members
-        params = {
-            **entity_layout(use_case.features).params,
-            "event_ttl": self.event_ttl,
-            "entity_ttl": self._settings.entity_ttl_seconds,
-            "decay": use_case.features.decay,
-            "members": len(members),
-            "kept": MEMBERS_KEPT,
-        }
+            for i, (route,) in routes.items():
+                if route:
+                    bucket, _, first = route.partition(b"|")
+                    routed[i] = int(bucket), sources.source(first)
+        keys: dict[int, list[str]] = {}
+        for i, (bucket, _) in routed.items():
+            keys.setdefault(bucket, []).append(f"{layout.prefixes[bucket]}event:{ids[i]}")
+        entities = list(dict.fromkeys(event.entity for i, event in enumerate(events) if i not in routed))
+        for entity in entities:
+            bucket = layout.of(entity)
+            keys.setdefault(bucket, []).append(f"{layout.prefixes[bucket]}entity:{entity}")
+        values = {bucket: iter(found) for bucket, found in (await self._get(keys)).items()} if keys else {}
+        claims: list[Claim | None] = [None] * len(events)
+        for i, (bucket, first) in routed.items():
+            record = next(values[bucket])
+            claims[i] = (
+                _claim(use_case, sources, events[i].event_id, record)
+                if record
+                else Claim(first, "claimed", b"")
+            )
+        stored = {entity: next(values[layout.of(entity)]) or b"" for entity in entities}
+        return Reading(claims, stored)
 
-        def arguments(i: int) -> list[Any]:
-            observation = events[i].observation
-            hashes = b"".join(member_hash(observation.members[m]).to_bytes(4, "little") for m in members)
-            stats = ("" if (v := observation.stats[n]) is None else v for n in names)
-            return [
-                ids[i],
-                events[i].entity,
-                sources.stored(events[i].source),
-                observation.ts,
-                hashes,
-                *stats,
-            ]
+    async def _get(self, keys: dict[int, list[str]]) -> dict[int, list[bytes | None]]:
+        """The values of each bucket's keys: one ``MGET`` per bucket, all sent together."""
+        if len(keys) == 1:
+            ((bucket, some),) = keys.items()
+            return {bucket: cast(list[bytes | None], await self._redis.mget(some))}
+        pipe = self._redis.pipeline(transaction=False)
+        for some in keys.values():
+            pipe.execute_command("MGET", *some)  # a bucket's keys are on one slot: a cluster's too
+        return dict(zip(keys, await pipe.execute(), strict=True))
 
-        observed = await self._each(
-            use_case.name,
-            "observe",
-            (i for i in range(len(events)) if i not in claims),
-            homes,
-            lambda *_: params,
-            1,
-            arguments,
-        )
-        for i, (record,) in observed.items():
-            claims[i] = _claim(use_case, sources, events[i].event_id, record)
-        return [claims[i] for i in range(len(events))]
-
-    async def record(self, use_case: UseCase[Any, Any], scored: Sequence[Scored], at: float) -> list[bytes]:
-        """Store the pending record of each event scored at ``at`` (features and prediction).
+    async def score(
+        self, use_case: UseCase[Any, Any], scored: Sequence[Scored], at: float
+    ) -> list[Claim | Changed | None]:
+        """Record each event scored at ``at`` and write its entity's state, if the entity is
+        still as read: one script call per bucket.
 
         Under an implicit label policy each event also starts maturing. Returns, for each
-        event, ``b""`` when this call recorded it, else the prediction recorded first: two
-        scorings of one claim can race (a redelivery, an API request repeated while the first
-        is in flight), and only the first is recorded.
+        event, ``None`` when this call recorded it, ``"changed"`` when its entity changed
+        since it was read (nothing done), else the claim of whoever recorded it first (a
+        redelivery or a repeated API request racing this one, or another message with the
+        same id).
         """
         layout, sources = self.buckets(use_case.name), self.sources(use_case)
         maturity = use_case.labels.maturity_seconds
+        params = {
+            "event_ttl": self.event_ttl,
+            "entity_ttl": self._settings.entity_ttl_seconds,
+            "journal_max": self._settings.journal_max_entries,
+            "matures_at": None if maturity is None else at + maturity,
+        }
         replies = await self._each(
             use_case.name,
-            "record",
+            "score",
             range(len(scored)),
             [layout.of(event.entity) for event in scored],
-            lambda *_: {
-                "event_ttl": self.event_ttl,
-                "journal_max": self._settings.journal_max_entries,
-                "matures_at": None if maturity is None else at + maturity,
-            },
+            lambda *_: params,
             1,
             lambda i: (
                 encode(scored[i].event_id),
                 sources.stored(scored[i].source),
                 scored[i].entity,
+                scored[i].read,
+                scored[i].state,
                 scored[i].pending,
             ),
         )
         return [
-            _claim(use_case, sources, event.event_id, reply).prediction if (reply := replies[i][0]) else b""
+            None
+            if not (reply := replies[i][0])
+            else "changed"
+            if reply == b"changed"
+            else _claim(use_case, sources, event.event_id, reply)
             for i, event in enumerate(scored)
         ]
 

@@ -1,7 +1,7 @@
 """``scoring calibrate``: the drift monitor's calibration on simulated streams.
 
 For each use case and seed, the simulator's stream goes through the service's own features
-(:func:`stream.tools.evaluate.feature_stream`, which needs Redis at ``SCORING_REDIS_URL``) and the
+(:func:`stream.tools.evaluate.feature_stream`) and the
 default pipeline, prequentially: each event is scored before its label is learned. The
 journal the learner would read is then rebuilt on a synthetic clock (``--rate`` events per
 second, each label 2-6 s after its event) and fed to a fresh :class:`~models.drift.Monitor`
@@ -32,14 +32,12 @@ the monitor alone: ``scoring calibrate --cache .scoring/calibrate``.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import heapq
 import pickle
 import random
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -94,8 +92,7 @@ def simulated_rows(
         return rows
     transactions, sales = (events, 0) if use_case.name == "fraud" else (0, events)
     config = SimulationConfig(transactions=transactions, sales=sales, drift_at=drift_at, seed=seed)
-    scratch = settings.replace(namespace=f"calibrate{uuid.uuid4().hex[:8]}")
-    pairs = asyncio.run(feature_stream(scratch, use_case, config, start=start_of(seed)))
+    pairs = feature_stream(settings, use_case, config, start=start_of(seed))
     rows = prequential(use_case.name, pairs)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _simulation_args(evaluate, transactions=20000, sales=20000, rate=0.0)
     calibrate = commands.add_parser(
-        "calibrate", help="measure the drift monitor on simulated streams (needs Redis; minutes)"
+        "calibrate", help="measure the drift monitor on simulated streams (minutes)"
     )
     calibrate.add_argument("--events", type=int, default=100_000, help="events per use case and stream")
     calibrate.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])

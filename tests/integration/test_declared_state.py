@@ -1,23 +1,25 @@
-"""The declared state in Redis: the script folds as the offline replay does, and an implicit
-label policy learns each unlabelled event once."""
+"""The declared state in Redis: a worker's scoring keeps its entities' states as the offline
+replay does (labels folded in by the script too), and an implicit label policy learns each
+unlabelled event once."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import random
+from collections.abc import Sequence
 
 import orjson
 import pytest
 
 from stream.features import MEMBERS_KEPT, EntityState, Features
-from stream.records import DeadLetter, Transaction
+from stream.records import DeadLetter, Rejection, Transaction
 from stream.redis_client import redis_client
-from stream.runtime.keys import entity_key
-from stream.runtime.state import Arrival
+from stream.runtime.keys import EntityKey, entity_key
+from stream.runtime.scoring import Accepted, Predicted
 from stream.settings import Settings
 from stream.usecases import DEMAND, FRAUD, IMPLICIT_SOURCE
-from tests.integration.test_scoring import Steps, joined, message, new_steps, tx
+from tests.integration.test_scoring import Steps, joined, journal, message, new_steps, tx
 
 pytestmark = [
     pytest.mark.integration,
@@ -25,57 +27,77 @@ pytestmark = [
 ]
 
 ACCOUNTS = ("a", "b", "c")
-START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)  # the state script takes any time: none is late
+START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
+NOW = (START + dt.timedelta(days=1)).timestamp()  # when the events are accepted: none is late
 
 
 def same(x: Features, y: Features) -> bool:
-    """Equal features, numbers to 12 digits: the script keeps its statistics to 14."""
+    """Equal features, numbers to 12 digits: the script folds labels in Lua's arithmetic."""
     return x.keys() == y.keys() and all(
         v == y[k] if isinstance(v, str) else v == pytest.approx(y[k], rel=1e-12, abs=1e-12)
         for k, v in x.items()
     )
 
 
-def transactions(n: int, seed: int = 3) -> list[Transaction]:
+def transactions(n: int, seed: int = 3) -> list[bytes]:
     rng = random.Random(seed)
     return [
-        Transaction.model_validate_json(
-            tx(
-                f"t{i}",
-                account=rng.choice(ACCOUNTS),
-                amount=round(rng.lognormvariate(3, 1), 2),
-                ts=START + (rng.random() - 0.5) * dt.timedelta(hours=12),  # out of order too
-                merchant=rng.choice(("m1", "m2", "m3", "m4")),
-            )
+        tx(
+            f"t{i}",
+            account=rng.choice(ACCOUNTS),
+            amount=round(rng.lognormvariate(3, 1), 2),
+            ts=START + (rng.random() - 0.5) * dt.timedelta(hours=12),  # out of order too
+            merchant=rng.choice(("m1", "m2", "m3", "m4")),
         )
         for i in range(n)
     ]
 
 
-async def test_the_script_and_the_offline_replay_keep_the_same_state(steps: Steps) -> None:
-    events = transactions(300)
+async def score(steps: Steps, payloads: Sequence[bytes], first: int = 0) -> list[Transaction]:
+    """Score ``payloads`` as a worker's batch of offsets ``first``...; their events."""
+    accepted = [steps.scorer.accept(FRAUD, p, f"t/0/{first + i}", None, NOW) for i, p in enumerate(payloads)]
+    assert not any(isinstance(a, Rejection) for a in accepted)
+    events = [a for a in accepted if isinstance(a, Accepted)]
+    outcomes = await steps.scorer.predict(FRAUD, events, NOW)
+    assert all(isinstance(outcome, Predicted) for outcome in outcomes)
+    return [a.event for a in events]
+
+
+async def scored_features(steps: Steps) -> dict[EntityKey, list[Features]]:
+    """The features each entity's events were scored with, in order, from the journal."""
+    by_entity: dict[EntityKey, list[Features]] = {}
+    for entry in await journal(steps):
+        if entry.y is None:
+            by_entity.setdefault(entry.pending["entity"], []).append(entry.pending["x"])
+    return by_entity
+
+
+async def test_the_worker_and_the_offline_replay_keep_the_same_state(steps: Steps) -> None:
+    payloads = transactions(300)
     offline = {account: EntityState() for account in ACCOUNTS}
+    expected: dict[EntityKey, list[Features]] = {}
     decay = FRAUD.features.decay
-    for first in range(0, len(events), 50):
-        batch = events[first : first + 50]
-        arrivals = [
-            Arrival(e.event_id, entity_key((e.account_id,)), f"t/0/{i + first}", FRAUD.features.observe(e))
-            for i, e in enumerate(batch)
-        ]
-        claims = await steps.state.observe(FRAUD, arrivals)
-        for event, claim in zip(batch, claims, strict=True):
+    for first in range(0, len(payloads), 50):
+        batch = await score(steps, payloads[first : first + 50], first)
+        for event in batch:
             prior = offline[event.account_id].observe(FRAUD.features.observe(event), decay)
-            assert same(FRAUD.features.compute(event, claim.prior), FRAUD.features.compute(event, prior))
+            expected.setdefault(entity_key((event.account_id,)), []).append(
+                FRAUD.features.compute(event, prior)
+            )
         labels = [(e, float(e.amount > 40)) for e in batch[::3]]
         await steps.state.learn_labels(FRAUD, [(entity_key((e.account_id,)), y) for e, y in labels])
         for event, y in labels:
             offline[event.account_id].learn(y, decay)
+    served = await scored_features(steps)
+    assert served.keys() == expected.keys()
+    for entity, xs in expected.items():
+        assert len(served[entity]) == len(xs) and all(map(same, served[entity], xs))
     for account, state in offline.items():
         stored = await steps.state.entity(FRAUD, entity_key((account,)))
-        expected = state.document()
-        assert stored["n"] == expected["n"] and float(stored["last_ts"]) == float(expected["last_ts"])
-        assert stored["stats"].keys() == expected["stats"].keys()
-        for name, stat in expected["stats"].items():
+        document = state.document()
+        assert stored["n"] == document["n"] and float(stored["last_ts"]) == float(document["last_ts"])
+        assert stored["stats"].keys() == document["stats"].keys()
+        for name, stat in document["stats"].items():
             assert stored["stats"][name] == pytest.approx(stat, rel=1e-12)
 
 
@@ -84,24 +106,16 @@ async def test_an_entity_remembers_its_latest_values_as_the_offline_replay_does(
     # first ones were forgotten (new again), the latest are known.
     names = [f"m{i}" for i in range(MEMBERS_KEPT + MEMBERS_KEPT // 2)]
     visits = [*names, "m0", *names[::-1]]
-    events = [
-        Transaction.model_validate_json(
-            tx(f"v{i}", account="a", merchant=m, ts=START + dt.timedelta(seconds=i))
-        )
-        for i, m in enumerate(visits)
+    payloads = [
+        tx(f"v{i}", account="a", merchant=m, ts=START + dt.timedelta(seconds=i)) for i, m in enumerate(visits)
     ]
-    arrivals = [
-        Arrival(e.event_id, entity_key(("a",)), f"t/0/{i}", FRAUD.features.observe(e))
-        for i, e in enumerate(events)
-    ]
-    claims = [
-        claim
-        for first in range(0, len(arrivals), 40)
-        for claim in await steps.state.observe(FRAUD, arrivals[first : first + 40])
-    ]
+    for first in range(0, len(payloads), 40):
+        await score(steps, payloads[first : first + 40], first)
     offline = EntityState()
+    events = [Transaction.model_validate_json(p) for p in payloads]
     expected = [offline.observe(FRAUD.features.observe(e), FRAUD.features.decay).seen for e in events]
-    assert [claim.prior.seen for claim in claims] == expected
+    served = (await scored_features(steps))[entity_key(("a",))]
+    assert [x["merchant_new"] for x in served] == [float(not seen["merchant_id"]) for seen in expected]
     assert [seen["merchant_id"] for seen in expected[: len(names)]] == [False] * len(names)
     assert expected[len(names)]["merchant_id"] is False  # m0 was forgotten
     again = [seen["merchant_id"] for seen in expected[len(names) + 1 :]]  # the latest first
@@ -111,7 +125,8 @@ async def test_an_entity_remembers_its_latest_values_as_the_offline_replay_does(
 
 
 async def test_restored_entities_continue_in_the_stream(steps: Steps) -> None:
-    events = transactions(40)
+    payloads = transactions(40)
+    events = [Transaction.model_validate_json(p) for p in payloads]
     offline = {account: EntityState() for account in ACCOUNTS}
     for event in events[:30]:
         offline[event.account_id].observe(FRAUD.features.observe(event), FRAUD.features.decay)
@@ -119,17 +134,15 @@ async def test_restored_entities_continue_in_the_stream(steps: Steps) -> None:
         FRAUD, ((entity_key((account,)), state) for account, state in offline.items())
     )
     assert written == len(ACCOUNTS)
-    arrivals = [
-        Arrival(e.event_id, entity_key((e.account_id,)), f"t/0/{i}", FRAUD.features.observe(e))
-        for i, e in enumerate(events[30:])
-    ]
-    claims = await steps.state.observe(FRAUD, arrivals)
-    for event, claim in zip(events[30:], claims, strict=True):
+    await score(steps, payloads[30:], 30)
+    expected: dict[EntityKey, list[Features]] = {}
+    for event in events[30:]:
         prior = offline[event.account_id].observe(FRAUD.features.observe(event), FRAUD.features.decay)
-        assert claim.prior.n == prior.n and claim.prior.seen == prior.seen
-        assert FRAUD.features.compute(event, claim.prior) == pytest.approx(
-            FRAUD.features.compute(event, prior)
-        )
+        expected.setdefault(entity_key((event.account_id,)), []).append(FRAUD.features.compute(event, prior))
+    served = await scored_features(steps)
+    assert served.keys() == expected.keys()
+    for entity, xs in expected.items():
+        assert len(served[entity]) == len(xs) and all(map(same, served[entity], xs))
 
 
 async def test_an_unlabelled_event_matures_into_the_implicit_target_once(settings: Settings) -> None:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from stream.features import EntityState, FeatureSet, Observation, Prior, Stat, fold
 from stream.records import Sale, Transaction
+from stream.runtime.state import entity_layout
 from stream.usecases import DEMAND, FRAUD
 
 T0 = dt.datetime(2026, 11, 20, 23, 30, tzinfo=dt.UTC)
@@ -185,7 +186,7 @@ def test_two_columns_of_one_name_are_refused() -> None:
         )
 
 
-def test_entity_state_folds_like_the_script_and_reports_the_state_before() -> None:
+def test_entity_state_folds_events_and_labels_and_reports_the_state_before() -> None:
     state, decay = EntityState(), 0.1
     first = state.observe(Observation(100.0, {"amount": 10.0}, {"merchant_id": "m"}), decay)
     second = state.observe(Observation(90.0, {"amount": None}, {"merchant_id": "m"}), decay)
@@ -195,3 +196,18 @@ def test_entity_state_folds_like_the_script_and_reports_the_state_before() -> No
     assert state.n == 2 and state.last_ts == 100.0  # an earlier event does not move last_ts back
     assert state.stats == {"amount": [1, 10.0, 0.0], "label": fold(None, 1.0, decay)}
     assert state.document() == {"n": 2, "last_ts": "100", "stats": state.stats}
+
+
+def test_a_packed_entity_state_unpacks_to_the_same_state() -> None:
+    features, state = FRAUD.features, EntityState()
+    for i, member in enumerate(("a", "b", "a", "c")):
+        stats = {name: 10.0 * i if i != 2 else None for name in features.stats}
+        state.observe(Observation(100.0 + i, stats, dict.fromkeys(features.members, member)), features.decay)
+    state.learn(1.0, features.decay)
+    layout = entity_layout(features)
+    assert layout.unpack(layout.pack(state)) == state
+    labelled_only = EntityState()
+    labelled_only.learn(0.0, features.decay)
+    assert layout.unpack(layout.pack(labelled_only)) == labelled_only
+    assert layout.unpack(b"") == EntityState()
+    assert layout.unpack(b"\0\0\0\0" + layout.pack(state)[4:]) == EntityState()  # another declaration's

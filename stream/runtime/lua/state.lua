@@ -15,23 +15,22 @@
 --
 --   <status><source>\n<entity>\n<tail>
 --
--- status `c` (claimed: tail = the entity state it was scored against, its numbers as the
--- entity key holds them, then one `1` or `0` per declared member field: seen before or
--- not), `s` (scored: tail = its
--- pending record, what a label needs) or `l` (learned: tail = the label's source, `\n`, the
--- pending record's prediction part). A pending record starts with the length of its
--- prediction part (one byte), then that part (from which the published prediction is made
--- again), then the features: learning an event keeps the first part only.
+-- status `s` (scored: tail = its pending record, what a label needs) or `l` (learned: tail
+-- = the label's source, `\n`, the pending record's prediction part). A pending record starts
+-- with the length of its prediction part (two bytes), then that part (from which the
+-- published prediction is made again), then the features: learning an event keeps the first
+-- part only.
 --
--- An entity key holds its state in binary (one read and one write, no JSON to parse or
--- write in a script): the tag of its layout (4 bytes: an entity written under another
--- declaration's statistics starts over), then float64s: its count, its last time seen
--- (NaN: none), and n, mean and variance of each exponentially weighted statistic (the
--- declared fields', then its labels'; n = 0: none yet); then, per member field the use
+-- An entity key holds its state in binary: the tag of its layout (4 bytes: an entity written
+-- under another declaration's statistics starts over), then float64s: its count, its last
+-- time seen (NaN: none), and n, mean and variance of each exponentially weighted statistic
+-- (the declared fields', then its labels'; n = 0: none yet); then, per member field the use
 -- case declares (merchants, countries), one byte counting the values kept and the 4-byte
--- hashes of the values it was seen with most recently, newest first, at most `kept`.
--- Which statistics and members there are comes from the use case's declared features
--- (stream/features.py, whose EntityState makes the same updates offline). A label whose event is not scored yet is
+-- hashes of the values it was seen with most recently, newest first. The worker reads it,
+-- applies its events to it and scores them (stream.features.EntityState: the one
+-- implementation of an event's update, the offline replay's too), then `score` records each
+-- event and writes the state in one step if the entity is still as read. The script itself
+-- only folds labels into the label statistic. A label whose event is not scored yet is
 -- parked (hash of labels, sorted set of deadlines) until it is. Under an implicit label
 -- policy, a scored event also waits in a sorted set of maturity times: one that no label
 -- reached by then is learned with the implicit target.
@@ -71,7 +70,7 @@ local PARKED = prefix .. 'parked:labels'
 local DUE = prefix .. 'parked:due'
 local MATURING = prefix .. 'maturing'
 
-local format, find, sub, byte, char = string.format, string.find, string.sub, string.byte, string.char
+local format, find, sub, byte = string.format, string.find, string.sub, string.byte
 
 local function fmt(x)
   return format('%.17g', x)
@@ -105,48 +104,24 @@ local function add_stat(state, j, value, decay)
   end
 end
 
--- An entity's state (its numbers, a table), the bytes of its members, and the bytes of its
--- numbers as stored: a new one (or one of another layout) has none.
+-- An entity's state (its numbers, a table) and the bytes of its members: a new one (or one
+-- of another layout) has none.
 local function get_entity(entity_key)
   local raw = redis.call('GET', entity_key)
   if raw and sub(raw, 1, 4) == TAG then
     local state = {struct.unpack(FORMAT, raw, 5)}
     state[NUMBERS + 1] = nil -- the position after them
-    return state, sub(raw, WIDTH + 1), sub(raw, 5, WIDTH)
+    return state, sub(raw, WIDTH + 1)
   end
   local state = {0, 0 / 0}
   for i = 3, NUMBERS do
     state[i] = 0
   end
-  return state, '', struct.pack(FORMAT, unpack(state))
+  return state, ''
 end
 
 local function set_entity(entity_key, state, members, ttl)
   redis.call('SET', entity_key, TAG .. struct.pack(FORMAT, unpack(state)) .. members, 'EX', ttl)
-end
-
--- The 4-byte hashes `h` of an entity's members, one string per field, from their bytes.
-local function split_members(members, fields)
-  local out, at = {}, 1
-  for j = 1, fields do
-    local count = byte(members, at) or 0
-    out[j] = sub(members, at + 1, at + 4 * count)
-    at = at + 1 + 4 * count
-  end
-  return out
-end
-
--- Whether the hash `h` is among `hashes` (4 bytes each), and `hashes` with `h` first, at
--- most `kept` of them.
-local function remember(hashes, h, kept)
-  local at = find(hashes, h, 1, true)
-  while at and (at - 1) % 4 ~= 0 do -- a match across two hashes: look further
-    at = find(hashes, h, at + 1, true)
-  end
-  if at then
-    return true, h .. sub(hashes, 1, at - 1) .. sub(hashes, at + 4)
-  end
-  return false, h .. sub(hashes, 1, 4 * (kept - 1))
 end
 
 local JOURNAL_MAX = tostring(p.journal_max)
@@ -221,10 +196,11 @@ end
 local out = {}
 
 if command == 'claim' then
-  -- With several buckets, in the ids' bucket, before `observe`: the first message that
-  -- claims an event id routes it to its entity's bucket, for as long as the event's record
-  -- lives. p: event_ttl. Per event: event id, entity bucket, source. Replies per event:
-  -- '' (the id is this message's) or the source of the message that claimed it first.
+  -- With several buckets, in the ids' bucket, before the entities are read: the first
+  -- message that claims an event id routes it to its entity's bucket, for as long as the
+  -- event's record lives. p: event_ttl. Per event: event id, entity bucket, source. Replies
+  -- per event: '' (the id is this message's) or the route of the message that claimed it
+  -- first (`<bucket>|<source>`).
   for i = 1, items(3) do
     local event_id, bucket, source = item(i, 3)
     local route_key, route = key('route', event_id), bucket .. '|' .. source
@@ -233,76 +209,74 @@ if command == 'claim' then
       redis.call('SET', route_key, route, 'EX', p.event_ttl)
       first = route
     end
-    out[#out + 1] = first == route and '' or sub(first, find(first, '|', 1, true) + 1)
+    out[#out + 1] = first == route and '' or first
   end
 
-elseif command == 'observe' then
-  -- p: event_ttl, entity_ttl, decay, stats, entity_tag, members (how many fields), kept.
-  -- Per event: event id, entity id, source, ts, the 4-byte hashes of its member values (one
-  -- per field), its value of each declared statistic but the labels' ('' when missing).
-  -- Replies per event: its record, as this call made it (claimed) or as it was.
-  -- The entity is read first, its event claimed (`SET NX GET`: one command, which also
-  -- says whether the id was claimed before), then the entity written if the claim is new.
-  local fields, kept, decay, width = p.members, p.kept, p.decay, 4 + STATS
+elseif command == 'score' then
+  -- Events the worker scored from the entity states it read: each recorded, its entity's
+  -- state written and journaled if the entity is still as read. p: event_ttl, entity_ttl,
+  -- journal_max, matures_at (under an implicit label policy: when the events mature, else
+  -- null). Per event: its id, source, entity, the entity's state as read ('' for none), its
+  -- state with the event applied, its pending record. Replies per event: '' (recorded by
+  -- this call), the record made first (`SET NX GET`: one command creates the record or says
+  -- whose it is), or 'changed' (nothing done: read it and score it again). The common case
+  -- takes three commands: the record, the state (`SET GET`: written, and what it replaced
+  -- compared with what was read; put back if they differ) and the journal. A state key that
+  -- is not a string (a stray write) fails the call with Redis's error and leaves nothing of
+  -- that event; the events before it in the call stay recorded, and a retry finds them.
   local event_ttl, entity_ttl = tostring(p.event_ttl), tostring(p.entity_ttl)
-  for i = 1, items(width) do
-    local event = {item(i, width)}
-    local entity_key = key('entity', event[2])
-    local state, members, prior = get_entity(entity_key)
-    local seen, hashes = {}, split_members(members, fields)
-    local values = event[5]
-    for j = 1, fields do
-      local known
-      known, hashes[j] = remember(hashes[j], sub(values, 4 * j - 3, 4 * j), kept)
-      seen[j] = known and '1' or '0'
-      hashes[j] = char(#hashes[j] / 4) .. hashes[j]
-    end
-    local record = 'c' .. event[3] .. '\n' .. event[2] .. '\n' .. prior .. table.concat(seen)
-    local claimed = redis.call('SET', key('event', event[1]), record, 'NX', 'GET', 'EX', event_ttl)
-    if claimed then
-      record = claimed
+  local written, stale = {}, {}
+  local journaled = false
+  for i = 1, items(6) do
+    local event_id, source, entity, read, state, pending = item(i, 6)
+    local event_key = prefix .. 'event:' .. event_id
+    local scored = 's' .. source .. '\n' .. entity .. '\n' .. pending
+    local record = redis.call('SET', event_key, scored, 'NX', 'GET', 'EX', event_ttl)
+    if record then
+      -- Recorded before, so counted in its entity's state: the entity's later events in
+      -- this call were scored from a state that counts it twice.
+      stale[entity] = true
+      out[i] = record
     else
-      state[1] = state[1] + 1
-      local ts, last = tonumber(event[4]), state[2]
-      if last ~= last or ts > last then -- NaN: no time yet
-        state[2] = ts
-      end
-      for j = 1, STATS - 1 do
-        local value = event[5 + j]
-        if value ~= '' then
-          add_stat(state, j, tonumber(value), decay)
+      local entity_key = prefix .. 'entity:' .. entity
+      local current = not stale[entity]
+      if current and written[entity] then
+        current = written[entity] == read
+        if current then
+          redis.call('SET', entity_key, state, 'EX', entity_ttl)
+        end
+      elseif current then
+        local before = redis.pcall('SET', entity_key, state, 'GET', 'EX', entity_ttl)
+        if type(before) == 'table' and before.err then -- not a string: nothing of the event stays
+          redis.call('DEL', event_key)
+          return redis.error_reply(before.err)
+        end
+        current = (before or '') == read
+        if not current then
+          if before then
+            redis.call('SET', entity_key, before, 'EX', entity_ttl)
+          else
+            redis.call('DEL', entity_key)
+          end
         end
       end
-      set_entity(entity_key, state, table.concat(hashes), entity_ttl)
+      if current then
+        written[entity] = state
+        if p.matures_at ~= cjson.null then
+          redis.call('ZADD', MATURING, p.matures_at, event_id)
+        end
+        redis.call('XADD', JOURNAL, '*', 'e', entity, 'p', pending)
+        journaled = true
+        out[i] = ''
+      else
+        redis.call('DEL', event_key)
+        stale[entity] = true
+        out[i] = 'changed'
+      end
     end
-    out[i] = record
   end
-
-elseif command == 'record' then
-  -- p: event_ttl, journal_max, matures_at (under an implicit label policy: when the events
-  -- mature, else null). Per event: its id, source, entity, pending record. Replies per
-  -- event: '' when this call recorded it, else its record (two scorings of one claim raced:
-  -- a redelivery, or a repeated API request). The record is written over its claim
-  -- (`SET XX GET`: one command), and what was there put back in the rare case it was not a
-  -- claim.
-  local event_ttl = tostring(p.event_ttl)
-  for i = 1, items(4) do
-    local event_id, source, entity, pending = item(i, 4)
-    local event_key = key('event', event_id)
-    local scored = 's' .. source .. '\n' .. entity .. '\n' .. pending
-    local record = redis.call('SET', event_key, scored, 'XX', 'GET', 'EX', event_ttl)
-    if record and byte(record, 1) == 99 then -- 'c'
-      if p.matures_at ~= cjson.null then
-        redis.call('ZADD', MATURING, p.matures_at, event_id)
-      end
-      journal({'e', entity, 'p', pending})
-      out[i] = ''
-    else
-      if record then
-        redis.call('SET', event_key, record, 'KEEPTTL')
-      end
-      out[i] = record or ''
-    end
+  if journaled then
+    redis.call('XTRIM', JOURNAL, 'MAXLEN', '~', tostring(p.journal_max))
   end
 
 elseif command == 'settle' then
