@@ -31,6 +31,12 @@ OUT_OF_ORDER = Counter(
     "Valid events older than their entity's latest event (scored with a zero time gap).",
     ["model"],
 )
+RESCORED = Counter(
+    "scoring_rescored_events_total",
+    "Events read and scored again: their entity's state changed in Redis between the batch's read "
+    "and its record (another worker, an API request, a label folded in).",
+    ["model"],
+)
 LABELS = Counter(
     "scoring_labels_total",
     "Labels consumed, by model and outcome: joined, redelivered, parked, matured (an event learned "

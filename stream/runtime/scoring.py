@@ -94,6 +94,8 @@ class Scorer:
         self._order = PartitionOrder()
         self._dead_letters = settings.topic(DEADLETTER_TOPIC)
         self._secret = settings.pii_secret
+        for name in models.use_cases:
+            metrics.RESCORED.labels(name)  # exported from the start: 0 until an entity changes mid-batch
 
     def accept(
         self, use_case: UseCase[Any, Any], payload: bytes, source: str, arrived: float | None, now: float
@@ -154,9 +156,7 @@ class Scorer:
             todo = [i for i, outcome in zip(new, scored, strict=True) if outcome == "changed"]
             outcomes |= {i: outcome for i, outcome in zip(new, scored, strict=True) if outcome != "changed"}
             if todo:
-                log.debug(
-                    "%s: %d events' entities changed while they were scored: again", use_case.name, len(todo)
-                )
+                metrics.RESCORED.labels(use_case.name).inc(len(todo))
         if todo:
             raise RuntimeError(f"{use_case.name}: entities changed while scored, {MAX_ROUNDS} times over")
         return [outcomes[i] for i in range(len(events))]

@@ -108,6 +108,11 @@ class ServedModels:
         for name in self._served:
             metrics.SERVED_VERSION.labels(name, "live").set(0)  # exported from the start: a worker serves .0
 
+    @property
+    def use_cases(self) -> tuple[str, ...]:
+        """The names of the use cases served."""
+        return tuple(self._served)
+
     def __getitem__(self, use_case: str) -> Served:
         """The live version of ``use_case``."""
         return self._served[use_case]

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from stream.records import DeadLetter, Prediction
 from stream.redis_client import RedisClient, redis_client
@@ -240,6 +241,7 @@ async def test_demand_forecasts_are_non_negative_and_learn(steps: Steps, setting
 
 
 async def test_two_workers_never_corrupt_one_entity(settings: Settings) -> None:
+    rescored_before = REGISTRY.get_sample_value("scoring_rescored_events_total", {"model": FRAUD.name}) or 0
     clients = [redis_client(settings) for _ in range(2)]
     workers = [new_steps(settings, c) for c in clients]
     batches = [
@@ -255,6 +257,8 @@ async def test_two_workers_never_corrupt_one_entity(settings: Settings) -> None:
     )
     state = await workers[0].state.entity(FRAUD, ACC_1)
     assert state["n"] == 400 and state["stats"]["amount"][0] == 400
+    rescored = REGISTRY.get_sample_value("scoring_rescored_events_total", {"model": FRAUD.name})
+    assert rescored and rescored > rescored_before  # the two raced: some were read and scored again
     for c in clients:
         await c.aclose()
 
