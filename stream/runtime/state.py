@@ -1,7 +1,7 @@
 """Redis state of the service: entity features, event records and pending labels.
 
-Scoring a batch takes two round trips: a read (the batch's event records and entity states,
-one ``MGET`` per bucket), then, once the worker has applied the events to their entities'
+Scoring a batch takes two round trips: a read (the batch's entity states, one ``MGET`` per
+bucket), then, once the worker has applied the events to their entities'
 states and scored them, one ``lua/state.lua`` call per bucket that records each event and
 writes its entity's state atomically, if the entity is still as read (else the event is
 read and scored again): two workers never corrupt one entity's state, and an event id is
@@ -39,8 +39,7 @@ In the bucket of the event id:
 - ``route:<id>``, with several buckets only: the bucket of the event's entity and the
   source of the message that claimed the id first (before the batch's read); what a label
   follows to its event, and what tells a duplicate event id from a new one whatever its
-  entity. Lives as long
-  as the event's record.
+  entity. Lives as long as the event's record.
 - ``parked:labels`` hash and ``parked:due`` sorted set, both by encoded event id: labels
   that arrived before their event was scored, waiting at most ``label_wait_seconds``.
 
@@ -166,8 +165,9 @@ class Claim:
 
 
 class Reading(NamedTuple):
-    """What Redis holds for a batch of events: each event id's :class:`Claim` if it was claimed
-    before (``None``: new), and the stored states of the new events' entities (``b""``: none)."""
+    """What Redis holds for a batch of events: each event id's :class:`Claim` if another message
+    claimed it (with several buckets, found by its route; else ``None``), and the stored
+    states of the other events' entities (``b""``: none)."""
 
     claims: list[Claim | None]
     entities: dict[EntityKey, bytes]
@@ -280,10 +280,11 @@ def _settlement(outcome: bytes, scored_at: bytes = b"", parked: ParkedLabel | No
 
 
 class EntityLayout:
-    """How ``state.lua`` packs the entity states of a declaration's features: the tag of the
-    layout (4 bytes), float64s (count, last time seen or NaN, then n, mean and variance of
-    each statistic: the declared fields', then the labels'), then per member field a byte
-    counting the hashes kept and the 4-byte hashes, newest first."""
+    """How Redis keeps the entity states of a declaration's features (the worker writes them,
+    ``state.lua`` folds labels into them): the tag of the layout (4 bytes), float64s (count,
+    last time seen or NaN, then n, mean and variance of each statistic: the declared
+    fields', then the labels'), then per member field a byte counting the hashes kept and
+    the 4-byte hashes, newest first."""
 
     def __init__(self, features: FeatureSet) -> None:
         self.stats = (*features.stats, LABEL)
@@ -315,7 +316,7 @@ class EntityLayout:
         return state
 
     def pack(self, state: EntityState) -> bytes:
-        """An entity state an offline replay reached, as ``state.lua`` keeps it."""
+        """An entity state as Redis keeps it: a worker's, or one an offline replay reached."""
         stats = [state.stats.get(name, (0.0, 0.0, 0.0)) for name in self.stats]
         numbers = [
             state.n,

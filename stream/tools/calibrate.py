@@ -1,11 +1,10 @@
 """``scoring calibrate``: the drift monitor's calibration on simulated streams.
 
 For each use case and seed, the simulator's stream goes through the service's own features
-(:func:`stream.tools.evaluate.feature_stream`) and the
-default pipeline, prequentially: each event is scored before its label is learned. The
-journal the learner would read is then rebuilt on a synthetic clock (``--rate`` events per
-second, each label 2-6 s after its event) and fed to a fresh :class:`~models.drift.Monitor`
-in four scenarios:
+(:func:`stream.tools.evaluate.feature_stream`) and the default pipeline, prequentially:
+each event is scored before its label is learned. The journal the learner would read is
+then rebuilt on a synthetic clock (``--rate`` events per second, each label 2-6 s after its
+event) and fed to a fresh :class:`~models.drift.Monitor` in four scenarios:
 
 ``stationary``
     the stream as simulated, no drift: every alert that opens is a false alarm;

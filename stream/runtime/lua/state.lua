@@ -229,7 +229,7 @@ elseif command == 'score' then
   local journaled = false
   for i = 1, items(6) do
     local event_id, source, entity, read, state, pending = item(i, 6)
-    local event_key = prefix .. 'event:' .. event_id
+    local event_key = key('event', event_id)
     local scored = 's' .. source .. '\n' .. entity .. '\n' .. pending
     local record = redis.call('SET', event_key, scored, 'NX', 'GET', 'EX', event_ttl)
     if record then
@@ -238,7 +238,7 @@ elseif command == 'score' then
       stale[entity] = true
       out[i] = record
     else
-      local entity_key = prefix .. 'entity:' .. entity
+      local entity_key = key('entity', entity)
       local current = not stale[entity]
       if current and written[entity] then
         current = written[entity] == read
