@@ -203,13 +203,9 @@ if command == 'claim' then
   -- first (`<bucket>|<source>`).
   for i = 1, items(3) do
     local event_id, bucket, source = item(i, 3)
-    local route_key, route = key('route', event_id), bucket .. '|' .. source
-    local first = redis.call('GET', route_key)
-    if not first then
-      redis.call('SET', route_key, route, 'EX', p.event_ttl)
-      first = route
-    end
-    out[#out + 1] = first == route and '' or first
+    local route = bucket .. '|' .. source
+    local first = redis.call('SET', key('route', event_id), route, 'NX', 'GET', 'EX', p.event_ttl)
+    out[#out + 1] = (not first or first == route) and '' or first
   end
 
 elseif command == 'score' then
