@@ -66,7 +66,7 @@ from typing import Any, Literal, NamedTuple, TypedDict, cast, get_args
 import orjson
 from redis.exceptions import NoScriptError
 
-from stream.features import LABEL, EntityState, FeatureSet
+from stream.features import LABEL, MEMBERS_KEPT, EntityState, FeatureSet
 from stream.redis_client import RedisClient
 from stream.runtime.keys import Buckets, EntityKey, buckets, encode
 from stream.runtime.pending import Layout, Pending, layout_of, prediction
@@ -291,6 +291,7 @@ class EntityLayout:
         self.members = features.members
         self.tag = zlib.crc32("\n".join((*self.stats, "", *self.members)).encode())
         self.numbers = struct.Struct("<" + "d" * (2 + 3 * len(self.stats)))
+        self._tag = self.tag.to_bytes(4, "little")
 
     @property
     def params(self) -> dict[str, Any]:
@@ -299,7 +300,7 @@ class EntityLayout:
 
     def unpack(self, raw: bytes) -> EntityState:
         """A stored entity state (``b""``, or one of another layout: a new one)."""
-        if raw[:4] != self.tag.to_bytes(4, "little"):
+        if raw[:4] != self._tag:
             return EntityState()
         n, last_ts, *stats = self.numbers.unpack_from(raw, 4)
         state = EntityState(
@@ -311,29 +312,20 @@ class EntityLayout:
         for member in self.members:  # none after a label folded into a new entity
             count = raw[at] if at < len(raw) else 0
             if count:
-                state.seen[member] = list(struct.unpack_from(f"<{count}I", raw, at + 1))
+                state.seen[member] = list(_HASHES[count].unpack_from(raw, at + 1))
             at += 1 + 4 * count
         return state
 
     def pack(self, state: EntityState) -> bytes:
         """An entity state as Redis keeps it: a worker's, or one an offline replay reached."""
-        stats = [state.stats.get(name, (0.0, 0.0, 0.0)) for name in self.stats]
-        numbers = [
-            state.n,
-            math.nan if state.last_ts is None else state.last_ts,
-            *(v for s in stats for v in s),
-        ]
-        members = (state.seen.get(field, []) for field in self.members)
-        return b"".join(
-            (
-                self.tag.to_bytes(4, "little"),
-                self.numbers.pack(*numbers),
-                *(
-                    bytes((len(hashes),)) + b"".join(h.to_bytes(4, "little") for h in hashes)
-                    for hashes in members
-                ),
-            )
-        )
+        numbers = [state.n, math.nan if state.last_ts is None else state.last_ts]
+        for name in self.stats:
+            numbers += state.stats.get(name) or _NO_STAT
+        parts = [self._tag, self.numbers.pack(*numbers)]
+        for member in self.members:
+            hashes = state.seen.get(member, ())
+            parts += (_COUNTS[len(hashes)], _HASHES[len(hashes)].pack(*hashes))
+        return b"".join(parts)
 
     def document(self, raw: bytes) -> dict[str, Any]:
         """A stored entity state as :meth:`EntityState.document <stream.features.EntityState.document>`
@@ -341,6 +333,12 @@ class EntityLayout:
         if int.from_bytes(raw[:4], "little") != self.tag:
             return {}
         return self.unpack(raw).document()
+
+
+_NO_STAT = (0.0, 0.0, 0.0)
+# How many hashes a member field keeps (one byte), and the hashes (4 bytes each), by count.
+_COUNTS = [bytes((n,)) for n in range(MEMBERS_KEPT + 1)]
+_HASHES = [struct.Struct(f"<{n}I") for n in range(MEMBERS_KEPT + 1)]
 
 
 @functools.cache
