@@ -130,8 +130,9 @@ class Scorer:
         self, use_case: UseCase[Any, Any], events: Sequence[Accepted], now: float
     ) -> list[Predicted | Claim]:
         """Score each new event with the version serving it (the live one, or a canary for its
-        entity); record and journal it. An event id claimed before is not scored: its claim
-        says by whom (its source), and its prediction once recorded.
+        entity); record and journal it. An event id recorded before (on a cluster, or routed
+        by another message) keeps its first record: its claim says by whom (its source) and,
+        recorded, its prediction.
 
         Each event is applied to its entity's state as read (after the batch's earlier events
         of that entity) and scored from the state before it; one whose entity changed in
