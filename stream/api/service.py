@@ -51,13 +51,13 @@ from stream.records import AuditRecord, Rejection
 from stream.redis_client import redis_client
 from stream.runtime import erase
 from stream.runtime.publisher import FLUSH_TIMEOUT_SECONDS, Publisher
-from stream.runtime.registry import ModelRegistry, RegistryError
+from stream.runtime.registry import ModelRegistry, RegistryError, audit_message
 from stream.runtime.retry import REDIS_OUTAGES, TRANSIENT_ERRORS, ErrorPolicy, reason
 from stream.runtime.scoring import API_SOURCE, Accepted, Predicted, Scorer
 from stream.runtime.served import ServedModels
 from stream.runtime.state import Claim, StateStore
 from stream.settings import Settings
-from stream.usecases import AUDIT_TOPIC, UseCase, all_topics, entity_name
+from stream.usecases import UseCase, all_topics, entity_name
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class ScoringApi:
             target=erased.target,
             detail=erased.detail,
         )
-        audit = [(self.settings.topic(AUDIT_TOPIC), record.id.encode(), record.to_json())]
+        audit = [audit_message(self.settings, record)]
         try:
             await asyncio.to_thread(deliver, self.settings, audit)
         except KafkaException as exc:

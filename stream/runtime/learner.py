@@ -54,13 +54,14 @@ from stream.runtime.registry import (
     ModelRegistry,
     Publish,
     RegistryError,
+    audit_message,
     check_declaration,
 )
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.served import configured_champion, configured_pipeline
 from stream.runtime.state import JournalEntry, StateStore, position_ms
 from stream.settings import Settings
-from stream.usecases import ALERTS_TOPIC, AUDIT_TOPIC, IMPLICIT_SOURCE, UseCase
+from stream.usecases import ALERTS_TOPIC, IMPLICIT_SOURCE, UseCase
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ class Learner:
                     after=after,
                     detail=promotion[0].detail,
                 )
-                await self._publish([(self.settings.topic(AUDIT_TOPIC), audit.id.encode(), audit.to_json())])
+                await self._publish([audit_message(self.settings, audit)])
                 await self._save(force=True, reason="promotion")
                 if self.state is None:
                     return  # the lease or the live version moved: the next step restores

@@ -54,7 +54,16 @@ from stream.usecases import AUDIT_TOPIC, UseCase
 
 _SCRIPT = resources.files("stream.runtime").joinpath("lua/registry.lua").read_text()
 
-Publish = Callable[[Sequence[tuple[str, bytes, bytes]]], Awaitable[None]]
+Message = tuple[str, bytes, bytes]
+"""A record to publish: topic, key, value."""
+
+
+def audit_message(settings: Settings, record: AuditRecord) -> Message:
+    """``record`` as it is published on the audit topic: keyed by its id."""
+    return settings.topic(AUDIT_TOPIC), record.id.encode(), record.to_json()
+
+
+Publish = Callable[[Sequence[Message]], Awaitable[None]]
 """Publishes records (topic, key, value) and returns once the broker has them."""
 
 AUDIT_GRACE_SECONDS = 60.0

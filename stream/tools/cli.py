@@ -405,11 +405,11 @@ def _audit(settings: Settings, action: AuditAction, **what: Any) -> int:
 
     from stream.kafka import deliver
     from stream.records import AuditRecord
-    from stream.usecases import AUDIT_TOPIC
+    from stream.runtime.registry import audit_message
 
     record = AuditRecord.now(action, _operator(), **what)
     try:
-        deliver(settings, [(settings.topic(AUDIT_TOPIC), record.id.encode(), record.to_json())])
+        deliver(settings, [audit_message(settings, record)])
     except KafkaException as exc:
         print(f"scoring: done, but its audit record could not be delivered: {exc}", file=sys.stderr)
         print(record.to_json().decode(), file=sys.stderr)  # kept in the command's output instead
