@@ -109,14 +109,12 @@ async def erase(
 
 
 # Which of the event records KEYS (of one bucket: one slot) are of entity ARGV[1]: a record
-# starts `<status><source>\n<entity>\n` (state.lua). Filtered where they are, rather than every
-# record sent to be read here.
+# starts `<status><entity>\n` (state.lua). Filtered where they are, rather than every record
+# sent to be read here.
 _NAMING = """
 local out, entity = {}, ARGV[1] .. '\\n'
 for _, key in ipairs(KEYS) do
-  local record = redis.call('GET', key)
-  local at = record and string.find(record, '\\n', 2, true)
-  if at and string.sub(record, at + 1, at + #entity) == entity then
+  if redis.call('GETRANGE', key, 1, #entity) == entity then
     out[#out + 1] = key
   end
 end

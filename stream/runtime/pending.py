@@ -9,12 +9,13 @@ same bytes, so the learner decodes what the scorer encoded.
 
 A pending record is::
 
-    <n: 2 bytes> <prediction: n bytes> <features>
+    <n> <prediction part: n bytes> <features>
 
-- the *prediction part*: scored at (epoch seconds), latency (ms, as published), the value
-  predicted (all three float64), the arm (one byte: 0 live, 1 canary), the version's name
-  (its UTF-8 length in one byte, then its bytes, without the ``<model>.`` that starts it),
-  then the entity's name as published (the
+- ``n``, the prediction part's length: one byte, or 255 then two bytes;
+- the *prediction part*: scored at (epoch seconds) and the value predicted (both float64),
+  the latency as published (whole microseconds, a :func:`varint`), the version (a varint:
+  its number, as in ``<model>.<number>``, or the length of its name that follows, times 4,
+  plus 2 for a name, plus 1 for the canary arm), then the entity's name as published (the
   rest of the part; empty when it reads as its key, the usual case). It outlives the
   features: once the event is learned,
   ``state.lua`` keeps this part only, so that a redelivered event still gets its
@@ -25,6 +26,10 @@ A pending record is::
   (-128 to 127: a flag, a count, a default) in one byte; or a text, as its UTF-8 length
   (one byte, or 255 then 4 bytes) and bytes.
 
+A record is most of the memory a waiting event takes, and Redis allocates it in classes
+of 16 bytes (96, 112, 128): the times, the value and the features' floats are as exact as
+computed, and everything else takes the fewest bytes that hold it.
+
 Integers are little-endian.
 
 Examples
@@ -34,7 +39,7 @@ Examples
 >>> x = {"log_amount": 4.615, "channel": "pos", "merchant_new": 1.0}
 >>> record = layout.encode(x, made, EntityKey("acc-1"))
 >>> len(record)
-47
+38
 >>> layout.decode(record, EntityKey("acc-1"))["x"]
 {'log_amount': 4.615, 'channel': 'pos', 'merchant_new': 1.0}
 >>> layout.recorded(record, EntityKey("acc-1")) == made
@@ -58,8 +63,8 @@ from stream.records import Arm, prediction_json
 from stream.runtime.keys import EntityKey
 from stream.usecases import UseCase
 
-_SIZE = struct.Struct("<H")  # of the prediction part
-_HEAD = struct.Struct("<dddBB")  # scored at, latency (ms), value predicted, arm, version's length
+_LONG_SIZE = struct.Struct("<H")  # of a prediction part of 255 bytes or more
+_HEAD = struct.Struct("<dd")  # scored at, value predicted
 _FLOAT = struct.Struct("<d")
 _SMALL = struct.Struct("<b")
 _LENGTH = struct.Struct("<I")
@@ -106,11 +111,17 @@ class Layout:
     def encode(self, x: Features, made: Recorded, entity: EntityKey) -> bytes:
         """The pending record of an event of ``entity`` scored with features ``x`` (this
         layout's columns)."""
-        version = made.model_version.removeprefix(f"{self.model}.").encode()
-        name = b"" if made.entity == entity else made.entity.encode()
-        head = _HEAD.pack(made.scored_at, made.latency_ms, made.y, _ARMS.index(made.arm), len(version))
+        part = b"".join(
+            (
+                _HEAD.pack(made.scored_at, made.y),
+                varint(round(made.latency_ms * 1000)),
+                _stored_version(self.model, made.model_version, made.arm),
+                b"" if made.entity == entity else made.entity.encode(),
+            )
+        )
+        size = len(part)
         kinds = 0
-        values = []
+        values = [bytes((size,)) if size < 255 else b"\xff" + _LONG_SIZE.pack(size), part, self.tag, b""]
         for i, column in enumerate(self.names):
             value = x[column]
             if isinstance(value, str):
@@ -125,23 +136,15 @@ class Layout:
                 values.append(_SMALL.pack(int(value)))
             else:
                 values.append(_FLOAT.pack(value))
-        return b"".join(
-            (
-                _SIZE.pack(len(head) + len(version) + len(name)),
-                head,
-                version,
-                name,
-                self.tag,
-                kinds.to_bytes(self._kinds, "little"),
-                *values,
-            )
-        )
+        values[3] = kinds.to_bytes(self._kinds, "little")
+        return b"".join(values)
 
     def decode(self, record: bytes, entity: EntityKey) -> Pending:
         """A pending record of this layout, of an event of ``entity``."""
-        (n,) = _SIZE.unpack_from(record)
-        scored_at, _, y, _, version = _HEAD.unpack_from(record, _SIZE.size)
-        at = _SIZE.size + n
+        start, at = _part(record)
+        scored_at, y = _HEAD.unpack_from(record, start)
+        _, after = read_varint(record, start + _HEAD.size)  # the latency
+        version, _, _ = self._read_version(record, after)
         if record[at : at + 4] != self.tag:
             raise LayoutError(
                 "a pending record written against another declaration's features (the declaration "
@@ -167,35 +170,79 @@ class Layout:
             else:
                 (x[name],) = _FLOAT.unpack_from(record, at)
                 at += 8
-        start = _SIZE.size + _HEAD.size
-        return Pending(
-            x=x,
-            y_pred=y,
-            entity=entity,
-            model_version=self.version(record[start : start + version]),
-            scored_at=scored_at,
-        )
+        return Pending(x=x, y_pred=y, entity=entity, model_version=version, scored_at=scored_at)
 
-    def version(self, stored: bytes) -> str:
-        """A version's name from its stored bytes."""
-        text = stored.decode()
-        return text if "." in text else f"{self.model}.{text}"
+    def _read_version(self, record: bytes, at: int) -> tuple[str, Arm, int]:
+        """The version and arm stored at ``at``, and where they end."""
+        stored, at = read_varint(record, at)
+        arm = _ARMS[stored & 1]
+        if not stored & 2:
+            return f"{self.model}.{stored >> 2}", arm, at
+        end = at + (stored >> 2)
+        return record[at:end].decode(), arm, end
 
     def recorded(self, record: bytes, entity: EntityKey) -> Recorded:
         """The prediction part of a pending record of an event of ``entity`` (or of what
         ``state.lua`` keeps once it is learned)."""
-        (n,) = _SIZE.unpack_from(record)
-        scored_at, latency_ms, y, arm, version = _HEAD.unpack_from(record, _SIZE.size)
-        start = _SIZE.size + _HEAD.size
-        name = record[start + version : _SIZE.size + n].decode()
-        return Recorded(
-            self.version(record[start : start + version]),
-            _ARMS[arm],
-            scored_at,
-            latency_ms,
-            y,
-            name or entity,
-        )
+        start, end = _part(record)
+        scored_at, y = _HEAD.unpack_from(record, start)
+        latency_us, at = read_varint(record, start + _HEAD.size)
+        version, arm, at = self._read_version(record, at)
+        return Recorded(version, arm, scored_at, latency_us / 1000, y, record[at:end].decode() or entity)
+
+
+@functools.lru_cache(maxsize=256)
+def _stored_version(model: str, name: str, arm: Arm) -> bytes:
+    """A version's name and arm as stored: its number if it is ``<model>.<number>``."""
+    number = name.removeprefix(f"{model}.")
+    arm_bit = _ARMS.index(arm)
+    if number != name and number.isdigit() and str(int(number)) == number:
+        return varint(int(number) << 2 | arm_bit)
+    text = name.encode()
+    return varint(len(text) << 2 | 2 | arm_bit) + text
+
+
+def _part(record: bytes) -> tuple[int, int]:
+    """Where a pending record's prediction part starts and ends."""
+    size = record[0]
+    if size < 255:
+        return 1, 1 + size
+    (size,) = _LONG_SIZE.unpack_from(record, 1)
+    return 3, 3 + size
+
+
+_VARINTS = [bytes((n,)) for n in range(128)]
+
+
+def varint(n: int) -> bytes:
+    """A natural number in the fewest bytes: seven bits a byte, low bits first, the top bit
+    set on every byte but the last (LEB128).
+
+    >>> varint(5), varint(300), read_varint(varint(300) + b"rest", 0)
+    (b'\\x05', b'\\xac\\x02', (300, 2))
+    """
+    if n < 128:
+        if n < 0:
+            raise ValueError(f"a varint is a natural number, not {n}")
+        return _VARINTS[n]
+    out = bytearray()
+    while n >= 128:
+        out.append(n & 127 | 128)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def read_varint(data: bytes, at: int) -> tuple[int, int]:
+    """The :func:`varint` at ``at`` in ``data``, and where it ends."""
+    n = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        n |= (byte & 127) << shift
+        if byte < 128:
+            return n, at
+        shift += 7
 
 
 @functools.cache

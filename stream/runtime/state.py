@@ -16,8 +16,8 @@ Cluster, one prefix with a hash tag per bucket); ``<id>`` is an encoded id, ``<e
 encoded :data:`~stream.runtime.keys.EntityKey`. In the bucket of the entity:
 
 - ``event:<id>``: the event's record, one string (``state.lua`` says its bytes): its
-  status (:data:`ClaimStatus`), its source (topic/partition/offset, or ``partition/offset``
-  from the use case's own event topic: :meth:`StateStore.sources`) and entity, then its
+  status (:data:`ClaimStatus`), entity and source (where it was read, packed:
+  :class:`Sources`), then its
   pending record once scored (the compact bytes of :mod:`stream.runtime.pending`: features,
   prediction), only the prediction part of it once learned. Written with its TTL
   (:attr:`StateStore.event_ttl`): as long as an event with its id can still be accepted,
@@ -69,7 +69,7 @@ from redis.exceptions import NoScriptError
 from stream.features import LABEL, MEMBERS_KEPT, EntityState, FeatureSet
 from stream.redis_client import RedisClient
 from stream.runtime.keys import Buckets, EntityKey, buckets, encode
-from stream.runtime.pending import Layout, Pending, layout_of, prediction
+from stream.runtime.pending import Layout, Pending, layout_of, prediction, read_varint, varint
 from stream.settings import Settings
 from stream.usecases import UseCase
 
@@ -349,17 +349,38 @@ def entity_layout(features: FeatureSet) -> EntityLayout:
 
 @dataclass(frozen=True)
 class Sources:
-    """Where a use case's events were read, as its records keep it: ``partition/offset`` for
-    its own event topic (Kafka topic names hold no ``/``), the whole source otherwise."""
+    """Where a use case's events were read, as its records keep it (``state.lua``): for its
+    own event topic, two :func:`~stream.runtime.pending.varint` s (the partition + 1, the
+    offset: 3 to 7 bytes where the text takes up to 20); otherwise a zero byte, the whole
+    source and a newline (a topic name or ``api`` holds none).
+
+    Examples
+    --------
+    >>> sources = Sources("t1.transactions/")
+    >>> sources.stored("t1.transactions/3/1000")
+    b'\\x04\\xe8\\x07'
+    >>> sources.read(sources.stored("t1.transactions/3/1000") + b"acc-1", 0)
+    ('t1.transactions/3/1000', 3)
+    >>> sources.read(sources.stored("api"), 0)
+    ('api', 5)
+    """
 
     topic: str  # the event topic and its "/"
 
-    def stored(self, source: str) -> str:
-        return source.removeprefix(self.topic)
+    def stored(self, source: str) -> bytes:
+        partition, _, offset = source.removeprefix(self.topic).partition("/")
+        if source.startswith(self.topic) and partition.isdigit() and offset.isdigit():
+            return varint(int(partition) + 1) + varint(int(offset))
+        return b"\0" + source.encode() + b"\n"
 
-    def source(self, stored: bytes) -> str:
-        text = stored.decode()
-        return self.topic + text if text.count("/") == 1 else text
+    def read(self, record: bytes, at: int) -> tuple[str, int]:
+        """The source stored at ``at`` in ``record``, and where it ends."""
+        if record[at] == 0:
+            end = record.index(b"\n", at)
+            return record[at + 1 : end].decode(), end + 1
+        partition, at = read_varint(record, at)
+        offset, at = read_varint(record, at)
+        return f"{self.topic}{partition - 1}/{offset}", at
 
 
 def _claim(use_case: UseCase[Any, Any], sources: Sources, event_id: str, record: bytes) -> Claim:
@@ -367,11 +388,13 @@ def _claim(use_case: UseCase[Any, Any], sources: Sources, event_id: str, record:
     status = _STATUS.get(record[:1])
     if status is None:
         raise ScriptError(f"Redis holds a record of status {record[:1]!r}")
-    stored, key, tail = record[1:].split(b"\n", 2)
+    end = record.index(b"\n", 1)
+    source, at = sources.read(record, end + 1)
+    tail = record[at:]
     if status == "learned":
         tail = tail.split(b"\n", 1)[1]  # after the label's source
-    made = layout_of(use_case).recorded(tail, EntityKey(key.decode()))
-    return Claim(sources.source(stored), status, prediction(use_case, event_id, made))
+    made = layout_of(use_case).recorded(tail, EntityKey(record[1:end].decode()))
+    return Claim(source, status, prediction(use_case, event_id, made))
 
 
 Order = tuple[int, int, int]
@@ -575,7 +598,7 @@ class StateStore:
             for i, (route,) in routes.items():
                 if route:
                     bucket, _, first = route.partition(b"|")
-                    routed[i] = int(bucket), sources.source(first)
+                    routed[i] = int(bucket), sources.read(first, 0)[0]
         keys: dict[int, list[str]] = {}
         for i, (bucket, _) in routed.items():
             keys.setdefault(bucket, []).append(f"{layout.prefixes[bucket]}event:{ids[i]}")

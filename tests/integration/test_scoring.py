@@ -136,6 +136,27 @@ async def test_redelivery_republishes_the_same_prediction_without_touching_state
     assert await steps.state.entity(FRAUD, ACC_1) == state_before
 
 
+@pytest.mark.parametrize(("partition", "offset"), [(0, 0), (9, 10), (123, 124), (2, 2**40 + 10)])
+async def test_a_source_is_kept_whatever_bytes_it_packs_into(
+    steps: Steps, settings: Settings, partition: int, offset: int
+) -> None:
+    # A record (and on a cluster an id's route) packs a source of its use case's event topic
+    # into varints: here they hold newlines (10), '|' (124) and zero bytes, which the
+    # script must not read as separators.
+    topic = settings.topic(FRAUD.event_topic)
+    first = await steps.scorer.score(FRAUD, [message(tx("e1"), offset, topic, partition)])
+    again = await steps.scorer.score(FRAUD, [message(tx("e1"), offset, topic, partition)])
+    assert again.records == first.records
+    duplicate = await steps.scorer.score(FRAUD, [message(tx("e1"), offset + 1, topic, partition)])
+    (dead,) = published(duplicate, settings, "deadletter")
+    assert dead["reason"] == "duplicate_event"
+    assert dead["detail"].endswith(f" {topic}/{partition}/{offset}")
+    await steps.joiner.join(
+        FRAUD, [message(b'{"event_id": "e1", "is_fraud": true}', 3, "transactions.labels")]
+    )
+    assert await joined(steps) == [("transactions.labels/0/3", 1.0)]
+
+
 async def test_labels_are_joined_exactly_once(steps: Steps, settings: Settings) -> None:
     await steps.scorer.score(FRAUD, [message(tx(f"e{i}"), i) for i in range(3)])
     label = b'{"event_id": "e0", "is_fraud": true}'

@@ -85,6 +85,24 @@ def test_a_prediction_made_again_is_the_published_bytes(use_case: UseCase[Any, A
     assert prediction(use_case, "e1", made) == published
 
 
+def test_a_long_name_an_unnumbered_version_and_a_long_latency_come_back() -> None:
+    layout = Layout(("a",), "fraud")
+    for made in (
+        Recorded("fraud.300", "canary", 1.0, 3_600_000.001, 0.5, "é" * 200),  # a part of 400+ bytes
+        Recorded("fraud.007", "live", 1.0, 0.0, 0.5, "acc-1"),  # not the number 7's name
+        Recorded("imported-model", "canary", 1.0, 0.001, 0.5, "acc-1"),
+    ):
+        record = layout.encode({"a": 2.5}, made, KEY)
+        assert layout.recorded(record, KEY) == made
+        assert layout.decode(record, KEY) == {
+            "x": {"a": 2.5},
+            "y_pred": 0.5,
+            "entity": KEY,
+            "model_version": made.model_version,
+            "scored_at": 1.0,
+        }
+
+
 def test_a_record_of_other_columns_is_refused() -> None:
     record = Layout(("a", "b"), "fraud").encode(
         {"a": 1.0, "b": 2.0}, Recorded("v.1", "live", 1.0, 1.0, 1.0, "acc-1"), KEY
@@ -96,10 +114,10 @@ def test_a_record_of_other_columns_is_refused() -> None:
 def test_a_record_holds_values_without_names() -> None:
     x = {name: 0.123456789 for name in FRAUD.features.names}
     record = layout_of(FRAUD).encode(x, Recorded("fraud.1", "live", 1.0, 1.0, 0.5, "acc-1"), KEY)
-    # The prediction part (its size: 2 bytes; times, value, arm, version's length: 26; the
-    # version's number), the tag (4), how each value is written (a byte per 4 columns), 8
-    # bytes a value.
-    assert len(record) == 2 + 26 + len("1") + 4 + 3 + 8 * len(x)
+    # The prediction part (its size: 1 byte; time and value: 16; the latency, 1,000 µs: 2;
+    # version 1 and its arm: 1), the tag (4), how each value is written (a byte per 4
+    # columns), 8 bytes a value.
+    assert len(record) == 1 + 16 + 2 + 1 + 4 + 3 + 8 * len(x)
 
 
 def test_a_published_time_reads_back_as_the_recorded_one() -> None:

@@ -13,14 +13,16 @@
 -- An event's record (`event:<id>`, one string, written with its TTL) is all Redis keeps of
 -- it (stream/runtime/pending.py reads and writes it):
 --
---   <status><source>\n<entity>\n<tail>
+--   <status><entity>\n<source><tail>
 --
 -- status `s` (scored: tail = its pending record, what a label needs) or `l` (learned: tail
--- = the label's source, `\n`, the pending record's prediction part). A pending record starts
--- with the length of its prediction part (two bytes), then that part (from which the
--- published prediction is made again), then the features: learning an event keeps the first
--- part only.
---
+-- = the label's source, `\n`, the pending record's prediction part). The source is where
+-- the event was read (stream/runtime/state.py, Sources): from the use case's event topic,
+-- two varints (its partition + 1, its offset); otherwise a zero byte, its text and `\n`. A
+-- pending record starts with the length of its prediction part (one byte, or 255 then two),
+-- then that part (its first 8 bytes: when the event was scored; from the part the published
+-- prediction is made again), then the features: learning an event keeps the first part only.
+
 -- An entity key holds its state in binary: the tag of its layout (4 bytes: an entity written
 -- under another declaration's statistics starts over), then float64s: its count, its last
 -- time seen (NaN: none), and n, mean and variance of each exponentially weighted statistic
@@ -129,12 +131,23 @@ local function journal(fields)
   redis.call('XADD', JOURNAL, 'MAXLEN', '~', JOURNAL_MAX, '*', unpack(fields))
 end
 
--- A record's parts: its status, where its header ends (the newline after the entity) and
--- the entity.
+-- A record's parts: its status, where its header ends (the source's last byte) and the
+-- entity.
 local function parts(record)
   local s1 = find(record, '\n', 2, true)
-  local s2 = find(record, '\n', s1 + 1, true)
-  return sub(record, 1, 1), s1, s2, sub(record, s1 + 1, s2 - 1)
+  local at = s1 + 1 -- the source
+  if byte(record, at) == 0 then
+    at = find(record, '\n', at + 1, true)
+  else
+    for _ = 1, 2 do -- two varints
+      while byte(record, at) > 127 do
+        at = at + 1
+      end
+      at = at + 1
+    end
+    at = at - 1
+  end
+  return sub(record, 1, 1), at, sub(record, 2, s1 - 1)
 end
 
 -- A label for an event already learned: the same message again, or a dead letter.
@@ -152,11 +165,15 @@ end
 -- expired. Returns the outcome and when the event was scored.
 local function learn(event_key, record, s2, entity, label_source, y)
   local pending = sub(record, s2 + 1)
-  local scored_at = struct.unpack('<d', pending, 3)
+  local size, start = byte(pending, 1), 2
+  if size == 255 then
+    size, start = byte(pending, 2) + 256 * byte(pending, 3), 4
+  end
+  local scored_at = struct.unpack('<d', pending, start)
   if scored_at + p.label_ttl < p.now then
     return 'expired_event', ''
   end
-  local kept = sub(pending, 1, 2 + byte(pending, 1) + 256 * byte(pending, 2))
+  local kept = sub(pending, 1, start + size - 1)
   redis.call('SET', event_key, 'l' .. sub(record, 2, s2) .. label_source .. '\n' .. kept, 'KEEPTTL')
   journal({'e', entity, 'p', pending, 'y', fmt(y), 's', label_source})
   local entity_key = key('entity', entity)
@@ -172,7 +189,7 @@ local function join(event_id, source, y)
   local event_key = key('event', event_id)
   local record = redis.call('GET', event_key)
   if record then
-    local status, _, s2, entity = parts(record)
+    local status, s2, entity = parts(record)
     if status == 'l' then
       return already_learned(record, s2, source), ''
     elseif status == 's' then
@@ -226,7 +243,7 @@ elseif command == 'score' then
   for i = 1, items(6) do
     local event_id, source, entity, read, state, pending = item(i, 6)
     local event_key = key('event', event_id)
-    local scored = 's' .. source .. '\n' .. entity .. '\n' .. pending
+    local scored = 's' .. entity .. '\n' .. source .. pending
     local record = redis.call('SET', event_key, scored, 'NX', 'GET', 'EX', event_ttl)
     if record then
       -- Recorded before, so counted in its entity's state: the entity's later events in
@@ -363,9 +380,9 @@ elseif command == 'mature' then
     local event_key = key('event', event_id)
     redis.call('ZREM', MATURING, event_id)
     local record = redis.call('GET', event_key)
-    local status, _, s2, entity = 'gone'
+    local status, s2, entity = 'gone'
     if record then
-      status, _, s2, entity = parts(record)
+      status, s2, entity = parts(record)
     end
     if status == 's' then
       -- 'implicit' is the label source of stream.usecases.IMPLICIT_SOURCE.
