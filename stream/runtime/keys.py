@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,7 +80,12 @@ EntityKey = NewType("EntityKey", str)
 
 def encode(value: str) -> str:
     """``value`` as one part of a Redis key: nothing in it is key syntax."""
-    return quote(value, safe="")
+    return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
+
+
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+"""What :func:`encode` leaves as it is (``quote``'s own set), checked first: most ids are only
+that, and the check is a third of the cost of ``quote`` on them."""
 
 
 def pseudonym(secret: bytes, value: str) -> str:

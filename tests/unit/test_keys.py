@@ -4,8 +4,11 @@ and the buckets share the masters' slot ranges evenly; with a PII key, entities 
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from stream.records import Rejection, parse
@@ -72,3 +75,10 @@ def test_with_a_pii_key_the_values_an_entity_remembers_are_hashed_and_the_rest_k
     assert hidden.members == {m: pseudonym(b"k1", v) for m, v in clear.members.items()}
     assert (hidden.ts, hidden.stats) == (clear.ts, clear.stats)
     assert "pii-s3cret" not in repr(Settings(pii_key="pii-s3cret"))  # a secret: never in a log line
+
+
+@given(st.text())
+def test_an_id_is_encoded_as_quote_encodes_it(value: str) -> None:
+    # encode() skips quote() for ids that need no escape: the same answer, whatever the id.
+    assert encode(value) == quote(value, safe="")
+    assert encode(value + "\n") == quote(value, safe="") + "%0A"  # fullmatch: no match up to a newline
