@@ -245,7 +245,12 @@ class Settings(BaseSettings):
         "Bearer token every endpoint of `scoring api` but /healthz and /readyz requires (empty: no "
         "token, loopback only).",
     )
-    log_level: str = _setting("INFO", "Worker log level.", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    log_level: str = _setting(
+        "INFO",
+        "Log level of the worker, its learner process and the API "
+        "(plain lines on stderr: time, level, logger, message).",
+        pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
+    )
     state_dir: str = _setting(
         ".scoring", "Folder of the local stack (`scoring up`): data, logs, pids.", min_length=1
     )

@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from stream import logs
 from stream.api.access import listen_refusal, token_matches
 from stream.api.service import Answer, ScoringApi, refusal
 from stream.records import Prediction, Rejection
@@ -237,7 +238,7 @@ def run_api(settings: Settings) -> int:
     if refused is not None:
         print(f"scoring api: {refused}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(settings.log_level)
     if not settings.api_token:
         log.warning(
             "SCORING_API_TOKEN is not set: the API asks no token and listens on loopback only (%s:%d)",

@@ -27,12 +27,12 @@ from typing import Any
 
 import faust
 import mode.loop
-import mode.utils.logging
 import prometheus_client
 import redis
 from faust.app.base import BootStrategy
 from mode.types.signals import BaseSignalT
 
+from stream import logs
 from stream.kafka import ensure_topics, tls_context
 from stream.redis_client import RedisClient, redis_client
 from stream.runtime import collector
@@ -113,7 +113,7 @@ def faust_datadir(settings: Settings) -> Path:
 def run_worker(settings: Settings) -> None:
     """Run a worker until it is stopped (SIGINT/SIGTERM), on uvloop's event loop."""
     mode.loop.use("uvloop")  # a faster event loop: see README Performance
-    mode.utils.logging.setup_logging(loglevel=settings.log_level)  # as Faust will, for the lines before it
+    logs.setup(settings.log_level)  # as Faust will, for the lines before it
     try:
         asyncio.run(wait_for_services(settings))
     except KeyboardInterrupt:
@@ -131,7 +131,9 @@ def run_worker(settings: Settings) -> None:
         log.info("metrics on :%d/metrics", settings.metrics_port)
     app = create_app(service)
     collector.settle()
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = faust.Worker(
+        app, loglevel=settings.log_level, quiet=True, logging_config=logs.config(settings.log_level)
+    )
     worker.execute_from_commandline()
 
 

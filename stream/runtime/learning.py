@@ -33,13 +33,13 @@ import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 
-import mode.utils.logging
 import uvloop
 from prometheus_client import REGISTRY, CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from stream import logs
 from stream.backoff import Backoff
 from stream.redis_client import redis_client
 from stream.runtime import collector, metrics
@@ -258,7 +258,7 @@ def answer(requests: Connection, replies: Connection) -> None:
 def main(argv: list[str]) -> None:
     """The learner process: ``python -m stream.runtime.learning <requests fd> <replies fd>``."""
     settings = Settings.from_env()
-    mode.utils.logging.setup_logging(loglevel=settings.log_level)
+    logs.setup(settings.log_level)
     disable_created_metrics()  # type: ignore[no-untyped-call]  # a counter's ``_created`` would come back to the worker as a family apart
     requests, replies = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
     threading.Thread(target=answer, args=(requests, replies), name="worker", daemon=True).start()
