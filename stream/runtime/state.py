@@ -82,7 +82,7 @@ ClaimStatus = Literal["claimed", "scored", "learned"]
 label joined); with several buckets, claimed (routed by a message that has not recorded it
 yet)."""
 
-_STATUS: dict[bytes, ClaimStatus] = {b"s": "scored", b"l": "learned"}  # a record's first byte
+_STATUS: dict[bytes, ClaimStatus] = {b"S": "scored", b"L": "learned"}  # a record's first byte (state.lua)
 
 Changed = Literal["changed"]
 """An event not recorded because its entity's state changed since it was read: to read and
@@ -351,8 +351,9 @@ def entity_layout(features: FeatureSet) -> EntityLayout:
 class Sources:
     """Where a use case's events were read, as its records keep it (``state.lua``): for its
     own event topic, two :func:`~stream.runtime.pending.varint` s (the partition + 1, the
-    offset: 3 to 7 bytes where the text takes up to 20); otherwise a zero byte, the whole
-    source and a newline (a topic name or ``api`` holds none).
+    offset: 2 to 6 bytes up to offset 34 billion, where its digits took up to 16);
+    otherwise a zero byte, the whole source and a newline (a topic name or ``api`` holds
+    none).
 
     Examples
     --------

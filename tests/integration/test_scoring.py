@@ -21,7 +21,7 @@ from stream.runtime.outbox import Message, Outbox
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.scoring import Scorer
 from stream.runtime.served import ServedModels
-from stream.runtime.state import JournalEntry, StateStore
+from stream.runtime.state import JournalEntry, ScriptError, StateStore
 from stream.settings import Settings
 from stream.usecases import DEMAND, FRAUD, USE_CASES, UseCase
 
@@ -155,6 +155,30 @@ async def test_a_source_is_kept_whatever_bytes_it_packs_into(
         FRAUD, [message(b'{"event_id": "e1", "is_fraud": true}', 3, "transactions.labels")]
     )
     assert await joined(steps) == [("transactions.labels/0/3", 1.0)]
+
+
+async def test_a_record_of_the_earlier_layout_is_never_read_as_this_ones(
+    steps: Steps, settings: Settings
+) -> None:
+    await steps.scorer.score(FRAUD, [message(tx("e1"), 0)])
+    layout = steps.state.buckets(FRAUD.name)
+    key = f"{layout.prefixes[layout.of(ACC_1)]}event:e1"
+    client = redis_client(settings)
+    try:
+        record = await client.get(key)
+        assert record is not None and record.startswith(b"S" + ACC_1.encode() + b"\n")
+        # Before the header was packed: status `s`, the source as text, then the entity.
+        _, _, pending = record.split(b"\n", 2)  # the source read from "transactions" is text
+        earlier = b"s" + b"transactions/0/0\n" + ACC_1.encode() + b"\n" + pending
+        await client.set(key, earlier)
+        await steps.joiner.join(
+            FRAUD, [message(b'{"event_id": "e1", "is_fraud": true}', 0, "transactions.labels")]
+        )
+        assert await joined(steps) == [] and await client.get(key) == earlier  # waits, as for no event
+        with pytest.raises(ScriptError, match="status b's'"):
+            await steps.scorer.score(FRAUD, [message(tx("e1"), 0)])
+    finally:
+        await client.aclose()
 
 
 async def test_labels_are_joined_exactly_once(steps: Steps, settings: Settings) -> None:

@@ -15,13 +15,17 @@
 --
 --   <status><entity>\n<source><tail>
 --
--- status `s` (scored: tail = its pending record, what a label needs) or `l` (learned: tail
+-- status `S` (scored: tail = its pending record, what a label needs) or `L` (learned: tail
 -- = the label's source, `\n`, the pending record's prediction part). The source is where
 -- the event was read (stream/runtime/state.py, Sources): from the use case's event topic,
 -- two varints (its partition + 1, its offset); otherwise a zero byte, its text and `\n`. A
 -- pending record starts with the length of its prediction part (one byte, or 255 then two),
 -- then that part (its first 8 bytes: when the event was scored; from the part the published
 -- prediction is made again), then the features: learning an event keeps the first part only.
+-- The statuses were `s` and `l` before the header was packed: a record of that layout is
+-- never read as one of this one (its label finds no scored event; its event read again
+-- fails with the record's status).
+--
 
 -- An entity key holds its state in binary: the tag of its layout (4 bytes: an entity written
 -- under another declaration's statistics starts over), then float64s: its count, its last
@@ -174,7 +178,7 @@ local function learn(event_key, record, s2, entity, label_source, y)
     return 'expired_event', ''
   end
   local kept = sub(pending, 1, start + size - 1)
-  redis.call('SET', event_key, 'l' .. sub(record, 2, s2) .. label_source .. '\n' .. kept, 'KEEPTTL')
+  redis.call('SET', event_key, 'L' .. sub(record, 2, s2) .. label_source .. '\n' .. kept, 'KEEPTTL')
   journal({'e', entity, 'p', pending, 'y', fmt(y), 's', label_source})
   local entity_key = key('entity', entity)
   local state, members = get_entity(entity_key)
@@ -190,9 +194,9 @@ local function join(event_id, source, y)
   local record = redis.call('GET', event_key)
   if record then
     local status, s2, entity = parts(record)
-    if status == 'l' then
+    if status == 'L' then
       return already_learned(record, s2, source), ''
-    elseif status == 's' then
+    elseif status == 'S' then
       return learn(event_key, record, s2, entity, source, y)
     end
   end
@@ -243,7 +247,7 @@ elseif command == 'score' then
   for i = 1, items(6) do
     local event_id, source, entity, read, state, pending = item(i, 6)
     local event_key = key('event', event_id)
-    local scored = 's' .. entity .. '\n' .. source .. pending
+    local scored = 'S' .. entity .. '\n' .. source .. pending
     local record = redis.call('SET', event_key, scored, 'NX', 'GET', 'EX', event_ttl)
     if record then
       -- Recorded before, so counted in its entity's state: the entity's later events in
@@ -384,7 +388,7 @@ elseif command == 'mature' then
     if record then
       status, s2, entity = parts(record)
     end
-    if status == 's' then
+    if status == 'S' then
       -- 'implicit' is the label source of stream.usecases.IMPLICIT_SOURCE.
       append(out, {learn(event_key, record, s2, entity, 'implicit', p.target)})
     else
