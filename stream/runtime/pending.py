@@ -27,8 +27,8 @@ A pending record is::
   (one byte, or 255 then 4 bytes) and bytes.
 
 A record is most of the memory a waiting event takes, and Redis allocates it in classes
-of 16 bytes (96, 112, 128): the times, the value and the features' floats are as exact as
-computed, and everything else takes the fewest bytes that hold it.
+of 16 bytes (96, 112, 128): the time scored, the value and the features' floats are as
+exact as computed, and everything else takes the fewest bytes that hold it.
 
 Integers are little-endian.
 
@@ -119,9 +119,8 @@ class Layout:
                 b"" if made.entity == entity else made.entity.encode(),
             )
         )
-        size = len(part)
         kinds = 0
-        values = [bytes((size,)) if size < 255 else b"\xff" + _LONG_SIZE.pack(size), part, self.tag, b""]
+        values = []
         for i, column in enumerate(self.names):
             value = x[column]
             if isinstance(value, str):
@@ -136,8 +135,16 @@ class Layout:
                 values.append(_SMALL.pack(int(value)))
             else:
                 values.append(_FLOAT.pack(value))
-        values[3] = kinds.to_bytes(self._kinds, "little")
-        return b"".join(values)
+        n = len(part)
+        return b"".join(
+            (
+                bytes((n,)) if n < 255 else b"\xff" + _LONG_SIZE.pack(n),
+                part,
+                self.tag,
+                kinds.to_bytes(self._kinds, "little"),
+                *values,
+            )
+        )
 
     def decode(self, record: bytes, entity: EntityKey) -> Pending:
         """A pending record of this layout, of an event of ``entity``."""
