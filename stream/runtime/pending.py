@@ -201,10 +201,10 @@ class Layout:
 @functools.lru_cache(maxsize=256)
 def _stored_version(model: str, name: str, arm: Arm) -> bytes:
     """A version's name and arm as stored: its number if it is ``<model>.<number>``."""
-    number = name.removeprefix(f"{model}.")
+    number = natural(name.removeprefix(f"{model}.")) if name.startswith(f"{model}.") else None
     arm_bit = _ARMS.index(arm)
-    if number != name and number.isdigit() and str(int(number)) == number:
-        return varint(int(number) << 2 | arm_bit)
+    if number is not None:
+        return varint(number << 2 | arm_bit)
     text = name.encode()
     return varint(len(text) << 2 | 2 | arm_bit) + text
 
@@ -216,6 +216,18 @@ def _part(record: bytes) -> tuple[int, int]:
         return 1, 1 + size
     (size,) = _LONG_SIZE.unpack_from(record, 1)
     return 3, 3 + size
+
+
+def natural(text: str) -> int | None:
+    """The natural number ``text`` writes as ``str`` writes it (ASCII digits, no leading
+    zero), else ``None``: what a varint can keep so that it reads back as the same text.
+
+    >>> natural("12"), natural("012"), natural("²"), natural("-1"), natural("")
+    (12, None, None, None, None)
+    """
+    if not (text.isascii() and text.isdigit()) or (text[0] == "0" and len(text) > 1):
+        return None
+    return int(text)
 
 
 _VARINTS = [bytes((n,)) for n in range(128)]

@@ -69,7 +69,7 @@ from redis.exceptions import NoScriptError
 from stream.features import LABEL, MEMBERS_KEPT, EntityState, FeatureSet
 from stream.redis_client import RedisClient
 from stream.runtime.keys import Buckets, EntityKey, buckets, encode
-from stream.runtime.pending import Layout, Pending, layout_of, prediction, read_varint, varint
+from stream.runtime.pending import Layout, Pending, layout_of, natural, prediction, read_varint, varint
 from stream.settings import Settings
 from stream.usecases import UseCase
 
@@ -364,14 +364,18 @@ class Sources:
     ('t1.transactions/3/1000', 3)
     >>> sources.read(sources.stored("api"), 0)
     ('api', 5)
+    >>> sources.read(sources.stored("t1.transactions/3/007"), 0)  # not as Kafka writes it: kept as text
+    ('t1.transactions/3/007', 23)
     """
 
     topic: str  # the event topic and its "/"
 
     def stored(self, source: str) -> bytes:
-        partition, _, offset = source.removeprefix(self.topic).partition("/")
-        if source.startswith(self.topic) and partition.isdigit() and offset.isdigit():
-            return varint(int(partition) + 1) + varint(int(offset))
+        if source.startswith(self.topic):
+            partition, _, offset = source.removeprefix(self.topic).partition("/")
+            packed = natural(partition), natural(offset)
+            if packed[0] is not None and packed[1] is not None:
+                return varint(packed[0] + 1) + varint(packed[1])
         return b"\0" + source.encode() + b"\n"
 
     def read(self, record: bytes, at: int) -> tuple[str, int]:

@@ -7,10 +7,13 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stream.records import prediction_json
 from stream.runtime.keys import EntityKey
 from stream.runtime.pending import Layout, LayoutError, Recorded, layout_of, prediction, scored_text
+from stream.runtime.state import Sources
 from stream.usecases import DEMAND, FRAUD, UseCase
 
 KEY = EntityKey("acc-1")
@@ -124,3 +127,11 @@ def test_a_published_time_reads_back_as_the_recorded_one() -> None:
     for ts in (1772625600.0, 1772625600.000001, 1772625600.999999, 1796032991.163898):
         published = dt.datetime.fromisoformat(scored_text(ts).replace("Z", "+00:00"))
         assert published.timestamp() == ts
+
+
+@given(st.integers(0, 2**31), st.integers(0, 2**63 - 1), st.text().filter(lambda s: "\n" not in s))
+def test_a_source_reads_back_as_it_was(partition: int, offset: int, other: str) -> None:
+    sources = Sources("t1.transactions/")
+    for source in (f"t1.transactions/{partition}/{offset}", other, f"t1.transactions/{other}"):
+        stored = sources.stored(source)
+        assert sources.read(stored + b"rest", 0) == (source, len(stored))
