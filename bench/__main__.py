@@ -22,9 +22,9 @@ from typing import Any
 
 import orjson
 
-from bench import scale
+from bench import scale, state_cost
 from bench.report import table
-from bench.run import Options, run
+from bench.run import Options, Phase, run
 from stream.settings import Settings
 
 
@@ -49,6 +49,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also measure the worker's RSS over this many events (0: skip)",
     )
     parser.add_argument(
+        "--state-events",
+        type=int,
+        default=Options.state_events,
+        metavar="N",
+        help="transactions, and as many sales, of the Redis phase without a broker (bytes per event: "
+        "fewer than 10,000 weigh the growth of Redis's tables more)",
+    )
+    parser.add_argument(
         "--redis-cluster",
         type=int,
         default=0,
@@ -69,6 +77,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.events < 2 or args.processes < 1 or args.latency_rate <= 0 or args.latency_seconds <= 0:
         parser.error("--events >= 2, --processes >= 1, --latency-rate and --latency-seconds > 0")
+    if args.state_events < 1:
+        parser.error("--state-events >= 1")
     if args.fetch_wait_ms < 0:
         parser.error("--fetch-wait-ms >= 0")
     if args.redis_cluster < 0 or 0 < args.redis_cluster < 3:
@@ -102,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         half_max=args.half_max,
         processes=args.processes,
         rss_events=args.rss_events,
+        state_events=args.state_events,
         fetch_wait_ms=args.fetch_wait_ms,
         seed=args.seed,
     )
@@ -110,8 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = args.work_dir.resolve() if args.work_dir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         try:
-            phases = [("cluster", functools.partial(scale.cluster, masters=args.redis_cluster))]
-            result = run(opts, work, phases=phases if args.redis_cluster else ())
+            phases: list[tuple[str, Phase]] = [("redis_state", state_cost.phase)]
+            if args.redis_cluster:
+                phases.append(("cluster", functools.partial(scale.cluster, masters=args.redis_cluster)))
+            result = run(opts, work, phases=phases)
         except KeyboardInterrupt:
             print("interrupted: every process started was stopped", file=sys.stderr)
             return 130

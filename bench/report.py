@@ -32,6 +32,11 @@ def _ratio(r: dict[str, Any], key: str) -> str:
     return f"{r[key]:.2f}x" if key in r else "-"
 
 
+def sizes(by_use_case: dict[str, float]) -> str:
+    """Bytes per event of each use case, as one text."""
+    return ", ".join(f"{name} {size:,.0f}" for name, size in by_use_case.items())
+
+
 def table(result: dict[str, Any]) -> str:
     m, o = result["machine"], result["options"]
     lines = [
@@ -140,6 +145,18 @@ def table(result: dict[str, Any]) -> str:
                 ],
             )
         )
+    lines.append(
+        _row(
+            "Redis, no broker",
+            result.get("redis_state", {"status": "failed", "reason": "not run"}),
+            lambda r: [
+                f"{r['redis_cpu_us_per_event']:.1f} µs CPU per scored event, "
+                f"{r['redis_cpu_us_per_label']:.1f} per joined label; bytes per event waiting for "
+                f"its label: {sizes(r['bytes_per_waiting_event'])}, once learned: "
+                f"{sizes(r['bytes_per_learned_event'])} ({r['events']:,} events, bench.state_cost)"
+            ],
+        )
+    )
     if "cluster" in result:
         lines += scale.table(result["cluster"])
     return "\n".join(lines)

@@ -80,6 +80,7 @@ class Options:
     half_max: bool = True
     processes: int = 2
     rss_events: int = 0
+    state_events: int = 10_000
     fetch_wait_ms: int = Settings.defaults().fetch_max_wait_ms
     malformed_rate: float = 0.03
     seed: int = 1

@@ -211,6 +211,22 @@ def running_stack(
             _stop(service, state_dir)
 
 
+@contextlib.contextmanager
+def running_redis(state_dir: Path) -> Iterator[str]:
+    """Run a fresh Redis on a free loopback port for the ``with`` block, its log and pid file in
+    ``state_dir``; yields its URL. A measurement that must see nothing but its own keys."""
+    settings = Settings.defaults().replace(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0", state_dir=str(state_dir)
+    )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    service = _redis_server("redis", settings)
+    try:
+        _start(service, state_dir)
+        yield settings.redis_url
+    finally:
+        _stop(service, state_dir)
+
+
 @dataclass(frozen=True)
 class RedisClusterStack:
     """A running Redis Cluster on loopback: a client needs any one node's address."""

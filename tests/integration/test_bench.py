@@ -44,6 +44,8 @@ def test_bench_reports_every_section(tmp_path: Path) -> None:
             "2000",
             "--redis-cluster",
             "3",
+            "--state-events",
+            "2000",
             "--out",
             str(out),
             "--work-dir",
@@ -78,6 +80,17 @@ def test_bench_reports_every_section(tmp_path: Path) -> None:
     assert result["scaling"]["processes"] == 2
     _positive(result["memory"], "rss_mb_at_checkpoint", "rss_mb_at_end")
     assert "worker" in done.stdout and "broker floor" in done.stdout  # the table
+
+    state = result["redis_state"]  # bench.state_cost's one-Redis part
+    _positive(state, "redis_cpu_us_per_event", "redis_cpu_us_per_label")
+    assert state["events"] == 4000
+    for use_case in ("fraud", "demand"):
+        # A learned event's record keeps its prediction only; either is a fraction of the
+        # 1.3-1.4 KB an event took before its record was packed (these few events weigh
+        # the growth of Redis's tables more than 10,000 would: fraud 400-480 bytes).
+        waiting = state["bytes_per_waiting_event"][use_case]
+        assert 0 < state["bytes_per_learned_event"][use_case] < waiting < 700
+    assert "bytes per event waiting for its label: fraud" in done.stdout
 
     cluster = result["cluster"]
     assert cluster["status"] == "ok" and cluster["masters"] == 3
