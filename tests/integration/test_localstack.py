@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream.runtime.registry import ModelRegistry
 from stream.settings import Settings
-from stream.tools.localstack import down, free_port, running_stack, status, up
+from stream.tools.localstack import down, free_port, running_redis, running_stack, status, up
 from tests.integration.test_registry import demand_model, publish
 
 pytestmark = pytest.mark.integration
@@ -86,6 +86,13 @@ def test_running_stack_serves_kafka_and_redis_then_stops_them(tmp_path: Path) ->
     for service in running:
         assert not _listening(service.address)
         assert service.pid is not None and not _running(service.pid)
+
+
+def test_running_redis_serves_an_empty_redis_then_stops_it(tmp_path: Path) -> None:
+    with running_redis(tmp_path) as url, redis.Redis.from_url(url) as client:
+        assert client.ping() and client.dbsize() == 0
+        address = f"127.0.0.1:{client.connection_pool.connection_kwargs['port']}"
+    assert not _listening(address)
 
 
 def test_up_status_down(tmp_path: Path) -> None:
