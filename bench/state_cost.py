@@ -147,7 +147,7 @@ def phase(bench: Bench, data: Dataset) -> Result:
     events = bench.opts.state_events
     config = simulator.SimulationConfig(transactions=events, sales=events, rate=0, seed=bench.opts.seed + 3)
     messages = list(simulator.generate(config, start=START))
-    with running_redis(bench.work / "redis_state") as url:  # its own: the stack's holds the variants' keys
+    with running_redis(bench.work / "redis_state") as url:
         settings = bench.settings("state").replace(redis_url=url)
         measured, held = asyncio.run(measure(settings, [port_of(url)], messages, 250))
     bench.say(f"redis_state: {measured['event'][0]:.1f} µs of Redis CPU per scored event")
