@@ -216,8 +216,7 @@ def test_a_concept_drift_opens_one_alert_within_500_labels(model_settings: Setti
         transactions=6000, sales=0, rate=1000, malformed_rate=0, label_delay=(0.5, 1.5), seed=9
     )
     messages = list(simulator.generate(config, start=START))
-    drifted = {event_id(m) for m in messages if m.kind == "event"}
-    drifted = set(sorted(drifted, key=lambda e: next(m.at for m in messages if event_id(m) == e))[3000:])
+    drifted = set([event_id(m) for m in messages if m.kind == "event"][3000:])  # the stream is in time order
     # The concept flips half-way: from then on every label says the opposite.
     stream = [
         dataclasses.replace(m, value=_flip(m.value)) if m.kind == "label" and event_id(m) in drifted else m
