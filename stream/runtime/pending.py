@@ -14,8 +14,8 @@ A pending record is::
 - ``n``, the prediction part's length: one byte, or 255 then two bytes;
 - the *prediction part*: scored at (epoch seconds) and the value predicted (both float64),
   the latency as published (whole microseconds, a :func:`varint`), the version (a varint:
-  4 * its number, as in ``<model>.<number>``; or 4 * the length of its name, which follows,
-  + 2; either + 1 for the canary arm), then the entity's name as published (the
+  4 * its number, as in ``<model>.<number>``, or 4 * the length of its name (which then
+  follows) + 2; either plus 1 for the canary arm), then the entity's name as published (the
   rest of the part; empty when it reads as its key, the usual case). It outlives the
   features: once the event is learned,
   ``state.lua`` keeps this part only, so that a redelivered event still gets its
