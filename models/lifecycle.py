@@ -43,7 +43,6 @@ Examples
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import deque
 from collections.abc import Callable
@@ -55,7 +54,7 @@ from models.challenger import Contest
 from models.drift import AlertChange, Monitor, MonitorConfig
 from models.online import Features, OnlineModel, new_metric
 from models.pipelines import Task
-from models.release import CanaryOutcome, Release, ReleaseConfig
+from models.release import CanaryOutcome, Release, ReleaseConfig, frozen
 
 __all__ = ["LearnOutcome", "ModelLifecycle", "Pipeline"]
 
@@ -194,7 +193,7 @@ class ModelLifecycle:
             canary, changes = self.release.conclude_canary(t)
             alerts += changes
             if canary == "rolled_back":  # the champion descends from the bad canary
-                self.adopt(copy.deepcopy(self.release.live), self.release.live_pipeline, t)
+                self.adopt(frozen(self.release.live), self.release.live_pipeline, t)
                 before = self.champion.predict_one(x)
         promoted = self.contest.learn(x, y, before)
         if promoted:
