@@ -87,7 +87,7 @@ def test_bench_reports_every_section(tmp_path: Path) -> None:
     for use_case in ("fraud", "demand"):
         # A learned event's record keeps its prediction only; either is a fraction of the
         # 1.3-1.4 KB an event took before its record was packed (these few events weigh
-        # the growth of Redis's tables more than 10,000 would: fraud 400-480 bytes).
+        # the growth of Redis's tables more than 10,000 would: fraud about 400 bytes).
         waiting = state["bytes_per_waiting_event"][use_case]
         assert 0 < state["bytes_per_learned_event"][use_case] < waiting < 700
     assert "bytes per event waiting for its label: fraud" in done.stdout
