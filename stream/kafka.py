@@ -104,8 +104,12 @@ class KafkaLog:
         KAFKA_LOG.log(level, "kafka %s: %s", self.bootstrap, _VARYING.sub("", text))
 
 
+ProducerRecord = tuple[str, bytes, bytes]
+"""A record to produce: its (namespaced) topic, key and value."""
+
+
 def deliver(
-    settings: Settings, records: Iterable[tuple[str, bytes, bytes]], timeout: float = ADMIN_TIMEOUT_SECONDS
+    settings: Settings, records: Iterable[ProducerRecord], timeout: float = ADMIN_TIMEOUT_SECONDS
 ) -> None:
     """Produce ``(namespaced topic, key, value)`` records and wait until the broker has each.
 

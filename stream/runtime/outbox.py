@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from stream.kafka import ProducerRecord
 from stream.records import DeadLetter, payload_text
 from stream.runtime import metrics
 
@@ -40,7 +41,7 @@ class Message(NamedTuple):
 class Outbox:
     """Records a batch produced, to be published before the batch is acknowledged."""
 
-    records: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # topic, key, value
+    records: list[ProducerRecord] = field(default_factory=list)
     predicted: list[tuple[str, float]] = field(default_factory=list)  # model, event's broker time
 
     def add(self, topic: str, key: str, value: bytes) -> None:

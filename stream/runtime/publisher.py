@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from stream.kafka import KafkaLog, kafka_config
+from stream.kafka import KafkaLog, ProducerRecord, kafka_config
 from stream.settings import Settings
 
 FLUSH_TIMEOUT_SECONDS = 30.0
@@ -46,7 +46,7 @@ class Publisher:
         while not self._closing.is_set():
             self._producer.poll(POLL_SECONDS)
 
-    async def publish(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
+    async def publish(self, records: Sequence[ProducerRecord]) -> None:
         """Produce (topic, key, value) records and wait for their delivery reports.
 
         Raises

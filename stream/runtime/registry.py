@@ -46,6 +46,7 @@ import orjson
 
 from models import snapshot
 from models.online import OnlineModel
+from stream.kafka import ProducerRecord
 from stream.records import AuditRecord
 from stream.redis_client import RedisClient
 from stream.runtime.keys import hash_tagged
@@ -54,16 +55,13 @@ from stream.usecases import AUDIT_TOPIC, UseCase
 
 _SCRIPT = resources.files("stream.runtime").joinpath("lua/registry.lua").read_text()
 
-Message = tuple[str, bytes, bytes]
-"""A record to publish: topic, key, value."""
 
-
-def audit_message(settings: Settings, record: AuditRecord) -> Message:
+def audit_message(settings: Settings, record: AuditRecord) -> ProducerRecord:
     """``record`` as it is published on the audit topic: keyed by its id."""
     return settings.topic(AUDIT_TOPIC), record.id.encode(), record.to_json()
 
 
-Publish = Callable[[Sequence[Message]], Awaitable[None]]
+Publish = Callable[[Sequence[ProducerRecord]], Awaitable[None]]
 """Publishes records (topic, key, value) and returns once the broker has them."""
 
 AUDIT_GRACE_SECONDS = 60.0

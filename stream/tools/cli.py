@@ -373,11 +373,11 @@ async def _deliver_kept(
     broker did not take it (it stays in Redis, and the model's learner delivers it)."""
     from confluent_kafka import KafkaException
 
-    from stream.kafka import deliver
+    from stream.kafka import ProducerRecord, deliver
     from stream.redis_client import redis_client
     from stream.runtime.registry import ModelRegistry
 
-    async def publish(records: Sequence[tuple[str, bytes, bytes]]) -> None:
+    async def publish(records: Sequence[ProducerRecord]) -> None:
         await asyncio.to_thread(deliver, settings, records)
 
     client = None
