@@ -56,6 +56,11 @@ class Encoder(base.MiniBatchTransformer):
     and every other category learned so far (of any feature) an explicit 0. It learns only in
     `learn_one`: transforming never changes it.
 
+    A pipeline learns a dict, then transforms that same dict for the next step: `learn_one`
+    computes the transform as it learns, and `transform_one` of the dict just learned (the very
+    object, never changed once learned, as :class:`models.online.OnlineModel` assumes) returns
+    it without a second pass over the features.
+
     Attributes
     ----------
     stats
@@ -75,15 +80,23 @@ class Encoder(base.MiniBatchTransformer):
 
     """
 
+    # The dict last learned and its transform's own values (the zeros left out), until the
+    # next learn_one. A class default, so that an encoder unpickled from before it existed
+    # has one; never pickled.
+    _learned: tuple[dict[base.typing.FeatureName, Any], dict[base.typing.FeatureName, Any]] | None = None
+
     def __init__(self) -> None:
         self.stats: dict[base.typing.FeatureName, list[float]] = {}
         self.zeros: dict[base.typing.FeatureName, int] = {}
 
     def learn_one(self, x: dict[base.typing.FeatureName, Any]) -> None:
         stats, zeros = self.stats, self.zeros
+        values: dict[base.typing.FeatureName, Any] = {}  # x's transform, but for the zeros
         for i, xi in x.items():
             if isinstance(xi, str):
-                zeros.setdefault(f"{i}_{xi}", 0)
+                name = f"{i}_{xi}"
+                zeros.setdefault(name, 0)
+                values[name] = 1
                 continue
             s = stats.get(i)
             if s is None:
@@ -92,10 +105,17 @@ class Encoder(base.MiniBatchTransformer):
             n, mean, var = s[0] + 1.0, s[1], s[2]
             new_mean = mean + (xi - mean) / n
             var += ((xi - mean) * (xi - new_mean) - var) / n
-            s[0], s[1], s[2], s[3] = n, new_mean, var, var**0.5
+            std = var**0.5
+            s[0], s[1], s[2], s[3] = n, new_mean, var, std
+            values[i] = (xi - new_mean) / std if std else 0.0
+        self._learned = (x, values)
 
     def transform_one(self, x: dict[base.typing.FeatureName, Any]) -> dict[base.typing.FeatureName, Any]:
         out: dict[base.typing.FeatureName, Any] = dict(self.zeros)
+        learned = self._learned
+        if learned is not None and learned[0] is x:
+            out.update(learned[1])  # the same keys in the same order as the loop below
+            return out
         stats = self.stats
         for i, xi in x.items():
             if isinstance(xi, str):
@@ -104,6 +124,11 @@ class Encoder(base.MiniBatchTransformer):
             s = stats.get(i)
             out[i] = (xi - s[1]) / s[3] if s is not None and s[3] else 0.0
         return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_learned", None)  # a reference to a feature dict, not the encoder's state
+        return state
 
     def transform_many(self, X: pd.DataFrame) -> pd.DataFrame:
         columns: dict[base.typing.FeatureName, Any] = {}

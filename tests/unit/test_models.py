@@ -233,6 +233,9 @@ def test_the_encoder_gives_rivers_numbers(case: str) -> None:
             assert encoder.transform_one(probe_x) == river.transform_one(probe_x), i
         encoder.learn_one(x)
         river.learn_one(x)
+        learned = encoder.transform_one(x)  # the transform learn_one made, not the loop's
+        assert learned == river.transform_one(x), i
+        assert list(learned.items()) == list(encoder.transform_one(dict(x)).items()), i
     frame = pd.DataFrame(probe(case, 20))
     batch = encoder.transform_many(frame)
     rows = [encoder.transform_one(x) for x in probe(case, 20)]
@@ -246,6 +249,9 @@ def test_the_encoder_pickles_and_clones() -> None:
     restored = pickle.loads(pickle.dumps(model))
     assert restored.predict_many(xs) == model.predict_many(xs)
     assert isinstance(model.estimator, compose.Pipeline)
+    # the dict last learned is not the encoder's state: no copy of it is pickled
+    assert "_learned" in vars(model.estimator["Encoder"])
+    assert "_learned" not in vars(restored.estimator["Encoder"])
     fresh = model.estimator.clone()
     assert fresh["Encoder"].stats == {} and fresh["Encoder"].zeros == {}
 
