@@ -9,7 +9,11 @@ broker's pass-through, the plain loop doing no work: :mod:`bench.confluent_loop`
    time the scorer produced it); CPU per event is the variant's processes' user + system
    time over that span, a worker's learner process included (interpolated from samples
    every ~50 ms); peak RSS is VmHWM.
-2. **latency**: the running variant gets an offered load for ``latency_seconds`` at each
+2. **labels** (worker only): the labels of the N events are produced while the worker
+   runs; labels joined/s is counted from the worker's ``scoring_labels_total{outcome=joined}``,
+   labels learned/s from its learners' ``scoring_learner_labels_learned``. Before the
+   latency phase: a load the worker fell behind on would still be in its way.
+3. **latency**: the running variant gets an offered load for ``latency_seconds`` at each
    rate: ``latency_rate`` and, with ``half_max``, half the worker's events/s measured in
    phase 1. Fresh events (distinct ids) come at the rate, and their labels too, each
    ``LABEL_DELAY`` seconds after its event, as in production: the worker joins and learns
@@ -17,9 +21,6 @@ broker's pass-through, the plain loop doing no work: :mod:`bench.confluent_loop`
    broker carries them all the same). Latency is each event's send time to its
    prediction's CreateTime. A baseline whose events/s in phase 1 is below a rate is not
    offered it (it could only fall behind).
-3. **labels** (worker only): the labels of the N events are produced while the worker
-   runs; labels joined/s is counted from the worker's ``scoring_labels_total{outcome=joined}``,
-   labels learned/s from its learners' ``scoring_learner_labels_learned``.
 
 The broker's own floor (plain produce -> consume round trip at the same rate, one fresh
 unkeyed topic) is measured at each rate (the second once the worker's events/s is known);
@@ -448,7 +449,6 @@ def variant(bench: Bench, name: str, data: Dataset, loads: list[Load], result: R
                     bench.say(f"generating the offered load at {measured / 2:,.0f} events/s")
                     loads.append(offered_load(bench.opts, "half_max", measured / 2))
                     result["latency"]["half_max"] = {"offered_rate": measured / 2}
-                latencies(bench, name, processes, settings, reader, loads, result)
                 if name == "worker":
                     result["labels"][name] = labels(bench, processes, settings, data)
                     rates = result["labels"][name]
@@ -456,6 +456,7 @@ def variant(bench: Bench, name: str, data: Dataset, loads: list[Load], result: R
                         f"{name}: {rates['labels_joined_per_second']:,.0f} labels joined/s, "
                         f"{rates['labels_learned_per_second']:,.0f} learned/s"
                     )
+                latencies(bench, name, processes, settings, reader, loads, result)
         finally:
             reader.close()
     except Exception as exc:
