@@ -55,6 +55,9 @@ from stream.usecases import USE_CASES, UseCase
 
 Step = Callable[[UseCase[Any, Any], Sequence[Message]], Awaitable[Outbox]]
 
+GROUP = 250
+"""Messages of one topic-partition per step, as a worker handles them."""
+
 
 def port_of(url: str) -> int:
     """The port of a Redis URL."""
@@ -149,7 +152,7 @@ def phase(bench: Bench, data: Dataset) -> Result:
     messages = list(simulator.generate(config, start=START))
     with running_redis(bench.work / "redis_state") as url:
         settings = bench.settings("state").replace(redis_url=url)
-        measured, held = asyncio.run(measure(settings, [port_of(url)], messages, 250))
+        measured, held = asyncio.run(measure(settings, [port_of(url)], messages, GROUP))
     bench.say(f"redis_state: {measured['event'][0]:.1f} µs of Redis CPU per scored event")
     return {
         "status": "ok",
@@ -164,7 +167,7 @@ def phase(bench: Bench, data: Dataset) -> Result:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.state_cost", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000, help="transactions, and as many sales")
-    parser.add_argument("--group", type=int, default=250, help="messages of one topic-partition per step")
+    parser.add_argument("--group", type=int, default=GROUP, help="messages of one topic-partition per step")
     args = parser.parse_args(argv)
     config = simulator.SimulationConfig(transactions=args.events, sales=args.events, rate=0, seed=4)
     messages = list(simulator.generate(config, start=START))

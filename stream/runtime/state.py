@@ -372,10 +372,10 @@ class Sources:
 
     def stored(self, source: str) -> bytes:
         if source.startswith(self.topic):
-            partition, _, offset = source.removeprefix(self.topic).partition("/")
-            packed = natural(partition), natural(offset)
-            if packed[0] is not None and packed[1] is not None:
-                return varint(packed[0] + 1) + varint(packed[1])
+            partition_text, _, offset_text = source.removeprefix(self.topic).partition("/")
+            partition, offset = natural(partition_text), natural(offset_text)
+            if partition is not None and offset is not None:
+                return varint(partition + 1) + varint(offset)
         return b"\0" + source.encode() + b"\n"
 
     def read(self, record: bytes, at: int) -> tuple[str, int]:

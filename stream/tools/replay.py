@@ -61,6 +61,7 @@ from typing import IO, Any, overload
 
 from models.lifecycle import LearnOutcome
 from models.online import OnlineModel
+from models.release import frozen
 from stream.features import EntityState, Features
 from stream.runtime.keys import EntityKey, entity_key, observed
 from stream.runtime.learner import LearnerState, fresh_state
@@ -499,7 +500,7 @@ class Learning:
         again from the next poll, and the learner goes on from it, as in the stream."""
         lifecycle = self.learner.lifecycle
         release = lifecycle.release
-        reference = pickle.loads(pickle.dumps(release.reference, protocol=pickle.HIGHEST_PROTOCOL))
+        reference = frozen(release.reference)
         lifecycle.adopt(reference, lifecycle.contest.champion_name)
         release.adopted(
             release.reference_version,
@@ -513,9 +514,7 @@ class Learning:
 
     def _champion_copy(self) -> OnlineModel:
         """The champion as published: a snapshot, which its further learning leaves alone."""
-        champion = self.learner.lifecycle.champion
-        copy: OnlineModel = pickle.loads(pickle.dumps(champion, protocol=pickle.HIGHEST_PROTOCOL))
-        return copy
+        return frozen(self.learner.lifecycle.champion)
 
 
 BATCH_ENTRIES = 2000
