@@ -6,7 +6,7 @@ bucket (each appended by the script that changes its bucket's state, on that buc
 master) that the learner merges. This measures what each costs:
 
 - **append**: the Redis CPU an entry costs its node (``XADD ... MAXLEN ~`` of a scored
-  event's pending record and of a label's, as ``lua/state.lua`` appends them, sent in
+  event's record and of a label's, as ``lua/state.lua`` appends them, sent in
   pipelines). A journal on one slot costs one node that much per scored event and again
   per label, however many shards the cluster has;
 - **read**: the learner's reading of the entries, :meth:`StateStore.read_journal` 500 at a
@@ -39,7 +39,7 @@ from stream.redis_client import redis_client
 from stream.runtime.keys import EntityKey, entity_key
 from stream.runtime.learner import READ_COUNT
 from stream.runtime.pending import Recorded, layout_of
-from stream.runtime.state import START, StateStore
+from stream.runtime.state import START, Sources, StateStore
 from stream.settings import Settings
 from stream.tools.localstack import running_redis_cluster, running_stack
 from stream.tools.simulator import SimulationConfig, labelled_events
@@ -71,13 +71,17 @@ def pending_records(count: int) -> list[tuple[EntityKey, bytes]]:
 
 
 def entries(records: Sequence[tuple[EntityKey, bytes]]) -> list[Entry]:
-    """A scored event's entry for each record, and a label's for every other one."""
-    scored: list[Entry] = [{"e": entity, "p": record} for entity, record in records]
-    labels: list[Entry] = [
-        {"e": entity, "p": record, "y": "1", "s": f"transactions.labels/0/{i}"}
-        for i, (entity, record) in enumerate(records[::2])
+    """A scored event's entry for each pending record (the event's record as scored: read at
+    offset ``i`` of ``transactions``), and a label's for every other one."""
+    sources = Sources("transactions/")
+    scored = [
+        sources.scored(entity, f"transactions/0/{i}", pending) for i, (entity, pending) in enumerate(records)
     ]
-    return scored + labels
+    labels: list[Entry] = [
+        {"r": record, "y": "1", "s": f"transactions.labels/0/{i}"} for i, record in enumerate(scored[::2])
+    ]
+    events: list[Entry] = [{"r": record} for record in scored]
+    return events + labels
 
 
 def append_cost(url: str, fields: Sequence[Entry], journal_max: int) -> float:

@@ -36,6 +36,7 @@ from typing import Any, cast
 
 from stream.redis_client import RedisClient
 from stream.runtime.keys import EntityKey, buckets, entity_key, recorded_name
+from stream.runtime.state import journaled
 from stream.settings import Settings
 from stream.usecases import UseCase
 
@@ -140,7 +141,7 @@ async def _events(client: RedisClient, home: str, entity: EntityKey) -> list[str
 
 
 async def _erase_journal(client: RedisClient, journal: str, entity: EntityKey) -> int:
-    """Remove the entries of ``journal`` whose pending record names ``entity``; how many."""
+    """Remove the entries of ``journal`` whose record names ``entity``; how many."""
     removed, after, needle = 0, "-", entity.encode()
     while True:
         entries = cast(
@@ -148,7 +149,7 @@ async def _erase_journal(client: RedisClient, journal: str, entity: EntityKey) -
         )
         if not entries:
             return removed
-        mine = [entry_id for entry_id, fields in entries if fields[b"e"] == needle]
+        mine = [entry_id for entry_id, fields in entries if journaled(fields)[0] == needle]
         if mine:
             removed += await client.xdel(journal, *mine)
         after = "(" + entries[-1][0].decode()

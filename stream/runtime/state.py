@@ -195,8 +195,8 @@ class JournalEntry:
     """One journal entry: a scored event, or a label joined to its scored event.
 
     ``id`` is the Redis stream id (``<ms>-<seq>``): its time is the entry's stream time.
-    ``pending`` is what was recorded at scoring time (its entity in field ``e``, its pending
-    record's bytes in ``p``); a label adds its target ``y`` and ``source``
+    ``pending`` is what was recorded at scoring time (field ``r``, the event's record as
+    scored: :func:`journaled`); a label adds its target ``y`` and ``source``
     (topic/partition/offset, field ``s``). With several journals merged, ``positions`` holds
     the stream id of each once the entry is read.
     """
@@ -223,13 +223,31 @@ class JournalEntry:
     ) -> JournalEntry:
         y = fields.get(b"y")
         source = fields.get(b"s")
+        entity, pending = journaled(fields)
         return cls(
             id=entry_id.decode(),
-            pending=layout.decode(fields[b"p"], EntityKey(fields[b"e"].decode())),
+            pending=layout.decode(pending, EntityKey(entity.decode())),
             y=float(y) if y is not None else None,
             source=source.decode() if source is not None else None,
             positions=positions,
         )
+
+
+def journaled(fields: dict[bytes, bytes]) -> tuple[bytes, bytes]:
+    """A journal entry's encoded entity and pending record: from the event's record as scored
+    (``r``: ``S``, the entity, ``\n``, its source, its pending record; :meth:`Sources.scored`),
+    or, in an entry written before the journal held records, its fields ``e`` and ``p``.
+
+    >>> journaled({b"r": Sources("t/").scored(EntityKey("a"), "t/0/7", b"<pending>")})
+    (b'a', b'<pending>')
+    >>> journaled({b"e": b"a", b"p": b"<pending>"})
+    (b'a', b'<pending>')
+    """
+    record = fields.get(b"r")
+    if record is None:
+        return fields[b"e"], fields[b"p"]
+    end = record.index(b"\n", 1)
+    return record[1:end], record[source_end(record, end + 1) :]
 
 
 def position_ms(position: str) -> int:
@@ -386,6 +404,18 @@ class Sources:
         partition, at = read_varint(record, at)
         offset, at = read_varint(record, at)
         return f"{self.topic}{partition - 1}/{offset}", at
+
+    def scored(self, entity: EntityKey, source: str, pending: bytes) -> bytes:
+        """The record of an event of ``entity`` read from ``source``, scored (its pending
+        record): what ``state.lua`` stores and journals."""
+        return b"S" + entity.encode() + b"\n" + self.stored(source) + pending
+
+
+def source_end(record: bytes, at: int) -> int:
+    """Where the source stored at ``at`` in ``record`` (:class:`Sources`) ends."""
+    if record[at] == 0:
+        return record.index(b"\n", at) + 1
+    return read_varint(record, read_varint(record, at)[1])[1]
 
 
 def _claim(use_case: UseCase[Any, Any], sources: Sources, event_id: str, record: bytes) -> Claim:
@@ -662,11 +692,10 @@ class StateStore:
             1,
             lambda i: (
                 encode(scored[i].event_id),
-                sources.stored(scored[i].source),
                 scored[i].entity,
                 scored[i].read,
                 scored[i].state,
-                scored[i].pending,
+                sources.scored(scored[i].entity, scored[i].source, scored[i].pending),
             ),
         )
         return [

@@ -25,7 +25,7 @@ from stream.runtime.learner import Learner, LearnerState
 from stream.runtime.pending import Recorded, layout_of
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.retry import ErrorPolicy
-from stream.runtime.state import JournalEntry, StateStore
+from stream.runtime.state import JournalEntry, Sources, StateStore
 from stream.settings import Settings
 from stream.usecases import ALERTS_TOPIC, AUDIT_TOPIC, FRAUD, UseCase
 
@@ -43,7 +43,8 @@ async def journal_label(
     """Append a joined label to fraud's journal, as ``state.lua`` does (an event of entity ``a``)."""
     made = Recorded(version, "live", time.time(), 0.0, y_pred, "a")
     pending = layout_of(SIGNAL).encode(x, made, EntityKey("a"))
-    fields = {"e": "a", "p": pending, "y": str(float(y)), "s": source}
+    record = Sources(settings.topic(FRAUD.event_topic) + "/").scored(EntityKey("a"), "api", pending)
+    fields = {"r": record, "y": str(float(y)), "s": source}
     await client.xadd(settings.key("fraud", "journal"), fields)  # type: ignore[arg-type]
 
 

@@ -47,10 +47,11 @@
 -- are distinct prefixes: no id can name another id's key, or another kind.
 --
 -- The journal (a stream, `<prefix>journal`) is what the learner reads, in its order: one
--- entry per scored event (e=entity, p=pending record) and one per label joined to its
--- event (the same, y=target, s=label source), written in the same atomic step as the state
--- change, so the learner sees each scored event and each label exactly once. With several
--- buckets there is a journal per bucket, which the learner merges (stream/runtime/state.py).
+-- entry per scored event (r=its record as scored: entity and pending record in one string,
+-- the very bytes of `event:<id>`) and one per label joined to its event (the same, y=target,
+-- s=label source), written in the same atomic step as the state change, so the learner sees
+-- each scored event and each label exactly once. With several buckets there is a journal
+-- per bucket, which the learner merges (stream/runtime/state.py).
 
 -- ARGV[2] holds the parameters as one JSON document: a few arguments to pack and send
 -- instead of thousands of keys. The items (events, labels) follow as arguments of their
@@ -68,9 +69,8 @@ local function items(width)
   return (#ARGV - 2) / width
 end
 
-local function key(kind, id)
-  return prefix .. kind .. ':' .. id
-end
+-- The kinds of key named by an id (`<kind>:<id>`), each with the bucket's prefix.
+local EVENT, ENTITY, ROUTE = prefix .. 'event:', prefix .. 'entity:', prefix .. 'route:'
 local JOURNAL = prefix .. 'journal'
 local PARKED = prefix .. 'parked:labels'
 local DUE = prefix .. 'parked:due'
@@ -163,24 +163,23 @@ local function already_learned(record, s2, source)
   return learned_from == 'implicit' and 'matured_event' or 'duplicate_label'
 end
 
--- The one way an event is learned: scored -> learned, handing its pending record and
--- target `y` to the journal and `y` to its entity's label statistic (p: label_ttl, now,
+-- The one way an event is learned: scored -> learned, handing its record and target `y`
+-- to the journal and `y` to its entity's label statistic (p: label_ttl, now,
 -- stats, entity_tag, decay, entity_ttl, journal_max). An event scored more than label_ttl ago has
 -- expired. Returns the outcome and when the event was scored.
 local function learn(event_key, record, s2, entity, label_source, y)
-  local pending = sub(record, s2 + 1)
-  local size, start = byte(pending, 1), 2
+  local size, start = byte(record, s2 + 1), s2 + 2 -- the pending record's header
   if size == 255 then
-    size, start = byte(pending, 2) + 256 * byte(pending, 3), 4
+    size, start = byte(record, s2 + 2) + 256 * byte(record, s2 + 3), s2 + 4
   end
-  local scored_at = struct.unpack('<d', pending, start)
+  local scored_at = struct.unpack('<d', record, start)
   if scored_at + p.label_ttl < p.now then
     return 'expired_event', ''
   end
-  local kept = sub(pending, 1, start + size - 1)
+  local kept = sub(record, s2 + 1, start + size - 1)
   redis.call('SET', event_key, 'L' .. sub(record, 2, s2) .. label_source .. '\n' .. kept, 'KEEPTTL')
-  journal({'e', entity, 'p', pending, 'y', fmt(y), 's', label_source})
-  local entity_key = key('entity', entity)
+  journal({'r', record, 'y', fmt(y), 's', label_source})
+  local entity_key = ENTITY .. entity
   local state, members = get_entity(entity_key)
   add_stat(state, STATS, y, p.decay)
   set_entity(entity_key, state, members, p.entity_ttl)
@@ -190,7 +189,7 @@ end
 -- A label joined to its event if the event is scored (in the event's bucket): its outcome
 -- ('unscored' when the event is not scored yet) and, learned, when its event was scored.
 local function join(event_id, source, y)
-  local event_key = key('event', event_id)
+  local event_key = EVENT .. event_id
   local record = redis.call('GET', event_key)
   if record then
     local status, s2, entity = parts(record)
@@ -225,7 +224,7 @@ if command == 'claim' then
   for i = 1, items(3) do
     local event_id, bucket, source = item(i, 3)
     local route = bucket .. '|' .. source
-    local first = redis.call('SET', key('route', event_id), route, 'NX', 'GET', 'EX', p.event_ttl)
+    local first = redis.call('SET', ROUTE .. event_id, route, 'NX', 'GET', 'EX', p.event_ttl)
     out[#out + 1] = (not first or first == route) and '' or first
   end
 
@@ -233,8 +232,9 @@ elseif command == 'score' then
   -- Events the worker scored from the entity states it read: each recorded, its entity's
   -- state written and journaled if the entity is still as read. p: event_ttl, entity_ttl,
   -- journal_max, matures_at (under an implicit label policy: when the events mature, else
-  -- null). Per event: its id, source, entity, the entity's state as read ('' for none), its
-  -- state with the event applied, its pending record. Replies per event: '' (recorded by
+  -- null). Per event: its id, entity, the entity's state as read ('' for none), its state
+  -- with the event applied, its record as scored (`S`, entity, source, pending record: made
+  -- by the worker, stored and journaled as it comes). Replies per event: '' (recorded by
   -- this call), the record made first (`SET NX GET`: one command creates the record or says
   -- whose it is), or 'changed' (nothing done: read it and score it again). The common case
   -- takes three commands: the record, the state (`SET GET`: written, and what it replaced
@@ -244,10 +244,9 @@ elseif command == 'score' then
   local event_ttl, entity_ttl = tostring(p.event_ttl), tostring(p.entity_ttl)
   local written, stale = {}, {}
   local journaled = false
-  for i = 1, items(6) do
-    local event_id, source, entity, read, state, pending = item(i, 6)
-    local event_key = key('event', event_id)
-    local scored = 'S' .. entity .. '\n' .. source .. pending
+  for i = 1, items(5) do
+    local event_id, entity, read, state, scored = item(i, 5)
+    local event_key = EVENT .. event_id
     local record = redis.call('SET', event_key, scored, 'NX', 'GET', 'EX', event_ttl)
     if record then
       -- Recorded before, so counted in its entity's state: the entity's later events in
@@ -255,7 +254,7 @@ elseif command == 'score' then
       stale[entity] = true
       out[i] = record
     else
-      local entity_key = key('entity', entity)
+      local entity_key = ENTITY .. entity
       local current = not stale[entity]
       if current and written[entity] then
         current = written[entity] == read
@@ -282,7 +281,7 @@ elseif command == 'score' then
         if p.matures_at ~= cjson.null then
           redis.call('ZADD', MATURING, p.matures_at, event_id)
         end
-        redis.call('XADD', JOURNAL, '*', 'e', entity, 'p', pending)
+        redis.call('XADD', JOURNAL, '*', 'r', scored)
         journaled = true
         out[i] = ''
       else
@@ -317,7 +316,7 @@ elseif command == 'route' then
   -- outcome of parking it and ''.
   for i = 1, items(3) do
     local event_id, source, parked = item(i, 3)
-    local route = redis.call('GET', key('route', event_id))
+    local route = redis.call('GET', ROUTE .. event_id)
     if route then
       append(out, {'routed', sub(route, 1, find(route, '|', 1, true) - 1)})
     else
@@ -338,7 +337,7 @@ elseif command == 'due' then
   -- unpark). p: limit. Replies per parked label, soonest deadline first: event id, parked
   -- record ('' if gone meanwhile), the event's bucket from its route ('' without one).
   for _, event_id in ipairs(redis.call('ZRANGE', DUE, 0, p.limit - 1)) do
-    local route = redis.call('GET', key('route', event_id))
+    local route = redis.call('GET', ROUTE .. event_id)
     local bucket = route and sub(route, 1, find(route, '|', 1, true) - 1) or ''
     append(out, {event_id, redis.call('HGET', PARKED, event_id) or '', bucket})
   end
@@ -381,7 +380,7 @@ elseif command == 'mature' then
   -- ('learn' when it is learned with the implicit target now, 'gone' when a label came
   -- first), when it was scored (learned) or ''.
   for _, event_id in ipairs(redis.call('ZRANGEBYSCORE', MATURING, '-inf', p.now, 'LIMIT', 0, p.limit)) do
-    local event_key = key('event', event_id)
+    local event_key = EVENT .. event_id
     redis.call('ZREM', MATURING, event_id)
     local record = redis.call('GET', event_key)
     local status, s2, entity = 'gone'
@@ -400,7 +399,7 @@ elseif command == 'update' then
   -- p: stats, entity_tag, decay, entity_ttl, entities, values (one per entity): each value
   -- folded into its entity's label statistic.
   for i, value in ipairs(p.values) do
-    local entity_key = key('entity', p.entities[i])
+    local entity_key = ENTITY .. p.entities[i]
     local state, members = get_entity(entity_key)
     add_stat(state, STATS, value, p.decay)
     set_entity(entity_key, state, members, p.entity_ttl)
