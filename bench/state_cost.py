@@ -19,15 +19,27 @@ counted with ``MEMORY USAGE``.
 ``python -m bench`` runs the one-Redis part as its phase ``redis_state`` (:func:`phase`),
 and prints it with its table.
 
+``--against REV`` compares this checkout with another commit's, as issue 12 asks ("measured
+against a checkout of today's main on the same machine, one run after the other"): it checks
+REV out in a git worktree and runs each checkout's own ``python -m bench.state_cost``, in
+turn, ``--pairs`` times (which one goes first alternates: a shared machine's noise drifts),
+then prints each pair and the ratios over the sums (:func:`compare`). REV needs a
+``bench.state_cost`` of its own printing these lines (c58f4f4, main before issue 12's
+second item, has one).
+
 Examples
 --------
 .venv/bin/python -m bench.state_cost                    # 10,000 transactions and 10,000 sales, ~1 min
+.venv/bin/python -m bench.state_cost --against c58f4f4  # 4 pairs, ~8 min
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -57,6 +69,16 @@ Step = Callable[[UseCase[Any, Any], Sequence[Message]], Awaitable[Outbox]]
 
 GROUP = 250
 """Messages of one topic-partition per step, as a worker handles them."""
+
+REPO = Path(__file__).resolve().parents[1]
+"""This checkout."""
+
+_COST = re.compile(
+    r"^(one Redis|3-master cluster).*?: ([\d.]+) µs of Redis CPU per scored event .*?, "
+    r"([\d.]+) per joined label",
+    re.MULTILINE,
+)
+"""A setup's line as :func:`main` prints it: µs per scored event and per joined label."""
 
 
 def port_of(url: str) -> int:
@@ -164,11 +186,74 @@ def phase(bench: Bench, data: Dataset) -> Result:
     }
 
 
+def run_checkout(folder: Path, events: int) -> dict[str, tuple[float, float]]:
+    """``python -m bench.state_cost --events N`` of the checkout at ``folder`` (its own code,
+    in a process of its own): per setup (``one Redis``, ``3-master cluster``), Redis µs per
+    scored event and per joined label."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.state_cost", "--events", str(events)],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    costs = {match[1]: (float(match[2]), float(match[3])) for match in _COST.finditer(done.stdout)}
+    if "one Redis" not in costs:
+        raise RuntimeError(f"{folder}: bench.state_cost printed no cost per scored event:\n{done.stdout}")
+    return costs
+
+
+def compare(rev: str, pairs: int, events: int) -> dict[str, list[dict[str, tuple[float, float]]]]:
+    """Run this checkout's and ``rev``'s :func:`run_checkout` one after the other ``pairs``
+    times (this one first, then ``rev`` first, ...), printing each pair and then the ratios of
+    this checkout's sums to ``rev``'s; returns the runs of each (``this``, ``rev``)."""
+    runs: dict[str, list[dict[str, tuple[float, float]]]] = {"this": [], rev: []}
+    with tempfile.TemporaryDirectory(prefix="state-cost-") as tmp:
+        checkout = Path(tmp) / "checkout"
+        git = ["git", "-C", str(REPO), "worktree"]
+        subprocess.run([*git, "add", "--detach", "--quiet", str(checkout), rev], check=True)
+        try:
+            for pair in range(pairs):
+                order = [("this", REPO), (rev, checkout)][:: 1 if pair % 2 == 0 else -1]
+                for name, folder in order:
+                    runs[name].append(run_checkout(folder, events))
+                ours, theirs = runs["this"][-1]["one Redis"][0], runs[rev][-1]["one Redis"][0]
+                first = order[0][0]
+                print(
+                    f"pair {pair + 1}, {first} first: one Redis {ours:.1f} against {theirs:.1f} µs",
+                    flush=True,
+                )
+        finally:
+            subprocess.run([*git, "remove", "--force", str(checkout)], check=True)
+    for setup in ("one Redis", "3-master cluster"):
+        for j, what in enumerate(("scored event", "joined label")):
+            ours_all, theirs_all = (
+                [run[setup][j] for run in runs[name] if setup in run] for name in ("this", rev)
+            )
+            if ours_all and len(ours_all) == len(theirs_all):
+                print(
+                    f"{setup}, per {what}: {sum(ours_all) / sum(theirs_all):.2f} of {rev}'s over the sums "
+                    f"({_listed(ours_all)} against {_listed(theirs_all)} µs)"
+                )
+    return runs
+
+
+def _listed(values: Sequence[float]) -> str:
+    return " / ".join(f"{value:.1f}" for value in values)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.state_cost", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000, help="transactions, and as many sales")
     parser.add_argument("--group", type=int, default=GROUP, help="messages of one topic-partition per step")
+    parser.add_argument(
+        "--against", metavar="REV", help="compare with REV's own bench.state_cost, run in turn"
+    )
+    parser.add_argument("--pairs", type=int, default=4, help="runs of each checkout with --against")
     args = parser.parse_args(argv)
+    if args.against:
+        compare(args.against, args.pairs, args.events)
+        return 0
     config = simulator.SimulationConfig(transactions=args.events, sales=args.events, rate=0, seed=4)
     messages = list(simulator.generate(config, start=START))
     settings = Settings.defaults().replace(namespace="bench", max_event_age_seconds=0)

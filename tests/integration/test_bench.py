@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bench import broker_load
+from bench import broker_load, state_cost
 from bench.scale import SHARDS, WORKERS
 
 pytestmark = pytest.mark.integration
@@ -143,3 +143,20 @@ def test_bench_broker_load_reports_each_sending(tmp_path: Path) -> None:
         assert r["forwarded"] == r["events"] == 200, r  # one forwarded record per event, none lost
         assert 0 < r["p50_ms"] <= r["p99_ms"] and r["broker_cpu_cores"] > 0, r
     assert "keyed, linger 50 ms" in broker_load.table(results, args)
+
+
+@pytest.mark.timeout(180)
+def test_state_cost_against_another_commit_runs_each_checkouts_own_bench_in_turn(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    worktrees = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True)
+    runs = state_cost.compare("HEAD", pairs=1, events=100)
+    assert set(runs) == {"this", "HEAD"}
+    for run in (*runs["this"], *runs["HEAD"]):
+        assert set(run) == {"one Redis", "3-master cluster"}
+        assert all(cost > 0 for costs in run.values() for cost in costs), run
+    printed = capsys.readouterr().out
+    assert "pair 1, this first: one Redis" in printed
+    assert "one Redis, per scored event:" in printed and "3-master cluster, per joined label:" in printed
+    after = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True)
+    assert after.stdout == worktrees.stdout  # the checkout of HEAD is gone
