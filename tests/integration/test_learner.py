@@ -25,7 +25,7 @@ from stream.runtime.learner import Learner, LearnerState
 from stream.runtime.pending import Recorded, layout_of
 from stream.runtime.registry import ModelRegistry
 from stream.runtime.retry import ErrorPolicy
-from stream.runtime.state import JournalEntry, Sources, StateStore
+from stream.runtime.state import START, JournalEntry, Sources, StateStore
 from stream.settings import Settings
 from stream.usecases import ALERTS_TOPIC, AUDIT_TOPIC, FRAUD, UseCase
 
@@ -37,15 +37,39 @@ SIGNAL = FRAUD.declare(
 """Fraud with one feature, ``signal``: what the journal entries written below hold."""
 
 
+def pending_record(x: Features, y_pred: float, version: str) -> bytes:
+    """The pending record of an event of entity ``a`` scored ``y_pred`` from ``x`` by ``version``."""
+    return layout_of(SIGNAL).encode(
+        x, Recorded(version, "live", time.time(), 0.0, y_pred, "a"), EntityKey("a")
+    )
+
+
 async def journal_label(
     client: aioredis.Redis, settings: Settings, x: Features, y_pred: float, version: str, y: bool, source: str
 ) -> None:
     """Append a joined label to fraud's journal, as ``state.lua`` does (an event of entity ``a``)."""
-    made = Recorded(version, "live", time.time(), 0.0, y_pred, "a")
-    pending = layout_of(SIGNAL).encode(x, made, EntityKey("a"))
-    record = Sources(settings.topic(FRAUD.event_topic) + "/").scored(EntityKey("a"), "api", pending)
+    sources = Sources(settings.topic(FRAUD.event_topic) + "/")
+    record = sources.scored(EntityKey("a"), "api", pending_record(x, y_pred, version))
     fields = {"r": record, "y": str(float(y)), "s": source}
     await client.xadd(settings.key("fraud", "journal"), fields)  # type: ignore[arg-type]
+
+
+async def test_a_journal_written_before_entries_held_records_reads_as_one_written_since(
+    settings: Settings,
+) -> None:
+    """An upgraded learner resumes over entries holding entity and pending record as two fields."""
+    client = aioredis.Redis.from_url(settings.redis_url)
+    x = {"signal": 1.5}
+    before = {"e": "a", "p": pending_record(x, 0.25, "fraud.3"), "y": "1.0", "s": "l/0/1"}
+    await client.xadd(settings.key("fraud", "journal"), before)  # type: ignore[arg-type]
+    await journal_label(client, settings, x, 0.25, "fraud.3", True, "l/0/2")
+    old, new = await StateStore(client, settings).read_journal(SIGNAL, START, 10)
+    assert new.pending["x"] == x and new.pending["y_pred"] == 0.25 and new.pending["entity"] == "a"
+    assert {k: v for k, v in old.pending.items() if k != "scored_at"} == {
+        k: v for k, v in new.pending.items() if k != "scored_at"
+    }
+    assert (old.y, old.source, new.y, new.source) == (1.0, "l/0/1", 1.0, "l/0/2")
+    await client.aclose()
 
 
 async def test_a_better_challenger_is_promoted_published_and_alerted(settings: Settings) -> None:
