@@ -247,7 +247,7 @@ def journaled(fields: dict[bytes, bytes]) -> tuple[bytes, bytes]:
     if record is None:
         return fields[b"e"], fields[b"p"]
     end = record.index(b"\n", 1)
-    return record[1:end], record[source_end(record, end + 1) :]
+    return record[1:end], record[Sources.end(record, end + 1) :]
 
 
 def position_ms(position: str) -> int:
@@ -410,12 +410,13 @@ class Sources:
         record): what ``state.lua`` stores and journals."""
         return b"S" + entity.encode() + b"\n" + self.stored(source) + pending
 
-
-def source_end(record: bytes, at: int) -> int:
-    """Where the source stored at ``at`` in ``record`` (:class:`Sources`) ends."""
-    if record[at] == 0:
-        return record.index(b"\n", at) + 1
-    return read_varint(record, read_varint(record, at)[1])[1]
+    @staticmethod
+    def end(record: bytes, at: int) -> int:
+        """Where the source stored at ``at`` in ``record`` ends (what :meth:`read` returns
+        with it, without reading it: no topic needed)."""
+        if record[at] == 0:
+            return record.index(b"\n", at) + 1
+        return read_varint(record, read_varint(record, at)[1])[1]
 
 
 def _claim(use_case: UseCase[Any, Any], sources: Sources, event_id: str, record: bytes) -> Claim:
