@@ -170,7 +170,8 @@ def test_state_cost_counts_redis_instructions_of_each_checkout_alike_for_the_sam
     counts = state_cost.compare_instructions("HEAD", events=100)
     (ours_scored, ours_joined), (head_scored, head_joined) = counts["this"], counts["HEAD"]
     assert ours_scored > 0 and ours_joined > 0, counts
-    # The same code: the same instructions, but for Redis's timer work (serverCron) in each run.
+    # The same code: the same instructions within a few per cent (Redis's timer, its hash seeds,
+    # Lua's garbage collector: 1-2 % apart in runs here).
     assert abs(ours_scored / head_scored - 1) < 0.1 and abs(ours_joined / head_joined - 1) < 0.1, counts
     printed = capsys.readouterr().out
     assert "per scored event: " in printed and "of HEAD's" in printed
