@@ -5,8 +5,8 @@ measures (this one, or another commit's with ``--against``), beside a ``redis-se
 started under ``valgrind --tool=callgrind``. It takes that checkout's own
 ``bench.state_cost.measure``, the worker's scoring and joining steps as that commit has them,
 and has it count callgrind's instructions where it would read Redis's CPU seconds: a figure
-that repeats whatever else the machine does, where seconds drift with a shared machine's
-noise. It prints one line: ``<N> instructions of Redis per scored event, <M> per joined label``.
+that repeats from run to run, where seconds drift with a shared machine's noise. It prints
+one line: ``<N> instructions of Redis per scored event, <M> per joined label``.
 
 Run by its path, it imports the measured checkout's ``bench`` and ``stream``, so it measures any
 commit whose ``bench.state_cost`` has ``measure(settings, ports, messages, group)`` and

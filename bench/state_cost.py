@@ -29,7 +29,7 @@ second item, has one).
 
 ``--instructions`` counts where it would time: one Redis, run under ``valgrind
 --tool=callgrind``, and Redis's instructions per scored event and per joined label
-(:func:`count_instructions`), which repeat from run to run however busy the machine is. With
+(:func:`count_instructions`), which repeat from run to run (within 1 % in runs here). With
 ``--against REV`` it counts each checkout's own steps in turn, once each, and prints the
 ratios (:func:`compare_instructions`; REV's ``bench.state_cost`` needs a ``measure`` and a
 ``redis_cpu_seconds`` as c58f4f4's).
