@@ -9,32 +9,40 @@ record per event on a third topic, with the event's key) runs under events and l
   sends, small batches spread over every partition;
 - keyed, linger 50 ms: the same messages in batches ten times longer.
 
-Each row is the pass-through's latency (an event's send time to the CreateTime of its
-forwarded record, as the bench measures the variants) and the broker's cores meanwhile. The
-sender, the pass-through and the reader are threads of this process. It never asserts on
-speed.
+Each row is the pass-through's latency (an event's send time to the time the pass-through
+produces its forwarded record: what the bench reads from the CreateTime of the variants'
+records, written into the record here, as Kafka 0.9 keeps no timestamps) and the broker's
+cores meanwhile. The sender, the pass-through and the reader are threads of this process. It
+never asserts on speed.
+
+The broker is Tansu, the bench's own, or with ``--broker apache-kafka`` Apache Kafka 0.9.0.1
+(:mod:`bench.apache_kafka`: the same load on a real Apache Kafka, the only one the registries
+here hold; its cores are the broker's and ZooKeeper's).
 
 Examples
 --------
-.venv/bin/python -m bench.broker_load                   # ~1.5 minutes
+.venv/bin/python -m bench.broker_load                         # ~1.5 minutes
+.venv/bin/python -m bench.broker_load --broker apache-kafka   # the same, once 25 MB fetched
 .venv/bin/python -m bench.broker_load --rate 500 --seconds 2
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from bench import measure
+from bench import apache_kafka, measure
 from stream.kafka import ensure_topics, kafka_config
 from stream.settings import Settings
 from stream.tools import localstack
@@ -44,6 +52,9 @@ FETCH_WAIT_MS = Settings.defaults().fetch_max_wait_ms
 """The worker's default fetch wait (``SCORING_FETCH_MAX_WAIT_MS``)."""
 SETTLE_SECONDS = 3.0
 """Left to the consumers to join their groups before sending, and to the last records after."""
+BROKERS = ("tansu", "apache-kafka")
+CACHE = Path.home() / ".cache" / "scoring"
+"""Where ``--broker apache-kafka`` keeps the distribution it fetches."""
 
 Result = dict[str, Any]
 
@@ -55,6 +66,18 @@ class Sending:
     name: str
     keyed: bool
     linger_ms: int
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A running broker as the load sees it."""
+
+    bootstrap: str
+    pids: tuple[int, ...]
+    """Its processes, whose CPU counts as the broker's."""
+    create_topics: Callable[[Sequence[str]], None]
+    client: dict[str, str] = field(default_factory=dict)
+    """What a client adds to :func:`stream.kafka.kafka_config` to speak to it."""
 
 
 SENDINGS = (
@@ -69,55 +92,52 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=2000.0, help="events/s, and as many labels/s")
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each sending")
     parser.add_argument("--keys", type=int, default=1000, help="distinct keys of the keyed sendings")
+    parser.add_argument("--broker", choices=BROKERS, default="tansu", help="the broker to load")
     args = parser.parse_args(argv)
     if min(args.rate, args.seconds) <= 0 or args.keys < 1:
         parser.error("--rate and --seconds > 0, --keys >= 1")
     return args
 
 
-def measured(bootstrap: str, broker_pid: int, sending: Sending, args: argparse.Namespace) -> Result:
+def measured(broker: Broker, sending: Sending, args: argparse.Namespace) -> Result:
     """The pass-through's latency and the broker's cores under ``sending``, on topics of its own."""
     settings = Settings.defaults().replace(
-        kafka_bootstrap=bootstrap, namespace=sending.name.replace(" ", "").replace(",", "-")
+        kafka_bootstrap=broker.bootstrap, namespace=sending.name.replace(" ", "").replace(",", "-")
     )
-    ensure_topics(settings, ["events", "labels", "forwarded"])
     events, labels, forwarded = (settings.topic(t) for t in ("events", "labels", "forwarded"))
+    broker.create_topics([events, labels, forwarded])
     prefix = f"{settings.namespace}."
-    client: dict[str, str | int] = {
-        **kafka_config(settings),
+    client: dict[str, str | int] = {**kafka_config(settings), **broker.client}
+    member = {
+        **client,
         "session.timeout.ms": 2000,
         "heartbeat.interval.ms": 500,
+        "auto.offset.reset": "earliest",
     }
     stopping = threading.Event()
     latencies: list[float] = []
 
     def pass_through() -> None:
-        consumer = Consumer(
-            {
-                **client,
-                "group.id": prefix + "pass",
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": FETCH_WAIT_MS,
-            }
-        )
+        consumer = Consumer({**member, "group.id": prefix + "pass", "fetch.wait.max.ms": FETCH_WAIT_MS})
         producer = Producer({**client, "linger.ms": 5})
         consumer.subscribe([events, labels])
         while not stopping.is_set():
             for message in consumer.consume(2000, 0.005):
                 if message.error() is None and message.topic() == events:
-                    producer.produce(forwarded, message.value(), message.key())
+                    sent = message.value() or b"0"
+                    producer.produce(forwarded, b"%s %r" % (sent, time.time()), message.key())
             producer.poll(0)
         producer.flush(10.0)
         consumer.close()
 
     def read() -> None:
-        consumer = Consumer({**client, "group.id": prefix + "read", "auto.offset.reset": "earliest"})
+        consumer = Consumer({**member, "group.id": prefix + "read"})
         consumer.subscribe([forwarded])
         while not stopping.is_set():
             for message in consumer.consume(20_000, 0.1):
-                if message.error() is None:  # CreateTime in whole ms: +0.5 ms is unbiased
-                    created = (message.timestamp()[1] + 0.5) / 1000.0
-                    latencies.append(created - float(message.value() or b"0"))
+                if message.error() is None:
+                    sent, produced = (message.value() or b"0 0").split()
+                    latencies.append(float(produced) - float(sent))
         consumer.close()
 
     threads = [threading.Thread(target=pass_through), threading.Thread(target=read)]
@@ -127,7 +147,7 @@ def measured(bootstrap: str, broker_pid: int, sending: Sending, args: argparse.N
         time.sleep(SETTLE_SECONDS)
         sender = Producer({**client, "linger.ms": sending.linger_ms})
         n = round(args.rate * args.seconds)
-        cpu, begin = measure.cpu_seconds(broker_pid), time.monotonic()
+        cpu, begin = _cpu_seconds(broker), time.monotonic()
         for i in range(n):
             while (wait := begin + i / args.rate - time.monotonic()) > 0:
                 time.sleep(min(wait, 0.01))
@@ -136,7 +156,7 @@ def measured(bootstrap: str, broker_pid: int, sending: Sending, args: argparse.N
             sender.produce(labels, b'{"label": 1}', key)
             sender.poll(0)
         sender.flush(30.0)
-        cores = (measure.cpu_seconds(broker_pid) - cpu) / (time.monotonic() - begin)
+        cores = (_cpu_seconds(broker) - cpu) / (time.monotonic() - begin)
         deadline = time.monotonic() + 30.0
         while len(latencies) < n and time.monotonic() < deadline:
             time.sleep(SETTLE_SECONDS / 10)
@@ -155,16 +175,32 @@ def measured(bootstrap: str, broker_pid: int, sending: Sending, args: argparse.N
     }
 
 
-def run(args: argparse.Namespace, work: Path) -> list[Result]:
+def _cpu_seconds(broker: Broker) -> float:
+    return sum(measure.cpu_seconds(pid) for pid in broker.pids)
+
+
+@contextlib.contextmanager
+def running_broker(name: str, work: Path, cache: Path = CACHE) -> Iterator[Broker]:
+    """A fresh broker of kind ``name`` (one of :data:`BROKERS`) for the ``with`` block."""
+    if name == "apache-kafka":
+        with apache_kafka.running_kafka(work / "apache-kafka", cache) as kafka:
+            yield Broker(kafka.bootstrap, kafka.pids, kafka.create_topics, apache_kafka.CLIENT_CONFIG)
+        return
     with localstack.running_stack(work / "stack") as stack:
-        broker_pid = int((work / "stack" / "broker.pid").read_text())
-        return [measured(stack.kafka_bootstrap, broker_pid, sending, args) for sending in SENDINGS]
+        pid = int((work / "stack" / "broker.pid").read_text())
+        settings = Settings.defaults().replace(kafka_bootstrap=stack.kafka_bootstrap)
+        yield Broker(stack.kafka_bootstrap, (pid,), partial(ensure_topics, settings))
+
+
+def run(args: argparse.Namespace, work: Path) -> list[Result]:
+    with running_broker(args.broker, work) as broker:
+        return [measured(broker, sending, args) for sending in SENDINGS]
 
 
 def table(results: Sequence[Result], args: argparse.Namespace) -> str:
     lines = [
-        f"pass-through at {args.rate:g} events/s and {args.rate:g} labels/s for {args.seconds:g} s, "
-        f"{PARTITIONS} partitions a topic, fetch wait {FETCH_WAIT_MS} ms",
+        f"{args.broker}: pass-through at {args.rate:g} events/s and {args.rate:g} labels/s "
+        f"for {args.seconds:g} s, {PARTITIONS} partitions a topic, fetch wait {FETCH_WAIT_MS} ms",
         f"{'sending':<24}{'p50 ms':>10}{'p99 ms':>10}{'forwarded':>16}{'broker cores':>14}",
     ]
     for r in results:

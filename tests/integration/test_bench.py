@@ -9,8 +9,10 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
-from bench import broker_load, state_cost
+from bench import apache_kafka, broker_load, state_cost
 from bench.scale import SHARDS, WORKERS
 
 pytestmark = pytest.mark.integration
@@ -134,15 +136,46 @@ def test_bench_api_reports_the_api_next_to_its_floor(tmp_path: Path) -> None:
     assert "POST /v1/score/fraud" in done.stdout and "API / floor" in done.stdout
 
 
-@pytest.mark.timeout(120)
-def test_bench_broker_load_reports_each_sending(tmp_path: Path) -> None:
-    args = broker_load.parse_args(["--rate", "200", "--seconds", "1", "--keys", "10"])
+# Like test_prometheus.py's: where a program it needs is missing, the test is skipped and says why.
+APACHE_KAFKA_UNAVAILABLE = apache_kafka.unavailable(broker_load.CACHE)
+needs_apache_kafka = pytest.mark.skipif(
+    APACHE_KAFKA_UNAVAILABLE is not None, reason=str(APACHE_KAFKA_UNAVAILABLE)
+)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("broker", ["tansu", pytest.param("apache-kafka", marks=needs_apache_kafka)])
+def test_bench_broker_load_reports_each_sending(broker: str, tmp_path: Path) -> None:
+    args = broker_load.parse_args(["--rate", "200", "--seconds", "1", "--keys", "10", "--broker", broker])
     results = broker_load.run(args, tmp_path)
     assert [r["sending"] for r in results] == [s.name for s in broker_load.SENDINGS]
     for r in results:
         assert r["forwarded"] == r["events"] == 200, r  # one forwarded record per event, none lost
         assert 0 < r["p50_ms"] <= r["p99_ms"] and r["broker_cpu_cores"] > 0, r
     assert "keyed, linger 50 ms" in broker_load.table(results, args)
+
+
+@pytest.mark.timeout(180)
+@needs_apache_kafka
+def test_apache_kafka_serves_created_topics_and_stops_both_its_processes(tmp_path: Path) -> None:
+    with apache_kafka.running_kafka(tmp_path, broker_load.CACHE) as kafka:
+        kafka.create_topics(["probe"])
+        client = {"bootstrap.servers": kafka.bootstrap, **apache_kafka.CLIENT_CONFIG}
+        producer = Producer(client)
+        producer.produce("probe", b"one", b"key")
+        assert producer.flush(10) == 0
+        member = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 500, "auto.offset.reset": "earliest"}
+        consumer = Consumer({**client, **member, "group.id": "probe"})
+        consumer.subscribe(["probe"])
+        message = consumer.poll(15)
+        consumer.close()
+        assert message is not None and message.error() is None and message.value() == b"one"
+        assert (
+            len(AdminClient(client).list_topics("probe").topics["probe"].partitions)
+            == apache_kafka.PARTITIONS
+        )
+        pids = kafka.pids
+    assert len(pids) == 2 and not any(Path(f"/proc/{pid}").exists() for pid in pids)
 
 
 @pytest.mark.timeout(180)
