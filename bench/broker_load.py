@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,8 @@ class Broker:
     pids: tuple[int, ...]
     """Its processes, whose CPU counts as the broker's."""
     create_topics: Callable[[Sequence[str]], None]
-    client: dict[str, str] = field(default_factory=dict)
-    """What a client adds to :func:`stream.kafka.kafka_config` to speak to it."""
+    kafka_options: str = ""
+    """What its clients need: ``SCORING_KAFKA_OPTIONS``."""
 
 
 SENDINGS = (
@@ -102,24 +103,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def measured(broker: Broker, sending: Sending, args: argparse.Namespace) -> Result:
     """The pass-through's latency and the broker's cores under ``sending``, on topics of its own."""
     settings = Settings.defaults().replace(
-        kafka_bootstrap=broker.bootstrap, namespace=sending.name.replace(" ", "").replace(",", "-")
+        kafka_bootstrap=broker.bootstrap,
+        kafka_options=broker.kafka_options,
+        namespace=sending.name.replace(" ", "").replace(",", "-"),
     )
     events, labels, forwarded = (settings.topic(t) for t in ("events", "labels", "forwarded"))
     broker.create_topics([events, labels, forwarded])
     prefix = f"{settings.namespace}."
-    client: dict[str, str | int] = {**kafka_config(settings), **broker.client}
-    member = {
-        **client,
-        "session.timeout.ms": 2000,
-        "heartbeat.interval.ms": 500,
-        "auto.offset.reset": "earliest",
-    }
+    member = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 500, "auto.offset.reset": "earliest"}
     stopping = threading.Event()
     latencies: list[float] = []
 
     def pass_through() -> None:
-        consumer = Consumer({**member, "group.id": prefix + "pass", "fetch.wait.max.ms": FETCH_WAIT_MS})
-        producer = Producer({**client, "linger.ms": 5})
+        consumer = Consumer(
+            kafka_config(
+                settings, {**member, "group.id": prefix + "pass", "fetch.wait.max.ms": FETCH_WAIT_MS}
+            )
+        )
+        producer = Producer(kafka_config(settings, {"linger.ms": 5}))
         consumer.subscribe([events, labels])
         while not stopping.is_set():
             for message in consumer.consume(2000, 0.005):
@@ -131,7 +132,7 @@ def measured(broker: Broker, sending: Sending, args: argparse.Namespace) -> Resu
         consumer.close()
 
     def read() -> None:
-        consumer = Consumer({**member, "group.id": prefix + "read"})
+        consumer = Consumer(kafka_config(settings, {**member, "group.id": prefix + "read"}))
         consumer.subscribe([forwarded])
         while not stopping.is_set():
             for message in consumer.consume(20_000, 0.1):
@@ -145,7 +146,7 @@ def measured(broker: Broker, sending: Sending, args: argparse.Namespace) -> Resu
         thread.start()
     try:
         time.sleep(SETTLE_SECONDS)
-        sender = Producer({**client, "linger.ms": sending.linger_ms})
+        sender = Producer(kafka_config(settings, {"linger.ms": sending.linger_ms}))
         n = round(args.rate * args.seconds)
         cpu, begin = _cpu_seconds(broker), time.monotonic()
         for i in range(n):
@@ -184,7 +185,8 @@ def running_broker(name: str, work: Path, cache: Path = CACHE) -> Iterator[Broke
     """A fresh broker of kind ``name`` (one of :data:`BROKERS`) for the ``with`` block."""
     if name == "apache-kafka":
         with apache_kafka.running_kafka(work / "apache-kafka", cache) as kafka:
-            yield Broker(kafka.bootstrap, kafka.pids, kafka.create_topics, apache_kafka.CLIENT_CONFIG)
+            options = json.dumps(apache_kafka.CLIENT_OPTIONS)
+            yield Broker(kafka.bootstrap, kafka.pids, kafka.create_topics, options)
         return
     with localstack.running_stack(work / "stack") as stack:
         pid = int((work / "stack" / "broker.pid").read_text())

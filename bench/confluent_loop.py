@@ -86,25 +86,22 @@ def run(settings: Settings, *, passthrough: bool = False) -> None:
         inputs += [uc.label_topic for uc in USE_CASES]
     logical = {settings.topic(topic): topic for topic in inputs}
     consumer = Consumer(
-        {
-            **kafka_config(settings),
-            "group.id": settings.topic("confluent-loop"),
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": True,
-            "enable.auto.offset.store": False,  # stored once delivered, committed every COMMIT_MS
-            "auto.commit.interval.ms": COMMIT_MS,
-            "session.timeout.ms": int(settings.session_timeout_seconds * 1000),
-            "heartbeat.interval.ms": int(settings.heartbeat_interval_seconds * 1000),
-            "fetch.wait.max.ms": FETCH_WAIT_MS,
-        }
+        kafka_config(
+            settings,
+            {
+                "group.id": settings.topic("confluent-loop"),
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": True,
+                "enable.auto.offset.store": False,  # stored once delivered, committed every COMMIT_MS
+                "auto.commit.interval.ms": COMMIT_MS,
+                "session.timeout.ms": int(settings.session_timeout_seconds * 1000),
+                "heartbeat.interval.ms": int(settings.heartbeat_interval_seconds * 1000),
+                "fetch.wait.max.ms": FETCH_WAIT_MS,
+            },
+        )
     )
     producer = Producer(
-        {
-            **kafka_config(settings),
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-        }
+        kafka_config(settings, {"enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4"})
     )
     consumer.subscribe(list(logical))
     try:

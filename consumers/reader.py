@@ -273,8 +273,7 @@ def _show(value: object) -> str:
 
 
 def _consumer_config(settings: Settings, group: str | None, from_beginning: bool) -> dict[str, Any]:
-    return {
-        **kafka_config(settings),
+    own = {
         "group.id": settings.topic(group or f"reader-{uuid.uuid4().hex}"),
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         # A named group commits (in the background and at close) only the offsets stored
@@ -287,6 +286,7 @@ def _consumer_config(settings: Settings, group: str | None, from_beginning: bool
         "topic.metadata.refresh.interval.ms": 1000,
         "fetch.wait.max.ms": 50,
     }
+    return kafka_config(settings, own)
 
 
 def _delivered(message: Message, names: dict[str, str]) -> Delivered:

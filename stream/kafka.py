@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -35,8 +35,9 @@ KAFKA_LOG.addFilter(Repeats())
 _VARYING = re.compile(r"^\[thrd:[^\]]*\]: | \(after \d+ms in state \w+[^)]*\)")
 
 
-def kafka_config(settings: Settings) -> dict[str, str]:
-    """The options every confluent-kafka client of the deployment starts from: servers, TLS, SASL.
+def kafka_config(settings: Settings, own: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The options of a confluent-kafka client of the deployment: servers, TLS and SASL, then the
+    client's ``own``, then ``SCORING_KAFKA_OPTIONS`` over both (the operator's word is the last).
 
     Examples
     --------
@@ -46,8 +47,10 @@ def kafka_config(settings: Settings) -> dict[str, str]:
     ...                 kafka_sasl_username="scoring", kafka_sasl_password="s3cret")
     >>> {k: v for k, v in kafka_config(sasl).items() if k.startswith("sasl")}
     {'sasl.mechanisms': 'SCRAM-SHA-512', 'sasl.username': 'scoring', 'sasl.password': 's3cret'}
+    >>> kafka_config(Settings(kafka_options='{"linger.ms": 20}'), {"linger.ms": 5})["linger.ms"]
+    '20'
     """
-    config = {
+    config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
         "security.protocol": settings.kafka_security_protocol,
     }
@@ -60,7 +63,7 @@ def kafka_config(settings: Settings) -> dict[str, str]:
     if settings.kafka_ssl_cert_file:
         config["ssl.certificate.location"] = settings.kafka_ssl_cert_file
         config["ssl.key.location"] = settings.kafka_ssl_key_file
-    return config
+    return {**config, **(own or {}), **settings.kafka_client_options}
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -122,14 +125,8 @@ def deliver(
         if error is not None:
             failed.append(error)
 
-    producer = Producer(
-        {
-            **kafka_config(settings),
-            "enable.idempotence": True,
-            "message.timeout.ms": int(timeout * 1000),
-            **KafkaLog(settings.kafka_bootstrap).options(),
-        }
-    )
+    own = {"enable.idempotence": True, "message.timeout.ms": int(timeout * 1000)}
+    producer = Producer({**kafka_config(settings, own), **KafkaLog(settings.kafka_bootstrap).options()})
     for topic, key, value in records:
         producer.produce(topic, value, key, on_delivery=delivered)
     left = producer.flush(timeout)

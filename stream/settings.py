@@ -9,6 +9,7 @@ with one line per bad setting (:func:`problems`), instead of surfacing later as 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,10 @@ NO_CHALLENGER = "none"
 """The pipeline name that turns a use case's challenger off (``SCORING_CHALLENGERS=fraud=none``)."""
 DEVELOPMENT_SIGNING_KEY = "insecure-development-key"
 """The published signing key: accepted only while every service is on loopback (see :class:`Settings`)."""
+
+
+_OWN_KAFKA_PROPERTIES = ("bootstrap.servers", "security.protocol")
+"""librdkafka properties that settings of their own give (as do ``sasl.*`` and ``ssl.*``)."""
 
 
 def _setting(default: Any, doc: str, **bounds: Any) -> Any:
@@ -83,6 +88,11 @@ class Settings(BaseSettings):
         "(with `SCORING_KAFKA_SSL_KEY_FILE`).",
     )
     kafka_ssl_key_file: str = _setting("", "PEM private key of `SCORING_KAFKA_SSL_CERT_FILE` (unencrypted).")
+    kafka_options: str = _setting(
+        "",
+        "librdkafka properties every Kafka client of the service applies last, over its own: a JSON "
+        'object, e.g. `{"client.rack": "eu-1a"}` (README: Settings); empty: none.',
+    )
     redis_url: str = _setting(
         "redis://127.0.0.1:6379/0",
         "Redis holding entity state and pending labels; `redis://:PASSWORD@host:port/db` for AUTH "
@@ -275,6 +285,37 @@ class Settings(BaseSettings):
         {'fraud': 0.1}
         """
         return _fractions(self.canary, self.use_cases)
+
+    @property
+    def kafka_client_options(self) -> dict[str, str]:
+        """``SCORING_KAFKA_OPTIONS`` as librdkafka takes them: every value a string.
+
+        >>> Settings(kafka_options='{"enable.idempotence": false, "linger.ms": 20}').kafka_client_options
+        {'enable.idempotence': 'false', 'linger.ms': '20'}
+        """
+        options = json.loads(self.kafka_options) if self.kafka_options else {}
+        return {
+            name: json.dumps(value) if isinstance(value, bool) else str(value)
+            for name, value in options.items()
+        }
+
+    @field_validator("kafka_options")
+    @classmethod
+    def _librdkafka_properties(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            options = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON ({exc})") from exc
+        if not isinstance(options, dict):
+            raise ValueError('a JSON object of librdkafka properties, e.g. {"client.rack": "eu-1a"}')
+        for name, option in options.items():
+            if not isinstance(option, str | int | float | bool):
+                raise ValueError(f"{name}: a string, number or boolean")
+            if name in _OWN_KAFKA_PROPERTIES or name.startswith(("sasl.", "ssl.")):
+                raise ValueError(f"{name}: given by a SCORING_KAFKA_* setting of its own")
+        return value
 
     @field_validator("kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file", "redis_ca_file")
     @classmethod

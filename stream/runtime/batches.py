@@ -41,8 +41,7 @@ PREFETCH_KBYTES = 32 * 1024
 
 def consumer_config(settings: Settings) -> dict[str, str | int | float | bool]:
     """The worker's consumer: manual offset storing, the deployment's group and timeouts."""
-    return {
-        **kafka_config(settings),
+    own = {
         "group.id": settings.consumer_group,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": True,
@@ -56,6 +55,7 @@ def consumer_config(settings: Settings) -> dict[str, str | int | float | bool]:
         # topic created later goes unnoticed (librdkafka's default is 5 minutes).
         "topic.metadata.refresh.interval.ms": 30_000,
     }
+    return kafka_config(settings, own)
 
 
 class BatchConsumer:

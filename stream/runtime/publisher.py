@@ -29,14 +29,9 @@ class PublishError(KafkaException):
 
 class Publisher:
     def __init__(self, settings: Settings) -> None:
+        own = {"enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4"}
         self._producer = Producer(
-            {
-                **kafka_config(settings),
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                **KafkaLog(settings.kafka_bootstrap).options(),
-            }
+            {**kafka_config(settings, own), **KafkaLog(settings.kafka_bootstrap).options()}
         )
         self._closing = threading.Event()
         self._poller = threading.Thread(target=self._serve_reports, name="delivery-reports", daemon=True)

@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.usecases import all_topics
 
         ensure_topics(settings, all_topics())
-        producer = Producer({**kafka_config(settings), "linger.ms": 5})
+        producer = Producer(kafka_config(settings, {"linger.ms": 5}))
         messages = simulator.generate(simulation_config(args), start=args.start)
         print(simulator.send(messages, producer, settings.topic))
     elif args.command == "demo":

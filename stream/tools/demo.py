@@ -216,7 +216,7 @@ def run(
                 f"{config.label_delay[0]:g}-{config.label_delay[1]:g} s after their events)",
                 file=out,
             )
-            producer = Producer({**kafka_config(settings), "linger.ms": 5})
+            producer = Producer(kafka_config(settings, {"linger.ms": 5}))
             with (
                 ThreadPoolExecutor(max_workers=1) as pool,
                 progress_view(out, events + malformed, labels) as show,

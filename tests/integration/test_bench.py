@@ -160,7 +160,7 @@ def test_bench_broker_load_reports_each_sending(broker: str, tmp_path: Path) -> 
 def test_apache_kafka_serves_created_topics_and_stops_both_its_processes(tmp_path: Path) -> None:
     with apache_kafka.running_kafka(tmp_path, broker_load.CACHE) as kafka:
         kafka.create_topics(["probe"])
-        client = {"bootstrap.servers": kafka.bootstrap, **apache_kafka.CLIENT_CONFIG}
+        client = {"bootstrap.servers": kafka.bootstrap, **apache_kafka.CLIENT_OPTIONS}
         producer = Producer(client)
         producer.produce("probe", b"one", b"key")
         assert producer.flush(10) == 0

@@ -283,11 +283,21 @@ CLIENTS: dict[str, Callable[[Settings], object]] = {
 }
 
 
+# Over options the clients set themselves (the publisher's idempotence and linger, the consumers' wait).
+OPERATORS_OPTIONS = (
+    '{"enable.idempotence": false, "linger.ms": 77, "fetch.wait.max.ms": 77, "client.rack": "r1"}'
+)
+
+
 @pytest.mark.parametrize("client", list(CLIENTS))
-def test_every_client_starts_from_kafka_config(
+def test_every_client_starts_from_kafka_config_and_ends_with_the_operators_options(
     client: str, pem: Certificates, recorded: None, listening: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    values = {**modes(pem)["sasl_ssl scram-512"], "kafka_bootstrap": listening}
+    values = {
+        **modes(pem)["sasl_ssl scram-512"],
+        "kafka_bootstrap": listening,
+        "kafka_options": OPERATORS_OPTIONS,
+    }
     settings = Settings.defaults().replace(**values)
     for variable, value in settings.environment().items():  # for the CLI, which reads the environment
         monkeypatch.setenv(variable, value)

@@ -30,6 +30,28 @@ def test_every_bad_setting_is_one_line_naming_its_variable() -> None:
     Settings.from_env()  # the environment the tests run in is valid: this does not raise
 
 
+@pytest.mark.parametrize(
+    ("options", "refusal"),
+    [
+        ("enable.idempotence=false", "not JSON"),
+        ('["linger.ms", 5]', "a JSON object of librdkafka properties"),
+        ('{"debug": ["broker"]}', "debug: a string, number or boolean"),
+        ('{"bootstrap.servers": "elsewhere:9092"}', "bootstrap.servers: given by a SCORING_KAFKA_* setting"),
+        ('{"sasl.password": "x"}', "sasl.password: given by a SCORING_KAFKA_* setting"),
+    ],
+)
+def test_kafka_options_are_a_json_object_of_properties_the_other_settings_do_not_give(
+    options: str, refusal: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings.from_env({"SCORING_KAFKA_OPTIONS": options})
+    [line] = problems(refused.value)
+    assert line.startswith(f"SCORING_KAFKA_OPTIONS: {refusal}"), line
+    settings = Settings.from_env({"SCORING_KAFKA_OPTIONS": '{"client.rack": "r1", "linger.ms": 20}'})
+    assert settings.kafka_client_options == {"client.rack": "r1", "linger.ms": "20"}
+    assert Settings.from_env(settings.environment()) == settings  # a child process gets them as given
+
+
 def test_booleans_and_numbers_are_parsed_not_cast() -> None:
     settings = Settings.from_env({"SCORING_BATCH_WINDOW_SECONDS": "0.25", "SCORING_TOPIC_PARTITIONS": "8"})
     assert (settings.batch_window_seconds, settings.topic_partitions) == (0.25, 8)
