@@ -6,6 +6,7 @@ Examples
 .venv/bin/python -m bench --events 2000 --latency-seconds 2 --latency-rate 500
 .venv/bin/python -m bench --rss-events 1000000             # and the worker's RSS, 100k vs 1M
 .venv/bin/python -m bench --redis-cluster 3                # and the worker on a 3-master Redis Cluster
+.venv/bin/python -m bench --broker apache-kafka         # on Apache Kafka 0.9.0.1 (its stock Faust skipped)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from bench import scale, state_cost
+from bench import scale, services, state_cost
 from bench.report import table
 from bench.run import Options, Phase, run
 from stream.settings import Settings
@@ -69,6 +70,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=Settings.defaults().fetch_max_wait_ms,
         help="the workers' SCORING_FETCH_MAX_WAIT_MS (default: its default)",
     )
+    parser.add_argument(
+        "--broker",
+        choices=services.BROKERS,
+        default="tansu",
+        help="the broker: the local stack's Tansu, or Apache Kafka 0.9.0.1 (needs java and npm)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"), help="JSON result")
     parser.add_argument(
@@ -114,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rss_events=args.rss_events,
         state_events=args.state_events,
         fetch_wait_ms=args.fetch_wait_ms,
+        broker=args.broker,
         seed=args.seed,
     )
     out = args.out.resolve()

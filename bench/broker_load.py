@@ -29,33 +29,26 @@ Examples
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from bench import apache_kafka, measure
-from stream.kafka import ensure_topics, kafka_config
+from bench import measure, services
+from stream.kafka import kafka_config
 from stream.settings import Settings
-from stream.tools import localstack
 
 PARTITIONS = Settings.defaults().topic_partitions
 FETCH_WAIT_MS = Settings.defaults().fetch_max_wait_ms
 """The worker's default fetch wait (``SCORING_FETCH_MAX_WAIT_MS``)."""
 SETTLE_SECONDS = 3.0
 """Left to the consumers to join their groups before sending, and to the last records after."""
-BROKERS = ("tansu", "apache-kafka")
-CACHE = Path.home() / ".cache" / "scoring"
-"""Where ``--broker apache-kafka`` keeps the distribution it fetches."""
 
 Result = dict[str, Any]
 
@@ -67,18 +60,6 @@ class Sending:
     name: str
     keyed: bool
     linger_ms: int
-
-
-@dataclass(frozen=True)
-class Broker:
-    """A running broker as the load sees it."""
-
-    bootstrap: str
-    pids: tuple[int, ...]
-    """Its processes, whose CPU counts as the broker's."""
-    create_topics: Callable[[Sequence[str]], None]
-    kafka_options: str = ""
-    """What its clients need: ``SCORING_KAFKA_OPTIONS``."""
 
 
 SENDINGS = (
@@ -93,14 +74,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=2000.0, help="events/s, and as many labels/s")
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each sending")
     parser.add_argument("--keys", type=int, default=1000, help="distinct keys of the keyed sendings")
-    parser.add_argument("--broker", choices=BROKERS, default="tansu", help="the broker to load")
+    parser.add_argument("--broker", choices=services.BROKERS, default="tansu", help="the broker to load")
     args = parser.parse_args(argv)
     if min(args.rate, args.seconds) <= 0 or args.keys < 1:
         parser.error("--rate and --seconds > 0, --keys >= 1")
     return args
 
 
-def measured(broker: Broker, sending: Sending, args: argparse.Namespace) -> Result:
+def measured(broker: services.Broker, sending: Sending, args: argparse.Namespace) -> Result:
     """The pass-through's latency and the broker's cores under ``sending``, on topics of its own."""
     settings = Settings.defaults().replace(
         kafka_bootstrap=broker.bootstrap,
@@ -148,7 +129,7 @@ def measured(broker: Broker, sending: Sending, args: argparse.Namespace) -> Resu
         time.sleep(SETTLE_SECONDS)
         sender = Producer(kafka_config(settings, {"linger.ms": sending.linger_ms}))
         n = round(args.rate * args.seconds)
-        cpu, begin = _cpu_seconds(broker), time.monotonic()
+        cpu, begin = broker.cpu_seconds(), time.monotonic()
         for i in range(n):
             while (wait := begin + i / args.rate - time.monotonic()) > 0:
                 time.sleep(min(wait, 0.01))
@@ -157,7 +138,7 @@ def measured(broker: Broker, sending: Sending, args: argparse.Namespace) -> Resu
             sender.produce(labels, b'{"label": 1}', key)
             sender.poll(0)
         sender.flush(30.0)
-        cores = (_cpu_seconds(broker) - cpu) / (time.monotonic() - begin)
+        cores = (broker.cpu_seconds() - cpu) / (time.monotonic() - begin)
         deadline = time.monotonic() + 30.0
         while len(latencies) < n and time.monotonic() < deadline:
             time.sleep(SETTLE_SECONDS / 10)
@@ -176,27 +157,9 @@ def measured(broker: Broker, sending: Sending, args: argparse.Namespace) -> Resu
     }
 
 
-def _cpu_seconds(broker: Broker) -> float:
-    return sum(measure.cpu_seconds(pid) for pid in broker.pids)
-
-
-@contextlib.contextmanager
-def running_broker(name: str, work: Path, cache: Path = CACHE) -> Iterator[Broker]:
-    """A fresh broker of kind ``name`` (one of :data:`BROKERS`) for the ``with`` block."""
-    if name == "apache-kafka":
-        with apache_kafka.running_kafka(work / "apache-kafka", cache) as kafka:
-            options = json.dumps(apache_kafka.CLIENT_OPTIONS)
-            yield Broker(kafka.bootstrap, kafka.pids, kafka.create_topics, options)
-        return
-    with localstack.running_stack(work / "stack") as stack:
-        pid = int((work / "stack" / "broker.pid").read_text())
-        settings = Settings.defaults().replace(kafka_bootstrap=stack.kafka_bootstrap)
-        yield Broker(stack.kafka_bootstrap, (pid,), partial(ensure_topics, settings))
-
-
 def run(args: argparse.Namespace, work: Path) -> list[Result]:
-    with running_broker(args.broker, work) as broker:
-        return [measured(broker, sending, args) for sending in SENDINGS]
+    with services.running(args.broker, work) as running:
+        return [measured(running.broker, sending, args) for sending in SENDINGS]
 
 
 def table(results: Sequence[Result], args: argparse.Namespace) -> str:

@@ -19,10 +19,13 @@ broker's pass-through, the plain loop doing no work: :mod:`bench.confluent_loop`
    ``LABEL_DELAY`` seconds after its event, as in production: the worker joins and learns
    them while it scores (the baselines read no labels, the pass-through reads them; the
    broker carries them all the same). Latency is each event's send time to its
-   prediction's CreateTime. A baseline whose events/s in phase 1 is below a rate is not
-   offered it (it could only fall behind).
+   prediction's CreateTime (the predictions are read while the load is sent: on a broker
+   that keeps no CreateTime, Kafka 0.9, the time each is read). A baseline whose events/s
+   in phase 1 is below a rate is not offered it (it could only fall behind).
 
-The broker's own floor (plain produce -> consume round trip at the same rate, one fresh
+The broker is the local stack's Tansu, or Apache Kafka 0.9.0.1 (``Options.broker``,
+:mod:`bench.services`), where the stock Faust agent cannot run (:data:`UNSUPPORTED`). The
+broker's own floor (plain produce -> consume round trip at the same rate, one fresh
 unkeyed topic) is measured at each rate (the second once the worker's events/s is known);
 the pass-through's latency is the broker's floor under the phase's whole load. Then the
 worker with several processes on the same N events, and optionally the worker's memory
@@ -49,9 +52,9 @@ from typing import Any, TextIO
 
 import orjson
 
-from bench import measure, traffic
+from bench import measure, services, traffic
+from bench.services import Services
 from bench.traffic import Paced, PredictionReader
-from stream.kafka import ensure_topics
 from stream.settings import Settings
 from stream.tools import localstack, simulator
 from stream.tools.demo import scrape
@@ -67,6 +70,11 @@ START = dt.datetime(2026, 3, 4, 12, tzinfo=dt.UTC)
 """Where the simulated streams end: every run measures the same events, whatever the hour."""
 LABEL_DELAY = (1.0, 3.0)
 """Seconds from an event to its label in the latency phase (uniform): labels flow at the event rate."""
+UNSUPPORTED = {
+    ("apache-kafka", "stock_faust"): "Faust's client, aiokafka, cannot connect to Kafka 0.9 "
+    "(it asks each broker its ApiVersions, which came with 0.10)"
+}
+"""Variants that cannot run on a broker, and why."""
 MIN_RATE = 500.0
 """Events (or labels) per second below which a phase is called stuck: its timeout is N / MIN_RATE + 60 s."""
 
@@ -83,6 +91,7 @@ class Options:
     rss_events: int = 0
     state_events: int = 10_000
     fetch_wait_ms: int = Settings.defaults().fetch_max_wait_ms
+    broker: str = "tansu"  # or "apache-kafka": bench.services
     malformed_rate: float = 0.03
     seed: int = 1
 
@@ -162,15 +171,16 @@ class Proc:
 @dataclass
 class Bench:
     opts: Options
-    stack: localstack.Stack
+    services: Services
     work: Path
     out: TextIO
     began: float = dataclasses.field(default_factory=time.monotonic)
 
     def settings(self, namespace: str) -> Settings:
         return Settings.defaults().replace(
-            kafka_bootstrap=self.stack.kafka_bootstrap,
-            redis_url=self.stack.redis_url,
+            kafka_bootstrap=self.services.broker.bootstrap,
+            kafka_options=self.services.broker.kafka_options,
+            redis_url=self.services.redis_url,
             namespace=namespace,
             session_timeout_seconds=2.0,
             heartbeat_interval_seconds=0.5,
@@ -184,12 +194,9 @@ class Bench:
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.began:6.1f} s] {text}", file=self.out, flush=True)
 
-    def service_pid(self, name: str) -> int | None:
-        """Pid of the stack's ``broker`` or ``redis`` (from the pid file ``running_stack`` writes)."""
-        try:
-            return int((self.work / "stack" / f"{name}.pid").read_text())
-        except (OSError, ValueError):
-            return None
+    def create_topics(self, settings: Settings, names: Sequence[str]) -> None:
+        """Create the logical topics ``names`` of ``settings``' namespace."""
+        self.services.broker.create_topics([settings.topic(name) for name in names])
 
     @contextlib.contextmanager
     def processes(self, variant: str, settings: Sequence[Settings]) -> Iterator[list[Proc]]:
@@ -220,15 +227,13 @@ def throughput(
 ) -> Result:
     """Wait for one prediction per valid event; events/s, CPU/event and peak RSS over that span."""
     pids = [p.pid for p in processes]
-    services = {name: bench.service_pid(name) for name in ("redis", "broker")}
 
     def sample() -> tuple[float, float, float, float]:
-        redis_pid, broker_pid = services["redis"], services["broker"]
         return (
             time.time(),
             sum(_cpu_seconds(pid) for pid in pids),
-            measure.cpu_seconds(redis_pid) if redis_pid else 0.0,
-            measure.cpu_seconds(broker_pid) if broker_pid else 0.0,
+            measure.cpu_seconds(bench.services.redis_pid),
+            bench.services.broker.cpu_seconds(),
         )
 
     samples = [sample()]
@@ -302,15 +307,31 @@ def latency(
     """
     reader.reset(track_events=True)
     main = processes[0].pid
-    pids = {"": main, "redis_": bench.service_pid("redis"), "broker_": bench.service_pid("broker")}
 
     def cpu() -> dict[str, float]:
-        seconds = {f"{name}cpu_cores": measure.cpu_seconds(pid) if pid else 0.0 for name, pid in pids.items()}
+        seconds = {
+            "cpu_cores": measure.cpu_seconds(main),
+            "redis_cpu_cores": measure.cpu_seconds(bench.services.redis_pid),
+            "broker_cpu_cores": bench.services.broker.cpu_seconds(),
+        }
         seconds["children_cpu_cores"] = _cpu_seconds(main) - seconds["cpu_cores"]
         return {"time": time.monotonic(), **seconds}
 
+    sending = threading.Event()
+    sending.set()
+
+    def read() -> None:  # while the load is sent, for the predictions timed on arrival (no CreateTime)
+        while sending.is_set():
+            reader.poll()
+
+    reading = threading.Thread(target=read, name="prediction-reader")
     before = cpu()
-    sent = traffic.send_paced(settings, load.messages)
+    reading.start()
+    try:
+        sent = traffic.send_paced(settings, load.messages)
+    finally:
+        sending.clear()
+        reading.join()
     after = cpu()
     deadline = time.monotonic() + 30.0
     while len(reader.by_event) < len(sent.at) and time.monotonic() < deadline:
@@ -421,7 +442,7 @@ def labels(bench: Bench, processes: Sequence[Proc], settings: Settings, data: Da
 
 def _prepare(bench: Bench, namespace: str, data: Dataset) -> Settings:
     settings = bench.settings(namespace)
-    ensure_topics(settings, all_topics())
+    bench.create_topics(settings, all_topics())
     traffic.prefill(settings, data.events)
     bench.say(f"{namespace}: {len(data.events):,} events prefilled, starting")
     return settings
@@ -467,6 +488,12 @@ def variant(bench: Bench, name: str, data: Dataset, loads: list[Load], result: R
             result["labels"].setdefault(name, failed(exc))
 
 
+def skipped(bench: Bench, name: str, reason: str, loads: Sequence[Load], result: Result) -> None:
+    bench.say(f"{name}: skipped: {reason}")
+    for section in [result["throughput"], *(result["latency"][load.name] for load in loads)]:
+        section[name] = {"status": "skipped", "reason": reason}
+
+
 def failed(exc: BaseException) -> Result:
     reason = str(exc) if isinstance(exc, Failed) else f"{type(exc).__name__}: {exc}"
     return {"status": "failed", "reason": reason}
@@ -482,7 +509,7 @@ def guarded(bench: Bench, name: str, phase: Callable[[], Result]) -> Result:
 
 def floor(bench: Bench, load: Load) -> Result:
     settings = bench.settings(f"floor-{load.name}")
-    ensure_topics(settings, ["roundtrip"])
+    bench.create_topics(settings, ["roundtrip"])
     n = round(load.rate * bench.opts.latency_seconds)
     round_trips = traffic.broker_floor(
         settings, settings.topic("roundtrip"), load.rate, bench.opts.latency_seconds
@@ -518,7 +545,7 @@ def memory(bench: Bench) -> Result:
     n = bench.opts.rss_events
     checkpoint = min(100_000, max(1, n // 10))
     settings = bench.settings("memory")
-    ensure_topics(settings, all_topics())
+    bench.create_topics(settings, all_topics())
     config = simulator.SimulationConfig(
         transactions=n // 2,
         sales=n - n // 2,
@@ -530,7 +557,7 @@ def memory(bench: Bench) -> Result:
     events = (m for m in simulator.generate(config, start=START) if m.kind != "label")
     bench.say(f"memory: prefilling {n:,} events")
     traffic.prefill(settings, events)
-    redis_pid = bench.service_pid("redis")
+    redis_pid = bench.services.redis_pid
     out: Result = {"status": "ok", "events": n, "checkpoint_events": checkpoint}
     timeout = _timeout(n)
     series: list[list[float]] = []  # [predicted, worker VmRSS MB]
@@ -546,12 +573,10 @@ def memory(bench: Bench) -> Result:
                 series.append([predicted, measure.status_mb(pid, "VmRSS")])
             if predicted >= checkpoint and "rss_mb_at_checkpoint" not in out:
                 out["rss_mb_at_checkpoint"] = measure.status_mb(pid, "VmRSS")
-                out["redis_rss_mb_at_checkpoint"] = (
-                    measure.status_mb(redis_pid, "VmRSS") if redis_pid else 0.0
-                )
+                out["redis_rss_mb_at_checkpoint"] = measure.status_mb(redis_pid, "VmRSS")
             time.sleep(0.2)
         out["rss_mb_at_end"] = measure.status_mb(pid, "VmRSS")
-        out["redis_rss_mb_at_end"] = measure.status_mb(redis_pid, "VmRSS") if redis_pid else 0.0
+        out["redis_rss_mb_at_end"] = measure.status_mb(redis_pid, "VmRSS")
         out["peak_rss_mb"] = measure.status_mb(pid, "VmHWM")
     # A worker that predicted all N before the first look: the end is the checkpoint too.
     out.setdefault("rss_mb_at_checkpoint", out["rss_mb_at_end"])
@@ -615,12 +640,15 @@ def run(
     loads = [offered_load(opts, "fixed", opts.latency_rate)]
     gc.freeze()  # the data lives until the end: no collector pauses scanning it mid-measurement
     result["options"]["invalid_events"] = len(data.events) - data.valid
-    with localstack.running_stack(work / "stack") as stack:
-        bench = Bench(opts, stack, work, out, began)
+    with services.running(opts.broker, work) as running:
+        bench = Bench(opts, running, work, out, began)
         result["latency"]["fixed"]["broker_floor"] = guarded(
             bench, "broker floor", lambda: floor(bench, loads[0])
         )
         for name in COMMANDS:
+            if (opts.broker, name) in UNSUPPORTED:
+                skipped(bench, name, UNSUPPORTED[opts.broker, name], loads, result)
+                continue
             variant(bench, name, data, loads, result)
             if name == "worker" and len(loads) > 1:  # the rate of the second load is known now
                 gc.freeze()

@@ -12,7 +12,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from stream.kafka import kafka_config
 from stream.settings import Settings
@@ -98,7 +106,8 @@ def _assigned_consumer(settings: Settings, topics: Sequence[str], **config: str 
 
 @dataclass
 class PredictionReader:
-    """Reads prediction topics: how many, first and last CreateTime, and per event id when asked."""
+    """Reads prediction topics: how many, first and last CreateTime (else arrival), and per event id
+    when asked."""
 
     settings: Settings
     topics: Sequence[str]
@@ -117,15 +126,20 @@ class PredictionReader:
         self.by_event, self.track_events = {}, track_events
 
     def poll(self, timeout: float = 0.05) -> None:
-        """Read what arrives within about ``timeout`` seconds."""
-        for message in self._consumer.consume(num_messages=20_000, timeout=timeout):
+        """Read what has arrived, waiting at most ``timeout`` seconds for a first message."""
+        first = self._consumer.poll(timeout)  # returns as soon as one is there
+        if first is None:
+            return
+        for message in [first, *self._consumer.consume(num_messages=20_000, timeout=0)]:
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
                 raise KafkaException(error)
-            # CreateTime, set by the scorer's producer, in whole milliseconds: +0.5 ms is unbiased
-            ts = (message.timestamp()[1] + 0.5) / 1000.0
+            kind, ms = message.timestamp()
+            # CreateTime, set by the scorer's producer, in whole milliseconds: +0.5 ms is unbiased.
+            # A broker that keeps none (Kafka 0.9): the time it is read.
+            ts = (ms + 0.5) / 1000.0 if kind != TIMESTAMP_NOT_AVAILABLE else time.time()
             self.count += 1
             self.first = min(self.first, ts)
             self.last = max(self.last, ts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from bench import apache_kafka, broker_load, state_cost
+from bench import apache_kafka, broker_load, services, state_cost
+from bench import run as bench_run
 from bench.scale import SHARDS, WORKERS
 
 pytestmark = pytest.mark.integration
@@ -137,7 +139,7 @@ def test_bench_api_reports_the_api_next_to_its_floor(tmp_path: Path) -> None:
 
 
 # Like test_prometheus.py's: where a program it needs is missing, the test is skipped and says why.
-APACHE_KAFKA_UNAVAILABLE = apache_kafka.unavailable(broker_load.CACHE)
+APACHE_KAFKA_UNAVAILABLE = apache_kafka.unavailable(services.CACHE)
 needs_apache_kafka = pytest.mark.skipif(
     APACHE_KAFKA_UNAVAILABLE is not None, reason=str(APACHE_KAFKA_UNAVAILABLE)
 )
@@ -158,7 +160,7 @@ def test_bench_broker_load_reports_each_sending(broker: str, tmp_path: Path) -> 
 @pytest.mark.timeout(180)
 @needs_apache_kafka
 def test_apache_kafka_serves_created_topics_and_stops_both_its_processes(tmp_path: Path) -> None:
-    with apache_kafka.running_kafka(tmp_path, broker_load.CACHE) as kafka:
+    with apache_kafka.running_kafka(tmp_path, services.CACHE) as kafka:
         kafka.create_topics(["probe"])
         client = {"bootstrap.servers": kafka.bootstrap, **apache_kafka.CLIENT_OPTIONS}
         producer = Producer(client)
@@ -210,3 +212,24 @@ def test_state_cost_counts_redis_instructions_of_each_checkout_alike_for_the_sam
     assert "per scored event: " in printed and "of HEAD's" in printed
     after = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True)
     assert after.stdout == worktrees.stdout  # the checkout of HEAD is gone
+
+
+@pytest.mark.timeout(240)
+@needs_apache_kafka
+def test_bench_runs_the_worker_and_the_confluent_baselines_on_apache_kafka(tmp_path: Path) -> None:
+    opts = bench_run.Options(
+        events=2000, latency_rate=500, latency_seconds=1, half_max=False, processes=1, broker="apache-kafka"
+    )
+    result = bench_run.run(opts, tmp_path, out=io.StringIO())
+
+    for name in ("worker", "confluent_loop", "passthrough"):  # their clients given SCORING_KAFKA_OPTIONS
+        throughput = result["throughput"][name]
+        _positive(throughput, "events_per_second", "cpu_us_per_event", "broker_cpu_us_per_event")
+        assert throughput["predictions"] >= throughput["valid_events"] == 2000
+        latency = result["latency"]["fixed"][name]  # timed on arrival: Kafka 0.9 keeps no CreateTime
+        _positive(latency, "p50_ms", "p99_ms", "samples", "broker_cpu_cores")
+        assert latency["missing"] == 0
+    _positive(result["latency"]["fixed"]["broker_floor"], "p50_ms", "p99_ms")
+    _positive(result["labels"]["worker"], "labels_joined_per_second", "labels_learned_per_second")
+    assert result["throughput"]["stock_faust"]["status"] == "skipped"
+    assert "aiokafka" in result["latency"]["fixed"]["stock_faust"]["reason"]
