@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Sequence[Message]], Awaitable[None]]
 
 AUTO_COMMIT_MS = 1000
-MAX_IN_FLIGHT = 8
+# Batches handled at once. Two overlap one batch's Redis and broker waits with the next one's
+# scoring; more only split a light load into more, smaller batches that queue for the event
+# loop (README: Performance, the worker on Apache Kafka).
+MAX_IN_FLIGHT = 2
 # Prefetched messages librdkafka keeps per consumer: bounds the worker's memory.
 PREFETCH_KBYTES = 32 * 1024
 

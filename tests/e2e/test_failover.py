@@ -7,7 +7,7 @@ is lost. Here that can cost labels, never predictions: a batch is published only
 every Redis call succeeded, and the worker does not die, so no message is read again.
 A label joined (or an event scored) in the lost writes is not learned: its journal entry
 and its event's status went with them. They are bounded by the batches in flight on the
-master when it died (the worker keeps up to 8 batches in flight), and counted here.
+master when it died (the worker keeps up to ``MAX_IN_FLIGHT`` batches in flight), and counted here.
 """
 
 from __future__ import annotations
