@@ -6,7 +6,7 @@ Examples
 .venv/bin/python -m bench --events 2000 --latency-seconds 2 --latency-rate 500
 .venv/bin/python -m bench --rss-events 1000000             # and the worker's RSS, 100k vs 1M
 .venv/bin/python -m bench --redis-cluster 3                # and the worker on a 3-master Redis Cluster
-.venv/bin/python -m bench --broker apache-kafka         # on Apache Kafka 0.9.0.1 (its stock Faust skipped)
+.venv/bin/python -m bench --broker apache-kafka            # on Apache Kafka 0.9.0.1 (its stock Faust skipped)
 """
 
 from __future__ import annotations
