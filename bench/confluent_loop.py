@@ -10,8 +10,9 @@ would set it. (It committed after each batch before: a commit request every few
 milliseconds at 2,000 events/s, which made its latency seconds on the local broker at times.)
 
 With ``--passthrough`` it does no work at all: it reads the label topics too, as the worker
-does, and for each event that names an id it produces ``{"event_id": ...}`` on the use case's
-prediction topic with the event's key, nothing else. It is the broker's floor under the
+does, and for each event that names an id it produces ``{"event_id": ..., "scored_at": ...}``
+(the batch's time, as a scorer would write it) on the use case's prediction topic with the
+event's key, nothing else. It is the broker's floor under the
 latency phase's own load (keyed events and labels in, keyed predictions out), where the
 fresh-topic floor measures one unkeyed topic alone.
 
@@ -22,6 +23,7 @@ cleanly.
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import sys
 from collections import defaultdict
@@ -46,14 +48,15 @@ Records = list[tuple[str, bytes, bytes]]
 """``(logical topic, key, value)`` to produce."""
 
 
-def forwarded(topic: str, messages: Sequence[tuple[bytes, bytes]]) -> Records:
+def forwarded(topic: str, messages: Sequence[tuple[bytes, bytes]], scored_at: str) -> Records:
     """The pass-through's records for ``(key, value)`` messages read from logical ``topic``.
 
     Examples
     --------
-    >>> forwarded("transactions", [(b"a1", b'{"event_id": "e1", "amount": 3}'), (b"a2", b"{")])
-    [('predictions.fraud', b'a1', b'{"event_id":"e1"}')]
-    >>> forwarded("transactions.labels", [(b"a1", b'{"event_id": "e1", "is_fraud": true}')])
+    >>> at = "2026-01-05T03:00:00Z"
+    >>> forwarded("transactions", [(b"a1", b'{"event_id": "e1", "amount": 3}'), (b"a2", b"{")], at)
+    [('predictions.fraud', b'a1', b'{"event_id":"e1","scored_at":"2026-01-05T03:00:00Z"}')]
+    >>> forwarded("transactions.labels", [(b"a1", b'{"event_id": "e1", "is_fraud": true}')], at)
     []
     """
     use_case = next((uc for uc in USE_CASES if uc.event_topic == topic), None)
@@ -65,7 +68,9 @@ def forwarded(topic: str, messages: Sequence[tuple[bytes, bytes]]) -> Records:
             event_id = orjson.loads(value)["event_id"]
         except (orjson.JSONDecodeError, TypeError, KeyError):
             continue
-        out.append((use_case.prediction_topic, key, orjson.dumps({"event_id": event_id})))
+        out.append(
+            (use_case.prediction_topic, key, orjson.dumps({"event_id": event_id, "scored_at": scored_at}))
+        )
     return out
 
 
@@ -126,7 +131,7 @@ def run(settings: Settings, *, passthrough: bool = False) -> None:
                 offsets[topic, partition] = (message.offset() or 0) + 1
             for topic, read in batches.items():
                 if passthrough:
-                    records = forwarded(logical[topic], read)
+                    records = forwarded(logical[topic], read, dt.datetime.now(dt.UTC).isoformat())
                 else:
                     records = scorer.handle(logical[topic], [value for _, value in read])
                 for out_topic, key, value in records:

@@ -6,6 +6,7 @@ beginning of topics created before it starts.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -106,8 +107,13 @@ def _assigned_consumer(settings: Settings, topics: Sequence[str], **config: str 
 
 @dataclass
 class PredictionReader:
-    """Reads prediction topics: how many, first and last CreateTime (else arrival), and per event id
-    when asked."""
+    """Reads prediction topics: how many, when the first and the last were produced, and when each
+    event's was, per event id, when asked.
+
+    A broker that keeps no CreateTime (Kafka 0.9): the span from first to last is that of the
+    ``scored_at`` the records carry (the scorer's clock, like a CreateTime), since predictions read
+    in one fetch would arrive at one time; an event's, for its latency, is when it is read.
+    """
 
     settings: Settings
     topics: Sequence[str]
@@ -137,17 +143,28 @@ class PredictionReader:
                     continue
                 raise KafkaException(error)
             kind, ms = message.timestamp()
-            # CreateTime, set by the scorer's producer, in whole milliseconds: +0.5 ms is unbiased.
-            # A broker that keeps none (Kafka 0.9): the time it is read.
-            ts = (ms + 0.5) / 1000.0 if kind != TIMESTAMP_NOT_AVAILABLE else time.time()
+            if kind != TIMESTAMP_NOT_AVAILABLE:
+                # Set by the scorer's producer, in whole milliseconds: +0.5 ms is unbiased.
+                produced = seen = (ms + 0.5) / 1000.0
+            else:
+                produced, seen = scored_at(message.value() or b"{}"), time.time()
             self.count += 1
-            self.first = min(self.first, ts)
-            self.last = max(self.last, ts)
+            self.first = min(self.first, produced)
+            self.last = max(self.last, produced)
             if self.track_events:
-                self.by_event.setdefault(orjson.loads(message.value() or b"{}")["event_id"], ts)
+                self.by_event.setdefault(orjson.loads(message.value() or b"{}")["event_id"], seen)
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def scored_at(prediction: bytes) -> float:
+    """The epoch seconds of a prediction's ``scored_at``.
+
+    >>> scored_at(b'{"event_id": "e1", "scored_at": "2026-01-05T03:00:00.250000Z"}')
+    1767582000.25
+    """
+    return dt.datetime.fromisoformat(orjson.loads(prediction)["scored_at"]).timestamp()
 
 
 def broker_floor(settings: Settings, topic: str, rate: float, seconds: float) -> list[float]:
