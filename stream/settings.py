@@ -235,6 +235,13 @@ class Settings(BaseSettings):
     learner_lease_seconds: float = _setting(
         5.0, "A learner that stops renewing its lease for this long is replaced by another worker's.", gt=0
     )
+    learner_niceness: int = _setting(
+        10,
+        "Niceness the learner process adds to the worker's (0: none, up to 19): when the cores are "
+        "busy, scoring runs first and learning takes what is left.",
+        ge=0,
+        le=19,
+    )
     journal_retention_seconds: int = _setting(
         60, "How long the learner keeps journal entries it has checkpointed (for audits and replays).", ge=0
     )

@@ -14,6 +14,11 @@ producer. The worker (:class:`LearnerProcess`):
   for them at each scrape), so a worker still exports one set of metrics;
 - stops it when the worker stops: SIGTERM, and its learners checkpoint and hand their leases over.
 
+The process runs ``SCORING_LEARNER_NICENESS`` nicer than its worker: on cores both want, the
+kernel runs the worker as soon as it wakes (an event arrived, Redis answered) instead of
+letting it wait out the learner's time slice. Learning lags under such load and catches up
+when a core is free; scoring does not wait for it.
+
 The process ends at once, without a checkpoint, when its worker is gone, killed with
 ``kill -9`` too: it reads the worker's requests from a pipe only the worker holds, and takes
 the pipe's end as the worker's. Its leases then lapse and a learner takes over from the last
@@ -258,6 +263,7 @@ def answer(requests: Connection, replies: Connection) -> None:
 def main(argv: list[str]) -> None:
     """The learner process: ``python -m stream.runtime.learning <requests fd> <replies fd>``."""
     settings = Settings.from_env()
+    os.nice(settings.learner_niceness)  # a core the worker and the learner both want goes to scoring
     logs.setup(settings.log_level)
     disable_created_metrics()  # type: ignore[no-untyped-call]  # a counter's ``_created`` would come back to the worker as a family apart
     requests, replies = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)

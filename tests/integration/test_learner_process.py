@@ -49,6 +49,9 @@ async def test_learns_beside_the_worker_reports_through_it_and_checkpoints_when_
     learning = LearnerProcess(settings)
     running = asyncio.create_task(learning.run())
     await eventually(lambda: leading(learning) == {uc.name for uc in USE_CASES}, "both learners to lead")
+    assert learning.pid is not None
+    nicer = min(19, os.getpriority(os.PRIO_PROCESS, 0) + settings.learner_niceness)
+    assert settings.learner_niceness > 0 and os.getpriority(os.PRIO_PROCESS, learning.pid) == nicer
     served = generate_latest(worker_registry(learning)).decode()
     assert served.count("# TYPE scoring_learner_leader gauge") == 1  # one family, merged
     assert 'scoring_learner_leader{model="fraud"} 1.0' in served
