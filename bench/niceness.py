@@ -25,7 +25,6 @@ import dataclasses
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,8 +66,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             with bench.processes("worker", [settings]) as processes:
                 warm = throughput(bench, processes, reader, data)
                 print(f"worker warmed on {WARM_EVENTS:,} events: {warm['events_per_second']:,.0f} events/s")
-                time.sleep(3.0)  # the learner process has started and leads
-                learners = learner_pids(processes[0].pid)
+                learners = learner_pids(processes[0].pid)  # started with the worker, before it scored
+                if not learners:  # else every phase would run at the niceness the learner set itself
+                    raise SystemExit("the worker has no learner process: nothing to compare")
                 for i, load in enumerate(loads):
                     niceness = args.niceness if i % 2 else 0
                     for pid in learners:
