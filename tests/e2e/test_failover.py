@@ -28,7 +28,7 @@ from stream.runtime.keys import hash_tagged
 from stream.settings import Settings
 from stream.tools import simulator
 from stream.tools.demo import worker_process
-from stream.tools.localstack import running_redis_cluster
+from stream.tools.localstack import free_port, running_redis_cluster
 from stream.usecases import DEMAND, FRAUD
 from tests.e2e.support import START, event_id, produce, total, wait_until, with_registry
 
@@ -49,7 +49,10 @@ def test_a_worker_goes_on_after_a_master_fails_over(worker_settings: Settings, t
     labels = [m for m in messages if m.kind == "label"]
     with running_redis_cluster(tmp_path / "cluster", masters=3, replicas=1) as cluster:
         # Small batches: the loss bound below means something against this stream.
-        settings = worker_settings.replace(redis_url=cluster.url, redis_cluster=True, batch_size=100)
+        # The metrics port is picked now: picked before, a node or its bus could have taken it.
+        settings = worker_settings.replace(
+            redis_url=cluster.url, redis_cluster=True, batch_size=100, metrics_port=free_port()
+        )
         registry = settings.key("model", hash_tagged(settings, FRAUD.name), "live")
         sender = threading.Thread(target=produce, args=(settings, messages), kwargs={"realtime": True})
         with worker_process(settings, tmp_path / "worker.log") as worker:
