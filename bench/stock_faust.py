@@ -2,8 +2,9 @@
 
 This is how a Faust tutorial writes it: ``async for value in stream``, score, ``await
 topic.send(...)``, with Faust's default producer, consumer and commit settings. Only what
-the local broker needs is set (2 s session timeout, 0.5 s heartbeat), and the log level,
-without which Faust's terminal spinner puts the root logger at DEBUG. The scoring work is
+the local broker needs is set (2 s session timeout, 0.5 s heartbeat), and the log level. It
+keeps Faust's terminal spinner, which at WARNING and above puts the root logger at DEBUG (the
+scoring worker drops it: :func:`stream.runtime.app.faust_worker`). The scoring work is
 :class:`bench.baseline.BaselineScorer`'s, the same as the plain loop's.
 
 Run by the benchmark as ``python -m bench.stock_faust`` with the ``SCORING_*`` environment

@@ -131,10 +131,18 @@ def run_worker(settings: Settings) -> None:
         log.info("metrics on :%d/metrics", settings.metrics_port)
     app = create_app(service)
     collector.settle()
+    faust_worker(app, settings).execute_from_commandline()
+
+
+def faust_worker(app: faust.App, settings: Settings) -> faust.Worker:
+    """Faust's worker for ``app``, logging at ``settings.log_level`` and nothing below it."""
     worker = faust.Worker(
         app, loglevel=settings.log_level, quiet=True, logging_config=logs.config(settings.log_level)
     )
-    worker.execute_from_commandline()
+    # At WARNING and above, Faust's terminal spinner would put the root logger at DEBUG, so
+    # that every ``log.debug`` of the hot path builds a record for the spinner to discard.
+    worker.spinner = None
+    return worker
 
 
 class ServiceRefused(Exception):
