@@ -23,7 +23,7 @@ import orjson
 
 from stream.records import Rejection, parse
 from stream.runtime import metrics
-from stream.runtime.outbox import Message, Outbox, PartitionOrder
+from stream.runtime.outbox import Message, Outbox, TopicOrder
 from stream.runtime.state import ArrivedLabel, LabelSource, Outcome, ParkedLabel, Settlement, StateStore
 from stream.settings import Settings
 from stream.usecases import DEADLETTER_TOPIC, UseCase
@@ -45,7 +45,7 @@ class LabelJoiner:
     def __init__(self, settings: Settings, state: StateStore) -> None:
         self.settings = settings
         self.state = state
-        self._order = PartitionOrder()
+        self._order = TopicOrder()
         self._dead_letters = settings.topic(DEADLETTER_TOPIC)
 
     async def join(self, use_case: UseCase[Any, Any], batch: Sequence[Message]) -> Outbox:

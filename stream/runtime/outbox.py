@@ -74,17 +74,17 @@ class Outbox:
             histograms[model].observe(max(0.0, now - since))
 
 
-class PartitionOrder:
-    """Keeps one partition's batches reaching Redis in the order they came.
+class TopicOrder:
+    """Keeps a topic's batches reaching Redis in the order they came.
 
-    Several batches are handled at once; a partition's batches each take its lock (first
-    come, first served) around the step that claims or joins, so an entity's events change
-    its state in their partition's order.
+    Several batches are handled at once; a topic's share of each takes its lock (first come,
+    first served) around the step that claims or joins, so an entity's events (which share a
+    partition of the topic) change its state in their order.
     """
 
     def __init__(self) -> None:
-        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def of(self, batch: Sequence[Message]) -> asyncio.Lock:
-        """The lock of the partition ``batch`` (one partition's messages) came from."""
-        return self._locks.setdefault((batch[0].topic, batch[0].partition), asyncio.Lock())
+        """The lock of the topic ``batch`` (one topic's messages) came from."""
+        return self._locks.setdefault(batch[0].topic, asyncio.Lock())

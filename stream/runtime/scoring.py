@@ -33,7 +33,7 @@ from stream.features import EntityState
 from stream.records import Rejection, parse, prediction_json
 from stream.runtime import metrics
 from stream.runtime.keys import EntityKey, entity_key, observed, recorded_name
-from stream.runtime.outbox import Message, Outbox, PartitionOrder
+from stream.runtime.outbox import Message, Outbox, TopicOrder
 from stream.runtime.pending import Recorded, layout_of, scored_text
 from stream.runtime.served import Served, ServedModels
 from stream.runtime.state import Arrival, Changed, Claim, Scored, StateStore, entity_layout
@@ -91,7 +91,7 @@ class Scorer:
         self.settings = settings
         self.state = state
         self.models = models
-        self._order = PartitionOrder()
+        self._order = TopicOrder()
         self._dead_letters = settings.topic(DEADLETTER_TOPIC)
         self._secret = settings.pii_secret
         for name in models.use_cases:

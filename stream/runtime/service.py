@@ -61,13 +61,14 @@ class ScoringService:
     async def handle(self, batch: Sequence[Message]) -> None:
         """Score the events and join the labels of a batch; return once all it produced is delivered.
 
-        Each topic-partition's messages are handled concurrently with the others' (an
-        entity's events share a partition): while Redis runs one group's script, the
-        worker scores another's.
+        Each topic's messages are handled concurrently with the others': while Redis runs
+        one topic's script, the worker scores another's. A topic's messages go to Redis
+        together, whatever their partition: each group costs its own round trips, which a
+        light load's small batches, split finer, would multiply.
         """
-        groups: dict[tuple[str, int], list[Message]] = {}
+        groups: dict[str, list[Message]] = {}
         for message in batch:
-            groups.setdefault((message.topic, message.partition), []).append(message)
+            groups.setdefault(message.topic, []).append(message)
         outboxes = await asyncio.gather(*(self._process(group) for group in groups.values()))
         await self._publish("publish", outboxes)
 
