@@ -10,7 +10,7 @@ import pytest
 
 from stream.settings import Settings
 from stream.tools import localstack
-from stream.tools.demo import worker_process
+from tests.e2e.support import watched_worker
 
 
 @pytest.fixture
@@ -29,6 +29,6 @@ def worker_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[Popen[bytes]]:
-    with worker_process(worker_settings, tmp_path / "worker.log") as process:
+    with watched_worker(worker_settings, tmp_path / "worker.log") as process:
         yield process
     assert process.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]

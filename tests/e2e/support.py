@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from subprocess import Popen
 from typing import Any, TypeVar
 
 import orjson
@@ -19,7 +22,7 @@ from stream.runtime.registry import ModelRegistry
 from stream.runtime.state import StateStore
 from stream.settings import Settings
 from stream.tools import simulator
-from stream.tools.demo import scrape
+from stream.tools.demo import scrape, worker_process
 from stream.usecases import UseCase
 
 T = TypeVar("T")
@@ -38,11 +41,40 @@ def counter(settings: Settings, name: str, **labels: str) -> float:
     return scrape(settings.metrics_port).get(name + suffix, 0.0)
 
 
+_WATCHED: list[tuple[Popen[bytes], Path]] = []
+"""The workers :func:`wait_until` checks are alive, with their logs (see :func:`watched_worker`)."""
+
+
+@contextlib.contextmanager
+def watching(process: Popen[bytes], log: Path) -> Iterator[Popen[bytes]]:
+    """While inside, :func:`wait_until` fails at once, with the end of ``log``, if ``process`` exits."""
+    _WATCHED.append((process, log))
+    try:
+        yield process
+    finally:
+        _WATCHED.remove((process, log))
+
+
+@contextlib.contextmanager
+def watched_worker(settings: Settings, log: Path) -> Iterator[Popen[bytes]]:
+    """A worker process (:func:`~stream.tools.demo.worker_process`) that must not exit on its
+    own: see :func:`watching`. A test that kills its worker on purpose starts it with
+    ``worker_process``."""
+    with worker_process(settings, log) as process, watching(process, log):
+        yield process
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 120.0, what: str = "the worker") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
+        for process, log in _WATCHED:
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"waiting for {what}, the worker exited with code {process.returncode}:\n"
+                    + log.read_text(errors="replace")[-3000:]
+                )
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 

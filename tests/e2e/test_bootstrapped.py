@@ -25,7 +25,6 @@ from stream.records import AuditRecord
 from stream.settings import Settings
 from stream.tools import simulator
 from stream.tools.bootstrap import bootstrap, file_digest
-from stream.tools.demo import worker_process
 from stream.usecases import DEMAND, FRAUD
 from tests.e2e.support import (
     START,
@@ -36,6 +35,7 @@ from tests.e2e.support import (
     served_values,
     total,
     wait_until,
+    watched_worker,
 )
 from tests.foreign import BEGIN, WITH_COUNTRY_AND_CURRENCY, paced_stream, write_history
 
@@ -58,7 +58,7 @@ def test_the_first_predictions_come_from_the_bootstrapped_models(
     messages = list(simulator.generate(CONFIG, start=START))
     events = [m for m in messages if m.kind == "event"]
     labels = [m for m in messages if m.kind == "label"]
-    with worker_process(settings, tmp_path / "worker.log") as worker:
+    with watched_worker(settings, tmp_path / "worker.log") as worker:
         wait_until(lambda: _serving(settings, 1))
         # Every event is scored before any live label is learned: what the first window
         # shows is what the history taught.
@@ -90,7 +90,7 @@ def test_a_history_of_ones_own_is_bootstrapped_through_the_command_line(
     digests: dict[str, str] = {}
     # The worker runs from the start: the bootstrap replaces its untrained lineage, and its
     # learner goes on from the bootstrapped checkpoint.
-    with worker_process(settings, tmp_path / "worker.log") as worker:
+    with watched_worker(settings, tmp_path / "worker.log") as worker:
         wait_until(lambda: total(settings, "scoring_learner_leader") == 2, what="the learners")
         for use_case in (FRAUD, DEMAND):
             path = write_history(

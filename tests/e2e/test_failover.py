@@ -27,10 +27,9 @@ from stream.runtime.batches import MAX_IN_FLIGHT
 from stream.runtime.keys import hash_tagged
 from stream.settings import Settings
 from stream.tools import simulator
-from stream.tools.demo import worker_process
 from stream.tools.localstack import free_port, running_redis_cluster
 from stream.usecases import DEMAND, FRAUD
-from tests.e2e.support import START, event_id, produce, total, wait_until, with_registry
+from tests.e2e.support import START, event_id, produce, total, wait_until, watched_worker, with_registry
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +54,7 @@ def test_a_worker_goes_on_after_a_master_fails_over(worker_settings: Settings, t
         )
         registry = settings.key("model", hash_tagged(settings, FRAUD.name), "live")
         sender = threading.Thread(target=produce, args=(settings, messages), kwargs={"realtime": True})
-        with worker_process(settings, tmp_path / "worker.log") as worker:
+        with watched_worker(settings, tmp_path / "worker.log") as worker:
             wait_until(lambda: total(settings, "scoring_learner_leader") == 2, what="the learners")
             sender.start()
             wait_until(lambda: total(settings, "scoring_predictions_total") >= len(events) / 4)

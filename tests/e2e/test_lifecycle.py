@@ -34,7 +34,16 @@ from stream.settings import Settings
 from stream.tools import localstack, simulator
 from stream.tools.demo import scrape, worker_process
 from stream.usecases import FRAUD
-from tests.e2e.support import START, event_id, live_record, predictions, produce, wait_until, with_registry
+from tests.e2e.support import (
+    START,
+    event_id,
+    live_record,
+    predictions,
+    produce,
+    wait_until,
+    watched_worker,
+    with_registry,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -98,7 +107,7 @@ def test_two_workers_score_with_the_same_version_and_follow_each_update(
     one = model_settings.replace(metrics_port=localstack.free_port())
     two = model_settings.replace(metrics_port=localstack.free_port())
     events, labels = transactions(2000, seed=11)
-    with worker_process(one, tmp_path / "one.log"), worker_process(two, tmp_path / "two.log"):
+    with watched_worker(one, tmp_path / "one.log"), watched_worker(two, tmp_path / "two.log"):
         produce(one, events[:1000])
         wait_until(lambda: len(predictions(one)) >= 1000, what="the first predictions")
         delays = []
@@ -146,7 +155,7 @@ def test_a_killed_learner_recovers_exactly(model_settings: Settings, tmp_path: P
         wait_until(lambda: learner_labels(settings) >= 1000, what="the learner to learn")
         first.kill()  # SIGKILL: no shutdown checkpoint
         assert sender.is_alive(), "the stream must still be running when the learner dies"
-    with worker_process(settings, tmp_path / "second.log"):
+    with watched_worker(settings, tmp_path / "second.log"):
         sender.join()
         wait_until(lambda: learner_labels(settings) == len(labels), timeout=60, what="every label")
         time.sleep(2 * settings.model_publish_seconds)  # anything learned twice would show now
@@ -169,7 +178,7 @@ def test_rollback_makes_new_predictions_carry_the_earlier_version(
 ) -> None:
     settings = model_settings.replace(metrics_port=localstack.free_port())
     events, labels = transactions(1500, seed=2)
-    with worker_process(settings, tmp_path / "worker.log"):
+    with watched_worker(settings, tmp_path / "worker.log"):
         produce(settings, events[:500])
         wait_until(lambda: len(predictions(settings)) >= 500, what="predictions")
         produce(settings, labels[:250])
@@ -222,7 +231,7 @@ def test_a_concept_drift_opens_one_alert_within_500_labels(model_settings: Setti
         dataclasses.replace(m, value=_flip(m.value)) if m.kind == "label" and event_id(m) in drifted else m
         for m in messages
     ]
-    with worker_process(settings, tmp_path / "worker.log"):
+    with watched_worker(settings, tmp_path / "worker.log"):
         wait_until(lambda: learner_labels(settings) == 0, what="the first version")
         produce(settings, stream, realtime=True)
         wait_until(lambda: learner_labels(settings) == 6000, timeout=60, what="every label")
@@ -255,7 +264,7 @@ def test_a_model_card_agrees_with_the_registry_and_the_served_predictions(
 ) -> None:
     settings = model_settings.replace(metrics_port=localstack.free_port())
     events, labels = transactions(1500, seed=6)
-    with worker_process(settings, tmp_path / "worker.log"):
+    with watched_worker(settings, tmp_path / "worker.log"):
         produce(settings, events)
         wait_until(lambda: len(predictions(settings)) >= len(events), what="predictions")
         produce(settings, labels)

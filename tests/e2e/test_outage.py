@@ -13,8 +13,8 @@ import pytest
 
 from stream.settings import Settings
 from stream.tools import localstack, simulator
-from stream.tools.demo import scrape, worker_process
-from tests.e2e.support import produce, total, wait_until
+from stream.tools.demo import scrape
+from tests.e2e.support import produce, total, wait_until, watched_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def test_a_worker_waits_for_its_broker_and_redis_then_scores(tmp_path: Path) -> 
     log = tmp_path / "worker.log"
     broker_down = f"the broker at 127.0.0.1:{kafka_port} does not answer"
     redis_down = f"redis at 127.0.0.1:{redis_port} does not answer"
-    with worker_process(settings, log) as worker:
+    with watched_worker(settings, log) as worker:
         wait_until(
             lambda: log.read_text().count(broker_down) >= 3 and log.read_text().count(redis_down) >= 3,
             what="the worker to say three times what it waits for",

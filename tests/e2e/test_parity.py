@@ -19,9 +19,8 @@ from consumers.quality import mae, roc_auc
 from stream.records import Transaction
 from stream.settings import Settings
 from stream.tools.backtest import replay_run
-from stream.tools.demo import worker_process
 from stream.usecases import DEMAND, FRAUD, UseCase
-from tests.e2e.support import counter, send_on_schedule, served_values, total, wait_until
+from tests.e2e.support import counter, send_on_schedule, served_values, total, wait_until, watched_worker
 from tests.foreign import WITH_COUNTRY_AND_CURRENCY, fraud_logit, paced_stream, records, write_history
 
 pytestmark = pytest.mark.e2e
@@ -85,7 +84,7 @@ def test_the_served_metric_agrees_with_the_backtest_and_with_rivers_plain_model(
     settings = worker_settings.replace(use_cases_file=str(declaration))
     stream = paced_stream(transactions=4000, sales=2000, rate=RATE, label_delay=LABEL_DELAY)
     labels = sum(1 for m in stream.messages if m.kind == "label")
-    with worker_process(settings, tmp_path / "worker.log") as worker:
+    with watched_worker(settings, tmp_path / "worker.log") as worker:
         send_on_schedule(settings, stream.messages)
         wait_until(lambda: total(settings, "scoring_labels_total", "joined") >= labels)
         assert worker.poll() is None
@@ -136,7 +135,7 @@ def test_an_implicit_policy_learns_from_chargebacks_alone(worker_settings: Setti
     stream = paced_stream(transactions=3000, sales=0, rate=RATE, label_delay=0.5, frauds_only=True)
     rows = stream.rows[FRAUD.name]
     frauds = sum(1 for _, t in rows if t)
-    with worker_process(settings, tmp_path / "worker.log") as worker:
+    with watched_worker(settings, tmp_path / "worker.log") as worker:
         send_on_schedule(settings, stream.messages)
         # Every transaction without a chargeback matures into "not fraud", and the learner
         # learns each transaction exactly once: the frauds by label, the others matured.

@@ -48,12 +48,12 @@ import pytest
 
 from stream.settings import Settings
 from stream.tools import localstack, simulator
-from stream.tools.demo import stop, worker_process
+from stream.tools.demo import stop
 from stream.usecases import FRAUD
 from tests.apiclient import api_process, transaction
 from tests.apiclient import wait_for as answering
 from tests.dashboard import metric_names, rate_interval, sent_exprs, variable_exprs
-from tests.e2e.support import START, event_id, send_on_schedule, wait_until
+from tests.e2e.support import START, event_id, send_on_schedule, wait_until, watched_worker
 
 PROMETHEUS_BINARY = shutil.which("prometheus")
 
@@ -199,7 +199,7 @@ def test_every_dashboard_query_returns_data(
         settings = worker_settings.replace(
             redis_url=relay.url, first_version_min_labels=500, canary="demand=0.3", canary_labels=100
         )
-        with worker_process(settings, log) as worker, api_process(api_settings, tmp_path / "api.log") as api:
+        with watched_worker(settings, log) as worker, api_process(api_settings, tmp_path / "api.log") as api:
             wait_until(lambda: f"{relay.address} does not answer" in log.read_text(), what="a retry")
             relay.open()
             send_on_schedule(settings, messages)

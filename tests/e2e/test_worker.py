@@ -29,6 +29,7 @@ from tests.e2e.support import (
     produce,
     total,
     wait_until,
+    watched_worker,
     with_registry,
 )
 
@@ -97,7 +98,7 @@ def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(
         wait_until(lambda: total(settings, "scoring_predictions_total") >= 500)
         first.kill()  # kill -9 in the middle of the stream
         assert sender.is_alive(), "the stream must still be running when the worker dies"
-    with worker_process(settings, tmp_path / "second.log"):
+    with watched_worker(settings, tmp_path / "second.log"):
         sender.join()
         wait_until(lambda: len(audit(settings, idle_timeout=1.0).predictions) >= len(events))
         result = audit(settings)
