@@ -48,6 +48,12 @@ def status_mb(pid: int, field: str) -> float:
     return 0.0
 
 
+def tree_mb(pid: int, field: str) -> float:
+    """:func:`status_mb` of ``pid`` and of its child processes, summed: a worker's memory is
+    its own and its learner process's."""
+    return status_mb(pid, field) + sum(status_mb(child, field) for child in children(pid))
+
+
 def interpolate(samples: Sequence[tuple[float, float]], t: float) -> float:
     """The value at time ``t`` of time-ordered ``(time, value)`` samples, linearly interpolated."""
     times = [s[0] for s in samples]

@@ -140,7 +140,8 @@ def table(result: dict[str, Any]) -> str:
                 memory,
                 lambda r: [
                     f"{r['rss_mb_at_checkpoint']:,.0f} MB after {r['checkpoint_events']:,}, "
-                    f"{r['rss_mb_at_end']:,.0f} MB after {r['events']:,} ({r['growth']:+.1%}); "
+                    f"{r['rss_mb_at_end']:,.0f} MB after {r['events']:,} ({r['growth']:+.1%}), "
+                    f"its learner process's {r['learner_rss_mb_at_end']:,.0f} MB included; "
                     f"Redis {r['redis_rss_mb_at_checkpoint']:,.0f} -> {r['redis_rss_mb_at_end']:,.0f} MB"
                 ],
             )

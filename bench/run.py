@@ -8,7 +8,7 @@ broker's pass-through, the plain loop doing no work: :mod:`bench.confluent_loop`
    input messages over the span from the first to the last prediction's CreateTime (the
    time the scorer produced it); CPU per event is the variant's processes' user + system
    time over that span, a worker's learner process included (interpolated from samples
-   every ~50 ms); peak RSS is VmHWM.
+   every ~50 ms); peak RSS is VmHWM, its learner process's added.
 2. **labels** (worker only): the labels of the N events are produced while the worker
    runs; labels joined/s is counted from the worker's ``scoring_labels_total{outcome=joined}``,
    labels learned/s from its learners' ``scoring_learner_labels_learned``. Before the
@@ -265,7 +265,7 @@ def throughput(
         "cpu_us_per_event": cpu_us(1),
         "redis_cpu_us_per_event": cpu_us(2),
         "broker_cpu_us_per_event": cpu_us(3),
-        "peak_rss_mb": sum(measure.status_mb(pid, "VmHWM") for pid in pids),
+        "peak_rss_mb": sum(measure.tree_mb(pid, "VmHWM") for pid in pids),
     }
 
 
@@ -538,7 +538,9 @@ def scaling(bench: Bench, data: Dataset) -> Result:
 
 
 def memory(bench: Bench) -> Result:
-    """The worker's VmRSS when ``min(100k, N/10)`` and when all of N prefilled events are predicted.
+    """The VmRSS of the worker and its learner process together when ``min(100k, N/10)`` and
+    when all of N prefilled events are predicted (``learner_rss_mb_at_*``: the learner
+    process's part), and Redis's.
 
     Also every ``min(100k, N/10)`` events in between (``rss_mb_by_events``): a plateau or a slope.
     """
@@ -560,31 +562,35 @@ def memory(bench: Bench) -> Result:
     redis_pid = bench.services.redis_pid
     out: Result = {"status": "ok", "events": n, "checkpoint_events": checkpoint}
     timeout = _timeout(n)
-    series: list[list[float]] = []  # [predicted, worker VmRSS MB]
+    series: list[list[float]] = []  # [predicted, VmRSS MB of the worker and its learner process]
     out["rss_mb_by_events"] = series
     with bench.processes("worker", [settings]) as processes:
         pid = processes[0].pid
+
+        def record(at: str) -> None:
+            out[f"rss_mb_at_{at}"] = measure.tree_mb(pid, "VmRSS")
+            out[f"learner_rss_mb_at_{at}"] = out[f"rss_mb_at_{at}"] - measure.status_mb(pid, "VmRSS")
+            out[f"redis_rss_mb_at_{at}"] = measure.status_mb(redis_pid, "VmRSS")
+
         deadline = time.monotonic() + timeout
         while (predicted := _predicted(settings.metrics_port)) < n:
             _alive_or_fail(processes)
             if time.monotonic() > deadline:
                 raise Failed(f"timed out after {timeout:.0f} s with {predicted:.0f} of {n} predictions")
             if predicted >= checkpoint * (len(series) + 1):  # the trend, every checkpoint events
-                series.append([predicted, measure.status_mb(pid, "VmRSS")])
+                series.append([predicted, measure.tree_mb(pid, "VmRSS")])
             if predicted >= checkpoint and "rss_mb_at_checkpoint" not in out:
-                out["rss_mb_at_checkpoint"] = measure.status_mb(pid, "VmRSS")
-                out["redis_rss_mb_at_checkpoint"] = measure.status_mb(redis_pid, "VmRSS")
+                record("checkpoint")
             time.sleep(0.2)
-        out["rss_mb_at_end"] = measure.status_mb(pid, "VmRSS")
-        out["redis_rss_mb_at_end"] = measure.status_mb(redis_pid, "VmRSS")
-        out["peak_rss_mb"] = measure.status_mb(pid, "VmHWM")
+        record("end")
+        out["peak_rss_mb"] = measure.tree_mb(pid, "VmHWM")
     # A worker that predicted all N before the first look: the end is the checkpoint too.
-    out.setdefault("rss_mb_at_checkpoint", out["rss_mb_at_end"])
-    out.setdefault("redis_rss_mb_at_checkpoint", out["redis_rss_mb_at_end"])
+    for name in ("rss_mb", "learner_rss_mb", "redis_rss_mb"):
+        out.setdefault(f"{name}_at_checkpoint", out[f"{name}_at_end"])
     out["growth"] = out["rss_mb_at_end"] / out["rss_mb_at_checkpoint"] - 1.0
     bench.say(
-        f"memory: worker RSS {out['rss_mb_at_checkpoint']:.0f} MB after {checkpoint:,}, "
-        f"{out['rss_mb_at_end']:.0f} MB after {n:,}"
+        f"memory: worker and its learner process RSS {out['rss_mb_at_checkpoint']:.0f} MB after "
+        f"{checkpoint:,}, {out['rss_mb_at_end']:.0f} MB after {n:,}"
     )
     return out
 

@@ -82,7 +82,9 @@ def test_bench_reports_every_section(tmp_path: Path) -> None:
     _positive(result["labels"]["worker"], "labels_learned_per_second")
     _positive(result["scaling"], "events_per_second", "ratio_to_one")
     assert result["scaling"]["processes"] == 2
-    _positive(result["memory"], "rss_mb_at_checkpoint", "rss_mb_at_end")
+    memory = result["memory"]  # the worker's and its learner process's
+    _positive(memory, "rss_mb_at_checkpoint", "rss_mb_at_end", "learner_rss_mb_at_end")
+    assert memory["learner_rss_mb_at_end"] < memory["rss_mb_at_end"]
     assert "worker" in done.stdout and "broker floor" in done.stdout  # the table
 
     state = result["redis_state"]  # bench.state_cost's one-Redis part
