@@ -29,7 +29,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import services
-from bench.run import Bench, Options, _prepare, _reader, dataset, floor, latency, offered_load, throughput
+from bench.run import (
+    Bench,
+    Options,
+    dataset,
+    floor,
+    latency,
+    offered_load,
+    prediction_reader,
+    prefilled,
+    throughput,
+)
 
 WARM_EVENTS = 4000
 """Events the worker scores before the phases (its throughput is printed, not used)."""
@@ -60,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ):
         bench = Bench(opts, running, Path(work), sys.stderr)
         floored = floor(bench, loads[0])
-        settings = _prepare(bench, "worker", data)
-        reader = _reader(settings)
+        settings = prefilled(bench, "worker", data)
+        reader = prediction_reader(settings)
         try:
             with bench.processes("worker", [settings]) as processes:
                 warm = throughput(bench, processes, reader, data)

@@ -440,7 +440,8 @@ def labels(bench: Bench, processes: Sequence[Proc], settings: Settings, data: Da
     }
 
 
-def _prepare(bench: Bench, namespace: str, data: Dataset) -> Settings:
+def prefilled(bench: Bench, namespace: str, data: Dataset) -> Settings:
+    """The settings of a fresh ``namespace`` whose topics hold ``data``'s events, for a variant to score."""
     settings = bench.settings(namespace)
     bench.create_topics(settings, all_topics())
     traffic.prefill(settings, data.events)
@@ -448,7 +449,8 @@ def _prepare(bench: Bench, namespace: str, data: Dataset) -> Settings:
     return settings
 
 
-def _reader(settings: Settings) -> PredictionReader:
+def prediction_reader(settings: Settings) -> PredictionReader:
+    """A reader of the prediction topics of ``settings``' namespace."""
     topics = [settings.topic(uc.prediction_topic) for uc in USE_CASES]
     return PredictionReader(settings, topics)
 
@@ -459,8 +461,8 @@ def variant(bench: Bench, name: str, data: Dataset, loads: list[Load], result: R
     The worker's events/s sets the rate of the ``half_max`` load, added to ``loads`` here.
     """
     try:
-        settings = _prepare(bench, name, data)
-        reader = _reader(settings)
+        settings = prefilled(bench, name, data)
+        reader = prediction_reader(settings)
         try:
             with bench.processes(name, [settings]) as processes:
                 result["throughput"][name] = throughput(bench, processes, reader, data)
@@ -523,9 +525,9 @@ def floor(bench: Bench, load: Load) -> Result:
 
 def scaling(bench: Bench, data: Dataset) -> Result:
     """The worker in ``processes`` processes (one consumer group) on the same events."""
-    first = _prepare(bench, "scaling", data)
+    first = prefilled(bench, "scaling", data)
     settings = [first, *(bench.settings("scaling") for _ in range(bench.opts.processes - 1))]
-    reader = _reader(first)
+    reader = prediction_reader(first)
     try:
         with bench.processes("worker", settings) as processes:
             out = throughput(bench, processes, reader, data)

@@ -38,7 +38,7 @@ from typing import Any
 import redis
 
 from bench import measure
-from bench.run import Bench, Dataset, Result, _prepare, _reader, throughput
+from bench.run import Bench, Dataset, Result, prediction_reader, prefilled, throughput
 from stream.tools import localstack
 
 WORKERS = (4, 16, 64)
@@ -149,11 +149,11 @@ def _sampling(cluster: localstack.RedisClusterStack) -> Iterator[_Sampler]:
 
 def _run(bench: Bench, cluster: localstack.RedisClusterStack, data: Dataset, workers: int) -> Result:
     namespace = f"cluster{workers}"
-    first = _prepare(bench, namespace, data)
+    first = prefilled(bench, namespace, data)
     on_cluster = {"redis_url": cluster.url, "redis_cluster": True}
     settings = [first.replace(**on_cluster)]
     settings += [bench.settings(namespace).replace(**on_cluster) for _ in range(workers - 1)]
-    reader = _reader(first)
+    reader = prediction_reader(first)
     try:
         with _sampling(cluster) as sampler, bench.processes("worker", settings) as processes:
             out = throughput(bench, processes, reader, data)
