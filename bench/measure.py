@@ -48,10 +48,15 @@ def status_mb(pid: int, field: str) -> float:
     return 0.0
 
 
+def children_mb(pid: int, field: str) -> float:
+    """:func:`status_mb` of ``pid``'s child processes, summed (a worker's learner process)."""
+    return sum(status_mb(child, field) for child in children(pid))
+
+
 def tree_mb(pid: int, field: str) -> float:
     """:func:`status_mb` of ``pid`` and of its child processes, summed: a worker's memory is
     its own and its learner process's."""
-    return status_mb(pid, field) + sum(status_mb(child, field) for child in children(pid))
+    return status_mb(pid, field) + children_mb(pid, field)
 
 
 def interpolate(samples: Sequence[tuple[float, float]], t: float) -> float:

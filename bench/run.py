@@ -570,7 +570,7 @@ def memory(bench: Bench) -> Result:
         pid = processes[0].pid
 
         def record(at: str) -> None:
-            learner = sum(measure.status_mb(child, "VmRSS") for child in measure.children(pid))
+            learner = measure.children_mb(pid, "VmRSS")
             out[f"rss_mb_at_{at}"] = measure.status_mb(pid, "VmRSS") + learner
             out[f"learner_rss_mb_at_{at}"] = learner
             out[f"redis_rss_mb_at_{at}"] = measure.status_mb(redis_pid, "VmRSS")
