@@ -42,7 +42,7 @@ from bench.run import (
 )
 
 WARM_EVENTS = 4000
-"""Events the worker scores before the phases (its throughput is printed, not used)."""
+"""Events the worker scores before the phases, so that they time a warm worker."""
 
 
 def learner_pids(worker: int) -> list[int]:
@@ -74,8 +74,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         reader = prediction_reader(settings)
         try:
             with bench.processes("worker", [settings]) as processes:
-                warm = throughput(bench, processes, reader, data)
-                print(f"worker warmed on {WARM_EVENTS:,} events: {warm['events_per_second']:,.0f} events/s")
+                # Too few events for a rate worth printing: they arrive in a handful of batches.
+                throughput(bench, processes, reader, data)
+                print(f"worker warmed on {WARM_EVENTS:,} events")
                 learners = learner_pids(processes[0].pid)  # started with the worker, before it scored
                 if not learners:  # else every phase would run at the niceness the learner set itself
                     raise SystemExit("the worker has no learner process: nothing to compare")
