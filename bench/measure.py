@@ -28,7 +28,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def children(pid: int) -> list[int]:
-    """The pids of ``pid``'s child processes (a worker's learner process), none once it is gone."""
+    """The pids of ``pid``'s child processes (a worker's learner processes), none once it is gone."""
     try:
         return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
@@ -49,13 +49,13 @@ def status_mb(pid: int, field: str) -> float:
 
 
 def children_mb(pid: int, field: str) -> float:
-    """:func:`status_mb` of ``pid``'s child processes, summed (a worker's learner process)."""
+    """:func:`status_mb` of ``pid``'s child processes, summed (a worker's learner processes)."""
     return sum(status_mb(child, field) for child in children(pid))
 
 
 def tree_mb(pid: int, field: str) -> float:
     """:func:`status_mb` of ``pid`` and of its child processes, summed: a worker's memory is
-    its own and its learner process's."""
+    its own and its learner processes'."""
     return status_mb(pid, field) + children_mb(pid, field)
 
 

@@ -1,13 +1,13 @@
-"""``python -m bench.niceness``: the worker's latency with its learner process nicer, or not.
+"""``python -m bench.niceness``: the worker's latency with its learner processes nicer, or not.
 
-Why the learner process runs ``SCORING_LEARNER_NICENESS`` nicer than its worker
+Why the learner processes run ``SCORING_LEARNER_NICENESS`` nicer than their worker
 (:mod:`stream.runtime.learning`). One worker runs on a fresh broker and Redis; it is offered
 the latency phase's load (events at ``--rate`` and their labels 1-3 s later) for ``--seconds``,
-``--rounds`` times at each niceness, alternating: its learner process at niceness 0, then at
+``--rounds`` times at each niceness, alternating: its learner processes at niceness 0, then at
 ``--niceness``, and so on (set from outside, on the running process: setting it back to 0
 takes root, or CAP_SYS_NICE). Alternating phases of one worker compare the two on the same
 machine state, which a busy shared machine changes from one minute to the next. It prints
-each phase's p50 and p99, the cores the worker, its learner, Redis and the broker used, and
+each phase's p50 and p99, the cores the worker, its learners, Redis and the broker used, and
 the broker's floor measured first.
 
 Nothing depends on the clock of the day: the simulated streams end at a fixed time.
@@ -46,7 +46,7 @@ WARM_EVENTS = 4000
 
 
 def learner_pids(worker: int) -> list[int]:
-    """The worker's children: its learner process."""
+    """The worker's children: its learner processes."""
     return [int(pid) for pid in Path(f"/proc/{worker}/task/{worker}/children").read_text().split()]
 
 
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"worker warmed on {WARM_EVENTS:,} events")
                 learners = learner_pids(processes[0].pid)  # started with the worker, before it scored
                 if not learners:  # else every phase would run at the niceness the learner set itself
-                    raise SystemExit("the worker has no learner process: nothing to compare")
+                    raise SystemExit("the worker has no learner processes: nothing to compare")
                 for i, load in enumerate(loads):
                     niceness = args.niceness if i % 2 else 0
                     for pid in learners:
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         f"learner niceness {niceness:2d}: p50 {r['p50_ms']:8.1f} ms, "
                         f"p99 {r['p99_ms']:8.1f} ms ({r['p99_ms'] / floored['p99_ms']:5.1f} x the floor), "
                         f"missing {r['missing']}; cores: worker {r['cpu_cores']:.2f}, "
-                        f"learner {r['children_cpu_cores']:.2f}, Redis {r['redis_cpu_cores']:.2f}, "
+                        f"learners {r['children_cpu_cores']:.2f}, Redis {r['redis_cpu_cores']:.2f}, "
                         f"broker {r['broker_cpu_cores']:.2f}",
                         flush=True,
                     )

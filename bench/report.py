@@ -141,7 +141,7 @@ def table(result: dict[str, Any]) -> str:
                 lambda r: [
                     f"{r['rss_mb_at_checkpoint']:,.0f} MB after {r['checkpoint_events']:,}, "
                     f"{r['rss_mb_at_end']:,.0f} MB after {r['events']:,} ({r['growth']:+.1%}), "
-                    f"its learner process's {r['learner_rss_mb_at_end']:,.0f} MB included; "
+                    f"its learner processes' {r['learner_rss_mb_at_end']:,.0f} MB included; "
                     f"Redis {r['redis_rss_mb_at_checkpoint']:,.0f} -> {r['redis_rss_mb_at_end']:,.0f} MB"
                 ],
             )

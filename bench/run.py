@@ -7,8 +7,8 @@ broker's pass-through, the plain loop doing no work: :mod:`bench.confluent_loop`
    variant, wait until it has published one prediction per valid event. Events/s is all
    input messages over the span from the first to the last prediction's CreateTime (the
    time the scorer produced it); CPU per event is the variant's processes' user + system
-   time over that span, a worker's learner process included (interpolated from samples
-   every ~50 ms); peak RSS is VmHWM, its learner process's added.
+   time over that span, a worker's learner processes included (interpolated from samples
+   every ~50 ms); peak RSS is VmHWM, its learner processes' added.
 2. **labels** (worker only): the labels of the N events are produced while the worker
    runs; labels joined/s is counted from the worker's ``scoring_labels_total{outcome=joined}``,
    labels learned/s from its learners' ``scoring_learner_labels_learned``. Before the
@@ -270,7 +270,7 @@ def throughput(
 
 
 def _cpu_seconds(pid: int) -> float:
-    """CPU seconds of a variant's process and its children (a worker's learner process)."""
+    """CPU seconds of a variant's process and its children (a worker's learner processes)."""
     return measure.cpu_seconds(pid) + sum(measure.cpu_seconds(child) for child in measure.children(pid))
 
 
@@ -303,7 +303,7 @@ def latency(
     did not take the load as fast as it was offered.
 
     Also the cores used meanwhile by the variant's process, its children (a worker's learner
-    process), Redis and the broker.
+    processes), Redis and the broker.
     """
     reader.reset(track_events=True)
     main = processes[0].pid
@@ -540,9 +540,9 @@ def scaling(bench: Bench, data: Dataset) -> Result:
 
 
 def memory(bench: Bench) -> Result:
-    """The VmRSS of the worker and its learner process together when ``min(100k, N/10)`` and
+    """The VmRSS of the worker and its learner processes together when ``min(100k, N/10)`` and
     when all of N prefilled events are predicted (``learner_rss_mb_at_*``: the learner
-    process's part), and Redis's.
+    processes' part), and Redis's.
 
     Also every ``min(100k, N/10)`` events in between (``rss_mb_by_events``): a plateau or a slope.
     """
@@ -564,7 +564,7 @@ def memory(bench: Bench) -> Result:
     redis_pid = bench.services.redis_pid
     out: Result = {"status": "ok", "events": n, "checkpoint_events": checkpoint}
     timeout = _timeout(n)
-    series: list[list[float]] = []  # [predicted, VmRSS MB of the worker and its learner process]
+    series: list[list[float]] = []  # [predicted, VmRSS MB of the worker and its learner processes]
     out["rss_mb_by_events"] = series
     with bench.processes("worker", [settings]) as processes:
         pid = processes[0].pid
@@ -592,7 +592,7 @@ def memory(bench: Bench) -> Result:
         out.setdefault(f"{name}_at_checkpoint", out[f"{name}_at_end"])
     out["growth"] = out["rss_mb_at_end"] / out["rss_mb_at_checkpoint"] - 1.0
     bench.say(
-        f"memory: worker and its learner process RSS {out['rss_mb_at_checkpoint']:.0f} MB after "
+        f"memory: worker and its learner processes RSS {out['rss_mb_at_checkpoint']:.0f} MB after "
         f"{checkpoint:,}, {out['rss_mb_at_end']:.0f} MB after {n:,}"
     )
     return out

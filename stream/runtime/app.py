@@ -12,8 +12,8 @@ learns from the journal both write:
 The input topics are consumed in batches by :class:`stream.runtime.batches.BatchConsumer`, a task
 of the worker: a batch is acknowledged only after everything it produced is delivered,
 so nothing is lost when a worker dies mid-batch. Every worker follows the live model
-version (``refresh_models``). The learners run in the worker's learner process
-(:mod:`stream.runtime.learning`), which a task of the worker starts and keeps running.
+version (``refresh_models``). The learners run in the worker's learner processes, one per
+use case (:mod:`stream.runtime.learning`), which a task of the worker starts and keeps running.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def broker_credentials(settings: Settings) -> faust.auth.Credentials | None:
 
 
 def create_app(service: ScoringService) -> faust.App:
-    """A Faust app around ``service``: the batch consumer, the learner process, and the timers."""
+    """A Faust app around ``service``: the batch consumer, the learner processes, and the timers."""
     settings = service.settings
     app = faust_app(settings, settings.consumer_group)
     # Faust's own Kafka clients stay off: the batch consumer and the publisher do the I/O.

@@ -1,6 +1,6 @@
 """The learner of a use case: one per deployment, it owns the model's updates.
 
-Every worker runs a learner per use case, in its learner process (:mod:`stream.runtime.learning`:
+Every worker runs a learner per use case, each in a learner process (:mod:`stream.runtime.learning`:
 learning never holds up the worker's scoring), but only the holder of the use case's lease in
 Redis learns; the others wait to take over if it stops renewing it. The leader:
 
@@ -68,9 +68,6 @@ log = logging.getLogger(__name__)
 # Journal entries read at a time, and how long a read waits for the first one.
 READ_COUNT = 500
 READ_BLOCK_MS = 100
-# Entries learned between two yields to the event loop (1.5-2.5 ms of work): the learners of
-# a worker's use cases share the learner process's loop.
-YIELD_EVERY = 50
 # How often a leading learner refreshes its gauges. Prometheus scrapes seconds apart; done
 # at every read, which under a light load holds a few entries, the refresh (the journal's
 # head read from Redis among it) took 15 % of the learner's CPU.
@@ -234,7 +231,7 @@ class Learner:
         assert state is not None
         entries = await self._store.read_journal(self.use_case, state.position, READ_COUNT, READ_BLOCK_MS)
         alerts: list[Alert] = []
-        for i, entry in enumerate(entries):
+        for entry in entries:
             outcome = state.apply(entry)
             alerts += [self._alert(change) for change in outcome.alerts]
             self._changed |= entry.y is not None
@@ -265,8 +262,6 @@ class Learner:
                 await self._save(force=True, reason="promotion")
                 if self.state is None:
                     return  # the lease or the live version moved: the next step restores
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)  # let the other use cases' learners run
         await self._raise(alerts)
         await self._save()
         if self.state is not None and time.monotonic() >= self._metrics_due:

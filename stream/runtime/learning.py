@@ -1,27 +1,31 @@
-"""The learner process of a worker: learning runs beside scoring, never in its event loop.
+"""The learner processes of a worker: learning runs beside scoring, never in its event loop.
 
 A worker's event loop scores events and joins labels; learning them (River's updates, the
 drift monitor, the gate) and pickling, signing and publishing a checkpoint every second
 would take turns with it, and in one process they would also hold the interpreter lock
-scoring needs. So each worker starts one **learner process**, which runs the learners of
-every use case (:class:`stream.runtime.learner.Learner`: only the holder of a use case's
-lease learns, as before) on an event loop of its own, with its own Redis connection and
-producer. The worker (:class:`LearnerProcess`):
+scoring needs. So each worker starts a **learner process** per use case, which runs that
+use case's learner (:class:`stream.runtime.learner.Learner`: only the holder of the use
+case's lease learns) on an event loop of its own, with its own Redis connection and
+producer. One learner is sequential by design; the use cases' learners, a process each,
+learn on as many cores as there are, and one use case's slow model never holds up another's
+learning. The worker (:class:`Learning`, a :class:`LearnerProcess` per use case):
 
-- starts it (``python -m stream.runtime.learning``, the worker's settings in its
-  environment) and, should it die, starts it again after the backoff of the error policy;
-- serves its metrics on the worker's ``/metrics`` (:class:`WorkerMetrics` asks the process
+- starts them (``python -m stream.runtime.learning <use case>``, the worker's settings in
+  their environment) and, should one die, starts it again after the backoff of the error
+  policy;
+- serves their metrics on the worker's ``/metrics`` (:class:`WorkerMetrics` asks each process
   for them at each scrape), so a worker still exports one set of metrics;
-- stops it when the worker stops: SIGTERM, and its learners checkpoint and hand their leases over.
+- stops them when the worker stops: SIGTERM, and each learner checkpoints and hands its
+  lease over.
 
-The process runs ``SCORING_LEARNER_NICENESS`` nicer than its worker: on cores both want, the
+Each process runs ``SCORING_LEARNER_NICENESS`` nicer than its worker: on cores both want, the
 kernel runs the worker as soon as it wakes (an event arrived, Redis answered) instead of
 letting it wait out the learner's time slice. Learning lags under such load and catches up
 when a core is free; scoring does not wait for it.
 
-The process ends at once, without a checkpoint, when its worker is gone, killed with
+A learner process ends at once, without a checkpoint, when its worker is gone, killed with
 ``kill -9`` too: it reads the worker's requests from a pipe only the worker holds, and takes
-the pipe's end as the worker's. Its leases then lapse and a learner takes over from the last
+the pipe's end as the worker's. Its lease then lapses and a learner takes over from the last
 checkpoint, exactly as when a worker with its learners inside was killed.
 """
 
@@ -35,8 +39,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
+from typing import Any
 
 import uvloop
 from prometheus_client import REGISTRY, CollectorRegistry, disable_created_metrics, generate_latest
@@ -54,7 +59,7 @@ from stream.runtime.registry import ModelRegistry
 from stream.runtime.retry import ErrorPolicy
 from stream.runtime.state import StateStore
 from stream.settings import Settings
-from stream.usecases import ALERTS_TOPIC
+from stream.usecases import ALERTS_TOPIC, UseCase, use_case
 
 log = logging.getLogger(__name__)
 
@@ -89,18 +94,19 @@ LEARNER_METRICS = (
 """What the learner process exports through its worker's ``/metrics``."""
 
 METRICS_TIMEOUT_SECONDS = 2.0
-"""How long a scrape waits for the learner process's metrics (without them, the worker's alone)."""
+"""How long a scrape waits for a learner process's metrics (without them, the others' alone)."""
 STOP_TIMEOUT_SECONDS = 15.0
-"""How long a stopping worker waits for its learners' last checkpoint before it kills the process."""
+"""How long a stopping worker waits for a learner's last checkpoint before it kills its process."""
 STABLE_SECONDS = 60.0
 """A learner process that ran this long before it died is started again without waiting longer."""
 
 
 class LearnerProcess:
-    """The worker's side of its learner process: start, supervise, scrape, stop."""
+    """The worker's side of the learner process of one use case: start, supervise, scrape, stop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, use_case: str) -> None:
         self.settings = settings
+        self.use_case = use_case
         self._process: subprocess.Popen[bytes] | None = None
         self._requests: Connection | None = None  # to the process: the pipe whose end is ours
         self._replies: Connection | None = None
@@ -125,14 +131,20 @@ class LearnerProcess:
             if time.monotonic() - started > STABLE_SECONDS:
                 backoff.reset()
             delay = backoff.next()
-            log.error("the learner process exited with code %s; starting it again in %.1f s", code, delay)
+            log.error(
+                "the learner process of %s exited with code %s; starting it again in %.1f s",
+                self.use_case,
+                code,
+                delay,
+            )
             await asyncio.sleep(delay)
 
     def _start(self) -> subprocess.Popen[bytes]:
         requests_read, requests_write = os.pipe()
         replies_read, replies_write = os.pipe()
+        command = [sys.executable, "-m", "stream.runtime.learning", self.use_case]
         process = subprocess.Popen(
-            [sys.executable, "-m", "stream.runtime.learning", str(requests_read), str(replies_write)],
+            [*command, str(requests_read), str(replies_write)],
             env=self.settings.child_environment(),
             pass_fds=(requests_read, replies_write),
         )
@@ -143,11 +155,11 @@ class LearnerProcess:
             self._process = process
             self._requests = Connection(requests_write, readable=False)
             self._replies = Connection(replies_read, writable=False)
-        log.info("learner process %d started", process.pid)
+        log.info("learner process %d of %s started", process.pid, self.use_case)
         return process
 
     async def stop(self) -> None:
-        """Stop the process: its learners checkpoint and hand their leases over (killed after
+        """Stop the process: its learner checkpoints and hands its lease over (killed after
         ``STOP_TIMEOUT_SECONDS``)."""
         self._stopping = True
         process = self._process
@@ -158,7 +170,11 @@ class LearnerProcess:
             try:
                 await asyncio.to_thread(process.wait, STOP_TIMEOUT_SECONDS)
             except subprocess.TimeoutExpired:
-                log.error("the learner process did not stop within %.0f s: killed", STOP_TIMEOUT_SECONDS)
+                log.error(
+                    "the learner process of %s did not stop within %.0f s: killed",
+                    self.use_case,
+                    STOP_TIMEOUT_SECONDS,
+                )
                 process.kill()
                 await asyncio.to_thread(process.wait)
         with self._lock:
@@ -171,7 +187,7 @@ class LearnerProcess:
         self._requests = self._replies = None
 
     def metrics(self) -> list[Metric]:
-        """The learner process's metrics now; none if it does not answer in time (or runs not)."""
+        """The process's metrics now; none if it does not answer in time (or runs not)."""
         with self._lock:
             if self._requests is None or self._replies is None:
                 return []
@@ -188,23 +204,60 @@ class LearnerProcess:
             return []
 
 
-class WorkerMetrics(Collector):
-    """What a worker's ``/metrics`` serves: its own metrics and its learner process's, merged."""
+class Learning:
+    """The worker's learner processes: one per use case, started, supervised and stopped together."""
 
-    def __init__(self, learning: LearnerProcess) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self.processes = [LearnerProcess(settings, use_case.name) for use_case in settings.use_cases]
+
+    @property
+    def pids(self) -> dict[str, int | None]:
+        """Use case -> the pid of its learner process started last (``None`` before the first)."""
+        return {process.use_case: process.pid for process in self.processes}
+
+    async def run(self) -> None:
+        """Keep every learner process running until :meth:`stop`."""
+        await asyncio.gather(*(process.run() for process in self.processes))
+
+    async def stop(self) -> None:
+        """Stop every learner process; each learner checkpoints and hands its lease over."""
+        await asyncio.gather(*(process.stop() for process in self.processes))
+
+    def metrics(self) -> list[Metric]:
+        """The metrics of every learner process now, one family per name (see :func:`merged`)."""
+        return merged(family for process in self.processes for family in process.metrics())
+
+
+def merged(families: Iterable[Metric]) -> list[Metric]:
+    """``families`` of several processes as one family per name, with the samples of each; a
+    sample of the same name and labels in several is summed (a counter several count, such as
+    ``scoring_retries``), so that no series is exported twice."""
+    by_name: dict[str, Metric] = {}
+    for family in families:
+        into = by_name.setdefault(family.name, family)
+        if into is family:
+            continue
+        index = {(s.name, tuple(sorted(s.labels.items()))): i for i, s in enumerate(into.samples)}
+        for sample in family.samples:
+            i = index.get((sample.name, tuple(sorted(sample.labels.items()))))
+            if i is None:
+                into.samples.append(sample)
+            else:
+                into.samples[i] = into.samples[i]._replace(value=into.samples[i].value + sample.value)
+    return list(by_name.values())
+
+
+class WorkerMetrics(Collector):
+    """What a worker's ``/metrics`` serves: its own metrics and its learner processes', merged."""
+
+    def __init__(self, learning: Learning) -> None:
         self._learning = learning
 
     def collect(self) -> Iterator[Metric]:
-        theirs = {family.name: family for family in self._learning.metrics()}
-        for family in REGISTRY.collect():
-            learned = theirs.pop(family.name, None)
-            if learned is not None:  # defined in both processes; each has samples of its own
-                family.samples = [*family.samples, *learned.samples]
-            yield family
-        yield from theirs.values()
+        return iter(merged([*REGISTRY.collect(), *self._learning.metrics()]))
 
 
-def worker_registry(learning: LearnerProcess) -> CollectorRegistry:
+def worker_registry(learning: Learning) -> CollectorRegistry:
     """The registry a worker serves on ``/metrics``."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WorkerMetrics(learning))
@@ -214,40 +267,35 @@ def worker_registry(learning: LearnerProcess) -> CollectorRegistry:
 # The learner process ------------------------------------------------------------------
 
 
-async def serve(settings: Settings) -> None:
-    """Run the learners of every use case until SIGTERM or SIGINT, then checkpoint them."""
+async def serve(settings: Settings, use_case: UseCase[Any, Any]) -> None:
+    """Run the learner of ``use_case`` until SIGTERM or SIGINT, then checkpoint it."""
     policy = ErrorPolicy(settings)
     client = redis_client(settings)
-    store, registry = StateStore(client, settings), ModelRegistry(client, settings)
     publisher = Publisher(settings)
     alerts = settings.topic(ALERTS_TOPIC)
-    learners = [
-        Learner(
-            settings,
-            use_case,
-            store,
-            registry,
-            lambda records: policy.retrying(alerts, lambda: publisher.publish(records)),
-            policy,
-        )
-        for use_case in settings.use_cases
-    ]
+    learner = Learner(
+        settings,
+        use_case,
+        StateStore(client, settings),
+        ModelRegistry(client, settings),
+        lambda records: policy.retrying(alerts, lambda: publisher.publish(records)),
+        policy,
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    running = [asyncio.create_task(learner.run()) for learner in learners]
+    running = asyncio.create_task(learner.run())
     collector.settle()
     await stopping.wait()
-    for learner in learners:
-        await learner.stop()
-    await asyncio.gather(*running)
+    await learner.stop()
+    await running
     await asyncio.to_thread(publisher.close)
     await client.aclose()
 
 
 def answer(requests: Connection, replies: Connection) -> None:
-    """Answer the worker's scrapes with the learners' metrics; end the process when it is gone."""
+    """Answer the worker's scrapes with the learner's metrics; end the process when it is gone."""
     exported = CollectorRegistry(auto_describe=False)
     for metric in LEARNER_METRICS:
         exported.register(metric)
@@ -261,14 +309,16 @@ def answer(requests: Connection, replies: Connection) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """The learner process: ``python -m stream.runtime.learning <requests fd> <replies fd>``."""
+    """The learner process of a use case:
+    ``python -m stream.runtime.learning <use case> <requests fd> <replies fd>``."""
     settings = Settings.from_env()
+    learned = use_case(argv[0], settings.use_cases)
     os.nice(settings.learner_niceness)  # a core the worker and the learner both want goes to scoring
     logs.setup(settings.log_level)
     disable_created_metrics()  # type: ignore[no-untyped-call]  # a counter's ``_created`` would come back to the worker as a family apart
-    requests, replies = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
+    requests, replies = Connection(int(argv[1]), writable=False), Connection(int(argv[2]), readable=False)
     threading.Thread(target=answer, args=(requests, replies), name="worker", daemon=True).start()
-    uvloop.run(serve(settings))
+    uvloop.run(serve(settings, learned))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from stream.redis_client import redis_client
 from stream.runtime import metrics
 from stream.runtime.batches import BatchConsumer
 from stream.runtime.joining import LabelJoiner
-from stream.runtime.learning import LearnerProcess
+from stream.runtime.learning import Learning
 from stream.runtime.outbox import Message, Outbox
 from stream.runtime.publisher import Publisher
 from stream.runtime.registry import ModelRegistry
@@ -51,7 +51,7 @@ class ScoringService:
         self.scorer = Scorer(settings, state, self.models)
         self.joiner = LabelJoiner(settings, state)
         self.publisher = Publisher(settings)
-        self.learning = LearnerProcess(settings)  # the learners run in a process of their own
+        self.learning = Learning(settings)  # the learners run in processes of their own
         self._steps: dict[str, Step] = {}
         for uc in settings.use_cases:
             self._steps[settings.topic(uc.event_topic)] = partial(self.scorer.score, uc)

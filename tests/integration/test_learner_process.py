@@ -1,5 +1,6 @@
-"""The worker's learner process, on a real broker and Redis: it learns beside the worker, reports
-through the worker's metrics, checkpoints when stopped, and dies with its worker."""
+"""The worker's learner processes, one per use case, on a real broker and Redis: they learn beside
+the worker, report through the worker's metrics, checkpoint when stopped, are started again
+alone when killed, and die with their worker."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from stream.redis_client import redis_client
-from stream.runtime.learning import LearnerProcess, worker_registry
+from stream.runtime.learning import Learning, worker_registry
 from stream.runtime.registry import ModelRegistry
 from stream.settings import Settings
 from stream.usecases import USE_CASES
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def leading(learning: LearnerProcess) -> set[str]:
+def leading(learning: Learning) -> set[str]:
     """The use cases whose learner leads, as the worker's ``/metrics`` says."""
     return {
         sample.labels["model"]
@@ -46,15 +47,19 @@ async def eventually(condition: Callable[[], bool], what: str, timeout: float = 
 async def test_learns_beside_the_worker_reports_through_it_and_checkpoints_when_stopped(
     settings: Settings,
 ) -> None:
-    learning = LearnerProcess(settings)
+    learning = Learning(settings)
     running = asyncio.create_task(learning.run())
     await eventually(lambda: leading(learning) == {uc.name for uc in USE_CASES}, "both learners to lead")
-    assert learning.pid is not None
+    pids = learning.pids
+    assert sorted(pids) == sorted(uc.name for uc in USE_CASES)
+    assert None not in pids.values() and len(set(pids.values())) == len(USE_CASES), "a process each"
     nicer = min(19, os.getpriority(os.PRIO_PROCESS, 0) + settings.learner_niceness)
-    assert settings.learner_niceness > 0 and os.getpriority(os.PRIO_PROCESS, learning.pid) == nicer
+    assert settings.learner_niceness > 0
+    assert all(os.getpriority(os.PRIO_PROCESS, pid) == nicer for pid in pids.values() if pid is not None)
     served = generate_latest(worker_registry(learning)).decode()
     assert served.count("# TYPE scoring_learner_leader gauge") == 1  # one family, merged
     assert 'scoring_learner_leader{model="fraud"} 1.0' in served
+    assert 'scoring_learner_leader{model="demand"} 1.0' in served
     assert "scoring_messages_consumed_total" in served  # the worker's own metrics beside them
 
     await learning.stop()
@@ -69,31 +74,33 @@ async def test_learns_beside_the_worker_reports_through_it_and_checkpoints_when_
         await client.aclose()
 
 
-async def test_a_learner_process_killed_is_started_again_and_restores_its_checkpoint(
+async def test_a_learner_process_killed_is_started_again_alone_and_restores_its_checkpoint(
     settings: Settings,
 ) -> None:
-    learning = LearnerProcess(settings.replace(learner_lease_seconds=1.0))
+    learning = Learning(settings.replace(learner_lease_seconds=1.0))
     running = asyncio.create_task(learning.run())
     try:
         await eventually(lambda: len(leading(learning)) == len(USE_CASES), "the learners to lead")
-        assert learning.pid is not None
-        first = learning.pid
-        os.kill(first, signal.SIGKILL)
+        first = learning.pids
+        killed = first["fraud"]
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
         await eventually(
-            lambda: learning.pid != first and len(leading(learning)) == len(USE_CASES),
+            lambda: learning.pids["fraud"] != killed and len(leading(learning)) == len(USE_CASES),
             "a new learner process to lead",
         )
+        assert learning.pids["demand"] == first["demand"], "the other use case's process ran on"
     finally:
         await learning.stop()
         await running
 
 
-def test_the_learner_process_ends_with_its_worker(settings: Settings, tmp_path: Path) -> None:
-    # A stand-in worker: only its learner process's supervisor.
+def test_the_learner_processes_end_with_their_worker(settings: Settings, tmp_path: Path) -> None:
+    # A stand-in worker: only its learner processes' supervisor.
     code = (
         "import asyncio; from stream.settings import Settings; "
-        "from stream.runtime.learning import LearnerProcess; "
-        "asyncio.run(LearnerProcess(Settings.from_env()).run())"
+        "from stream.runtime.learning import Learning; "
+        "asyncio.run(Learning(Settings.from_env()).run())"
     )
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(
@@ -106,22 +113,22 @@ def test_the_learner_process_ends_with_its_worker(settings: Settings, tmp_path: 
     children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children")
     try:
         deadline = time.monotonic() + 30
-        while not children.read_text().split():
-            assert time.monotonic() < deadline, "the learner process never started"
+        while len(children.read_text().split()) < len(USE_CASES):
+            assert time.monotonic() < deadline, "the learner processes never started"
             time.sleep(0.1)
-        child = int(children.read_text().split()[0])
+        learners = [int(pid) for pid in children.read_text().split()]
         worker.kill()  # kill -9: nothing of the worker runs its shutdown
         worker.wait()
         deadline = time.monotonic() + 10
-        while Path(f"/proc/{child}").exists() and "Z" not in _state(child):
-            assert time.monotonic() < deadline, "the learner process outlived its worker"
+        while any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in learners):
+            assert time.monotonic() < deadline, "a learner process outlived its worker"
             time.sleep(0.1)
     finally:
         if worker.poll() is None:
             worker.kill()
             worker.wait()
         log.close()
-    assert "ends now, without a checkpoint" in (tmp_path / "worker.log").read_text()
+    assert (tmp_path / "worker.log").read_text().count("ends now, without a checkpoint") == len(USE_CASES)
 
 
 def _state(pid: int) -> str:
