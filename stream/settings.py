@@ -237,7 +237,7 @@ class Settings(BaseSettings):
     )
     learner_niceness: int = _setting(
         10,
-        "Niceness the learner process adds to the worker's (0: none, up to 19): when the cores are "
+        "Niceness the learner processes add to the worker's (0: none, up to 19): when the cores are "
         "busy, scoring runs first and learning takes what is left.",
         ge=0,
         le=19,
@@ -264,7 +264,7 @@ class Settings(BaseSettings):
     )
     log_level: str = _setting(
         "INFO",
-        "Log level of the worker, its learner process and the API "
+        "Log level of the worker, its learner processes and the API "
         "(plain lines on stderr: time, level, logger, message).",
         pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
     )
