@@ -32,6 +32,7 @@ checkpoint, exactly as when a worker with its learners inside was killed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -148,6 +149,11 @@ class LearnerProcess:
             env=self.settings.child_environment(),
             pass_fds=(requests_read, replies_write),
         )
+        # Nicer at once, from the parent: its imports alone take about a second of CPU, which
+        # a worker starting beside it wants too.
+        nicer = min(19, os.getpriority(os.PRIO_PROCESS, 0) + self.settings.learner_niceness)
+        with contextlib.suppress(ProcessLookupError):  # gone already: run() starts another
+            os.setpriority(os.PRIO_PROCESS, process.pid, nicer)
         os.close(requests_read)
         os.close(replies_write)
         with self._lock:
@@ -313,7 +319,6 @@ def main(argv: list[str]) -> None:
     ``python -m stream.runtime.learning <use case> <requests fd> <replies fd>``."""
     settings = Settings.from_env()
     learned = use_case(argv[0], settings.use_cases)
-    os.nice(settings.learner_niceness)  # a core the worker and the learner both want goes to scoring
     logs.setup(settings.log_level)
     disable_created_metrics()  # type: ignore[no-untyped-call]  # a counter's ``_created`` would come back to the worker as a family apart
     requests, replies = Connection(int(argv[1]), writable=False), Connection(int(argv[2]), readable=False)
